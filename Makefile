@@ -1,0 +1,71 @@
+# The appliance: two commands on a fresh machine.
+#   make run   - build and start the appliance on its embedded default configuration
+#   make test  - the whole test suite (unit, property, loom, runtime, end-to-end)
+# Everything else (bench, lint, fuzz, load targets) is listed by `make help`.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+DEB_PACKAGES := libhwloc-dev libudev-dev pkg-config
+RELEASE_BIN := target/release/appliance
+LOOM_TARGET := target/loom
+
+.PHONY: help deps build run test test-unit test-loom lint fmt bench bench-mesh bench-echo doc clean
+
+help:
+	@echo "make run     build and start the appliance (topology report, then echo service on 127.0.0.1:7000)"
+	@echo "make test    run every test (unit, proptest, loom, runtime, end-to-end)"
+	@echo "make bench   runtime benchmarks against std/crossbeam/tokio peers, printed as ratios"
+	@echo "make lint    cargo fmt --check and clippy -D warnings"
+	@echo "make deps    install the Debian packages the build needs (only those missing)"
+
+# Installs only what is missing, so it is cheap to call from every target.
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install a stable Rust toolchain (rustup)"; exit 1; }
+
+build: deps
+	$(CARGO) build --release -p appliance
+
+run: build
+	$(RELEASE_BIN) topology
+	$(RELEASE_BIN) echo --listen 127.0.0.1:7000
+
+test: deps test-unit test-loom
+
+test-unit:
+	$(CARGO) test --workspace --all-targets
+	$(CARGO) test --workspace --doc
+
+# loom explores every interleaving of the mesh's park/wake protocol; it
+# needs its own cfg (and so its own target dir, to keep the normal build).
+test-loom:
+	RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=$(LOOM_TARGET) \
+		$(CARGO) test --release -p shard --test loom_mesh
+
+lint: deps
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+doc: deps
+	RUSTDOCFLAGS=-Dwarnings $(CARGO) doc --workspace --no-deps
+
+bench: deps bench-mesh bench-echo
+
+bench-mesh:
+	$(CARGO) bench -p shard --bench mesh
+
+bench-echo:
+	$(CARGO) bench -p shard --bench echo
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,78 @@
+//! Per-shard listening sockets in one `SO_REUSEPORT` group.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{OwnedFd, RawFd};
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+/// A TCP listener bound with `SO_REUSEPORT` (and `SO_REUSEADDR`), so one can
+/// be opened per shard on the same address. Non-blocking, close-on-exec.
+pub fn tcp_reuseport(addr: SocketAddr, backlog: i32) -> io::Result<OwnedFd> {
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking().cloexec(), Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false).or_else(|e| if addr.ip().is_unspecified() { Err(e) } else { Ok(()) })?;
+    }
+    socket.bind(&SockAddr::from(addr))?;
+    socket.listen(backlog)?;
+    Ok(socket.into())
+}
+
+/// A UDP socket bound with `SO_REUSEPORT`, one per shard.
+pub fn udp_reuseport(addr: SocketAddr) -> io::Result<OwnedFd> {
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::DGRAM.nonblocking().cloexec(), Some(Protocol::UDP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&SockAddr::from(addr))?;
+    Ok(socket.into())
+}
+
+/// The address a socket is bound to (to learn an ephemeral port).
+pub fn local_addr(fd: &OwnedFd) -> io::Result<SocketAddr> {
+    let sock = socket2::SockRef::from(fd);
+    sock.local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not an IP socket"))
+}
+
+/// Sets `TCP_NODELAY` on an accepted or connected stream.
+pub fn set_nodelay(fd: RawFd) -> io::Result<()> {
+    let borrowed = borrow(fd);
+    socket2::SockRef::from(&borrowed).set_tcp_nodelay(true)
+}
+
+fn borrow(fd: RawFd) -> std::os::fd::BorrowedFd<'static> {
+    #[allow(unsafe_code)]
+    // SAFETY: only used for a setsockopt on a descriptor the caller owns
+    // and keeps open for the duration of the call.
+    unsafe {
+        std::os::fd::BorrowedFd::borrow_raw(fd)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn two_listeners_share_a_port() {
+        let a = tcp_reuseport("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+        let addr = local_addr(&a).unwrap();
+        let b = tcp_reuseport(addr, 16).unwrap();
+        assert_eq!(local_addr(&b).unwrap(), addr);
+        assert!(a.as_raw_fd() != b.as_raw_fd());
+    }
+
+    #[test]
+    fn udp_sockets_share_a_port() {
+        let a = udp_reuseport("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = local_addr(&a).unwrap();
+        let b = udp_reuseport(addr).unwrap();
+        assert_eq!(local_addr(&b).unwrap(), addr);
+    }
+}

@@ -1,0 +1,14 @@
+//! `ops`: what an operator needs to run the appliance: logging and
+//! signal handling today; metrics and the admin endpoint build on these.
+//!
+//! ```no_run
+//! ops::logging::init("info", ops::logging::LogFormat::Human).expect("logging");
+//! let signals = ops::signals::Signals::block().expect("signal mask");
+//! // ... start the runtime, then on another thread:
+//! let sig = signals.wait();
+//! ```
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod logging;
+pub mod signals;

@@ -1,0 +1,549 @@
+//! Raw operations on file descriptors, as owned-buffer futures.
+//!
+//! Every function here queues one submission entry and returns an [`Op`] (or
+//! [`MultiOp`]) that owns the buffers and address storage the kernel uses.
+//! Buffers go in by value and come back with the result ("rent" style), so
+//! the kernel can never write memory Rust has freed or lent elsewhere.
+//!
+//! The caller keeps each fd open until its operations complete: typed
+//! sockets that guarantee this are `netstack`'s job.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::mem::{size_of, MaybeUninit};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+use io_uring::{opcode, squeue, types};
+
+use super::bufring::BufRing;
+use super::op::{MultiOp, Op};
+use super::slab::Completion;
+use crate::context;
+
+/// Memory that can be the source of a write: a stable pointer to `len`
+/// initialised bytes, which does not move when the value moves.
+///
+/// # Safety
+/// `stable_ptr` must point at `bytes_init` initialised bytes that stay at the
+/// same address, unmodified, for as long as the value is not dropped or
+/// mutably accessed, even when the value itself is moved.
+pub unsafe trait IoBuf: 'static {
+    /// Pointer to the first byte.
+    fn stable_ptr(&self) -> *const u8;
+    /// Number of initialised bytes.
+    fn bytes_init(&self) -> usize;
+}
+
+/// Memory that can be the target of a read.
+///
+/// # Safety
+/// As [`IoBuf`], and `stable_mut_ptr` must be valid for writes of
+/// `bytes_total` bytes.
+pub unsafe trait IoBufMut: IoBuf {
+    /// Pointer to the first byte, for writing.
+    fn stable_mut_ptr(&mut self) -> *mut u8;
+    /// Capacity in bytes.
+    fn bytes_total(&mut self) -> usize;
+    /// Marks the first `n` bytes initialised.
+    ///
+    /// # Safety
+    /// The first `n` bytes must have been initialised.
+    unsafe fn set_init(&mut self, n: usize);
+}
+
+// SAFETY: a Vec's heap buffer does not move when the Vec moves, and `len`
+// bytes of it are initialised.
+unsafe impl IoBuf for Vec<u8> {
+    fn stable_ptr(&self) -> *const u8 {
+        self.as_ptr()
+    }
+    fn bytes_init(&self) -> usize {
+        self.len()
+    }
+}
+
+// SAFETY: the whole capacity is writable; `set_len` is only raised to what
+// the kernel reported written.
+unsafe impl IoBufMut for Vec<u8> {
+    fn stable_mut_ptr(&mut self) -> *mut u8 {
+        self.as_mut_ptr()
+    }
+    fn bytes_total(&mut self) -> usize {
+        self.capacity()
+    }
+    unsafe fn set_init(&mut self, n: usize) {
+        if n > self.len() {
+            // SAFETY: the caller guarantees the first `n` bytes are
+            // initialised and n <= capacity.
+            unsafe { self.set_len(n) };
+        }
+    }
+}
+
+// SAFETY: a boxed slice's heap memory does not move with the box.
+unsafe impl IoBuf for Box<[u8]> {
+    fn stable_ptr(&self) -> *const u8 {
+        self.as_ptr()
+    }
+    fn bytes_init(&self) -> usize {
+        self.len()
+    }
+}
+
+// SAFETY: static data never moves or changes.
+unsafe impl IoBuf for &'static [u8] {
+    fn stable_ptr(&self) -> *const u8 {
+        self.as_ptr()
+    }
+    fn bytes_init(&self) -> usize {
+        self.len()
+    }
+}
+
+// SAFETY: a provided buffer lives in the group's mapping, which outlives it,
+// and is off the ring (not written by the kernel) while we own it.
+unsafe impl IoBuf for super::ProvidedBuf {
+    fn stable_ptr(&self) -> *const u8 {
+        self.as_ptr()
+    }
+    fn bytes_init(&self) -> usize {
+        self.len()
+    }
+}
+
+/// A sub-range of an owned buffer, for partial writes.
+#[derive(Debug)]
+pub struct Slice<B> {
+    buf: B,
+    begin: usize,
+    end: usize,
+}
+
+impl<B: IoBuf> Slice<B> {
+    /// `buf[begin..end]`, clamped to the initialised bytes.
+    pub fn new(buf: B, begin: usize, end: usize) -> Slice<B> {
+        let end = end.min(buf.bytes_init());
+        Slice { begin: begin.min(end), end, buf }
+    }
+    /// The whole buffer back.
+    pub fn into_inner(self) -> B {
+        self.buf
+    }
+    /// Start offset.
+    pub fn begin(&self) -> usize {
+        self.begin
+    }
+    /// End offset.
+    pub fn end(&self) -> usize {
+        self.end
+    }
+}
+
+// SAFETY: a sub-range of a stable buffer is stable; begin <= end <= init.
+unsafe impl<B: IoBuf> IoBuf for Slice<B> {
+    fn stable_ptr(&self) -> *const u8 {
+        // SAFETY: begin <= bytes_init, so the offset stays in bounds.
+        unsafe { self.buf.stable_ptr().add(self.begin) }
+    }
+    fn bytes_init(&self) -> usize {
+        self.end - self.begin
+    }
+}
+
+/// Starts an operation on the current shard's reactor.
+///
+/// # Safety
+/// As [`super::Reactor::start`]: the entry may only point into memory owned
+/// by `data`'s heap allocations.
+unsafe fn start<T: 'static>(data: T, build: impl FnOnce(&mut T) -> squeue::Entry) -> Op<T> {
+    context::with(|c| {
+        // SAFETY: forwarded from the caller's contract.
+        let (idx, data) = unsafe { c.reactor.start(data, None, build) };
+        Op::new(idx, data)
+    })
+}
+
+/// # Safety
+/// As [`start`].
+unsafe fn start_multi<T: 'static>(
+    data: T,
+    group: Option<BufRing>,
+    build: impl FnOnce(&mut T) -> squeue::Entry,
+) -> MultiOp<T> {
+    context::with(|c| {
+        // SAFETY: forwarded from the caller's contract.
+        let (idx, data) = unsafe { c.reactor.start(data, group, build) };
+        MultiOp::new(idx, data)
+    })
+}
+
+/// Turns a completion's result into an `io::Result`.
+pub fn result(c: &Completion) -> io::Result<u32> {
+    c.io_result()
+}
+
+/// `recv(2)` into the spare capacity of `buf`; the buffer comes back with
+/// its length raised by the bytes received.
+pub async fn recv<B: IoBufMut>(fd: RawFd, buf: B) -> (io::Result<usize>, B) {
+    // SAFETY: the entry points at `buf`'s heap memory, owned by the op.
+    let op = unsafe {
+        start(buf, |b| {
+            let len = b.bytes_total() - b.bytes_init();
+            // In bounds: bytes_init <= bytes_total (the enclosing unsafe
+            // block's contract covers this pointer arithmetic).
+            let ptr = b.stable_mut_ptr().add(b.bytes_init());
+            opcode::Recv::new(types::Fd(fd), ptr, len.min(u32::MAX as usize) as u32).build()
+        })
+    };
+    let (c, mut buf) = op.await;
+    let res = c.io_result().map(|n| n as usize);
+    if let Ok(n) = res {
+        let init = buf.bytes_init() + n;
+        // SAFETY: the kernel wrote `n` bytes right after the initialised part.
+        unsafe { buf.set_init(init) };
+    }
+    (res, buf)
+}
+
+/// `read(2)` at the current position (pipes, eventfds, files).
+pub async fn read<B: IoBufMut>(fd: RawFd, buf: B) -> (io::Result<usize>, B) {
+    // SAFETY: the entry points at `buf`'s heap memory, owned by the op.
+    let op = unsafe {
+        start(buf, |b| {
+            let len = b.bytes_total() - b.bytes_init();
+            // In bounds: bytes_init <= bytes_total (the enclosing unsafe
+            // block's contract covers this pointer arithmetic).
+            let ptr = b.stable_mut_ptr().add(b.bytes_init());
+            opcode::Read::new(types::Fd(fd), ptr, len.min(u32::MAX as usize) as u32).offset(u64::MAX).build()
+        })
+    };
+    let (c, mut buf) = op.await;
+    let res = c.io_result().map(|n| n as usize);
+    if let Ok(n) = res {
+        let init = buf.bytes_init() + n;
+        // SAFETY: the kernel wrote `n` bytes right after the initialised part.
+        unsafe { buf.set_init(init) };
+    }
+    (res, buf)
+}
+
+/// Multishot `recv(2)` into buffers picked from `group`: one completion per
+/// receive, each carrying a [`super::ProvidedBuf`]. The stream ends on EOF
+/// (a zero-length completion), on error, or with `-ENOBUFS` when the group
+/// ran dry (re-arm after returning buffers).
+pub fn recv_multi(fd: RawFd, group: &BufRing) -> MultiOp<()> {
+    let bgid = group.bgid();
+    // SAFETY: the entry carries no pointers; buffers belong to the group,
+    // which the slot keeps alive until the final completion.
+    unsafe { start_multi((), Some(group.clone()), |_| opcode::RecvMulti::new(types::Fd(fd), bgid).build()) }
+}
+
+/// `send(2)` of all initialised bytes of `buf` (one call: may be partial).
+pub async fn send<B: IoBuf>(fd: RawFd, buf: B) -> (io::Result<usize>, B) {
+    // SAFETY: the entry points at `buf`'s heap memory, owned by the op.
+    let op = unsafe {
+        start(buf, |b| {
+            let len = b.bytes_init().min(u32::MAX as usize) as u32;
+            opcode::Send::new(types::Fd(fd), b.stable_ptr(), len).flags(libc::MSG_NOSIGNAL).build()
+        })
+    };
+    let (c, buf) = op.await;
+    (c.io_result().map(|n| n as usize), buf)
+}
+
+/// `write(2)` of all initialised bytes of `buf` (pipes, files).
+pub async fn write<B: IoBuf>(fd: RawFd, buf: B) -> (io::Result<usize>, B) {
+    // SAFETY: the entry points at `buf`'s heap memory, owned by the op.
+    let op = unsafe {
+        start(buf, |b| {
+            let len = b.bytes_init().min(u32::MAX as usize) as u32;
+            opcode::Write::new(types::Fd(fd), b.stable_ptr(), len).offset(u64::MAX).build()
+        })
+    };
+    let (c, buf) = op.await;
+    (c.io_result().map(|n| n as usize), buf)
+}
+
+/// Zero-copy `send(2)`: the kernel sends straight from `buf` and the buffer
+/// comes back only after the kernel's notification that it let go of it.
+pub async fn send_zc<B: IoBuf>(fd: RawFd, buf: B) -> (io::Result<usize>, B) {
+    // SAFETY: the entry points at `buf`'s heap memory, owned by the op until
+    // its final completion (the zero-copy notification).
+    let op = unsafe {
+        start(buf, |b| {
+            let len = b.bytes_init().min(u32::MAX as usize) as u32;
+            opcode::SendZc::new(types::Fd(fd), b.stable_ptr(), len).flags(libc::MSG_NOSIGNAL).build()
+        })
+    };
+    let (c, buf) = op.await;
+    (c.io_result().map(|n| n as usize), buf)
+}
+
+/// `accept4(2)`; returns the new fd (non-blocking, close-on-exec) and the
+/// peer address.
+pub async fn accept(fd: RawFd) -> io::Result<(RawFd, Option<SocketAddr>)> {
+    let storage = Box::new(AddrStorage::new());
+    // SAFETY: the entry points into the boxed address storage owned by the op.
+    let op = unsafe {
+        start(storage, |s| {
+            opcode::Accept::new(types::Fd(fd), s.addr_mut_ptr(), &mut s.len)
+                .flags(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)
+                .build()
+        })
+    };
+    let (c, storage) = op.await;
+    let new_fd = c.io_result()? as RawFd;
+    Ok((new_fd, storage.to_socket_addr()))
+}
+
+/// Multishot `accept4(2)`: one completion per accepted connection, its
+/// result the new fd. Peer addresses are not reported in this mode.
+pub fn accept_multi(fd: RawFd) -> MultiOp<()> {
+    // SAFETY: the entry carries no pointers.
+    unsafe {
+        start_multi((), None, |_| {
+            opcode::AcceptMulti::new(types::Fd(fd)).flags(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK).build()
+        })
+    }
+}
+
+/// `connect(2)`.
+pub async fn connect(fd: RawFd, addr: SocketAddr) -> io::Result<()> {
+    let storage = Box::new(AddrStorage::from_socket_addr(addr));
+    // SAFETY: the entry points into the boxed address storage owned by the op.
+    let op = unsafe { start(storage, |s| opcode::Connect::new(types::Fd(fd), s.addr_ptr(), s.len).build()) };
+    let (c, _) = op.await;
+    c.io_result().map(drop)
+}
+
+/// `shutdown(2)` with `how` one of `libc::SHUT_RD/SHUT_WR/SHUT_RDWR`.
+pub async fn shutdown(fd: RawFd, how: i32) -> io::Result<()> {
+    // SAFETY: the entry carries no pointers.
+    let op = unsafe { start((), |_| opcode::Shutdown::new(types::Fd(fd), how).build()) };
+    let (c, _) = op.await;
+    c.io_result().map(drop)
+}
+
+/// `close(2)`, taking ownership of the descriptor.
+pub async fn close(fd: std::os::fd::OwnedFd) -> io::Result<()> {
+    use std::os::fd::IntoRawFd;
+    let raw = fd.into_raw_fd();
+    // SAFETY: the entry carries no pointers.
+    let op = unsafe { start((), |_| opcode::Close::new(types::Fd(raw)).build()) };
+    let (c, _) = op.await;
+    c.io_result().map(drop)
+}
+
+/// `splice(2)` up to `len` bytes from `fd_in` to `fd_out` (one of them a
+/// pipe); offsets are `-1` for "current position / not applicable".
+pub async fn splice(fd_in: RawFd, fd_out: RawFd, len: u32) -> io::Result<usize> {
+    // SAFETY: the entry carries no pointers.
+    let op = unsafe {
+        start((), |_| {
+            opcode::Splice::new(types::Fd(fd_in), -1, types::Fd(fd_out), -1, len)
+                .flags(libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK)
+                .build()
+        })
+    };
+    let (c, _) = op.await;
+    c.io_result().map(|n| n as usize)
+}
+
+/// A kernel timeout: completes after `after`. The runtime's own timers do
+/// not use this (they cost no syscall); it is here for linking and tests.
+pub async fn timeout(after: Duration) -> io::Result<()> {
+    let ts = Box::new(types::Timespec::new().sec(after.as_secs()).nsec(after.subsec_nanos()));
+    // SAFETY: the entry points at the boxed timespec owned by the op.
+    let op = unsafe { start(ts, |t| opcode::Timeout::new(&**t as *const types::Timespec).build()) };
+    let (c, _) = op.await;
+    match c.result {
+        r if r == -libc::ETIME || r == 0 => Ok(()),
+        _ => c.io_result().map(drop),
+    }
+}
+
+/// Cancels every operation on `fd` (async, best effort); resolves with the
+/// number cancelled.
+pub async fn cancel_fd(fd: RawFd) -> io::Result<usize> {
+    // SAFETY: the entry carries no pointers.
+    let op = unsafe {
+        start((), |_| opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all()).build())
+    };
+    let (c, _) = op.await;
+    match c.result {
+        r if r == -libc::ENOENT => Ok(0),
+        _ => c.io_result().map(|n| n as usize),
+    }
+}
+
+/// Posts a completion with `result`/`user_data` on another io_uring
+/// (IORING_OP_MSG_RING).
+pub async fn msg_ring(ring_fd: RawFd, result: i32, user_data: u64) -> io::Result<()> {
+    // SAFETY: the entry carries no pointers into our memory.
+    let op = unsafe {
+        start((), |_| opcode::MsgRingData::new(types::Fd(ring_fd), result, user_data, None).build())
+    };
+    let (c, _) = op.await;
+    c.io_result().map(drop)
+}
+
+/// State for `recvmsg(2)`/`sendmsg(2)`: header, one iovec, peer address.
+struct MsgState<B> {
+    hdr: libc::msghdr,
+    iov: libc::iovec,
+    addr: AddrStorage,
+    buf: B,
+}
+
+/// `recvmsg(2)` into the spare capacity of `buf`, with the source address.
+pub async fn recvmsg<B: IoBufMut>(fd: RawFd, buf: B) -> (io::Result<(usize, Option<SocketAddr>)>, B) {
+    // SAFETY: an all-zero msghdr/iovec is a valid "empty" value.
+    let (hdr, iov) = unsafe { (MaybeUninit::zeroed().assume_init(), MaybeUninit::zeroed().assume_init()) };
+    let state = Box::new(MsgState { hdr, iov, addr: AddrStorage::new(), buf });
+    // SAFETY: every pointer set here points into the boxed state (or the
+    // buffer's heap memory) owned by the op until completion.
+    let op = unsafe {
+        start(state, |s| {
+            let init = s.buf.bytes_init();
+            s.iov.iov_base = s.buf.stable_mut_ptr().add(init).cast();
+            s.iov.iov_len = s.buf.bytes_total() - init;
+            s.hdr.msg_iov = &mut s.iov;
+            s.hdr.msg_iovlen = 1;
+            s.hdr.msg_name = s.addr.addr_mut_ptr().cast();
+            s.hdr.msg_namelen = s.addr.len;
+            opcode::RecvMsg::new(types::Fd(fd), &mut s.hdr).build()
+        })
+    };
+    let (c, mut state) = op.await;
+    let res = c.io_result().map(|n| n as usize);
+    state.addr.len = state.hdr.msg_namelen;
+    let addr = state.addr.to_socket_addr();
+    if let Ok(n) = res {
+        let init = state.buf.bytes_init() + n;
+        // SAFETY: the kernel wrote `n` bytes right after the initialised part.
+        unsafe { state.buf.set_init(init) };
+    }
+    (res.map(|n| (n, addr)), state.buf)
+}
+
+/// `sendmsg(2)` of `buf` to `to` (or the connected peer when `None`).
+pub async fn sendmsg<B: IoBuf>(fd: RawFd, buf: B, to: Option<SocketAddr>) -> (io::Result<usize>, B) {
+    // SAFETY: an all-zero msghdr/iovec is a valid "empty" value.
+    let (hdr, iov) = unsafe { (MaybeUninit::zeroed().assume_init(), MaybeUninit::zeroed().assume_init()) };
+    let addr = to.map(AddrStorage::from_socket_addr).unwrap_or_else(AddrStorage::new);
+    let state = Box::new(MsgState { hdr, iov, addr, buf });
+    let has_addr = to.is_some();
+    // SAFETY: every pointer set here points into the boxed state (or the
+    // buffer's heap memory) owned by the op until completion.
+    let op = unsafe {
+        start(state, |s| {
+            s.iov.iov_base = s.buf.stable_ptr() as *mut libc::c_void;
+            s.iov.iov_len = s.buf.bytes_init();
+            s.hdr.msg_iov = &mut s.iov;
+            s.hdr.msg_iovlen = 1;
+            if has_addr {
+                s.hdr.msg_name = s.addr.addr_mut_ptr().cast();
+                s.hdr.msg_namelen = s.addr.len;
+            }
+            opcode::SendMsg::new(types::Fd(fd), &s.hdr).flags(libc::MSG_NOSIGNAL as u32).build()
+        })
+    };
+    let (c, state) = op.await;
+    (c.io_result().map(|n| n as usize), state.buf)
+}
+
+/// A `sockaddr_storage` with its length, convertible to `SocketAddr`.
+#[derive(Clone, Copy)]
+pub struct AddrStorage {
+    storage: libc::sockaddr_storage,
+    len: libc::socklen_t,
+}
+
+impl std::fmt::Debug for AddrStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AddrStorage({:?})", self.to_socket_addr())
+    }
+}
+
+impl Default for AddrStorage {
+    fn default() -> Self {
+        AddrStorage::new()
+    }
+}
+
+impl AddrStorage {
+    /// Empty storage with room for any address.
+    pub fn new() -> AddrStorage {
+        // SAFETY: sockaddr_storage is plain data; all-zero is AF_UNSPEC.
+        let storage = unsafe { MaybeUninit::<libc::sockaddr_storage>::zeroed().assume_init() };
+        AddrStorage { storage, len: size_of::<libc::sockaddr_storage>() as libc::socklen_t }
+    }
+
+    /// Encodes an IPv4 or IPv6 address.
+    pub fn from_socket_addr(addr: SocketAddr) -> AddrStorage {
+        let mut s = AddrStorage::new();
+        match addr {
+            SocketAddr::V4(a) => {
+                let sin = libc::sockaddr_in {
+                    sin_family: libc::AF_INET as libc::sa_family_t,
+                    sin_port: a.port().to_be(),
+                    sin_addr: libc::in_addr { s_addr: u32::from(*a.ip()).to_be() },
+                    sin_zero: [0; 8],
+                };
+                // SAFETY: sockaddr_storage is larger than and suitably
+                // aligned for sockaddr_in.
+                unsafe { std::ptr::write((&mut s.storage as *mut libc::sockaddr_storage).cast(), sin) };
+                s.len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            }
+            SocketAddr::V6(a) => {
+                let sin6 = libc::sockaddr_in6 {
+                    sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                    sin6_port: a.port().to_be(),
+                    sin6_flowinfo: a.flowinfo().to_be(),
+                    sin6_addr: libc::in6_addr { s6_addr: a.ip().octets() },
+                    sin6_scope_id: a.scope_id(),
+                };
+                // SAFETY: sockaddr_storage is larger than and suitably
+                // aligned for sockaddr_in6.
+                unsafe { std::ptr::write((&mut s.storage as *mut libc::sockaddr_storage).cast(), sin6) };
+                s.len = size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+            }
+        }
+        s
+    }
+
+    fn addr_ptr(&self) -> *const libc::sockaddr {
+        (&self.storage as *const libc::sockaddr_storage).cast()
+    }
+
+    fn addr_mut_ptr(&mut self) -> *mut libc::sockaddr {
+        (&mut self.storage as *mut libc::sockaddr_storage).cast()
+    }
+
+    /// Decodes the address, if it is IPv4 or IPv6.
+    pub fn to_socket_addr(&self) -> Option<SocketAddr> {
+        match i32::from(self.storage.ss_family) {
+            libc::AF_INET if self.len as usize >= size_of::<libc::sockaddr_in>() => {
+                // SAFETY: the family says the storage holds a sockaddr_in,
+                // and the storage is aligned for it.
+                let sin = unsafe { &*(self.addr_ptr().cast::<libc::sockaddr_in>()) };
+                let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+                Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port))))
+            }
+            libc::AF_INET6 if self.len as usize >= size_of::<libc::sockaddr_in6>() => {
+                // SAFETY: as above for sockaddr_in6.
+                let sin6 = unsafe { &*(self.addr_ptr().cast::<libc::sockaddr_in6>()) };
+                let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+                Some(SocketAddr::V6(SocketAddrV6::new(
+                    ip,
+                    u16::from_be(sin6.sin6_port),
+                    u32::from_be(sin6.sin6_flowinfo),
+                    sin6.sin6_scope_id,
+                )))
+            }
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! Operation slots: where an in-flight operation's completions, waker and
+//! (once its future is gone) its memory wait for the kernel.
+//!
+//! The lifecycle of a slot, after monoio's:
+//! - *submitted*: the future is alive; completions queue here and wake it.
+//! - *ignored*: the future was dropped before the final completion. Its
+//!   buffers and fds are parked in `keep`, a cancel was submitted, and the
+//!   slot is freed only when the final completion (no `MORE` flag) arrives.
+//!   Only then is `keep` dropped, so the kernel never writes freed memory.
+//! - *done*: the final completion arrived; the slot is freed as soon as the
+//!   future has taken what it wants (or immediately if ignored).
+
+use std::any::Any;
+use std::collections::VecDeque;
+use std::task::Waker;
+
+use super::bufring::{BufRing, ProvidedBuf};
+
+/// A completion as the owner of an operation sees it.
+#[derive(Debug)]
+pub struct Completion {
+    /// The CQE result: >= 0 on success, `-errno` on failure.
+    pub result: i32,
+    /// The CQE flags.
+    pub flags: u32,
+    /// The buffer the kernel picked, for buffer-select operations.
+    pub buf: Option<ProvidedBuf>,
+}
+
+impl Completion {
+    /// The result as `io::Result`, with `-errno` turned into an error.
+    pub fn io_result(&self) -> std::io::Result<u32> {
+        if self.result < 0 {
+            Err(std::io::Error::from_raw_os_error(-self.result))
+        } else {
+            Ok(self.result as u32)
+        }
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Slot {
+    waker: Option<Waker>,
+    first: Option<Completion>,
+    more: VecDeque<Completion>,
+    done: bool,
+    ignored: bool,
+    keep: Option<Box<dyn Any>>,
+    group: Option<BufRing>,
+    in_use: bool,
+}
+
+/// What the dispatcher must do after the slab borrow ends: wake a task and
+/// drop memory whose drop might re-enter the runtime.
+#[derive(Default)]
+pub(crate) struct Aftermath {
+    pub waker: Option<Waker>,
+    pub garbage: Option<Box<dyn Any>>,
+    pub dropped: Option<Completion>,
+}
+
+#[derive(Default)]
+pub(crate) struct Slab {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    live: usize,
+}
+
+impl Slab {
+    pub(crate) fn insert(&mut self, group: Option<BufRing>) -> u32 {
+        self.live += 1;
+        let idx = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot::default());
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let slot = &mut self.slots[idx as usize];
+        slot.in_use = true;
+        slot.group = group;
+        idx
+    }
+
+    /// Operations whose final completion has not arrived yet.
+    pub(crate) fn live(&self) -> usize {
+        self.live
+    }
+
+    fn release(&mut self, idx: u32) -> Slot {
+        self.live -= 1;
+        self.free.push(idx);
+        std::mem::take(&mut self.slots[idx as usize])
+    }
+
+    /// Records a completion for slot `idx`.
+    pub(crate) fn complete(&mut self, idx: u32, result: i32, flags: u32, more: bool) -> Aftermath {
+        let Some(slot) = self.slots.get_mut(idx as usize).filter(|s| s.in_use) else {
+            return Aftermath::default();
+        };
+        let buf = match (&slot.group, io_uring::cqueue::buffer_select(flags)) {
+            (Some(g), Some(bid)) => Some(g.take(bid, result.max(0) as usize)),
+            _ => None,
+        };
+        let completion = Completion { result, flags, buf };
+        if slot.ignored {
+            let mut after = Aftermath { dropped: Some(completion), ..Aftermath::default() };
+            if !more {
+                after.garbage = self.release(idx).keep;
+            }
+            return after;
+        }
+        if slot.first.is_none() {
+            slot.first = Some(completion);
+        } else {
+            slot.more.push_back(completion);
+        }
+        slot.done = !more;
+        Aftermath { waker: slot.waker.take(), ..Aftermath::default() }
+    }
+
+    /// Single-shot poll: the first completion once the operation is done.
+    /// Frees the slot when it returns `Some`.
+    pub(crate) fn take_final(&mut self, idx: u32, waker: &Waker) -> Option<Completion> {
+        let slot = &mut self.slots[idx as usize];
+        if !slot.done {
+            set_waker(&mut slot.waker, waker);
+            return None;
+        }
+        self.release(idx).first
+    }
+
+    /// Multishot poll: the next completion, or `Ok(None)` when the
+    /// operation has ended (and the slot is freed).
+    pub(crate) fn take_next(&mut self, idx: u32, waker: &Waker) -> Result<Option<Completion>, ()> {
+        let slot = &mut self.slots[idx as usize];
+        if let Some(c) = slot.first.take() {
+            return Ok(Some(c));
+        }
+        if let Some(c) = slot.more.pop_front() {
+            return Ok(Some(c));
+        }
+        if slot.done {
+            self.release(idx);
+            return Ok(None);
+        }
+        set_waker(&mut slot.waker, waker);
+        Err(())
+    }
+
+    /// The owner went away. Returns `true` if the operation is still in
+    /// flight (the caller must submit a cancel), in which case `keep` is
+    /// parked in the slot until the final completion; otherwise the slot is
+    /// freed and `keep` handed back to be dropped by the caller.
+    pub(crate) fn abandon(
+        &mut self,
+        idx: u32,
+        keep: Option<Box<dyn Any>>,
+    ) -> (bool, Option<Box<dyn Any>>, Slot) {
+        let slot = &mut self.slots[idx as usize];
+        if slot.done {
+            let old = self.release(idx);
+            return (false, keep, old);
+        }
+        slot.ignored = true;
+        slot.keep = keep;
+        slot.waker = None;
+        let leftovers =
+            Slot { first: slot.first.take(), more: std::mem::take(&mut slot.more), ..Slot::default() };
+        (true, None, leftovers)
+    }
+}
+
+fn set_waker(slot: &mut Option<Waker>, waker: &Waker) {
+    match slot {
+        Some(w) if w.will_wake(waker) => {}
+        _ => *slot = Some(waker.clone()),
+    }
+}

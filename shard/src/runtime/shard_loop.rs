@@ -1,0 +1,199 @@
+//! One shard thread: set up, loop, tear down.
+//!
+//! A loop turn: run up to a budget of ready tasks; fire due timers; drain
+//! the mesh rings that have mail; publish our outgoing batches (waking
+//! parked peers); then one `io_uring_enter` that submits everything queued
+//! this turn and reaps completions. If nothing is ready, that same enter
+//! parks until a completion, a wake-up or the next timer.
+
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::{RuntimeError, Shared};
+use crate::context::{self, Context};
+use crate::executor::stall::StallDetector;
+use crate::executor::Executor;
+use crate::mesh::Endpoint;
+use crate::placement::ShardPlacement;
+use crate::reactor::Reactor;
+use crate::time::Timers;
+
+type MainFn = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()>>> + Send>;
+
+pub(super) struct Start {
+    pub shard: usize,
+    pub placement: ShardPlacement,
+    pub pin: bool,
+    pub shared: Arc<Shared>,
+    pub endpoint: Endpoint,
+    pub main: Option<MainFn>,
+}
+
+/// Wraps the user's main so its output lands in `out` and its completion
+/// stops the runtime.
+pub(super) fn boxed_main<F, Fut, T>(main: F, out: Arc<Mutex<Option<Result<T, RuntimeError>>>>) -> MainFn
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    Box::new(move || {
+        Box::pin(async move {
+            let result = crate::executor::task::CatchUnwind::new(async move { main().await }).await;
+            let result = result.map_err(|e| RuntimeError::MainPanicked(e.to_string()));
+            *out.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
+            context::with(|c| c.shared.request_stop());
+        })
+    })
+}
+
+/// The shard thread's body.
+pub(super) fn run(start: Start) {
+    let shared = start.shared.clone();
+    let shard = start.shard;
+    let mut at_barrier = false;
+    let result = catch_unwind(AssertUnwindSafe(|| run_inner(start, &mut at_barrier)));
+    match result {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => shared.fail(e),
+        Err(payload) => {
+            let message = crate::executor::task::panic_message(&*payload);
+            shared.fail(RuntimeError::ShardPanicked { shard, message });
+        }
+    }
+    // Whatever happened, let the others leave the exit barrier.
+    if !at_barrier {
+        shared.parked_at_exit.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn run_inner(start: Start, at_barrier: &mut bool) -> Result<(), RuntimeError> {
+    let Start { shard, placement, pin, shared, endpoint, main } = start;
+    if pin {
+        match crate::placement::apply(&placement) {
+            Ok(warnings) => warnings.iter().for_each(|w| tracing::debug!(shard, "{w}")),
+            Err(e) => tracing::warn!(shard, cpu = placement.cpu, "could not pin shard: {e}"),
+        }
+    }
+    let home = shared.homes[shard].clone();
+    let _ = home.thread.set(std::thread::current().id());
+    let reactor = Reactor::new(shared.ring_entries, home.eventfd)
+        .map_err(|source| RuntimeError::Uring { shard, source })?;
+    shared.mesh.ring_fds[shard].store(reactor.ring_fd(), Ordering::Release);
+    let ctx = Rc::new(Context {
+        id: shard,
+        count: shared.n,
+        reactor,
+        executor: Executor::new(home, StallDetector::new(shard, shared.stall_threshold)),
+        timers: Timers::default(),
+        mesh: endpoint,
+        shared: shared.clone(),
+        turns: Default::default(),
+        parks: Default::default(),
+        stopping: Default::default(),
+        stop_waiters: Default::default(),
+    });
+    context::enter(ctx.clone());
+    // Every shard's ring fd must be known before anyone sends a wake-up.
+    shared.ready.fetch_add(1, Ordering::SeqCst);
+    while shared.ready.load(Ordering::SeqCst) < shared.n && !shared.stopping.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    if let Some(main) = main {
+        ctx.executor.spawn("main", main()).detach();
+    }
+    let result = serve(&ctx);
+    *at_barrier = true;
+    teardown(&ctx);
+    drop(context::leave());
+    result
+}
+
+/// The loop, until a stop is requested and the grace period is over.
+fn serve(ctx: &Context) -> Result<(), RuntimeError> {
+    let mut grace_deadline: Option<Instant> = None;
+    loop {
+        turn(ctx, grace_deadline)?;
+        if grace_deadline.is_none() && ctx.shared.stopping.load(Ordering::Relaxed) {
+            grace_deadline = Some(Instant::now() + ctx.shared.grace);
+            begin_stop(ctx);
+        }
+        if let Some(deadline) = grace_deadline {
+            if ctx.executor.alive() == 0 || Instant::now() >= deadline {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// One loop turn; see the module docs.
+pub(crate) fn turn(ctx: &Context, wake_by: Option<Instant>) -> Result<(), RuntimeError> {
+    ctx.turns.set(ctx.turns.get() + 1);
+    ctx.executor.run(ctx.shared.budget);
+    ctx.timers.fire(Instant::now());
+    ctx.mesh.poll_incoming(ctx.shared.budget);
+    ctx.mesh.poll_space_waiters();
+    ctx.mesh.flush();
+    for target in ctx.reactor.take_failed_wakes() {
+        crate::reactor::write_eventfd(ctx.shared.homes[target].eventfd);
+    }
+    ctx.reactor.arm_eventfd();
+    let mailbox = &ctx.shared.homes[ctx.id].mailbox;
+    let idle = !ctx.executor.has_ready() && !ctx.mesh.has_backlog();
+    // A stop request arrives by eventfd, so it wakes a parked shard; but
+    // once it has arrived the grace deadline bounds every park.
+    let stop_seen = ctx.stopping.get() || !ctx.shared.stopping.load(Ordering::Relaxed);
+    let result = if idle && stop_seen && mailbox.prepare_park() {
+        ctx.parks.set(ctx.parks.get() + 1);
+        let wake_at = match (ctx.timers.next_deadline(), wake_by) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let timeout = wake_at.map(|d| d.saturating_duration_since(Instant::now()));
+        let r = ctx.reactor.turn(true, timeout);
+        mailbox.unparked();
+        r
+    } else {
+        ctx.reactor.turn(false, None)
+    };
+    result.map(drop).map_err(|source| RuntimeError::Enter { shard: ctx.id, source })
+}
+
+/// Tells local listeners ([`crate::stopping`]) that the runtime is stopping.
+fn begin_stop(ctx: &Context) {
+    ctx.stopping.set(true);
+    let waiters = std::mem::take(&mut *ctx.stop_waiters.borrow_mut());
+    waiters.into_iter().for_each(|w| w.wake());
+}
+
+/// Cancels what is left, waits for the kernel to let go of every buffer,
+/// and waits for the other shards so no message arrives after we are gone.
+fn teardown(ctx: &Context) {
+    let mut cancelled = ctx.executor.drop_queued();
+    ctx.timers.clear();
+    cancelled += ctx.mesh.discard_incoming();
+    cancelled += ctx.executor.drop_queued();
+    let left = ctx.reactor.quiesce(Duration::from_secs(2));
+    cancelled += ctx.executor.drop_queued();
+    ctx.mesh.flush();
+    let _ = ctx.reactor.turn(false, None);
+    // Exit barrier: after it, nobody sends to anybody.
+    let n = ctx.shared.n;
+    ctx.shared.parked_at_exit.fetch_add(1, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while ctx.shared.parked_at_exit.load(Ordering::SeqCst) < n && Instant::now() < deadline {
+        ctx.mesh.discard_incoming();
+        ctx.executor.drop_queued();
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    cancelled += ctx.mesh.discard_incoming() + ctx.executor.drop_queued();
+    let alive = ctx.executor.alive();
+    if alive > 0 || left > 0 {
+        tracing::debug!(shard = ctx.id, cancelled, alive, in_flight = left, "shard stopped with work left");
+    }
+}

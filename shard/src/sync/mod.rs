@@ -1,0 +1,3 @@
+//! Small synchronisation pieces used between shards.
+
+pub mod oneshot;
