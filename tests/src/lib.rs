@@ -1,1 +1,163 @@
-//! placeholder
+//! End-to-end test support: start the real `appliance` binary on ephemeral
+//! loopback ports, read what it prints, talk to it with real sockets, and
+//! always stop it (the process is killed when the handle drops, even when
+//! a test fails).
+//!
+//! ```no_run
+//! let mut app = appliance_tests::Appliance::start(&["echo", "--listen", "127.0.0.1:0", "--no-pin"]).unwrap();
+//! let addr = app.wait_for_addr("echo listening on").unwrap();
+//! ```
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Path of the `appliance` binary built by this workspace (same profile as
+/// the running test). It is built (or found up to date) once per test
+/// process, because `cargo test -p appliance-tests` alone does not rebuild
+/// another package's binary.
+pub fn binary() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT.get_or_init(build).clone()
+}
+
+fn build() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/appliance
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir").to_path_buf();
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.args(["build", "--quiet", "-p", "appliance"]);
+    if dir.ends_with("release") {
+        cmd.arg("--release");
+    }
+    if let Some(target) = dir.parent() {
+        cmd.env("CARGO_TARGET_DIR", target);
+    }
+    let status = cmd.status().expect("running cargo build");
+    assert!(status.success(), "building the appliance binary failed");
+    dir.join("appliance")
+}
+
+/// A running appliance process.
+#[derive(Debug)]
+pub struct Appliance {
+    child: Option<Child>,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Appliance {
+    /// Starts `appliance ARGS...`, capturing stdout and stderr lines.
+    pub fn start(args: &[&str]) -> std::io::Result<Appliance> {
+        let mut child = Command::new(binary())
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let (tx, rx) = mpsc::channel();
+        if let Some(out) = child.stdout.take() {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                BufReader::new(out).lines().map_while(Result::ok).for_each(|l| drop(tx.send(l)))
+            });
+        }
+        if let Some(err) = child.stderr.take() {
+            std::thread::spawn(move || {
+                BufReader::new(err).lines().map_while(Result::ok).for_each(|l| drop(tx.send(l)))
+            });
+        }
+        Ok(Appliance { child: Some(child), lines: rx, seen: Vec::new() })
+    }
+
+    /// Waits (up to 20 s) for a line containing `marker` and returns it.
+    pub fn wait_for_line(&mut self, marker: &str) -> Result<String, String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(marker) {
+                        return Ok(line);
+                    }
+                }
+                Err(_) => {
+                    return Err(format!("no line with {marker:?}; output so far:\n{}", self.seen.join("\n")))
+                }
+            }
+        }
+    }
+
+    /// Waits for a line containing `marker` and parses the first
+    /// `IP:PORT` in it.
+    pub fn wait_for_addr(&mut self, marker: &str) -> Result<SocketAddr, String> {
+        let line = self.wait_for_line(marker)?;
+        line.split_whitespace()
+            .find_map(|w| w.trim_end_matches(',').parse().ok())
+            .ok_or_else(|| format!("no address in {line:?}"))
+    }
+
+    /// Sends a signal to the process.
+    pub fn signal(&self, sig: i32) {
+        if let Some(c) = &self.child {
+            let pid = c.id() as i32;
+            #[allow(unsafe_code)]
+            // SAFETY: kill(2) on our own child's pid has no memory effects.
+            unsafe {
+                libc::kill(pid, sig);
+            }
+        }
+    }
+
+    /// Waits (up to `limit`) for the process to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Every line read so far.
+    pub fn output(&mut self) -> String {
+        while let Ok(l) = self.lines.try_recv() {
+            self.seen.push(l);
+        }
+        self.seen.join("\n")
+    }
+}
+
+impl Drop for Appliance {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Runs `appliance ARGS...` to completion (bounded), returning its exit
+/// code and combined output.
+pub fn run_to_end(args: &[&str]) -> (Option<i32>, String) {
+    let mut app = match Appliance::start(args) {
+        Ok(a) => a,
+        Err(e) => return (None, format!("could not start: {e}")),
+    };
+    let status = app.wait_exit(Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(50));
+    (status.and_then(|s| s.code()), app.output())
+}

@@ -110,7 +110,9 @@ impl Slab {
             }
             return after;
         }
-        if slot.first.is_none() {
+        // `first` keeps single-shot operations allocation-free; once a
+        // multishot backlog exists, order is kept by queueing behind it.
+        if slot.first.is_none() && slot.more.is_empty() {
             slot.first = Some(completion);
         } else {
             slot.more.push_back(completion);
