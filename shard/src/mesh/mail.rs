@@ -209,7 +209,7 @@ mod tests {
         assert!(mb.has_mail());
         assert_eq!(taken(&mb), [0, 63, 64, 129, 130]);
         assert!(!mb.has_mail());
-        assert_eq!(taken(&mb), []);
+        assert_eq!(taken(&mb), Vec::<usize>::new());
     }
 
     #[test]

@@ -179,3 +179,46 @@ fn set_waker(slot: &mut Option<Waker>, waker: &Waker) {
         _ => *slot = Some(waker.clone()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn results(slab: &mut Slab, idx: u32) -> Vec<i32> {
+        let mut out = Vec::new();
+        while let Ok(Some(c)) = slab.take_next(idx, Waker::noop()) {
+            out.push(c.result);
+        }
+        out
+    }
+
+    /// Completions of a multishot operation come out in arrival order even
+    /// when some are taken between arrivals (a regression: a completion
+    /// landing in the emptied `first` slot jumped the queue).
+    #[test]
+    fn multishot_completions_keep_arrival_order() {
+        let mut slab = Slab::default();
+        let idx = slab.insert(None);
+        for r in [1, 2, 3] {
+            drop(slab.complete(idx, r, 0, true));
+        }
+        assert_eq!(slab.take_next(idx, Waker::noop()).ok().flatten().map(|c| c.result), Some(1));
+        drop(slab.complete(idx, 4, 0, true));
+        drop(slab.complete(idx, 5, 0, false));
+        assert_eq!(results(&mut slab, idx), vec![2, 3, 4, 5]);
+        assert_eq!(slab.live(), 0, "the final completion frees the slot");
+    }
+
+    #[test]
+    fn abandoned_slot_keeps_memory_until_the_final_completion() {
+        let mut slab = Slab::default();
+        let idx = slab.insert(None);
+        let keep: Box<dyn Any> = Box::new(vec![0u8; 16]);
+        let (in_flight, back, _) = slab.abandon(idx, Some(keep));
+        assert!(in_flight && back.is_none(), "memory stays parked while in flight");
+        assert_eq!(slab.live(), 1);
+        let after = slab.complete(idx, -libc::ECANCELED, 0, false);
+        assert!(after.garbage.is_some(), "released with the final completion");
+        assert_eq!(slab.live(), 0);
+    }
+}
