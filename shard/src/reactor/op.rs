@@ -101,6 +101,7 @@ impl<T: 'static> MultiOp<T> {
     }
 
     /// The next completion, or `None` when the operation has ended.
+    #[allow(clippy::should_implement_trait)] // async: not an Iterator
     pub fn next(&mut self) -> NextCompletion<'_, T> {
         NextCompletion { op: self }
     }

@@ -432,7 +432,7 @@ pub async fn recvmsg<B: IoBufMut>(fd: RawFd, buf: B) -> (io::Result<(usize, Opti
 pub async fn sendmsg<B: IoBuf>(fd: RawFd, buf: B, to: Option<SocketAddr>) -> (io::Result<usize>, B) {
     // SAFETY: an all-zero msghdr/iovec is a valid "empty" value.
     let (hdr, iov) = unsafe { (MaybeUninit::zeroed().assume_init(), MaybeUninit::zeroed().assume_init()) };
-    let addr = to.map(AddrStorage::from_socket_addr).unwrap_or_else(AddrStorage::new);
+    let addr = to.map(AddrStorage::from_socket_addr).unwrap_or_default();
     let state = Box::new(MsgState { hdr, iov, addr, buf });
     let has_addr = to.is_some();
     // SAFETY: every pointer set here points into the boxed state (or the

@@ -223,7 +223,7 @@ where
     // Dispatch to everyone first, so all shards work in parallel.
     for shard in 0..count {
         let f = f.clone();
-        pending.push(dispatch(shard, move || f()).await);
+        pending.push(dispatch(shard, f).await);
     }
     let mut out = Vec::with_capacity(count);
     for (shard, rx) in pending.into_iter().enumerate() {

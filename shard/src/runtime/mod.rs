@@ -320,7 +320,7 @@ impl Runtime {
         for (shard, endpoint) in endpoints.into_iter().enumerate() {
             let start = shard_loop::Start {
                 shard,
-                placement: self.plan.shards[shard].clone(),
+                placement: self.plan.shards[shard],
                 pin: self.plan.pinned,
                 shared: shared.clone(),
                 endpoint,
