@@ -39,6 +39,13 @@ const CALLS_TIME: Duration = Duration::from_millis(1000);
 const ROUNDS: usize = 3;
 
 fn main() {
+    if std::env::var("EXP").is_ok() {
+        for _ in 0..3 {
+            let r = checked("x", ours_channel(WakeMode::MsgRing));
+            eprintln!("EXP {} items {}", rate(r), r.count);
+        }
+        return;
+    }
     let started = Instant::now();
     let cpus = plan_cpus();
     println!("# shard mesh benchmark");
@@ -258,13 +265,13 @@ fn plan_cpus() -> Option<(usize, usize)> {
 fn ours_channel(mode: WakeMode) -> Result<Run, String> {
     let rt = runtime(mode);
     rt.run(|| async {
-        let (mut tx, mut rx) = channel::<u64>(CAPACITY);
+        let cap: usize = std::env::var("CAP").ok().and_then(|v| v.parse().ok()).unwrap_or(CAPACITY); let (mut tx, mut rx) = channel::<u64>(cap);
         let t0 = Instant::now();
         let receiver = shard::spawn_local(shard::submit_to(1, move || async move {
             let (mut count, mut sum) = (0u64, 0u64);
             loop {
                 let n = rx
-                    .recv_batch(CAPACITY, |v| {
+                    .recv_batch(cap, |v| {
                         count += 1;
                         sum = sum.wrapping_add(v);
                     })
@@ -285,6 +292,9 @@ fn ours_channel(mode: WakeMode) -> Result<Run, String> {
             sent += 1;
             if sent % FLUSH_EVERY == 0 {
                 tx.flush();
+                if YIELD_EVERY.with(|y| *y) > 0 && sent % YIELD_EVERY.with(|y| *y) == 0 {
+                    shard::yield_now().await;
+                }
                 if sent % CLOCK_EVERY == 0 && Instant::now() >= deadline {
                     break;
                 }
@@ -297,10 +307,16 @@ fn ours_channel(mode: WakeMode) -> Result<Run, String> {
             Ok(Err(e)) => return Err(format!("receiver: {e}")),
             Err(e) => return Err(format!("receiver task: {e:?}")),
         };
-        Ok(Run { sent, count, sum, elapsed: t0.elapsed() })
+        let elapsed = t0.elapsed();
+        let s1 = shard::submit_to(1, || async { shard::stats() }).await.unwrap();
+        let s0 = shard::stats();
+        eprintln!("DIAG s0 parks {} turns {} wakes_sent {} ring_wakes {} | s1 parks {} turns {} wakes_sent {} full_waits0 {}", s0.parks, s0.turns, s0.mesh.wakes_sent, s0.reactor.ring_wakes, s1.parks, s1.turns, s1.mesh.wakes_sent, s0.mesh.full_waits);
+        Ok(Run { sent, count, sum, elapsed })
     })
     .map_err(|e| format!("runtime: {e}"))?
 }
+
+thread_local! { static YIELD_EVERY: u64 = std::env::var("YE").ok().and_then(|v| v.parse().ok()).unwrap_or(0); }
 
 fn ours_requests(mode: WakeMode) -> Result<Run, String> {
     let rt = runtime(mode);

@@ -2,7 +2,7 @@
 //!
 //! Tasks start operations ([`ops`]) that push a submission entry and return a
 //! future owning the operation's memory. Nothing is handed to the kernel at
-//! that point: the shard loop calls [`Reactor::turn`] once per loop turn,
+//! that point: the shard loop calls `Reactor::turn` once per loop turn,
 //! which submits everything queued in a single `io_uring_enter`, collects the
 //! completions and wakes their tasks. When the shard has nothing to run it
 //! parks in that same call, with a timeout for its next timer (EXT_ARG).
