@@ -73,11 +73,6 @@ impl<T> CachePadded<T> {
     pub const fn new(value: T) -> Self {
         Self { value }
     }
-
-    /// Unwraps the value.
-    pub fn into_inner(self) -> T {
-        self.value
-    }
 }
 
 impl<T> Deref for CachePadded<T> {
@@ -126,6 +121,5 @@ mod tests {
         let mut p = CachePadded::new(41_u32);
         *p += 1;
         assert_eq!(*p, 42);
-        assert_eq!(p.into_inner(), 42);
     }
 }
