@@ -157,6 +157,16 @@ fn recvmsg_and_sendmsg_carry_addresses() {
     drop(ours);
 }
 
+/// A pipe: (read end, write end).
+fn pipe() -> (OwnedFd, OwnedFd) {
+    let mut fds = [0i32; 2];
+    #[allow(unsafe_code)]
+    // SAFETY: `fds` is a valid two-element array for pipe2 to fill.
+    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    assert_eq!(rc, 0, "pipe2");
+    (owned(fds[0]), owned(fds[1]))
+}
+
 #[test]
 fn splice_moves_bytes_through_a_pipe() {
     require!("splice");
@@ -164,12 +174,7 @@ fn splice_moves_bytes_through_a_pipe() {
     let (mut c, d) = std::os::unix::net::UnixStream::pair().expect("pair");
     b.write_all(b"spliced bytes").expect("write");
     on_shard(move || async move {
-        let mut fds = [0i32; 2];
-        #[allow(unsafe_code)]
-        // SAFETY: `fds` is a valid two-element array for pipe2 to fill.
-        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
-        assert_eq!(rc, 0);
-        let (rd, wr) = (owned(fds[0]), owned(fds[1]));
+        let (rd, wr) = pipe();
         let n = ops::splice(a.as_raw_fd(), wr.as_raw_fd(), 1 << 16).await.expect("socket -> pipe");
         assert_eq!(n, 13);
         let m = ops::splice(rd.as_raw_fd(), d.as_raw_fd(), n as u32).await.expect("pipe -> socket");
@@ -183,12 +188,7 @@ fn splice_moves_bytes_through_a_pipe() {
 #[test]
 fn read_and_write_on_a_pipe() {
     on_shard(move || async move {
-        let mut fds = [0i32; 2];
-        #[allow(unsafe_code)]
-        // SAFETY: `fds` is a valid two-element array for pipe2 to fill.
-        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
-        assert_eq!(rc, 0);
-        let (rd, wr) = (owned(fds[0]), owned(fds[1]));
+        let (rd, wr) = pipe();
         let (n, _) = ops::write(wr.as_raw_fd(), &b"through a pipe"[..]).await;
         assert_eq!(n.expect("write"), 14);
         let (n, buf) = ops::read(rd.as_raw_fd(), Vec::with_capacity(32)).await;

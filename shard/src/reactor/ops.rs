@@ -184,9 +184,12 @@ pub fn result(c: &Completion) -> io::Result<u32> {
     c.io_result()
 }
 
-/// `recv(2)` into the spare capacity of `buf`; the buffer comes back with
-/// its length raised by the bytes received.
-pub async fn recv<B: IoBufMut>(fd: RawFd, buf: B) -> (io::Result<usize>, B) {
+/// Runs an operation that writes into the spare capacity of `buf`, then
+/// marks the bytes the kernel reported as initialised.
+async fn fill<B: IoBufMut>(
+    buf: B,
+    entry: impl FnOnce(*mut u8, u32) -> squeue::Entry,
+) -> (io::Result<usize>, B) {
     // SAFETY: the entry points at `buf`'s heap memory, owned by the op.
     let op = unsafe {
         start(buf, |b| {
@@ -194,7 +197,7 @@ pub async fn recv<B: IoBufMut>(fd: RawFd, buf: B) -> (io::Result<usize>, B) {
             // In bounds: bytes_init <= bytes_total (the enclosing unsafe
             // block's contract covers this pointer arithmetic).
             let ptr = b.stable_mut_ptr().add(b.bytes_init());
-            opcode::Recv::new(types::Fd(fd), ptr, len.min(u32::MAX as usize) as u32).build()
+            entry(ptr, len.min(u32::MAX as usize) as u32)
         })
     };
     let (c, mut buf) = op.await;
@@ -207,26 +210,27 @@ pub async fn recv<B: IoBufMut>(fd: RawFd, buf: B) -> (io::Result<usize>, B) {
     (res, buf)
 }
 
+/// Runs an operation that reads the initialised bytes of `buf`.
+async fn emit<B: IoBuf>(
+    buf: B,
+    entry: impl FnOnce(*const u8, u32) -> squeue::Entry,
+) -> (io::Result<usize>, B) {
+    // SAFETY: the entry points at `buf`'s heap memory, owned by the op until
+    // its final completion.
+    let op = unsafe { start(buf, |b| entry(b.stable_ptr(), b.bytes_init().min(u32::MAX as usize) as u32)) };
+    let (c, buf) = op.await;
+    (c.io_result().map(|n| n as usize), buf)
+}
+
+/// `recv(2)` into the spare capacity of `buf`; the buffer comes back with
+/// its length raised by the bytes received.
+pub async fn recv<B: IoBufMut>(fd: RawFd, buf: B) -> (io::Result<usize>, B) {
+    fill(buf, |ptr, len| opcode::Recv::new(types::Fd(fd), ptr, len).build()).await
+}
+
 /// `read(2)` at the current position (pipes, eventfds, files).
 pub async fn read<B: IoBufMut>(fd: RawFd, buf: B) -> (io::Result<usize>, B) {
-    // SAFETY: the entry points at `buf`'s heap memory, owned by the op.
-    let op = unsafe {
-        start(buf, |b| {
-            let len = b.bytes_total() - b.bytes_init();
-            // In bounds: bytes_init <= bytes_total (the enclosing unsafe
-            // block's contract covers this pointer arithmetic).
-            let ptr = b.stable_mut_ptr().add(b.bytes_init());
-            opcode::Read::new(types::Fd(fd), ptr, len.min(u32::MAX as usize) as u32).offset(u64::MAX).build()
-        })
-    };
-    let (c, mut buf) = op.await;
-    let res = c.io_result().map(|n| n as usize);
-    if let Ok(n) = res {
-        let init = buf.bytes_init() + n;
-        // SAFETY: the kernel wrote `n` bytes right after the initialised part.
-        unsafe { buf.set_init(init) };
-    }
-    (res, buf)
+    fill(buf, |ptr, len| opcode::Read::new(types::Fd(fd), ptr, len).offset(u64::MAX).build()).await
 }
 
 /// Multishot `recv(2)` into buffers picked from `group`: one completion per
@@ -242,43 +246,18 @@ pub fn recv_multi(fd: RawFd, group: &BufRing) -> MultiOp<()> {
 
 /// `send(2)` of all initialised bytes of `buf` (one call: may be partial).
 pub async fn send<B: IoBuf>(fd: RawFd, buf: B) -> (io::Result<usize>, B) {
-    // SAFETY: the entry points at `buf`'s heap memory, owned by the op.
-    let op = unsafe {
-        start(buf, |b| {
-            let len = b.bytes_init().min(u32::MAX as usize) as u32;
-            opcode::Send::new(types::Fd(fd), b.stable_ptr(), len).flags(libc::MSG_NOSIGNAL).build()
-        })
-    };
-    let (c, buf) = op.await;
-    (c.io_result().map(|n| n as usize), buf)
+    emit(buf, |ptr, len| opcode::Send::new(types::Fd(fd), ptr, len).flags(libc::MSG_NOSIGNAL).build()).await
 }
 
 /// `write(2)` of all initialised bytes of `buf` (pipes, files).
 pub async fn write<B: IoBuf>(fd: RawFd, buf: B) -> (io::Result<usize>, B) {
-    // SAFETY: the entry points at `buf`'s heap memory, owned by the op.
-    let op = unsafe {
-        start(buf, |b| {
-            let len = b.bytes_init().min(u32::MAX as usize) as u32;
-            opcode::Write::new(types::Fd(fd), b.stable_ptr(), len).offset(u64::MAX).build()
-        })
-    };
-    let (c, buf) = op.await;
-    (c.io_result().map(|n| n as usize), buf)
+    emit(buf, |ptr, len| opcode::Write::new(types::Fd(fd), ptr, len).offset(u64::MAX).build()).await
 }
 
 /// Zero-copy `send(2)`: the kernel sends straight from `buf` and the buffer
 /// comes back only after the kernel's notification that it let go of it.
 pub async fn send_zc<B: IoBuf>(fd: RawFd, buf: B) -> (io::Result<usize>, B) {
-    // SAFETY: the entry points at `buf`'s heap memory, owned by the op until
-    // its final completion (the zero-copy notification).
-    let op = unsafe {
-        start(buf, |b| {
-            let len = b.bytes_init().min(u32::MAX as usize) as u32;
-            opcode::SendZc::new(types::Fd(fd), b.stable_ptr(), len).flags(libc::MSG_NOSIGNAL).build()
-        })
-    };
-    let (c, buf) = op.await;
-    (c.io_result().map(|n| n as usize), buf)
+    emit(buf, |ptr, len| opcode::SendZc::new(types::Fd(fd), ptr, len).flags(libc::MSG_NOSIGNAL).build()).await
 }
 
 /// `accept4(2)`; returns the new fd (non-blocking, close-on-exec) and the
