@@ -33,17 +33,41 @@ const CAPACITY: usize = 1024;
 /// A large capacity, to show what the ring does when wake-ups are rare.
 const BIG_CAPACITY: usize = 65536;
 /// Upper bound on items per throughput run.
-const MAX_ITEMS: u64 = 20_000_000;
+fn max_items() -> u64 {
+    if quick() {
+        200_000
+    } else {
+        20_000_000
+    }
+}
 /// Upper bound on the duration of one throughput run.
-const ITEMS_TIME: Duration = Duration::from_millis(1200);
+fn items_time() -> Duration {
+    if quick() {
+        Duration::from_millis(100)
+    } else {
+        Duration::from_millis(1200)
+    }
+}
 /// Our sender publishes a batch every this many items.
 const FLUSH_EVERY: u64 = 64;
 /// How often (in items) a sender looks at the clock.
 const CLOCK_EVERY: u64 = 4096;
 /// Upper bound on round trips per latency run.
-const MAX_CALLS: u64 = 200_000;
+fn max_calls() -> u64 {
+    if quick() {
+        2_000
+    } else {
+        200_000
+    }
+}
 /// Upper bound on the duration of one latency run.
-const CALLS_TIME: Duration = Duration::from_millis(800);
+fn calls_time() -> Duration {
+    if quick() {
+        Duration::from_millis(100)
+    } else {
+        Duration::from_millis(800)
+    }
+}
 /// Round trips before the clock starts.
 const WARMUP_CALLS: u64 = 1000;
 /// A single wait longer than this is a hang, reported as an error.
@@ -51,7 +75,21 @@ const STUCK: Duration = Duration::from_secs(5);
 /// The whole bench is aborted after this long.
 const WATCHDOG: Duration = Duration::from_secs(150);
 /// Rounds per side.
-const ROUNDS: usize = 3;
+fn rounds() -> usize {
+    if quick() {
+        1
+    } else {
+        3
+    }
+}
+
+/// `cargo bench` passes `--bench`; `cargo test --all-targets` does not, and
+/// then the benchmark runs as a quick smoke test (tiny counts, one round)
+/// so that the test suite checks it works without paying for a measurement.
+fn quick() -> bool {
+    static QUICK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *QUICK.get_or_init(|| !std::env::args().any(|a| a == "--bench"))
+}
 
 fn main() {
     let started = Instant::now();
@@ -70,14 +108,15 @@ fn main() {
         }
         None => println!("placement: not pinned (pinned build failed); peer threads not pinned either"),
     }
+    let rounds_v = rounds();
     println!(
-        "default wake mode: {:?}; {ROUNDS} rounds per side, alternating; at most {} items / {:?} per \
+        "default wake mode: {:?}; {rounds_v} rounds per side, alternating; at most {} items / {:?} per \
          throughput run, at most {} calls / {:?} per latency run",
         WakeMode::default(),
-        fmt_count(MAX_ITEMS),
-        ITEMS_TIME,
-        fmt_count(MAX_CALLS),
-        CALLS_TIME,
+        fmt_count(max_items()),
+        items_time(),
+        fmt_count(max_calls()),
+        calls_time(),
     );
     println!();
 
@@ -88,7 +127,7 @@ fn main() {
     let mut ch_mpsc = Vec::new();
     let mut big_ours = Vec::new();
     let mut big_cb = Vec::new();
-    for round in 0..ROUNDS {
+    for round in 0..rounds() {
         let a = checked("shard channel (MsgRing)", ours_channel(WakeMode::MsgRing, CAPACITY));
         let b = checked("crossbeam bounded", peer_channel::<Crossbeam>(cpus, CAPACITY));
         let c = checked("shard channel (EventFd)", ours_channel(WakeMode::EventFd, CAPACITY));
@@ -117,7 +156,7 @@ fn main() {
     let mut rq_efd = Vec::new();
     let mut rq_cb = Vec::new();
     let mut rq_floor = Vec::new();
-    for round in 0..ROUNDS {
+    for round in 0..rounds() {
         let a = checked_calls("submit_to (MsgRing)", ours_requests(WakeMode::MsgRing));
         let b = checked_calls("crossbeam request/reply", peer_requests(cpus));
         let c = checked_calls("submit_to (EventFd)", ours_requests(WakeMode::EventFd));
@@ -138,7 +177,8 @@ fn main() {
     let default_is_msgring = WakeMode::default() == WakeMode::MsgRing;
     let (ours_ch, ours_rq) = if default_is_msgring { (&ch_msg, &rq_msg) } else { (&ch_efd, &rq_efd) };
 
-    println!("## Cross-shard messages/s (u64 items, shard 0 -> shard 1, median of {ROUNDS})");
+    let rounds_v = rounds();
+    println!("## Cross-shard messages/s (u64 items, shard 0 -> shard 1, median of {rounds_v})");
     println!();
     println!("| implementation | capacity | median msgs/s | best msgs/s | items/run | parks per 1k msgs (tx / rx) |");
     println!("|---|---:|---:|---:|---:|---:|");
@@ -183,13 +223,14 @@ fn main() {
     );
     println!();
 
-    println!("## Cross-shard request round trips (sequential awaits, median of {ROUNDS})");
+    let rounds_v = rounds();
+    println!("## Cross-shard request round trips (sequential awaits, median of {rounds_v})");
     println!();
     println!("| implementation | median round trips/s | median us/round trip | best round trips/s |");
     println!("|---|---:|---:|---:|");
     for (name, runs) in [
-        ("`submit_to(1, || async { 1 })`, WakeMode::MsgRing", &rq_msg),
-        ("`submit_to(1, || async { 1 })`, WakeMode::EventFd", &rq_efd),
+        ("`submit_to(1, \\|\\| async { 1 })`, WakeMode::MsgRing", &rq_msg),
+        ("`submit_to(1, \\|\\| async { 1 })`, WakeMode::EventFd", &rq_efd),
         ("crossbeam bounded(1) request + reply, 2 threads", &rq_cb),
         ("blocking eventfd ping-pong, 2 threads (kernel wake-up floor)", &rq_floor),
     ] {
@@ -340,9 +381,9 @@ fn ours_channel(mode: WakeMode, capacity: usize) -> Result<Run, String> {
             }
         }));
         let parks_before = shard::stats().parks;
-        let deadline = t0 + ITEMS_TIME;
+        let deadline = t0 + items_time();
         let mut sent = 0u64;
-        while sent < MAX_ITEMS {
+        while sent < max_items() {
             if let Err(v) = tx.feed(sent) {
                 match shard::time::timeout(STUCK, tx.send(v)).await {
                     Ok(Ok(())) => {}
@@ -391,9 +432,9 @@ fn ours_requests(mode: WakeMode) -> Result<Run, String> {
             call().await?;
         }
         let t0 = Instant::now();
-        let deadline = t0 + CALLS_TIME;
+        let deadline = t0 + calls_time();
         let (mut calls, mut sum) = (0u64, 0u64);
-        while calls < MAX_CALLS {
+        while calls < max_calls() {
             sum += call().await?;
             calls += 1;
             if calls % 1024 == 0 && Instant::now() >= deadline {
@@ -484,9 +525,9 @@ fn peer_channel<P: Pair>(cpus: Option<(usize, usize)>, capacity: usize) -> Resul
                 pin_to(cpu);
             }
             start.wait();
-            let deadline = Instant::now() + ITEMS_TIME;
+            let deadline = Instant::now() + items_time();
             let mut sent = 0u64;
-            while sent < MAX_ITEMS {
+            while sent < max_items() {
                 if !P::send(&tx, sent) {
                     return Err("receiver gone".to_string());
                 }
@@ -533,9 +574,9 @@ fn peer_requests(cpus: Option<(usize, usize)>) -> Result<Run, String> {
                 call(i)?;
             }
             let t0 = Instant::now();
-            let deadline = t0 + CALLS_TIME;
+            let deadline = t0 + calls_time();
             let (mut calls, mut sum) = (0u64, 0u64);
-            while calls < MAX_CALLS {
+            while calls < max_calls() {
                 sum += call(calls)?;
                 calls += 1;
                 if calls % 1024 == 0 && Instant::now() >= deadline {
@@ -605,9 +646,9 @@ fn eventfd_pingpong(cpus: Option<(usize, usize)>) -> Result<Run, String> {
                 call()?;
             }
             let t0 = Instant::now();
-            let deadline = t0 + CALLS_TIME;
+            let deadline = t0 + calls_time();
             let (mut calls, mut sum) = (0u64, 0u64);
-            while calls < MAX_CALLS {
+            while calls < max_calls() {
                 sum += call()?;
                 calls += 1;
                 if calls % 256 == 0 && Instant::now() >= deadline {
