@@ -5,7 +5,6 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::Waker;
 
 use crate::executor::{Executor, Home};
 use crate::mesh::Endpoint;
@@ -25,7 +24,7 @@ pub(crate) struct Context {
     pub parks: Cell<u64>,
     /// Set once the runtime asked this shard to stop.
     pub stopping: Cell<bool>,
-    pub stop_waiters: RefCell<Vec<Waker>>,
+    pub stop_waiters: crate::sync::waiters::WaiterSet,
 }
 
 impl Context {

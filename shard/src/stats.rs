@@ -29,6 +29,8 @@ pub struct ShardStats {
     pub ops_in_flight: u64,
     /// Mesh counters.
     pub mesh: MeshStats,
+    /// Tasks waiting for [`crate::stopping`].
+    pub stop_waiters: u64,
     /// How the shard's io_uring was set up.
     pub uring_setup: crate::reactor::SetupFlags,
 }
@@ -46,6 +48,7 @@ pub fn stats() -> ShardStats {
         reactor: c.reactor.stats(),
         ops_in_flight: c.reactor.live_ops() as u64,
         mesh: c.mesh.stats(),
+        stop_waiters: c.stop_waiters.len() as u64,
         uring_setup: c.reactor.setup_flags(),
     })
 }

@@ -216,6 +216,50 @@ fn typed_channel_moves_records_in_order() {
     assert_eq!(sum, n * (n - 1) / 2);
 }
 
+/// A two-slot channel forces a sleep/wake handshake on nearly every record,
+/// in both directions: a lost wake-up shows up as a stuck side (caught by
+/// the timeout) instead of passing by luck.
+#[test]
+fn tiny_channel_never_loses_a_wake_up() {
+    let n = 100_000u64;
+    let got = runtime(2)
+        .run(move || async move {
+            let (mut tx, mut rx) = shard::mesh::channel::channel::<u64>(2);
+            let consumer = shard::spawn_local(shard::submit_to(1, move || async move {
+                let mut sum = 0u64;
+                while let Some(v) = rx.recv().await {
+                    sum += v;
+                }
+                sum
+            }));
+            let producer = async move {
+                for i in 0..n {
+                    tx.send(i).await.expect("receiver alive");
+                }
+            };
+            shard::time::timeout(Duration::from_secs(60), producer)
+                .await
+                .expect("producer stuck: lost wake-up");
+            let sum = shard::time::timeout(Duration::from_secs(60), consumer).await;
+            sum.expect("consumer stuck: lost wake-up").expect("task").expect("shard 1")
+        })
+        .expect("run");
+    assert_eq!(got, n * (n - 1) / 2);
+}
+
+/// `stopping()` inside a select per iteration must not pile up wakers.
+#[test]
+fn stopping_futures_clean_up_after_themselves() {
+    runtime(1)
+        .run(|| async {
+            for _ in 0..10_000 {
+                let _ = shard::future::select(shard::stopping(), shard::yield_now()).await;
+            }
+            assert_eq!(shard::stats().stop_waiters, 0);
+        })
+        .expect("run");
+}
+
 struct HomeProbe {
     dropped_on: Arc<AtomicUsize>,
 }

@@ -7,10 +7,18 @@
 //! flag, re-checked after setting it), so the other side wakes it at most
 //! once per batch and never misses it. The wake travels home over the mesh
 //! like any cross-shard wake.
+//!
+//! The handshake is the mailbox's (see `mail.rs`): the waiter stores
+//! `waiting`, then a SeqCst fence, then re-checks the ring; the waker
+//! publishes to the ring, then a SeqCst fence, then loads `waiting`. The
+//! fences order each side's store before its load, so at least one side
+//! sees the other: without them both loads may read stale values and each
+//! side sleeps waiting for the other (a lost wake-up that deadlocks a full
+//! channel).
 
 use std::fmt;
 use std::future::poll_fn;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 
@@ -34,6 +42,7 @@ impl Side {
         }
         drop(slot);
         self.waiting.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
     }
 
     fn cancel_wait(&self) {
@@ -41,6 +50,8 @@ impl Side {
     }
 
     fn wake(&self) {
+        // Orders the caller's ring publish/release before the load below.
+        fence(Ordering::SeqCst);
         if self.waiting.load(Ordering::SeqCst) && self.waiting.swap(false, Ordering::SeqCst) {
             let w = self.waker.lock().unwrap_or_else(|p| p.into_inner()).take();
             if let Some(w) = w {

@@ -99,19 +99,50 @@ pub async fn yield_now() {
 }
 
 /// Completes once the runtime has been asked to stop (graceful drain: stop
-/// accepting, finish what is in flight, return).
-pub async fn stopping() {
-    std::future::poll_fn(|cx| {
-        context::with(|c| {
+/// accepting, finish what is in flight, return). Cheap to create and drop
+/// repeatedly, e.g. inside a `select` per accepted connection.
+pub fn stopping() -> Stopping {
+    Stopping { key: None }
+}
+
+/// Future returned by [`stopping`].
+#[derive(Debug)]
+#[must_use = "futures do nothing unless awaited"]
+pub struct Stopping {
+    key: Option<u64>,
+}
+
+impl Future for Stopping {
+    type Output = ();
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        let key = self.key;
+        let registered = context::with(|c| {
             if c.stopping.get() {
-                std::task::Poll::Ready(())
+                None
             } else {
-                c.stop_waiters.borrow_mut().push(cx.waker().clone());
+                Some(c.stop_waiters.register(key, cx.waker()))
+            }
+        });
+        match registered {
+            None => {
+                self.key = None;
+                std::task::Poll::Ready(())
+            }
+            Some(k) => {
+                self.key = Some(k);
                 std::task::Poll::Pending
             }
-        })
-    })
-    .await
+        }
+    }
+}
+
+impl Drop for Stopping {
+    fn drop(&mut self) {
+        if let Some(k) = self.key.take() {
+            context::try_with(|c| c.stop_waiters.remove(k));
+        }
+    }
 }
 
 /// Asks the whole runtime to stop (from any shard).

@@ -167,8 +167,7 @@ pub(crate) fn turn(ctx: &Context, wake_by: Option<Instant>) -> Result<(), Runtim
 /// Tells local listeners ([`crate::stopping`]) that the runtime is stopping.
 fn begin_stop(ctx: &Context) {
     ctx.stopping.set(true);
-    let waiters = std::mem::take(&mut *ctx.stop_waiters.borrow_mut());
-    waiters.into_iter().for_each(|w| w.wake());
+    ctx.stop_waiters.wake_all();
 }
 
 /// Cancels what is left, waits for the kernel to let go of every buffer,

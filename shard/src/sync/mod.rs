@@ -1,3 +1,4 @@
 //! Small synchronisation pieces used between shards.
 
 pub mod oneshot;
+pub mod waiters;
