@@ -156,22 +156,32 @@ fn main() {
     let mut rq_efd = Vec::new();
     let mut rq_cb = Vec::new();
     let mut rq_floor = Vec::new();
+    let mut rq_msg_parked = Vec::new();
+    let mut rq_efd_parked = Vec::new();
+    let parked = Some(Duration::ZERO);
     for round in 0..rounds() {
-        let a = checked_calls("submit_to (MsgRing)", ours_requests(WakeMode::MsgRing));
+        let a = checked_calls("submit_to (MsgRing)", ours_requests(WakeMode::MsgRing, None));
         let b = checked_calls("crossbeam request/reply", peer_requests(cpus));
-        let c = checked_calls("submit_to (EventFd)", ours_requests(WakeMode::EventFd));
+        let c = checked_calls("submit_to (EventFd)", ours_requests(WakeMode::EventFd, None));
         let d = checked_calls("eventfd ping-pong", eventfd_pingpong(cpus));
+        let e = checked_calls("submit_to (MsgRing, parked)", ours_requests(WakeMode::MsgRing, parked));
+        let f = checked_calls("submit_to (EventFd, parked)", ours_requests(WakeMode::EventFd, parked));
         eprintln!(
-            "request round {round}: msgring {} | crossbeam {} | eventfd mode {} | eventfd ping-pong {}",
+            "request round {round}: msgring {} | crossbeam {} | eventfd mode {} | eventfd ping-pong {} | \
+             parked: msgring {} eventfd {}",
             rate(&a),
             rate(&b),
             rate(&c),
-            rate(&d)
+            rate(&d),
+            rate(&e),
+            rate(&f)
         );
         rq_msg.push(a);
         rq_cb.push(b);
         rq_efd.push(c);
         rq_floor.push(d);
+        rq_msg_parked.push(e);
+        rq_efd_parked.push(f);
     }
 
     let default_is_msgring = WakeMode::default() == WakeMode::MsgRing;
@@ -233,6 +243,8 @@ fn main() {
         ("`submit_to(1, \\|\\| async { 1 })`, WakeMode::EventFd", &rq_efd),
         ("crossbeam bounded(1) request + reply, 2 threads", &rq_cb),
         ("blocking eventfd ping-pong, 2 threads (kernel wake-up floor)", &rq_floor),
+        ("`submit_to`, WakeMode::MsgRing, idle poll off (every hop wakes a parked shard)", &rq_msg_parked),
+        ("`submit_to`, WakeMode::EventFd, idle poll off (every hop wakes a parked shard)", &rq_efd_parked),
     ] {
         let m = median(runs);
         println!("| {name} | {} | {:.2} | {} |", fmt_rate(m), 1e6 / m, fmt_rate(best(runs)));
@@ -244,6 +256,11 @@ fn main() {
         median(ours_rq) / median(&rq_cb),
         median(ours_rq) / median(&rq_floor),
         median(&rq_msg) / median(&rq_efd)
+    );
+    println!(
+        "wake-up cost, idle poll off: MsgRing/EventFd round trips/s **{:.2}x** (the default wake mode is the \
+         faster one)",
+        median(&rq_msg_parked) / median(&rq_efd_parked)
     );
     println!();
     println!("total bench time: {:.1} s", started.elapsed().as_secs_f64());
@@ -347,7 +364,19 @@ fn fmt_count(n: u64) -> String {
 
 /// Two shards, pinned if the machine allows it.
 fn runtime(mode: WakeMode) -> shard::Runtime {
-    let builder = || shard::Builder::new().shards(2).wake_mode(mode).grace(Duration::from_secs(1));
+    runtime_with(mode, None)
+}
+
+/// As [`runtime`]; `idle_poll` overrides the runtime's default (zero: an
+/// idle shard parks at once, so every message pays a cross-core wake-up).
+fn runtime_with(mode: WakeMode, idle_poll: Option<Duration>) -> shard::Runtime {
+    let builder = || {
+        let b = shard::Builder::new().shards(2).wake_mode(mode).grace(Duration::from_secs(1));
+        match idle_poll {
+            Some(d) => b.idle_poll(d),
+            None => b,
+        }
+    };
     match builder().pin(true).build() {
         Ok(rt) => rt,
         Err(_) => builder().pin(false).build().unwrap_or_else(|e| fail(&format!("runtime: {e}"))),
@@ -419,8 +448,8 @@ fn ours_channel(mode: WakeMode, capacity: usize) -> Result<Run, String> {
     .map_err(|e| format!("runtime: {e}"))?
 }
 
-fn ours_requests(mode: WakeMode) -> Result<Run, String> {
-    let rt = runtime(mode);
+fn ours_requests(mode: WakeMode, idle_poll: Option<Duration>) -> Result<Run, String> {
+    let rt = runtime_with(mode, idle_poll);
     rt.run(|| async {
         let call = || async {
             match shard::time::timeout(STUCK, shard::submit_to(1, || async { 1u64 })).await {

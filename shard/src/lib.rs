@@ -39,6 +39,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+mod clock;
 pub(crate) mod context;
 pub mod executor;
 pub mod future;

@@ -18,7 +18,6 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use async_task::Runnable;
 
@@ -168,14 +167,17 @@ impl Executor {
     /// Runs up to `budget` ready tasks; returns how many ran.
     pub(crate) fn run(&self, budget: usize) -> usize {
         let mut ran = 0;
+        // One clock read per poll: each poll's end is the next one's start.
+        let mut start = crate::clock::coarse_ns();
         while ran < budget {
             let Some(job) = self.queue.borrow_mut().pop_front() else {
                 break;
             };
-            let start = Instant::now();
             let (id, name) = (job.metadata().id, job.metadata().name);
             job.run();
-            self.stall.check(start, id, name);
+            let end = crate::clock::coarse_ns();
+            self.stall.check(end.saturating_sub(start), id, name);
+            start = end;
             ran += 1;
         }
         self.polls.set(self.polls.get() + ran as u64);

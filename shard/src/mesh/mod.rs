@@ -241,7 +241,14 @@ impl Endpoint {
         let Some(home_thread) = home_thread else { return Some(job) };
         let msg = Msg::Wake(WakeJob { job: Some(job), home: home_thread });
         match self.try_push(home, msg) {
-            Ok(()) => None,
+            Ok(()) => {
+                // A wake-up is latency-critical: publish it now rather than
+                // at the end of the turn, so the home shard can run the task
+                // while we go on (a parked home is still woken once, with
+                // the rest of our turn's submissions).
+                self.publish_to(home);
+                None
+            }
             Err(Msg::Wake(w)) => w.into_job(),
             Err(Msg::Run(_)) => None,
         }
@@ -255,16 +262,21 @@ impl Endpoint {
         }
         for &t in &targets {
             self.is_dirty.borrow_mut()[t] = false;
-            let published = self.out.borrow_mut()[t].as_mut().map_or(0, |p| p.publish());
-            if published > 0 {
-                self.bump(|s| s.batches += 1);
-                self.notify(t);
-            }
+            self.publish_to(t);
         }
         let mut dirty = self.dirty.borrow_mut();
         if dirty.is_empty() {
             *dirty = targets;
             dirty.clear();
+        }
+    }
+
+    /// Publishes what is staged for `target` right away.
+    fn publish_to(&self, target: usize) {
+        let published = self.out.borrow_mut()[target].as_mut().map_or(0, |p| p.publish());
+        if published > 0 {
+            self.bump(|s| s.batches += 1);
+            self.notify(target);
         }
     }
 
