@@ -220,9 +220,20 @@ impl<T: Send> Receiver<T> {
     pub async fn recv_batch(&mut self, max: usize, mut f: impl FnMut(T)) -> usize {
         let Some(first) = self.recv().await else { return 0 };
         f(first);
-        let n = 1 + self.ring.drain(max.saturating_sub(1), f);
-        self.unreleased = 0;
-        self.shared.tx.wake();
+        // Release in chunks of a quarter ring, so a sender waiting for room
+        // refills one part while we drain the rest instead of the two
+        // taking turns over the whole ring.
+        let chunk = (self.ring.capacity() / 4).max(1);
+        let mut n = 1;
+        while n < max {
+            let got = self.ring.drain(chunk.min(max - n), &mut f);
+            self.unreleased = 0;
+            self.shared.tx.wake();
+            n += got;
+            if got == 0 {
+                break;
+            }
+        }
         n
     }
 }
