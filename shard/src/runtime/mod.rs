@@ -141,7 +141,7 @@ impl Builder {
 
     /// Capacity of each cross-shard ring (messages).
     pub fn mesh_capacity(mut self, n: usize) -> Builder {
-        self.mesh_capacity = n.max(2);
+        self.mesh_capacity = n.clamp(2, 1 << 20);
         self
     }
 
