@@ -222,3 +222,48 @@ fn msg_ring_posts_to_another_ring() {
         assert_eq!(err.raw_os_error(), Some(libc::EBADF));
     });
 }
+
+#[test]
+fn multishot_recvmsg_reports_each_datagram_and_its_source() {
+    let ours = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let addr = ours.local_addr().expect("addr");
+    let peer = UdpSocket::bind("127.0.0.1:0").expect("bind peer");
+    let peer_addr = peer.local_addr().expect("addr");
+    on_shard(move || async move {
+        let group = shard::reactor::BufRing::new(8, 2048).expect("buffer ring");
+        let mut rx = ops::recvmsg_multi(ours.as_raw_fd(), &group);
+        for i in 0..20u8 {
+            peer.send_to(&[i; 100], addr).expect("send");
+            let c = rx.next().await.expect("a completion");
+            assert!(c.result > 0, "result {}", c.result);
+            let buf = c.buf.expect("a provided buffer");
+            let msg = ops::RecvMsgOut::parse(&buf).expect("layout");
+            assert_eq!(msg.source, Some(peer_addr));
+            assert_eq!(msg.payload, &[i; 100][..]);
+            assert!(!msg.truncated);
+        }
+        // A datagram larger than the buffer is truncated, and says so.
+        peer.send_to(&[7u8; 4000], addr).expect("send");
+        let c = rx.next().await.expect("a completion");
+        let buf = c.buf.expect("buffer");
+        let msg = ops::RecvMsgOut::parse(&buf).expect("layout");
+        assert!(msg.truncated);
+        assert_eq!(msg.payload.len(), 2048 - ops::RecvMsgOut::PAYLOAD_OFFSET);
+    });
+}
+
+#[test]
+fn close_later_runs_after_queued_operations() {
+    let (a, mut b) = std::os::unix::net::UnixStream::pair().expect("pair");
+    on_shard(move || async move {
+        let fd: OwnedFd = a.into();
+        let raw = fd.as_raw_fd();
+        let (n, _) = ops::send(raw, b"before close".to_vec()).await;
+        assert_eq!(n.expect("send"), 12);
+        ops::close_later(fd);
+        shard::yield_now().await;
+    });
+    let mut got = Vec::new();
+    b.read_to_end(&mut got).expect("EOF once closed");
+    assert_eq!(got, b"before close");
+}

@@ -172,6 +172,19 @@ impl Reactor {
         (keep, leftovers)
     }
 
+    /// Closes `fd` through the ring, after every entry queued before it (so
+    /// the number cannot be reused under an operation still queued), without
+    /// waiting for the result.
+    pub(crate) fn close_detached(&self, fd: RawFd) {
+        let entry = opcode::Close::new(types::Fd(fd)).build().user_data(TAG_IGNORE);
+        // SAFETY: a close entry carries no pointers.
+        if unsafe { self.push(&entry) }.is_err() {
+            // SAFETY: the caller gave up the descriptor; closing it directly
+            // is the fallback when the ring cannot take the entry.
+            unsafe { libc::close(fd) };
+        }
+    }
+
     /// Queues a MSG_RING wake-up for the shard whose ring is `target_fd`.
     /// Our own completion is skipped unless it fails.
     pub(crate) fn wake_ring(&self, target_fd: RawFd, target_shard: usize) {

@@ -315,6 +315,18 @@ pub async fn close(fd: std::os::fd::OwnedFd) -> io::Result<()> {
     c.io_result().map(drop)
 }
 
+/// Closes `fd` without waiting: through the ring on a shard (ordered after
+/// every operation already queued on that fd), directly elsewhere.
+pub fn close_later(fd: std::os::fd::OwnedFd) {
+    use std::os::fd::IntoRawFd;
+    let raw = fd.into_raw_fd();
+    if context::try_with(|c| c.reactor.close_detached(raw)).is_none() {
+        // SAFETY: we own `raw` (taken from the OwnedFd above) and no shard
+        // ring can have operations queued on it from this thread.
+        unsafe { libc::close(raw) };
+    }
+}
+
 /// `splice(2)` up to `len` bytes from `fd_in` to `fd_out` (one of them a
 /// pipe); offsets are `-1` for "current position / not applicable".
 pub async fn splice(fd_in: RawFd, fd_out: RawFd, len: u32) -> io::Result<usize> {
@@ -366,6 +378,70 @@ pub async fn msg_ring(ring_fd: RawFd, result: i32, user_data: u64) -> io::Result
     };
     let (c, _) = op.await;
     c.io_result().map(drop)
+}
+
+/// Multishot `recvmsg(2)` into buffers picked from `group`, for datagram
+/// sockets: one completion per datagram, its buffer laid out as the kernel's
+/// `io_uring_recvmsg_out` header, the source address, then the payload.
+/// Decode it with [`RecvMsgOut::parse`].
+pub fn recvmsg_multi(fd: RawFd, group: &BufRing) -> MultiOp<Box<libc::msghdr>> {
+    // SAFETY: an all-zero msghdr is a valid "empty" value.
+    let mut hdr: Box<libc::msghdr> = Box::new(unsafe { MaybeUninit::zeroed().assume_init() });
+    // Only the name and control lengths matter to the multishot variant:
+    // they fix the layout of every buffer it fills.
+    hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    let bgid = group.bgid();
+    // SAFETY: the entry points at the boxed msghdr, owned by the operation
+    // (and parked in its slot if dropped) until the final completion.
+    unsafe {
+        start_multi(hdr, Some(group.clone()), |h| {
+            opcode::RecvMsgMulti::new(types::Fd(fd), &**h as *const libc::msghdr, bgid).build()
+        })
+    }
+}
+
+/// One datagram received by [`recvmsg_multi`], decoded from its buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecvMsgOut<'a> {
+    /// The sender.
+    pub source: Option<SocketAddr>,
+    /// The datagram (possibly truncated to the buffer, see `truncated`).
+    pub payload: &'a [u8],
+    /// The datagram did not fit the buffer (MSG_TRUNC).
+    pub truncated: bool,
+}
+
+impl<'a> RecvMsgOut<'a> {
+    /// Byte offset of the payload in a buffer filled by [`recvmsg_multi`].
+    pub const PAYLOAD_OFFSET: usize = 16 + size_of::<libc::sockaddr_storage>();
+
+    /// Decodes a buffer filled by [`recvmsg_multi`]; `None` if it is too
+    /// short to hold the header (never the case for kernel-filled buffers).
+    pub fn parse(buf: &'a [u8]) -> Option<RecvMsgOut<'a>> {
+        let word = |i: usize| buf.get(i * 4..i * 4 + 4).map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+        let (namelen, controllen, payloadlen, flags) = (word(0)?, word(1)?, word(2)?, word(3)?);
+        let name = buf.get(16..16 + size_of::<libc::sockaddr_storage>())?;
+        let start = Self::PAYLOAD_OFFSET + controllen as usize;
+        let payload = buf.get(start..)?;
+        let payload = &payload[..payload.len().min(payloadlen as usize)];
+        let mut storage = AddrStorage::new();
+        let n = (namelen as usize).min(size_of::<libc::sockaddr_storage>());
+        // SAFETY: copies at most sizeof(sockaddr_storage) bytes from `name`
+        // (which is that long) into the storage, which is that large.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                name.as_ptr(),
+                (&mut storage.storage as *mut libc::sockaddr_storage).cast(),
+                n,
+            )
+        };
+        storage.len = n as libc::socklen_t;
+        Some(RecvMsgOut {
+            source: storage.to_socket_addr(),
+            payload,
+            truncated: flags & libc::MSG_TRUNC as u32 != 0,
+        })
+    }
 }
 
 /// State for `recvmsg(2)`/`sendmsg(2)`: header, one iovec, peer address.
