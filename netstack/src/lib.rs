@@ -1,18 +1,31 @@
-//! `netstack`: sockets, buffers and wire formats for the appliance, on the
-//! `shard` runtime.
+//! `netstack`: the appliance's I/O layer on the `shard` runtime.
 //!
-//! Today it holds the per-shard listener setup: every shard binds its own
-//! socket to the same address in one `SO_REUSEPORT` group, so the kernel
-//! hands each new connection (or datagram flow) to exactly one shard and no
-//! shard is woken for a connection another will take (no thundering herd).
+//! - [`listener`]: per-shard sockets in one `SO_REUSEPORT` group, so the
+//!   kernel hands each connection (or datagram flow) to exactly one shard
+//!   and no shard is woken for work another will take.
+//! - [`tcp`]: a listener with multishot accept and streams with
+//!   owned-buffer I/O (receive through provided-buffer rings, so an idle
+//!   connection holds no buffer), half-close, reset, zero-copy send, and a
+//!   splice relay through a pipe.
+//! - [`udp`]: datagram sockets with multishot `recvmsg`.
+//! - [`backend`]: the burst-oriented datagram backend services use, with a
+//!   kernel-socket implementation (default), an in-memory loopback and a
+//!   fault injector; an AF_XDP backend plugs in behind the same trait.
 //!
 //! ```no_run
-//! # fn main() -> std::io::Result<()> {
-//! // On each shard:
-//! let listener = netstack::listener::tcp_reuseport("127.0.0.1:7000".parse().unwrap(), 1024)?;
-//! # Ok(()) }
+//! # async fn demo() -> std::io::Result<()> {
+//! // On each shard: a listener in the group, echo one message per connection.
+//! let listener = netstack::tcp::TcpListener::bind("127.0.0.1:7000".parse().unwrap())?;
+//! let mut incoming = listener.incoming();
+//! let conn = incoming.next().await?;
+//! let (n, buf) = conn.recv(Vec::with_capacity(4096)).await;
+//! let (sent, _) = conn.send_all(buf).await;
+//! # n?; sent }
 //! ```
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod backend;
 pub mod listener;
+pub mod tcp;
+pub mod udp;

@@ -106,6 +106,25 @@ impl<T: 'static> MultiOp<T> {
         NextCompletion { op: self }
     }
 
+    /// The next completion if one has already arrived, without waiting.
+    /// `None` means nothing is queued right now (or the operation ended).
+    pub fn try_next(&mut self) -> Option<Completion> {
+        if self.ended {
+            return None;
+        }
+        let idx = self.idx;
+        // A no-op waker: whoever waits next polls with its own waker, and
+        // that poll looks at the queue before sleeping, so nothing is missed.
+        match context::with(|c| c.reactor.slab_mut().take_next(idx, std::task::Waker::noop())) {
+            Ok(Some(c)) => Some(c),
+            Ok(None) => {
+                self.ended = true;
+                None
+            }
+            Err(()) => None,
+        }
+    }
+
     /// Whether the operation has ended (final completion consumed).
     pub fn is_ended(&self) -> bool {
         self.ended

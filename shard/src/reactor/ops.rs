@@ -342,6 +342,16 @@ pub async fn splice(fd_in: RawFd, fd_out: RawFd, len: u32) -> io::Result<usize> 
     c.io_result().map(|n| n as usize)
 }
 
+/// Waits until `fd` is ready for `events` (`libc::POLLIN`, `POLLOUT`, ...);
+/// returns the ready events. For operations the kernel cannot wait on
+/// itself (splice between sockets and pipes).
+pub async fn poll_ready(fd: RawFd, events: i16) -> io::Result<i16> {
+    // SAFETY: the entry carries no pointers.
+    let op = unsafe { start((), |_| opcode::PollAdd::new(types::Fd(fd), events as u32).build()) };
+    let (c, _) = op.await;
+    c.io_result().map(|r| r as i16)
+}
+
 /// A kernel timeout: completes after `after`. The runtime's own timers do
 /// not use this (they cost no syscall); it is here for linking and tests.
 pub async fn timeout(after: Duration) -> io::Result<()> {

@@ -1,0 +1,370 @@
+//! TCP on the shard's io_uring: a listener with multishot accept and a
+//! stream with owned-buffer I/O.
+//!
+//! Buffers go in by value and come back with the result, so the kernel never
+//! writes memory Rust has freed. Receiving through a [`BufRing`] (see
+//! [`TcpStream::recv_stream`]) means an idle connection holds no receive
+//! buffer at all: its cost is the socket, one fd and its task.
+//!
+//! A stream closes its fd through the ring when dropped, ordered after any
+//! operation already queued on it, so an fd number is never reused under a
+//! queued operation.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use shard::ops::{self, IoBuf, IoBufMut, Slice};
+use shard::reactor::{BufRing, MultiOp, ProvidedBuf};
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+
+/// A listening socket of this shard (one of a `SO_REUSEPORT` group).
+#[derive(Debug)]
+pub struct TcpListener {
+    fd: OwnedFd,
+    local: SocketAddr,
+}
+
+impl TcpListener {
+    /// Binds a listener on `addr` in a `SO_REUSEPORT` group (so every shard
+    /// can bind its own on the same address).
+    pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+        TcpListener::from_fd(crate::listener::tcp_reuseport(addr, 4096)?)
+    }
+
+    /// Wraps a listening socket made elsewhere (it must be non-blocking).
+    pub fn from_fd(fd: OwnedFd) -> io::Result<TcpListener> {
+        let local = crate::listener::local_addr(&fd)?;
+        Ok(TcpListener { fd, local })
+    }
+
+    /// The bound address (with the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Accepts one connection, with the peer's address.
+    pub async fn accept(&self) -> io::Result<(TcpStream, Option<SocketAddr>)> {
+        let (fd, peer) = ops::accept(self.fd.as_raw_fd()).await?;
+        Ok((TcpStream::from_fd(owned(fd)), peer))
+    }
+
+    /// Accepted connections as a stream, from one multishot accept that is
+    /// re-armed whenever the kernel ends it.
+    pub fn incoming(&self) -> Incoming<'_> {
+        Incoming { listener: self, op: None }
+    }
+}
+
+impl AsFd for TcpListener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// See [`TcpListener::incoming`].
+#[derive(Debug)]
+pub struct Incoming<'a> {
+    listener: &'a TcpListener,
+    op: Option<MultiOp<()>>,
+}
+
+impl Incoming<'_> {
+    /// The next accepted connection. Errors that concern one connection
+    /// only (the peer reset it while queued) are skipped; errors that say
+    /// the process is out of descriptors are returned, so the caller can
+    /// back off and shed instead of spinning.
+    pub async fn next(&mut self) -> io::Result<TcpStream> {
+        loop {
+            let fd = self.listener.fd.as_raw_fd();
+            let op = self.op.get_or_insert_with(|| ops::accept_multi(fd));
+            let Some(c) = op.next().await else {
+                self.op = None;
+                continue;
+            };
+            match c.io_result() {
+                Ok(fd) => return Ok(TcpStream::from_fd(owned(fd as RawFd))),
+                Err(e)
+                    if matches!(e.raw_os_error(), Some(libc::ECONNABORTED | libc::EPERM | libc::EPROTO)) => {}
+                Err(e) => {
+                    self.op = None;
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+/// A TCP connection owned by this shard.
+#[derive(Debug)]
+pub struct TcpStream {
+    fd: Option<OwnedFd>,
+}
+
+fn owned(fd: RawFd) -> OwnedFd {
+    #[allow(unsafe_code)]
+    // SAFETY: callers pass a descriptor the kernel just created for us
+    // (accept/socket) that nothing else owns.
+    unsafe {
+        OwnedFd::from_raw_fd(fd)
+    }
+}
+
+impl TcpStream {
+    /// Wraps a connected, non-blocking socket.
+    pub fn from_fd(fd: OwnedFd) -> TcpStream {
+        TcpStream { fd: Some(fd) }
+    }
+
+    /// Connects to `addr`.
+    pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+        let socket = Socket::new(
+            Domain::for_address(addr),
+            Type::STREAM.nonblocking().cloexec(),
+            Some(Protocol::TCP),
+        )?;
+        let stream = TcpStream::from_fd(socket.into());
+        ops::connect(stream.raw_fd(), addr).await?;
+        Ok(stream)
+    }
+
+    /// Connects to `addr`, giving up with `TimedOut` after `timeout` (the
+    /// pending connect is cancelled and the socket closed).
+    pub async fn connect_timeout(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+        match shard::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Ok(r) => r,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("connect to {addr}: timed out after {timeout:?}"),
+            )),
+        }
+    }
+
+    fn fd(&self) -> &OwnedFd {
+        match &self.fd {
+            Some(fd) => fd,
+            None => unreachable!("the fd is only taken by into_fd or drop"),
+        }
+    }
+
+    /// The raw descriptor (valid while `self` lives).
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd().as_raw_fd()
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        sock_addr(SockRef::from(self.fd()).peer_addr()?)
+    }
+
+    /// Our address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        sock_addr(SockRef::from(self.fd()).local_addr()?)
+    }
+
+    /// Disables Nagle's algorithm (on by default for request/response).
+    pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
+        SockRef::from(self.fd()).set_tcp_nodelay(on)
+    }
+
+    /// Makes the close send a RST instead of a FIN (SO_LINGER 0): how a
+    /// relay propagates a reset it received.
+    pub fn set_reset_on_close(&self) -> io::Result<()> {
+        SockRef::from(self.fd()).set_linger(Some(Duration::ZERO))
+    }
+
+    /// Receives into the spare capacity of `buf` (one call).
+    pub async fn recv<B: IoBufMut>(&self, buf: B) -> (io::Result<usize>, B) {
+        ops::recv(self.raw_fd(), buf).await
+    }
+
+    /// Received data as a stream of buffers picked from `group` by the
+    /// kernel: one multishot receive, re-armed as needed.
+    pub fn recv_stream(&self, group: &BufRing) -> RecvStream<'_> {
+        RecvStream { stream: self, group: group.clone(), op: None, starved: 0 }
+    }
+
+    /// Sends from `buf` (one call: may be partial).
+    pub async fn send<B: IoBuf>(&self, buf: B) -> (io::Result<usize>, B) {
+        ops::send(self.raw_fd(), buf).await
+    }
+
+    /// Sends all of `buf`.
+    pub async fn send_all<B: IoBuf>(&self, buf: B) -> (io::Result<()>, B) {
+        send_all_with(self.raw_fd(), buf, false).await
+    }
+
+    /// Sends all of `buf` with zero-copy sends (worth it for large writes:
+    /// the kernel pins the pages instead of copying them).
+    pub async fn send_all_zc<B: IoBuf>(&self, buf: B) -> (io::Result<()>, B) {
+        send_all_with(self.raw_fd(), buf, true).await
+    }
+
+    /// Half-closes: sends FIN, keeps receiving.
+    pub async fn shutdown_write(&self) -> io::Result<()> {
+        ops::shutdown(self.raw_fd(), libc::SHUT_WR).await
+    }
+
+    /// Gives up ownership of the descriptor.
+    pub fn into_fd(mut self) -> OwnedFd {
+        match self.fd.take() {
+            Some(fd) => fd,
+            None => unreachable!("the fd is only taken by into_fd or drop"),
+        }
+    }
+}
+
+impl AsFd for TcpStream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd().as_fd()
+    }
+}
+
+impl Drop for TcpStream {
+    fn drop(&mut self) {
+        if let Some(fd) = self.fd.take() {
+            ops::close_later(fd);
+        }
+    }
+}
+
+fn sock_addr(a: socket2::SockAddr) -> io::Result<SocketAddr> {
+    a.as_socket().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not an IP socket"))
+}
+
+async fn send_all_with<B: IoBuf>(fd: RawFd, buf: B, zero_copy: bool) -> (io::Result<()>, B) {
+    let len = buf.bytes_init();
+    let mut slice = Slice::new(buf, 0, len);
+    loop {
+        if slice.begin() >= len {
+            return (Ok(()), slice.into_inner());
+        }
+        let (res, back) = if zero_copy { ops::send_zc(fd, slice).await } else { ops::send(fd, slice).await };
+        match res {
+            Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), back.into_inner()),
+            Ok(n) => {
+                let begin = back.begin() + n;
+                slice = Slice::new(back.into_inner(), begin, len);
+            }
+            Err(e) => return (Err(e), back.into_inner()),
+        }
+    }
+}
+
+/// See [`TcpStream::recv_stream`].
+#[derive(Debug)]
+pub struct RecvStream<'a> {
+    stream: &'a TcpStream,
+    group: BufRing,
+    op: Option<MultiOp<()>>,
+    starved: u64,
+}
+
+impl RecvStream<'_> {
+    /// The next received buffer; `Ok(None)` at end of stream (the peer
+    /// half-closed). When the shard's buffers are all in use the receive
+    /// waits for some to come back (backpressure) and counts it.
+    pub async fn next(&mut self) -> io::Result<Option<ProvidedBuf>> {
+        loop {
+            let fd = self.stream.raw_fd();
+            let group = &self.group;
+            let op = self.op.get_or_insert_with(|| ops::recv_multi(fd, group));
+            let Some(c) = op.next().await else {
+                self.op = None;
+                continue;
+            };
+            match c.result {
+                0 => return Ok(None),
+                n if n > 0 => match c.buf {
+                    Some(buf) => return Ok(Some(buf)),
+                    None => return Err(io::Error::other("receive completed without a buffer")),
+                },
+                e if e == -libc::ENOBUFS => {
+                    // Final completion: the multishot receive ended because
+                    // every buffer is out. Let their holders run, then re-arm.
+                    self.op = None;
+                    self.starved += 1;
+                    shard::yield_now().await;
+                }
+                e => {
+                    self.op = None;
+                    return Err(io::Error::from_raw_os_error(-e));
+                }
+            }
+        }
+    }
+
+    /// Times the receive found the buffer group empty.
+    pub fn starved(&self) -> u64 {
+        self.starved
+    }
+}
+
+/// A kernel pipe, the intermediate buffer of a splice relay: bytes move
+/// socket -> pipe -> socket without entering user space.
+#[derive(Debug)]
+pub struct Pipe {
+    rd: OwnedFd,
+    wr: OwnedFd,
+    capacity: usize,
+}
+
+impl Pipe {
+    /// A pipe of about `capacity` bytes (rounded by the kernel to pages,
+    /// capped by `/proc/sys/fs/pipe-max-size`).
+    pub fn new(capacity: usize) -> io::Result<Pipe> {
+        let mut fds = [0 as RawFd; 2];
+        #[allow(unsafe_code)]
+        // SAFETY: `fds` is a valid two-element array for pipe2 to fill.
+        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let (rd, wr) = (owned(fds[0]), owned(fds[1]));
+        #[allow(unsafe_code)]
+        // SAFETY: fcntl on a descriptor we own; F_SETPIPE_SZ takes an int.
+        let got = unsafe { libc::fcntl(wr.as_raw_fd(), libc::F_SETPIPE_SZ, capacity as libc::c_int) };
+        let capacity = if got > 0 { got as usize } else { 65536 };
+        Ok(Pipe { rd, wr, capacity })
+    }
+
+    /// The pipe's capacity in bytes.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Moves up to one pipe-full from `from` to `to` through the pipe.
+    /// Returns the bytes moved; 0 means `from` reached end of stream.
+    pub async fn splice(&self, from: &TcpStream, to: &TcpStream) -> io::Result<usize> {
+        let n = splice_when_ready(from.raw_fd(), libc::POLLIN, self.wr.as_raw_fd(), self.capacity).await?;
+        let mut left = n;
+        while left > 0 {
+            let m = splice_when_ready(self.rd.as_raw_fd(), 0, to.raw_fd(), left).await?;
+            if m == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            left -= m;
+        }
+        Ok(n)
+    }
+}
+
+/// Splices up to `len` bytes, waiting for readiness when the kernel says
+/// EAGAIN: io_uring cannot arm a poll for splice itself. `wait_in` is the
+/// event to wait for on `from` (0: the source is our pipe, so it is `to`
+/// that must become writable).
+async fn splice_when_ready(from: RawFd, wait_in: i16, to: RawFd, len: usize) -> io::Result<usize> {
+    loop {
+        match ops::splice(from, to, len.min(u32::MAX as usize) as u32).await {
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
+                if wait_in != 0 {
+                    ops::poll_ready(from, wait_in).await?;
+                } else {
+                    ops::poll_ready(to, libc::POLLOUT).await?;
+                }
+            }
+            r => return r,
+        }
+    }
+}
