@@ -40,7 +40,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 
-pub use faulty::{FaultRates, Faulty, FaultyBuf};
+pub use faulty::{FaultCounts, FaultRates, Faulty, FaultyBuf};
 pub use kernel::KernelUdp;
 pub use loopback::{Loopback, LoopbackBuf};
 
