@@ -26,6 +26,8 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod buf;
 pub mod listener;
+pub mod steer;
 pub mod tcp;
 pub mod udp;
