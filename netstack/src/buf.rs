@@ -145,7 +145,7 @@ impl BufPool {
         let mut classes = Vec::with_capacity(3);
         for (class, &count) in SizeClass::ALL.iter().zip(cfg.counts.iter()) {
             let count = count.clamp(1, u32::MAX as usize);
-            let base = map(class.size() * count)?;
+            let base = shard::mem::map_anonymous(class.size() * count)?;
             classes.push(Class {
                 size: class.size(),
                 count,
@@ -311,7 +311,9 @@ impl Drop for Inner {
             return;
         }
         for c in &self.classes {
-            unmap(c.base, c.size * c.count);
+            // SAFETY: unregistered and no buffer is abroad (checked above);
+            // every local PoolBuf holds an Rc, so none is alive either.
+            unsafe { shard::mem::unmap(c.base, c.size * c.count) };
         }
     }
 }
@@ -537,29 +539,4 @@ fn memlock_limit() -> usize {
     } else {
         lim.rlim_cur as usize
     }
-}
-
-fn map(len: usize) -> io::Result<*mut u8> {
-    // SAFETY: an anonymous private mapping with no address hint has no
-    // preconditions; failure is reported as MAP_FAILED.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(p.cast())
-}
-
-fn unmap(p: *mut u8, len: usize) {
-    // SAFETY: the mapping was made by `map` with this length and nothing
-    // refers to it any more (checked by the caller).
-    unsafe { libc::munmap(p.cast(), len) };
 }

@@ -4,39 +4,28 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{OwnedFd, RawFd};
 
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use crate::steer::{self, ListenOptions};
 
 /// A TCP listener bound with `SO_REUSEPORT` (and `SO_REUSEADDR`), so one can
 /// be opened per shard on the same address. Non-blocking, close-on-exec.
+/// (A whole group at once, with more options and steering: [`crate::steer`].)
 pub fn tcp_reuseport(addr: SocketAddr, backlog: i32) -> io::Result<OwnedFd> {
-    let socket =
-        Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking().cloexec(), Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(false).or_else(|e| if addr.ip().is_unspecified() { Err(e) } else { Ok(()) })?;
-    }
-    socket.bind(&SockAddr::from(addr))?;
-    socket.listen(backlog)?;
-    Ok(socket.into())
+    let opts = ListenOptions { backlog, ..ListenOptions::default() };
+    one(steer::bind_group(addr, 1, &opts)?)
 }
 
 /// A UDP socket bound with `SO_REUSEPORT`, one per shard.
 pub fn udp_reuseport(addr: SocketAddr) -> io::Result<OwnedFd> {
-    let socket =
-        Socket::new(Domain::for_address(addr), Type::DGRAM.nonblocking().cloexec(), Some(Protocol::UDP))?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    socket.bind(&SockAddr::from(addr))?;
-    Ok(socket.into())
+    one(steer::bind_udp_group(addr, 1, &ListenOptions::default())?)
+}
+
+fn one(mut fds: Vec<OwnedFd>) -> io::Result<OwnedFd> {
+    fds.pop().ok_or_else(|| io::Error::other("no socket bound"))
 }
 
 /// The address a socket is bound to (to learn an ephemeral port).
 pub fn local_addr(fd: &OwnedFd) -> io::Result<SocketAddr> {
-    let sock = socket2::SockRef::from(fd);
-    sock.local_addr()?
-        .as_socket()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not an IP socket"))
+    steer::local_addr(fd)
 }
 
 /// Sets `TCP_NODELAY` on an accepted or connected stream.

@@ -7,13 +7,14 @@ use std::time::Duration;
 use netstack::backend::{DatagramBackend, FaultRates, Faulty, KernelUdp, Loopback, Outgoing, Received};
 use netstack::udp::UdpSocket;
 
+/// Runs `f` on one unpinned shard, failing the test if the runtime fails.
 fn on_shard<T, F, Fut>(f: F) -> T
 where
     T: Send + 'static,
     F: FnOnce() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = T> + 'static,
 {
-    shard::Builder::new().shards(1).pin(false).build().expect("plan").run(f).expect("run")
+    shard::run_single(f).expect("runtime")
 }
 
 fn addr(s: &str) -> SocketAddr {

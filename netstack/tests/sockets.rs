@@ -8,13 +8,14 @@ use netstack::tcp::{Pipe, TcpListener, TcpStream};
 use netstack::udp::UdpSocket;
 use shard::reactor::BufRing;
 
+/// Runs `f` on one unpinned shard, failing the test if the runtime fails.
 fn on_shard<T, F, Fut>(f: F) -> T
 where
     T: Send + 'static,
     F: FnOnce() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = T> + 'static,
 {
-    shard::Builder::new().shards(1).pin(false).build().expect("plan").run(f).expect("run")
+    shard::run_single(f).expect("runtime")
 }
 
 fn localhost() -> SocketAddr {

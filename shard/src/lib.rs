@@ -43,6 +43,7 @@ mod clock;
 pub(crate) mod context;
 pub mod executor;
 pub mod future;
+pub mod mem;
 pub mod mesh;
 pub mod placement;
 pub mod reactor;
@@ -59,5 +60,5 @@ pub use runtime::api::{
     broadcast, invoke_on_all, map_reduce, on_shard, request_stop, shard_count, shard_id, spawn_local,
     spawn_local_named, stopping, submit_to, yield_now, SubmitError,
 };
-pub use runtime::{Builder, Runtime, RuntimeError, RuntimeHandle};
+pub use runtime::{run_single, Builder, Runtime, RuntimeError, RuntimeHandle};
 pub use stats::{stats, ShardStats};

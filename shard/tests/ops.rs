@@ -20,13 +20,14 @@ macro_rules! require {
     };
 }
 
+/// Runs `f` on one unpinned shard, failing the test if the runtime fails.
 fn on_shard<T, F, Fut>(f: F) -> T
 where
     T: Send + 'static,
     F: FnOnce() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = T> + 'static,
 {
-    shard::Builder::new().shards(1).pin(false).build().expect("plan").run(f).expect("run")
+    shard::run_single(f).expect("runtime")
 }
 
 fn tcp_socket() -> OwnedFd {

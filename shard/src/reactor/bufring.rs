@@ -62,12 +62,13 @@ impl BufRing {
         }
         let bgid = context::with(|c| c.reactor.alloc_bgid());
         let ring_bytes = usize::from(entries) * std::mem::size_of::<BufRingEntry>();
-        let ring = map_anonymous(ring_bytes)?.cast::<BufRingEntry>();
+        let ring = crate::mem::map_anonymous(ring_bytes)?.cast::<BufRingEntry>();
         let bufs_len = usize::from(entries) * buf_size;
-        let bufs = match map_anonymous(bufs_len) {
+        let bufs = match crate::mem::map_anonymous(bufs_len) {
             Ok(p) => p,
             Err(e) => {
-                unmap(ring.cast(), ring_bytes);
+                // SAFETY: just mapped, not yet registered or shared.
+                unsafe { crate::mem::unmap(ring.cast(), ring_bytes) };
                 return Err(e);
             }
         };
@@ -163,8 +164,12 @@ impl Drop for Inner {
         if self.registered.get() {
             let _ = context::try_with(|c| c.reactor.unregister_buf_ring(self.bgid));
         }
-        unmap(self.bufs, self.bufs_len);
-        unmap(self.ring.cast(), self.ring_bytes);
+        // SAFETY: the group is unregistered (or its ring is gone), and every
+        // ProvidedBuf holds an Rc to us, so no buffer is in use.
+        unsafe {
+            crate::mem::unmap(self.bufs, self.bufs_len);
+            crate::mem::unmap(self.ring.cast(), self.ring_bytes);
+        }
     }
 }
 
@@ -220,30 +225,4 @@ impl Drop for ProvidedBuf {
         self.ring.out.set(self.ring.out.get() - 1);
         self.ring.put(self.bid, true);
     }
-}
-
-fn map_anonymous(len: usize) -> io::Result<*mut u8> {
-    // SAFETY: an anonymous private mapping with no address hint has no
-    // preconditions; failure is reported as MAP_FAILED.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(p.cast())
-}
-
-fn unmap(p: *mut u8, len: usize) {
-    // SAFETY: `p`/`len` describe a mapping made by `map_anonymous` that no
-    // one references any more (the group is unregistered and every
-    // ProvidedBuf holds an Rc that kept us alive until now).
-    unsafe { libc::munmap(p.cast(), len) };
 }

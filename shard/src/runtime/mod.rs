@@ -191,6 +191,17 @@ impl Builder {
     }
 }
 
+/// Runs `main` on a single unpinned shard and returns its output: for tools,
+/// tests and examples that need the runtime but not the machine.
+pub fn run_single<F, Fut, T>(main: F) -> Result<T, RuntimeError>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    Builder::new().shards(1).pin(false).build()?.run(main)
+}
+
 /// A planned runtime, ready to run.
 #[derive(Debug)]
 pub struct Runtime {
