@@ -6,6 +6,12 @@
 //! [`TcpStream::recv_stream`]) means an idle connection holds no receive
 //! buffer at all: its cost is the socket, one fd and its task.
 //!
+//! Measured on this machine (`cargo run --release -p netstack --example
+//! conn_memory`): 4,000 idle connections, each with a receive armed, hold no
+//! receive buffer and add about 480 bytes of user-space memory each (the
+//! task, its operation slot and the fd); the kernel adds about 3.4 KiB of
+//! socket objects per connection and no buffer pages while it is idle.
+//!
 //! A stream closes its fd through the ring when dropped, ordered after any
 //! operation already queued on it, so an fd number is never reused under a
 //! queued operation.
