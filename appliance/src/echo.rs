@@ -9,11 +9,11 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
 
+use netstack::tcp::{TcpListener, TcpStream};
 use shard::future::{select, Either};
-use shard::ops::{self, Slice};
-use shard::reactor::{BufRing, ProvidedBuf};
+use shard::reactor::BufRing;
 
 /// Binds this shard's listener on `addr` (port 0: a free port).
 pub fn bind(addr: SocketAddr) -> io::Result<(OwnedFd, SocketAddr)> {
@@ -24,80 +24,35 @@ pub fn bind(addr: SocketAddr) -> io::Result<(OwnedFd, SocketAddr)> {
 
 /// Serves connections on `listener` until the runtime stops.
 pub async fn serve(listener: OwnedFd, buffers: u16, buffer_size: usize) -> io::Result<()> {
+    let listener = TcpListener::from_fd(listener)?;
     let group = BufRing::new(buffers, buffer_size)?;
-    let mut accepts = ops::accept_multi(listener.as_raw_fd());
+    let mut incoming = listener.incoming();
     loop {
-        let next = match select(shard::stopping(), accepts.next()).await {
+        let next = match select(shard::stopping(), incoming.next()).await {
             Either::Left(()) => return Ok(()),
             Either::Right(next) => next,
         };
-        let Some(c) = next else {
-            // The kernel ended the multishot accept: arm a new one.
-            accepts = ops::accept_multi(listener.as_raw_fd());
-            continue;
-        };
-        match c.io_result() {
-            Ok(fd) => {
-                // SAFETY-free: a successful accept returns a fresh descriptor we own.
-                let fd = owned(fd as RawFd);
-                shard::spawn_local_named("echo-conn", connection(fd, group.clone())).detach();
+        match next {
+            Ok(conn) => {
+                shard::spawn_local_named("echo-conn", connection(conn, group.clone())).detach();
             }
-            Err(e) if e.raw_os_error() == Some(libc::EMFILE) || e.raw_os_error() == Some(libc::ENFILE) => {
+            Err(e) => {
+                // Out of descriptors: back off instead of spinning.
                 tracing::warn!("accept: {e}; backing off");
                 shard::time::sleep(std::time::Duration::from_millis(10)).await;
             }
-            Err(e) => tracing::debug!("accept: {e}"),
         }
     }
 }
 
-fn owned(fd: RawFd) -> OwnedFd {
-    #[allow(unsafe_code)]
-    // SAFETY: `fd` was just returned by accept and is owned by nobody else.
-    unsafe {
-        OwnedFd::from_raw_fd(fd)
-    }
-}
-
-async fn connection(fd: OwnedFd, group: BufRing) {
-    let raw = fd.as_raw_fd();
-    let _ = netstack::listener::set_nodelay(raw);
-    loop {
-        let mut rx = ops::recv_multi(raw, &group);
-        while let Some(c) = rx.next().await {
-            if c.result == 0 {
-                return;
-            }
-            if c.result == -libc::ENOBUFS {
-                // Every buffer of this shard is out being echoed: let the
-                // sends finish and return some, then re-arm.
-                shard::yield_now().await;
-                break;
-            }
-            if c.result < 0 {
-                return;
-            }
-            let Some(buf) = c.buf else { return };
-            if send_all(raw, buf).await.is_err() {
-                return;
-            }
+async fn connection(conn: TcpStream, group: BufRing) {
+    let _ = conn.set_nodelay(true);
+    let mut rx = conn.recv_stream(&group);
+    // Each received buffer is sent back as is and returns to the ring
+    // when the send completes; EOF or an error ends the connection.
+    while let Ok(Some(buf)) = rx.next().await {
+        if conn.send_all(buf).await.0.is_err() {
+            return;
         }
-    }
-}
-
-async fn send_all(fd: RawFd, buf: ProvidedBuf) -> io::Result<()> {
-    let len = buf.len();
-    let mut slice = Slice::new(buf, 0, len);
-    loop {
-        let (res, back) = ops::send(fd, slice).await;
-        let sent = res?;
-        if sent == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        let begin = back.begin() + sent;
-        if begin >= len {
-            return Ok(());
-        }
-        slice = Slice::new(back.into_inner(), begin, len);
     }
 }
