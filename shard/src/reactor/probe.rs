@@ -98,7 +98,7 @@ fn yes(b: bool) -> &'static str {
     if b {
         "yes"
     } else {
-        "NO"
+        "no"
     }
 }
 
@@ -111,7 +111,7 @@ impl fmt::Display for UringProbe {
         let s = &self.setup;
         writeln!(
             f,
-            "  setup:    single_issuer={} defer_taskrun={} coop_taskrun={}",
+            "  setup:    single_issuer={} defer_taskrun={} coop_taskrun={} (coop is the fallback when defer is refused)",
             yes(s.single_issuer),
             yes(s.defer_taskrun),
             yes(s.coop_taskrun)
