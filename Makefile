@@ -9,13 +9,14 @@ DEB_PACKAGES := libhwloc-dev libudev-dev pkg-config
 RELEASE_BIN := target/release/appliance
 LOOM_TARGET := target/loom
 
-.PHONY: help deps build run test test-unit test-loom lint fmt bench bench-mesh bench-echo doc clean
+.PHONY: help deps build run test test-unit test-loom lint fmt bench bench-mesh bench-echo doc clean fuzz
 
 help:
 	@echo "make run     build and start the appliance (topology report, then echo service on 127.0.0.1:7000)"
 	@echo "make test    run every test (unit, proptest, loom, runtime, end-to-end)"
 	@echo "make bench   runtime benchmarks against std/crossbeam/tokio peers, printed as ratios"
 	@echo "make lint    cargo fmt --check and clippy -D warnings"
+	@echo "make fuzz    run each fuzz target FUZZ_SECONDS (default 30) s"
 	@echo "make deps    install the Debian packages the build needs (only those missing)"
 
 # Installs only what is missing, so it is cheap to call from every target.
@@ -66,6 +67,26 @@ bench-mesh:
 
 bench-echo:
 	$(CARGO) bench -p shard --bench echo
+
+
+# Fuzz the parsers of outside input (cargo-fuzz over libFuzzer): each target
+# in tests/fuzz/fuzz_targets runs FUZZ_SECONDS (default 30), starting from
+# the checked-in seeds plus whatever earlier runs kept in tests/fuzz/corpus/.
+# cargo-fuzz passes nightly-only flags (-Zsanitizer); RUSTC_BOOTSTRAP=1 lets
+# the stable toolchain accept them. A crash leaves its input in
+# tests/fuzz/artifacts/<target>/ and fails the target.
+FUZZ_SECONDS ?= 30
+FUZZ_TARGETS := proxy packet
+FUZZ_DIR := tests/fuzz
+
+fuzz: deps
+	@$(CARGO) fuzz --version >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		mkdir -p $(FUZZ_DIR)/corpus/$$t; \
+		echo "fuzzing $$t for $(FUZZ_SECONDS) s"; \
+		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --fuzz-dir $(FUZZ_DIR) $$t \
+			$(FUZZ_DIR)/corpus/$$t $(FUZZ_DIR)/seeds/$$t -- -max_total_time=$(FUZZ_SECONDS); \
+	done
 
 clean:
 	$(CARGO) clean

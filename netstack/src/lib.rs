@@ -31,3 +31,4 @@ pub mod listener;
 pub mod steer;
 pub mod tcp;
 pub mod udp;
+pub mod wire;
