@@ -303,16 +303,28 @@ impl Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        let registered = self.classes.iter().any(|c| c.registered.get().is_some());
-        if registered || self.abroad.get() > 0 {
-            // The ring pins registered pages until it is torn down, and
-            // buffers abroad still point into the mappings: leave them
-            // mapped (the process is usually exiting when a pool drops).
+        let registered: usize =
+            self.classes.iter().filter(|c| c.registered.get().is_some()).map(|c| c.size * c.count).sum();
+        if registered > 0 {
+            // No operation can be using a fixed buffer (each holds a PoolBuf,
+            // which holds us). Unregister so the pages are unpinned and the
+            // budget can go back; off a shard the ring is gone already.
+            let unregistered = !shard::on_shard() || shard::ops::unregister_buffers().is_ok();
+            if !unregistered {
+                // The ring still pins the pages: keep them mapped, and keep
+                // the budget spent, as long as the ring lives.
+                return;
+            }
+            REGISTERED_BYTES.fetch_sub(registered, Ordering::SeqCst);
+        }
+        if self.abroad.get() > 0 {
+            // Buffers on other shards still point into the mappings.
             return;
         }
         for c in &self.classes {
-            // SAFETY: unregistered and no buffer is abroad (checked above);
-            // every local PoolBuf holds an Rc, so none is alive either.
+            // SAFETY: unregistered (or never registered), no buffer abroad
+            // (checked above), and every local PoolBuf holds an Rc, so none
+            // is alive either.
             unsafe { shard::mem::unmap(c.base, c.size * c.count) };
         }
     }

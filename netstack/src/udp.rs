@@ -191,12 +191,17 @@ impl DatagramReceiver {
         }
         let Some((_, op)) = self.op.as_mut() else { return Ok(None) };
         match op.try_next() {
-            Some(c) if c.result > 0 => c.buf.map(Datagram::decode).transpose(),
+            Some(c) if c.result > 0 => match c.buf {
+                Some(buf) => Datagram::decode(buf).map(Some),
+                None => Err(io::Error::other("receive completed without a buffer")),
+            },
             Some(c) => {
                 // An error or the end of the multishot: dropping the op now
                 // lets `next` re-arm.
                 self.op = None;
-                if c.result < 0 && c.result != -libc::ENOBUFS {
+                if c.result == -libc::ENOBUFS {
+                    self.starved += 1;
+                } else if c.result < 0 {
                     return Err(io::Error::from_raw_os_error(-c.result));
                 }
                 Ok(None)

@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use netstack::buf::{BufPool, PoolConfig, SizeClass};
 
+/// Tests that register buffers share the process's budget: one at a time.
+static REGISTRATION: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn runtime(n: usize) -> shard::Runtime {
     shard::Builder::new().shards(n).pin(false).build().expect("plan")
 }
@@ -29,22 +32,34 @@ fn limit_memlock() {
 
 #[test]
 fn pools_register_what_fits_and_serve_the_rest_unregistered() {
+    let _one_at_a_time = REGISTRATION.lock().unwrap_or_else(|p| p.into_inner());
     limit_memlock();
+    let both = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let reports = runtime(2)
-        .run(|| async {
-            shard::invoke_on_all(|| async {
-                // 1 MiB + 1 MiB + 1 MiB per shard against 3 MiB for the
-                // process: the first shard registers everything, the
-                // second nothing, and both work.
-                let pool = BufPool::new(PoolConfig { counts: [512, 64, 16], register: true }).expect("pool");
-                let mut b = pool.alloc(SizeClass::Large).await;
-                assert_eq!(
-                    b.extend_from_slice(&[1u8; 70_000]),
-                    64 << 10,
-                    "a buffer never grows past its class"
-                );
-                drop(b);
-                (shard::shard_id(), pool.report())
+        .run(move || async move {
+            shard::invoke_on_all(move || {
+                let both = both.clone();
+                async move {
+                    // 1 MiB + 1 MiB + 1 MiB per shard against 3 MiB for the
+                    // process: whichever shard registers first gets it all,
+                    // the other nothing, and both work.
+                    let pool =
+                        BufPool::new(PoolConfig { counts: [512, 64, 16], register: true }).expect("pool");
+                    let mut b = pool.alloc(SizeClass::Large).await;
+                    assert_eq!(
+                        b.extend_from_slice(&[1u8; 70_000]),
+                        64 << 10,
+                        "a buffer never grows past its class"
+                    );
+                    drop(b);
+                    // Both pools must be alive at once (a dropped pool gives
+                    // its budget back).
+                    both.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    while both.load(std::sync::atomic::Ordering::SeqCst) < 2 {
+                        shard::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    (shard::shard_id(), pool.report())
+                }
             })
             .await
         })
@@ -115,6 +130,7 @@ fn buffers_dropped_on_another_shard_go_home() {
 
 #[test]
 fn zero_copy_send_from_a_registered_buffer() {
+    let _one_at_a_time = REGISTRATION.lock().unwrap_or_else(|p| p.into_inner());
     let sink = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = sink.local_addr().expect("addr");
     let reader = std::thread::spawn(move || {
@@ -147,4 +163,21 @@ fn zero_copy_send_from_a_registered_buffer() {
         .expect("run");
     let got = reader.join().expect("reader");
     assert!(got.is_empty() || (got.len() == 16 << 10 && got.iter().all(|&x| x == 0x5a)));
+}
+
+/// A pool gives its registration budget back when it is dropped, so a
+/// restarted runtime (or the next test) can register again.
+#[test]
+fn dropped_pools_return_their_registration_budget() {
+    let _one_at_a_time = REGISTRATION.lock().unwrap_or_else(|p| p.into_inner());
+    limit_memlock();
+    for round in 0..3 {
+        let registered = runtime(1)
+            .run(|| async {
+                let pool = BufPool::new(PoolConfig { counts: [512, 64, 16], register: true }).expect("pool");
+                pool.report().classes.iter().filter(|c| c.registered.is_some()).count()
+            })
+            .expect("run");
+        assert_eq!(registered, 3, "round {round}: 3 MiB fits the 3 MiB budget again");
+    }
 }

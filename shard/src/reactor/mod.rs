@@ -133,6 +133,10 @@ impl Reactor {
         unsafe { self.uring.borrow().submitter().register_buffers(iovecs) }
     }
 
+    pub(crate) fn unregister_buffers(&self) -> io::Result<()> {
+        self.uring.borrow().submitter().unregister_buffers()
+    }
+
     pub(crate) fn unregister_buf_ring(&self, bgid: u16) -> io::Result<()> {
         self.uring.borrow().unregister_buf_ring(bgid)
     }

@@ -287,6 +287,13 @@ pub unsafe fn register_buffers(regions: &[(*mut u8, usize)]) -> io::Result<()> {
     context::with(|c| unsafe { c.reactor.register_buffers(&iovecs) })
 }
 
+/// Unregisters the current shard ring's fixed buffers (so their memory can
+/// be unmapped). Fails if no shard or no table is registered.
+pub fn unregister_buffers() -> io::Result<()> {
+    context::try_with(|c| c.reactor.unregister_buffers())
+        .unwrap_or_else(|| Err(io::Error::other("not on a shard thread")))
+}
+
 /// `accept4(2)`; returns the new fd (non-blocking, close-on-exec) and the
 /// peer address.
 pub async fn accept(fd: RawFd) -> io::Result<(RawFd, Option<SocketAddr>)> {
