@@ -9,7 +9,7 @@ DEB_PACKAGES := libhwloc-dev libudev-dev pkg-config
 RELEASE_BIN := target/release/appliance
 LOOM_TARGET := target/loom
 
-.PHONY: help deps build run test test-unit test-loom lint fmt bench bench-mesh bench-echo doc clean fuzz
+.PHONY: help deps build run test test-unit test-loom lint fmt bench bench-mesh bench-echo bench-netstack doc clean fuzz
 
 help:
 	@echo "make run     build and start the appliance (topology report, then echo service on 127.0.0.1:7000)"
@@ -60,13 +60,17 @@ fmt:
 doc: deps
 	RUSTDOCFLAGS=-Dwarnings $(CARGO) doc --workspace --no-deps
 
-bench: deps bench-mesh bench-echo
+bench: deps bench-mesh bench-echo bench-netstack
 
 bench-mesh:
 	$(CARGO) bench -p shard --bench mesh
 
 bench-echo:
 	$(CARGO) bench -p shard --bench echo
+
+bench-netstack:
+	$(CARGO) bench -p netstack --bench udp
+	$(CARGO) bench -p netstack --bench relay
 
 
 # Fuzz the parsers of outside input (cargo-fuzz over libFuzzer): each target
