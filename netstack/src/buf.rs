@@ -169,6 +169,16 @@ impl BufPool {
         };
         let pool = BufPool { inner: Rc::new(inner) };
         let note = if cfg.register { pool.register() } else { "registration disabled".to_string() };
+        // Part of the startup report: where registered buffers did not fit,
+        // the operator learns it here (and the fix: raise RLIMIT_MEMLOCK).
+        if note.contains("unregistered") {
+            tracing::warn!(
+                shard = shard::shard_id(),
+                "buffer pool: {note}; raise RLIMIT_MEMLOCK (ulimit -l, LimitMEMLOCK=) to register all"
+            );
+        } else {
+            tracing::info!(shard = shard::shard_id(), "buffer pool: {note}");
+        }
         *pool.inner.registration.borrow_mut() = note;
         Ok(pool)
     }
