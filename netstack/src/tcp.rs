@@ -191,6 +191,20 @@ impl TcpStream {
         RecvStream { stream: self, group: group.clone(), op: None, starved: 0 }
     }
 
+    /// Receives once into a buffer the kernel picks from `group` when data
+    /// arrives; `Ok(None)` at end of stream. The connection holds no buffer
+    /// while waiting and at most this one after: the bounded path for
+    /// relays (see [`TcpStream::recv_stream`] for the unbounded multishot
+    /// one). When the group is empty, waits for a buffer to come back.
+    pub async fn recv_provided(&self, group: &BufRing) -> io::Result<Option<ProvidedBuf>> {
+        loop {
+            match ops::recv_select(self.raw_fd(), group).await {
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => group.available().await,
+                r => return r,
+            }
+        }
+    }
+
     /// Sends from `buf` (one call: may be partial).
     pub async fn send<B: IoBuf>(&self, buf: B) -> (io::Result<usize>, B) {
         ops::send(self.raw_fd(), buf).await

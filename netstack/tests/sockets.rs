@@ -251,3 +251,43 @@ fn udp_stream_receives_datagrams_with_sources() {
     });
     assert_eq!(sender.join().expect("sender"), b"done");
 }
+
+/// The bounded receive: one buffer per call, and when the group is empty
+/// the receive waits for a buffer to come back instead of failing.
+#[test]
+fn recv_provided_waits_for_a_buffer_when_the_group_is_empty() {
+    let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
+    let writer = std::thread::spawn(move || {
+        let addr = rx.recv().expect("address");
+        let mut a = StdTcp::connect(addr).expect("connect a");
+        let mut b = StdTcp::connect(addr).expect("connect b");
+        a.write_all(&[1u8; 3000]).expect("write a");
+        b.write_all(&[2u8; 3000]).expect("write b");
+        std::thread::sleep(Duration::from_millis(300));
+    });
+    on_shard(move || async move {
+        let listener = TcpListener::bind(localhost()).expect("bind");
+        tx.send(listener.local_addr()).expect("send addr");
+        let group = BufRing::new(1, 1024).expect("one buffer");
+        let mut incoming = listener.incoming();
+        let a = incoming.next().await.expect("accept a");
+        let b = incoming.next().await.expect("accept b");
+        let held = a.recv_provided(&group).await.expect("recv a").expect("data");
+        assert_eq!(group.in_use(), 1);
+        let g = group.clone();
+        let other = shard::spawn_local(async move {
+            let mut got = 0;
+            while got < 3000 {
+                let buf = b.recv_provided(&g).await.expect("recv b").expect("data");
+                assert!(buf.iter().all(|&x| x == 2));
+                got += buf.len();
+            }
+            got
+        });
+        shard::time::sleep(Duration::from_millis(20)).await;
+        assert!(!other.is_finished(), "waits while the only buffer is held");
+        drop(held);
+        assert_eq!(other.await.expect("task"), 3000);
+    });
+    writer.join().expect("writer");
+}

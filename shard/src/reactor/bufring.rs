@@ -39,6 +39,8 @@ struct Inner {
     /// Buffers currently handed out to the application.
     out: Cell<usize>,
     registered: Cell<bool>,
+    /// Tasks waiting for a buffer to come back (the group ran dry).
+    waiters: crate::sync::waiters::WaiterSet,
 }
 
 impl fmt::Debug for BufRing {
@@ -83,6 +85,7 @@ impl BufRing {
             tail: Cell::new(0),
             out: Cell::new(0),
             registered: Cell::new(false),
+            waiters: Default::default(),
         };
         for bid in 0..entries {
             inner.put(bid, false);
@@ -116,6 +119,23 @@ impl BufRing {
     /// Buffers currently held by the application (not on the ring).
     pub fn in_use(&self) -> usize {
         self.inner.out.get()
+    }
+
+    /// Waits until at least one buffer is back on the ring (after a receive
+    /// failed with `ENOBUFS`), without spinning.
+    pub async fn available(&self) {
+        let mut key = None;
+        std::future::poll_fn(|cx| {
+            if self.inner.out.get() < usize::from(self.inner.entries) {
+                if let Some(k) = key.take() {
+                    self.inner.waiters.remove(k);
+                }
+                return std::task::Poll::Ready(());
+            }
+            key = Some(self.inner.waiters.register(key, cx.waker()));
+            std::task::Poll::Pending
+        })
+        .await
     }
 
     /// Takes ownership of buffer `bid` that a completion reported filled
@@ -224,5 +244,8 @@ impl Drop for ProvidedBuf {
     fn drop(&mut self) {
         self.ring.out.set(self.ring.out.get() - 1);
         self.ring.put(self.bid, true);
+        if !self.ring.waiters.is_empty() {
+            self.ring.waiters.wake_all();
+        }
     }
 }

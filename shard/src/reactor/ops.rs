@@ -244,6 +244,31 @@ pub fn recv_multi(fd: RawFd, group: &BufRing) -> MultiOp<()> {
     unsafe { start_multi((), Some(group.clone()), |_| opcode::RecvMulti::new(types::Fd(fd), bgid).build()) }
 }
 
+/// One `recv(2)` into a buffer the kernel picks from `group` when data
+/// arrives: the connection holds no buffer while it waits, and (unlike
+/// [`recv_multi`]) at most one buffer per call, which bounds what a
+/// connection can hold when its reader is slower than its writer.
+/// `Ok(None)` at end of stream; `ENOBUFS` when the group is empty.
+pub async fn recv_select(fd: RawFd, group: &BufRing) -> io::Result<Option<super::ProvidedBuf>> {
+    let bgid = group.bgid();
+    // SAFETY: the entry carries no pointers; the buffer belongs to the
+    // group, which the operation's slot keeps alive until completion.
+    let op = unsafe {
+        context::with(|c| {
+            let (idx, data) = c.reactor.start((), Some(group.clone()), |_| {
+                opcode::Recv::new(types::Fd(fd), std::ptr::null_mut(), 0)
+                    .buf_group(bgid)
+                    .build()
+                    .flags(squeue::Flags::BUFFER_SELECT)
+            });
+            Op::new(idx, data)
+        })
+    };
+    let (c, ()) = op.await;
+    c.io_result()?;
+    Ok(c.buf.filter(|b| !b.is_empty()))
+}
+
 /// `send(2)` of all initialised bytes of `buf` (one call: may be partial).
 pub async fn send<B: IoBuf>(fd: RawFd, buf: B) -> (io::Result<usize>, B) {
     emit(buf, |ptr, len| opcode::Send::new(types::Fd(fd), ptr, len).flags(libc::MSG_NOSIGNAL).build()).await
