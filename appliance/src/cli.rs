@@ -26,6 +26,55 @@ pub enum Command {
     Topology(RuntimeArgs),
     /// Run a TCP echo service on every shard (a bundled upstream for demos and tests).
     Echo(EchoArgs),
+    /// Forward TCP connections to a pool of upstreams (an L4 load balancer).
+    Forward(ForwardArgs),
+}
+
+/// `appliance forward`.
+#[derive(Debug, Clone, Args)]
+pub struct ForwardArgs {
+    /// Address to listen on (port 0 picks a free port, printed at startup).
+    #[arg(long)]
+    pub listen: SocketAddr,
+    /// An upstream: `HOST:PORT[,weight=N][,max-conns=N]`; repeat for a pool.
+    #[arg(long = "upstream", required = true)]
+    pub upstreams: Vec<String>,
+    /// Balancing policy: round-robin, least-conn, p2c, random or maglev.
+    #[arg(long, default_value = "round-robin")]
+    pub balance: String,
+    /// Give up connecting to an upstream after this long (e.g. 3s, 500ms).
+    #[arg(long, default_value = "3s")]
+    pub connect_timeout: String,
+    /// Close a connection after this long without a byte either way.
+    #[arg(long, default_value = "10m")]
+    pub idle_timeout: String,
+    /// Connections at most, across all shards (split between them).
+    #[arg(long, default_value_t = 100_000)]
+    pub max_conns: u32,
+    /// Other upstreams to try after a failed connect.
+    #[arg(long, default_value_t = 2)]
+    pub retries: u32,
+    /// Send a PROXY protocol header (v1 or v2) to the upstream.
+    #[arg(long)]
+    pub proxy_protocol: Option<String>,
+    /// Expect a PROXY protocol header from clients (a load balancer in front).
+    #[arg(long)]
+    pub accept_proxy: bool,
+    /// Check every upstream this often (TCP connect); 0 disables checks.
+    #[arg(long, default_value = "2s")]
+    pub health_interval: String,
+    /// How long established connections may finish after SIGTERM.
+    #[arg(long, default_value = "30s")]
+    pub grace: String,
+    /// Relay buffers per shard (provided-buffer ring entries).
+    #[arg(long, default_value_t = 4096)]
+    pub buffers: u16,
+    /// Size of each relay buffer in bytes.
+    #[arg(long, default_value_t = 16384)]
+    pub buffer_size: usize,
+    /// Runtime placement.
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 /// How shards are placed and run.

@@ -8,19 +8,11 @@
 //! send completes.
 
 use std::io;
-use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 
 use netstack::tcp::{TcpListener, TcpStream};
 use shard::future::{select, Either};
 use shard::reactor::BufRing;
-
-/// Binds this shard's listener on `addr` (port 0: a free port).
-pub fn bind(addr: SocketAddr) -> io::Result<(OwnedFd, SocketAddr)> {
-    let fd = netstack::listener::tcp_reuseport(addr, 4096)?;
-    let local = netstack::listener::local_addr(&fd)?;
-    Ok((fd, local))
-}
 
 /// Serves connections on `listener` until the runtime stops.
 pub async fn serve(listener: OwnedFd, buffers: u16, buffer_size: usize) -> io::Result<()> {

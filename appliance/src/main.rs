@@ -3,15 +3,13 @@
 //! the runtime and the requested service on every shard.
 #![deny(unsafe_code)]
 
-mod cli;
-mod echo;
-
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
 
-use cli::{Cli, Command, EchoArgs, RuntimeArgs};
+use appliance::cli::{Cli, Command, EchoArgs, ForwardArgs, RuntimeArgs};
+use appliance::{echo, forward, serve};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -29,6 +27,13 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Topology(args) => topology(&args),
         Command::Echo(args) => run_echo(args),
+        Command::Forward(args) => match forward_config(&args) {
+            Ok(cfg) => run_forward(args, cfg),
+            Err(e) => {
+                eprintln!("appliance: {e:#}");
+                return ExitCode::from(2);
+            }
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -47,63 +52,64 @@ fn topology(args: &RuntimeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts a thread that turns signals into runtime actions: the first
-/// SIGINT/SIGTERM drains, a second one (or SIGQUIT) exits at once.
-fn watch_signals(signals: ops::signals::Signals, handle: shard::RuntimeHandle) -> anyhow::Result<()> {
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            let mut stopping = false;
-            loop {
-                match signals.wait() {
-                    ops::signals::Signal::Hangup => tracing::info!("SIGHUP: nothing to reload"),
-                    ops::signals::Signal::Quit => std::process::exit(130),
-                    _ if stopping => std::process::exit(130),
-                    _ => {
-                        tracing::info!("stopping (signal again to exit at once)");
-                        stopping = true;
-                        handle.stop();
-                    }
-                }
-            }
-        })
-        .context("starting the signal thread")?;
-    Ok(())
+fn run_echo(args: EchoArgs) -> anyhow::Result<()> {
+    let EchoArgs { listen, buffers, buffer_size, runtime } = args;
+    let builder = runtime.builder()?.grace(std::time::Duration::from_secs(1));
+    serve::on_every_shard(builder, listen, "echo", move |fd| async move {
+        echo::serve(fd, buffers, buffer_size).await
+    })
 }
 
-fn run_echo(args: EchoArgs) -> anyhow::Result<()> {
-    let signals = ops::signals::Signals::block().context("blocking signals")?;
-    let rt = args.runtime.builder()?.grace(std::time::Duration::from_secs(1)).build()?;
-    for w in &rt.plan().warnings {
-        tracing::warn!("{w}");
+/// Validates `appliance forward` flags; every error names the flag.
+fn forward_config(args: &ForwardArgs) -> anyhow::Result<forward::ForwardConfig> {
+    use forward::upstream::{parse_duration, UpstreamSpec};
+    let duration = |flag: &str, v: &str| parse_duration(v).with_context(|| format!("--{flag} {v:?}"));
+    let upstreams = UpstreamSpec::parse_all(args.upstreams.iter().map(String::as_str))?;
+    let policy = args.balance.parse()?;
+    let proxy_protocol = match &args.proxy_protocol {
+        Some(v) => Some(v.parse().map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    let interval = duration("health-interval", &args.health_interval)?;
+    let passive = forward::health::HealthConfig::default();
+    let health = if interval.is_zero() {
+        None
+    } else {
+        let cfg =
+            forward::health::HealthConfig { interval, timeout: interval.min(passive.timeout), ..passive };
+        cfg.validate().with_context(|| format!("--health-interval {:?}", args.health_interval))?;
+        Some(cfg)
+    };
+    if args.max_conns == 0 {
+        anyhow::bail!("--max-conns 0: must be at least 1");
     }
-    let shards = rt.shards();
-    let handle = rt.handle();
-    watch_signals(signals, handle.clone())?;
-    let EchoArgs { listen, buffers, buffer_size, .. } = args;
-    let result = rt.run_with_handle(handle, move || async move {
-        // Shard 0 binds first so a port-0 request resolves to one port that
-        // every shard then joins.
-        let (fd0, addr) = echo::bind(listen).with_context(|| format!("--listen {listen}: cannot bind"))?;
-        let mut listeners = vec![fd0];
-        for _ in 1..shards {
-            listeners.push(echo::bind(addr).with_context(|| format!("--listen {addr}: cannot bind"))?.0);
-        }
-        println!("echo listening on {addr} across {shards} shards");
-        let mut waits = Vec::new();
-        for (shard, fd) in listeners.into_iter().enumerate() {
-            waits.push(shard::submit_to(shard, move || async move {
-                echo::serve(fd, buffers, buffer_size).await.map_err(|e| e.to_string())
-            }));
-        }
-        for (shard, r) in shard::future::join_all(waits).await.into_iter().enumerate() {
-            match r {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => anyhow::bail!("shard {shard}: echo: {e}"),
-                Err(e) => anyhow::bail!("shard {shard}: {e}"),
-            }
-        }
-        Ok(())
-    });
-    result.context("runtime")?
+    Ok(forward::ForwardConfig {
+        listen: args.listen,
+        upstreams,
+        policy,
+        connect_timeout: duration("connect-timeout", &args.connect_timeout)?,
+        idle_timeout: duration("idle-timeout", &args.idle_timeout)?,
+        max_conns: args.max_conns,
+        retries: args.retries,
+        proxy_protocol,
+        accept_proxy: args.accept_proxy,
+        health,
+        passive,
+        buffers: args.buffers,
+        buffer_size: args.buffer_size,
+    })
+}
+
+fn run_forward(args: ForwardArgs, cfg: forward::ForwardConfig) -> anyhow::Result<()> {
+    let grace = forward::upstream::parse_duration(&args.grace)
+        .with_context(|| format!("--grace {:?}", args.grace))?;
+    for u in &cfg.upstreams {
+        tracing::info!(upstream = %u, "pool member");
+    }
+    let cfg = std::sync::Arc::new(cfg);
+    let builder = args.runtime.builder()?.grace(grace);
+    serve::on_every_shard(builder, cfg.listen, "forward", move |fd| {
+        let cfg = cfg.clone();
+        async move { forward::serve(fd, cfg).await }
+    })
 }

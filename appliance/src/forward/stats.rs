@@ -1,0 +1,146 @@
+//! The forward service's counters: plain integers owned by each shard, no
+//! atomics on the hot path. A snapshot of every shard is gathered with
+//! `shard::map_reduce` and merged (the admin endpoint will serve it).
+
+use std::cell::RefCell;
+use std::time::Duration;
+
+/// Connect-time histogram bucket upper bounds, in microseconds (powers of 4
+/// from 64 us to ~4 s), plus an overflow bucket.
+pub const CONNECT_BUCKETS_US: [u64; 9] = [64, 256, 1024, 4096, 16_384, 65_536, 262_144, 1_048_576, 4_194_304];
+
+/// Per-upstream counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpstreamStats {
+    /// Connections open now.
+    pub active: u64,
+    /// Connections relayed in total.
+    pub total: u64,
+    /// Bytes client -> upstream.
+    pub bytes_up: u64,
+    /// Bytes upstream -> client.
+    pub bytes_down: u64,
+    /// Failed connects.
+    pub connect_errors: u64,
+    /// Refused because the upstream was at its max-conns.
+    pub refused_over_limit: u64,
+    /// Health transitions seen.
+    pub transitions: u64,
+    /// Whether it is eligible now (1) or not (0), as this shard sees it.
+    pub up: u64,
+    /// Connect times, bucketed by [`CONNECT_BUCKETS_US`] (+1 overflow).
+    pub connect_time: [u64; 10],
+}
+
+/// Per-listener counters (one listener per forward service).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ForwardStats {
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Connections open now.
+    pub active: u64,
+    /// Refused: the listener's share of --max-conns was used up.
+    pub refused_over_limit: u64,
+    /// Refused: no upstream was eligible.
+    pub refused_no_upstream: u64,
+    /// Connects retried on another upstream.
+    pub retries: u64,
+    /// Relays that ended in a reset, on idle, or on another error.
+    pub resets: u64,
+    /// Relays closed by the idle timeout.
+    pub idle_closed: u64,
+    /// Bad inbound PROXY headers.
+    pub bad_proxy_headers: u64,
+    /// Per upstream, in configuration order.
+    pub upstreams: Vec<UpstreamStats>,
+}
+
+impl ForwardStats {
+    /// Adds another shard's counters into these.
+    pub fn merge(&mut self, other: &ForwardStats) {
+        self.accepted += other.accepted;
+        self.active += other.active;
+        self.refused_over_limit += other.refused_over_limit;
+        self.refused_no_upstream += other.refused_no_upstream;
+        self.retries += other.retries;
+        self.resets += other.resets;
+        self.idle_closed += other.idle_closed;
+        self.bad_proxy_headers += other.bad_proxy_headers;
+        if self.upstreams.len() < other.upstreams.len() {
+            self.upstreams.resize(other.upstreams.len(), UpstreamStats::default());
+        }
+        for (a, b) in self.upstreams.iter_mut().zip(&other.upstreams) {
+            a.active += b.active;
+            a.total += b.total;
+            a.bytes_up += b.bytes_up;
+            a.bytes_down += b.bytes_down;
+            a.connect_errors += b.connect_errors;
+            a.refused_over_limit += b.refused_over_limit;
+            a.transitions += b.transitions;
+            a.up = a.up.max(b.up);
+            for (x, y) in a.connect_time.iter_mut().zip(b.connect_time.iter()) {
+                *x += y;
+            }
+        }
+    }
+}
+
+/// The bucket of a connect time.
+pub fn bucket(t: Duration) -> usize {
+    let us = t.as_micros() as u64;
+    CONNECT_BUCKETS_US.iter().position(|&b| us <= b).unwrap_or(CONNECT_BUCKETS_US.len())
+}
+
+thread_local! {
+    static STATS: RefCell<ForwardStats> = RefCell::new(ForwardStats::default());
+}
+
+/// Updates this shard's counters.
+pub fn with<R>(f: impl FnOnce(&mut ForwardStats) -> R) -> R {
+    STATS.with(|s| f(&mut s.borrow_mut()))
+}
+
+/// Updates one upstream's counters on this shard.
+pub fn upstream(i: usize, f: impl FnOnce(&mut UpstreamStats)) {
+    with(|s| {
+        if s.upstreams.len() <= i {
+            s.upstreams.resize(i + 1, UpstreamStats::default());
+        }
+        f(&mut s.upstreams[i]);
+    })
+}
+
+/// This shard's counters.
+pub fn snapshot() -> ForwardStats {
+    with(|s| s.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_and_merge() {
+        assert_eq!(bucket(Duration::from_micros(10)), 0);
+        assert_eq!(bucket(Duration::from_micros(65)), 1);
+        assert_eq!(bucket(Duration::from_secs(10)), 9);
+        let mut a = ForwardStats {
+            accepted: 1,
+            upstreams: vec![UpstreamStats { total: 2, ..Default::default() }],
+            ..Default::default()
+        };
+        let b = ForwardStats {
+            accepted: 3,
+            upstreams: vec![
+                UpstreamStats::default(),
+                UpstreamStats { total: 5, up: 1, ..Default::default() },
+            ],
+            ..Default::default()
+        };
+        a.merge(&b);
+        assert_eq!(a.accepted, 4);
+        assert_eq!(a.upstreams.len(), 2);
+        assert_eq!(a.upstreams[1].total, 5);
+        assert_eq!(a.upstreams[1].up, 1);
+    }
+}
