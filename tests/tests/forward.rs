@@ -1,0 +1,303 @@
+//! `appliance forward` end to end: the real binary on loopback between real
+//! clients and test upstreams run by this file.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use appliance_tests::Appliance;
+
+/// A test upstream: accepts connections and runs `serve` on each (one
+/// thread per connection); stops accepting when dropped.
+struct Upstream {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Upstream {
+    fn start(serve: fn(usize, TcpStream), id: usize) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("addr");
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((s, _)) => {
+                        s.set_nonblocking(false).expect("blocking");
+                        std::thread::spawn(move || serve(id, s));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+        Upstream { addr, stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Echoes everything, then half-closes when the client did.
+fn echo(_: usize, mut s: TcpStream) {
+    let mut buf = [0u8; 65536];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => {
+                let _ = s.shutdown(Shutdown::Write);
+                return;
+            }
+            Ok(n) => {
+                if s.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Says which upstream it is, then closes.
+fn identify(id: usize, mut s: TcpStream) {
+    let _ = s.write_all(&[id as u8]);
+}
+
+/// Reads what the proxy announced (a PROXY header line or block) and sends
+/// it back verbatim, then closes.
+fn reflect_header(_: usize, mut s: TcpStream) {
+    s.set_read_timeout(Some(Duration::from_millis(300))).expect("timeout");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 512];
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    let _ = s.write_all(&got);
+}
+
+fn start_forward(upstreams: &[SocketAddr], extra: &[&str]) -> (Appliance, SocketAddr) {
+    let mut args: Vec<String> =
+        ["forward", "--listen", "127.0.0.1:0", "--shards", "2", "--no-pin", "--grace", "5s"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    for u in upstreams {
+        args.push("--upstream".into());
+        args.push(u.to_string());
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut app = Appliance::start(&argv).expect("start forward");
+    let addr = app.wait_for_addr("forward listening on").expect("listening line");
+    (app, addr)
+}
+
+fn fnv(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
+#[test]
+fn relays_random_payloads_intact_with_half_close() {
+    let up = Upstream::start(echo, 0);
+    let (_app, addr) = start_forward(&[up.addr], &[]);
+    let clients: Vec<_> = (0..8u64)
+        .map(|c| {
+            std::thread::spawn(move || {
+                let mut seed = c.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+                let mut next = || {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed
+                };
+                let len = (next() % 3_000_000) as usize + 1;
+                let data: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+                let mut s = TcpStream::connect(addr).expect("connect");
+                s.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+                let mut reader = s.try_clone().expect("clone");
+                let want = fnv(&data);
+                let sender = std::thread::spawn(move || {
+                    s.write_all(&data).expect("write");
+                    // Half-close: the reply must still arrive in full.
+                    s.shutdown(Shutdown::Write).expect("half-close");
+                });
+                let mut back = Vec::new();
+                reader.read_to_end(&mut back).expect("read to EOF");
+                sender.join().expect("sender");
+                assert_eq!(back.len(), len, "client {c}: length");
+                assert_eq!(fnv(&back), want, "client {c}: content hash");
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().expect("client");
+    }
+}
+
+#[test]
+fn round_robin_is_exact_and_a_dead_upstream_is_skipped() {
+    let ups: Vec<Upstream> = (0..3).map(|i| Upstream::start(identify, i)).collect();
+    let dead = TcpListener::bind("127.0.0.1:0").expect("reserve a port").local_addr().expect("addr");
+    let mut addrs: Vec<SocketAddr> = ups.iter().map(|u| u.addr).collect();
+    addrs.push(dead);
+    // One shard, so one balancer sees every connection in order.
+    let mut args =
+        vec!["forward", "--listen", "127.0.0.1:0", "--shards", "1", "--no-pin", "--health-interval", "0"];
+    let owned: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+    for a in &owned {
+        args.push("--upstream");
+        args.push(a);
+    }
+    let mut app = Appliance::start(&args).expect("start");
+    let addr = app.wait_for_addr("forward listening on").expect("listening");
+    let mut counts = [0usize; 3];
+    let mut late = [0usize; 3];
+    for n in 0..90 {
+        let mut s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        let mut id = [0u8; 1];
+        s.read_exact(&mut id).expect("an upstream answered (the dead one is retried past)");
+        counts[id[0] as usize] += 1;
+        if n >= 30 {
+            late[id[0] as usize] += 1;
+        }
+    }
+    // Every connection reached a live upstream (the dead one was retried
+    // past, then ejected after 5 failed connects); once it is out of the
+    // rotation the live ones share exactly.
+    assert_eq!(counts.iter().sum::<usize>(), 90);
+    assert_eq!(late, [20, 20, 20], "exact round-robin after ejection (all: {counts:?})");
+}
+
+#[test]
+fn max_conns_refuses_the_excess() {
+    let up = Upstream::start(echo, 0);
+    let (_app, addr) = start_forward(&[up.addr], &["--max-conns", "2", "--health-interval", "0"]);
+    // Two shards split a limit of 2: one connection each. Hold many open;
+    // at most 2 get through, the rest are refused (closed at once).
+    let mut served = 0;
+    let mut held = Vec::new();
+    for i in 0..12u8 {
+        let mut s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(3))).expect("timeout");
+        let ok = s.write_all(&[i]).is_ok() && {
+            let mut b = [0u8; 1];
+            matches!(s.read(&mut b), Ok(1))
+        };
+        if ok {
+            served += 1;
+        }
+        held.push(s);
+    }
+    assert!((1..=2).contains(&served), "{served} served with --max-conns 2");
+}
+
+#[test]
+fn proxy_headers_are_sent_in_both_versions() {
+    for (version, prefix) in
+        [("v1", &b"PROXY TCP4 127.0.0.1 127.0.0.1 "[..]), ("v2", &b"\r\n\r\n\0\r\nQUIT\n"[..])]
+    {
+        let up = Upstream::start(reflect_header, 0);
+        let (_app, addr) =
+            start_forward(&[up.addr], &["--proxy-protocol", version, "--health-interval", "0"]);
+        let mut s = TcpStream::connect(addr).expect("connect");
+        let client_port = s.local_addr().expect("local").port();
+        s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).expect("reflected header");
+        assert!(got.starts_with(prefix), "{version}: {:?}", String::from_utf8_lossy(&got));
+        if version == "v1" {
+            let line = String::from_utf8_lossy(&got);
+            assert!(line.contains(&format!(" {client_port} ")), "v1 names the client port: {line}");
+        }
+    }
+}
+
+#[test]
+fn accept_proxy_strips_the_inbound_header() {
+    let up = Upstream::start(echo, 0);
+    let (_app, addr) = start_forward(&[up.addr], &["--accept-proxy", "--health-interval", "0"]);
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    s.write_all(b"PROXY TCP4 192.0.2.1 192.0.2.2 5000 80\r\nafter the header").expect("write");
+    s.shutdown(Shutdown::Write).expect("half-close");
+    let mut back = Vec::new();
+    s.read_to_end(&mut back).expect("read");
+    assert_eq!(back, b"after the header");
+    // A client that does not speak PROXY protocol is closed.
+    let mut bad = TcpStream::connect(addr).expect("connect");
+    bad.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    bad.write_all(b"GET / HTTP/1.0\r\n\r\n").expect("write");
+    let mut rest = Vec::new();
+    assert!(matches!(bad.read_to_end(&mut rest), Ok(0) | Err(_)), "closed without relaying");
+}
+
+#[test]
+fn sigterm_drains_while_a_transfer_completes() {
+    let up = Upstream::start(echo, 0);
+    let (mut app, addr) = start_forward(&[up.addr], &["--health-interval", "0"]);
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    s.write_all(b"before").expect("write");
+    let mut b = [0u8; 6];
+    s.read_exact(&mut b).expect("echo before");
+    app.signal(libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(200));
+    // The established connection keeps working during the grace period.
+    s.write_all(b"during").expect("write during drain");
+    s.read_exact(&mut b).expect("echo during drain");
+    assert_eq!(&b, b"during");
+    // New connections are no longer accepted.
+    let refused = TcpStream::connect_timeout(&addr, Duration::from_millis(500))
+        .map(|mut c| {
+            let _ = c.write_all(b"x");
+            let mut one = [0u8; 1];
+            c.set_read_timeout(Some(Duration::from_millis(500))).ok();
+            !matches!(c.read(&mut one), Ok(1))
+        })
+        .unwrap_or(true);
+    assert!(refused, "no new connections while draining");
+    drop(s);
+    let status = app.wait_exit(Duration::from_secs(15)).expect("exits after the last connection");
+    assert!(status.success(), "{status:?}: {}", app.output());
+}
+
+#[test]
+fn bad_flags_name_the_flag_and_exit_2() {
+    for (args, needle) in [
+        (vec!["forward", "--listen", "127.0.0.1:0", "--upstream", "10.0.0.1"], "missing port"),
+        (vec!["forward", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9,weight=0"], "weight"),
+        (
+            vec!["forward", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9", "--balance", "fastest"],
+            "--balance",
+        ),
+        (
+            vec![
+                "forward",
+                "--listen",
+                "127.0.0.1:0",
+                "--upstream",
+                "127.0.0.1:9",
+                "--connect-timeout",
+                "soon",
+            ],
+            "--connect-timeout",
+        ),
+    ] {
+        let (code, out) = appliance_tests::run_to_end(&args);
+        assert_eq!(code, Some(2), "{args:?}: {out}");
+        assert!(out.contains(needle), "{args:?} should mention {needle}: {out}");
+    }
+}
