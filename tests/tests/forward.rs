@@ -20,7 +20,11 @@ struct Upstream {
 
 impl Upstream {
     fn start(serve: fn(usize, TcpStream), id: usize) -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+        Upstream::start_at("127.0.0.1:0".parse().expect("addr"), serve, id)
+    }
+
+    fn start_at(at: SocketAddr, serve: fn(usize, TcpStream), id: usize) -> Upstream {
+        let listener = TcpListener::bind(at).expect("bind upstream");
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("addr");
         let stop = Arc::new(AtomicBool::new(false));
@@ -300,4 +304,39 @@ fn bad_flags_name_the_flag_and_exit_2() {
         assert_eq!(code, Some(2), "{args:?}: {out}");
         assert!(out.contains(needle), "{args:?} should mention {needle}: {out}");
     }
+}
+
+fn ids_seen(addr: SocketAddr, connections: usize) -> Vec<u8> {
+    (0..connections)
+        .filter_map(|_| {
+            let mut s = TcpStream::connect(addr).ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+            let mut id = [0u8; 1];
+            s.read_exact(&mut id).ok()?;
+            Some(id[0])
+        })
+        .collect()
+}
+
+/// Active checks take a dead upstream out of the rotation and bring it
+/// back once it answers again.
+#[test]
+fn health_checks_eject_and_recover_an_upstream() {
+    let a = Upstream::start(identify, 0);
+    let b = Upstream::start(identify, 1);
+    let b_addr = b.addr;
+    let (_app, addr) = start_forward(&[a.addr, b.addr], &["--health-interval", "100ms"]);
+    let before = ids_seen(addr, 20);
+    assert!(before.contains(&1), "both serve at first: {before:?}");
+    drop(b);
+    // fall = 3 checks at 100 ms; every shard hears of it.
+    std::thread::sleep(Duration::from_millis(800));
+    let down = ids_seen(addr, 20);
+    assert_eq!(down.len(), 20, "every connection still served");
+    assert!(down.iter().all(|&id| id == 0), "the dead upstream is out: {down:?}");
+    let _b = Upstream::start_at(b_addr, identify, 1);
+    // rise = 2 checks.
+    std::thread::sleep(Duration::from_millis(800));
+    let after = ids_seen(addr, 20);
+    assert!(after.contains(&1), "back in the rotation: {after:?}");
 }
