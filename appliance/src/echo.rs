@@ -11,30 +11,17 @@ use std::io;
 use std::os::fd::OwnedFd;
 
 use netstack::tcp::{TcpListener, TcpStream};
-use shard::future::{select, Either};
 use shard::reactor::BufRing;
 
 /// Serves connections on `listener` until the runtime stops.
 pub async fn serve(listener: OwnedFd, buffers: u16, buffer_size: usize) -> io::Result<()> {
     let listener = TcpListener::from_fd(listener)?;
     let group = BufRing::new(buffers, buffer_size)?;
-    let mut incoming = listener.incoming();
-    loop {
-        let next = match select(shard::stopping(), incoming.next()).await {
-            Either::Left(()) => return Ok(()),
-            Either::Right(next) => next,
-        };
-        match next {
-            Ok(conn) => {
-                shard::spawn_local_named("echo-conn", connection(conn, group.clone())).detach();
-            }
-            Err(e) => {
-                // Out of descriptors: back off instead of spinning.
-                tracing::warn!("accept: {e}; backing off");
-                shard::time::sleep(std::time::Duration::from_millis(10)).await;
-            }
-        }
-    }
+    crate::serve::accept_until_stopped(&listener, |conn| {
+        shard::spawn_local_named("echo-conn", connection(conn, group.clone())).detach();
+    })
+    .await;
+    Ok(())
 }
 
 async fn connection(conn: TcpStream, group: BufRing) {

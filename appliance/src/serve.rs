@@ -54,6 +54,27 @@ where
     result.context("runtime")?
 }
 
+/// Accepts on `listener` until the runtime is asked to stop, handing each
+/// connection to `on_conn`. Running out of descriptors backs off briefly
+/// instead of spinning; per-connection accept errors are skipped.
+pub async fn accept_until_stopped(
+    listener: &netstack::tcp::TcpListener,
+    mut on_conn: impl FnMut(netstack::tcp::TcpStream),
+) {
+    use shard::future::{select, Either};
+    let mut incoming = listener.incoming();
+    loop {
+        match select(shard::stopping(), incoming.next()).await {
+            Either::Left(()) => return,
+            Either::Right(Ok(conn)) => on_conn(conn),
+            Either::Right(Err(e)) => {
+                tracing::warn!("accept: {e}; backing off");
+                shard::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
 /// Starts a thread that turns signals into runtime actions: the first
 /// SIGINT/SIGTERM drains, a second one (or SIGQUIT) exits at once.
 fn watch_signals(signals: ops::signals::Signals, handle: shard::RuntimeHandle) -> anyhow::Result<()> {

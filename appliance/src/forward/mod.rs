@@ -142,35 +142,24 @@ pub async fn serve(listener: OwnedFd, cfg: Arc<ForwardConfig>) -> io::Result<()>
     STATE.with(|s| *s.borrow_mut() = Some(state.clone()));
     start_health_checks(&state);
     let listener = TcpListener::from_fd(listener)?;
-    let mut incoming = listener.incoming();
-    loop {
-        let next = match select(shard::stopping(), incoming.next()).await {
-            Either::Left(()) => return Ok(()),
-            Either::Right(next) => next,
-        };
-        match next {
-            Ok(conn) => {
-                stats::with(|s| s.accepted += 1);
-                if !state.conns.borrow_mut().try_acquire() {
-                    stats::with(|s| s.refused_over_limit += 1);
-                    let _ = conn.set_reset_on_close();
-                    continue;
-                }
-                let state = state.clone();
-                shard::spawn_local_named("forward-conn", async move {
-                    stats::with(|s| s.active += 1);
-                    handle(&state, conn).await;
-                    stats::with(|s| s.active -= 1);
-                    state.conns.borrow_mut().release();
-                })
-                .detach();
-            }
-            Err(e) => {
-                tracing::warn!("accept: {e}; backing off");
-                shard::time::sleep(Duration::from_millis(10)).await;
-            }
+    crate::serve::accept_until_stopped(&listener, |conn| {
+        stats::with(|s| s.accepted += 1);
+        if !state.conns.borrow_mut().try_acquire() {
+            stats::with(|s| s.refused_over_limit += 1);
+            let _ = conn.set_reset_on_close();
+            return;
         }
-    }
+        let state = state.clone();
+        shard::spawn_local_named("forward-conn", async move {
+            stats::with(|s| s.active += 1);
+            handle(&state, conn).await;
+            stats::with(|s| s.active -= 1);
+            state.conns.borrow_mut().release();
+        })
+        .detach();
+    })
+    .await;
+    Ok(())
 }
 
 /// One client connection, end to end.
