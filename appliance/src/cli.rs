@@ -66,6 +66,11 @@ pub struct ForwardArgs {
     /// How long established connections may finish after SIGTERM.
     #[arg(long, default_value = "30s")]
     pub grace: String,
+    /// Forward UDP datagrams (a session per client) instead of TCP
+    /// connections; active health checks are TCP connects, so they are
+    /// off for UDP (passive ejection still applies).
+    #[arg(long)]
+    pub udp: bool,
     /// Relay buffers per shard (provided-buffer ring entries).
     #[arg(long, default_value_t = 4096)]
     pub buffers: u16,

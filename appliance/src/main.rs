@@ -55,7 +55,7 @@ fn topology(args: &RuntimeArgs) -> anyhow::Result<()> {
 fn run_echo(args: EchoArgs) -> anyhow::Result<()> {
     let EchoArgs { listen, buffers, buffer_size, runtime } = args;
     let builder = runtime.builder()?.grace(std::time::Duration::from_secs(1));
-    serve::on_every_shard(builder, listen, "echo", move |fd| async move {
+    serve::on_every_shard(builder, listen, serve::Transport::Tcp, "echo", move |fd| async move {
         echo::serve(fd, buffers, buffer_size).await
     })
 }
@@ -72,7 +72,7 @@ fn forward_config(args: &ForwardArgs) -> anyhow::Result<forward::ForwardConfig> 
     };
     let interval = duration("health-interval", &args.health_interval)?;
     let passive = forward::health::HealthConfig::default();
-    let health = if interval.is_zero() {
+    let health = if interval.is_zero() || args.udp {
         None
     } else {
         let cfg =
@@ -97,6 +97,7 @@ fn forward_config(args: &ForwardArgs) -> anyhow::Result<forward::ForwardConfig> 
         passive,
         buffers: args.buffers,
         buffer_size: args.buffer_size,
+        udp: args.udp,
     })
 }
 
@@ -108,7 +109,8 @@ fn run_forward(args: ForwardArgs, cfg: forward::ForwardConfig) -> anyhow::Result
     }
     let cfg = std::sync::Arc::new(cfg);
     let builder = args.runtime.builder()?.grace(grace);
-    serve::on_every_shard(builder, cfg.listen, "forward", move |fd| {
+    let transport = if cfg.udp { serve::Transport::Udp } else { serve::Transport::Tcp };
+    serve::on_every_shard(builder, cfg.listen, transport, "forward", move |fd| {
         let cfg = cfg.clone();
         async move { forward::serve(fd, cfg).await }
     })

@@ -10,10 +10,20 @@ use std::os::fd::OwnedFd;
 
 use anyhow::Context as _;
 
+/// What the listening sockets are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// TCP listeners.
+    Tcp,
+    /// UDP sockets.
+    Udp,
+}
+
 /// Runs `service(listener)` on every shard until a signal drains it.
 pub fn on_every_shard<S, Fut>(
     builder: shard::Builder,
     listen: SocketAddr,
+    transport: Transport,
     name: &'static str,
     service: S,
 ) -> anyhow::Result<()>
@@ -28,8 +38,11 @@ where
     }
     let shards = rt.shards();
     let opts = netstack::steer::ListenOptions::default();
-    let listeners = netstack::steer::bind_group(listen, shards, &opts)
-        .with_context(|| format!("--listen {listen}: cannot bind"))?;
+    let bound = match transport {
+        Transport::Tcp => netstack::steer::bind_group(listen, shards, &opts),
+        Transport::Udp => netstack::steer::bind_udp_group(listen, shards, &opts),
+    };
+    let listeners = bound.with_context(|| format!("--listen {listen}: cannot bind"))?;
     let addr = netstack::steer::local_addr(&listeners[0]).with_context(|| format!("--listen {listen}"))?;
     let handle = rt.handle();
     watch_signals(signals, handle.clone())?;

@@ -25,6 +25,20 @@ impl UdpSocket {
         UdpSocket::from_fd(crate::listener::udp_reuseport(addr)?)
     }
 
+    /// A socket on an ephemeral port, connected to `peer`: what a relay
+    /// uses to talk to one upstream for one client session.
+    pub fn connected(peer: SocketAddr) -> io::Result<UdpSocket> {
+        use socket2::{Domain, Socket, Type};
+        let s = Socket::new(Domain::for_address(peer), Type::DGRAM.nonblocking().cloexec(), None)?;
+        let any: SocketAddr = match peer {
+            SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+            SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+        };
+        s.bind(&any.into())?;
+        s.connect(&peer.into())?;
+        UdpSocket::from_fd(s.into())
+    }
+
     /// Wraps a bound, non-blocking datagram socket.
     pub fn from_fd(fd: OwnedFd) -> io::Result<UdpSocket> {
         let local = crate::listener::local_addr(&fd)?;

@@ -340,3 +340,69 @@ fn health_checks_eject_and_recover_an_upstream() {
     let after = ids_seen(addr, 20);
     assert!(after.contains(&1), "back in the rotation: {after:?}");
 }
+
+/// A UDP echo upstream on a thread; returns its address.
+fn udp_echo_upstream(stop: Arc<AtomicBool>) -> (SocketAddr, JoinHandle<()>) {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp upstream");
+    sock.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
+    let addr = sock.local_addr().expect("addr");
+    let t = std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while !stop.load(Ordering::SeqCst) {
+            if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                let _ = sock.send_to(&buf[..n], from);
+            }
+        }
+    });
+    (addr, t)
+}
+
+#[test]
+fn udp_sessions_relay_replies_and_survive_idle_expiry() {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (up, thread) = udp_echo_upstream(stop.clone());
+    let up_s = up.to_string();
+    let mut app = Appliance::start(&[
+        "forward",
+        "--udp",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &up_s,
+        "--shards",
+        "2",
+        "--no-pin",
+        "--idle-timeout",
+        "200ms",
+    ])
+    .expect("start");
+    let addr = app.wait_for_addr("forward listening on").expect("listening");
+    let clients: Vec<std::net::UdpSocket> =
+        (0..4).map(|_| std::net::UdpSocket::bind("127.0.0.1:0").expect("client")).collect();
+    let roundtrip = |c: &std::net::UdpSocket, msg: &[u8]| -> Vec<u8> {
+        c.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+        for _ in 0..5 {
+            c.send_to(msg, addr).expect("send");
+            let mut buf = [0u8; 2048];
+            if let Ok((n, from)) = c.recv_from(&mut buf) {
+                assert_eq!(from, addr, "replies come from the listening address");
+                return buf[..n].to_vec();
+            }
+        }
+        panic!("no reply for {msg:?}");
+    };
+    for (i, c) in clients.iter().enumerate() {
+        for j in 0..10u8 {
+            let msg = vec![i as u8, j, 0xab];
+            assert_eq!(roundtrip(c, &msg), msg);
+        }
+    }
+    // Sessions expire after 200 ms of silence; the next datagram opens a
+    // new one and is relayed just the same.
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(roundtrip(&clients[0], b"after expiry"), b"after expiry");
+    stop.store(true, Ordering::SeqCst);
+    thread.join().expect("upstream");
+    app.signal(libc::SIGTERM);
+    assert!(app.wait_exit(Duration::from_secs(10)).is_some_and(|s| s.success()), "{}", app.output());
+}

@@ -22,6 +22,7 @@ pub mod maglev;
 pub mod proxy_header;
 pub mod relay;
 pub mod stats;
+pub mod udp;
 pub mod upstream;
 
 use std::cell::RefCell;
@@ -71,11 +72,13 @@ pub struct ForwardConfig {
     pub buffers: u16,
     /// Relay buffer size.
     pub buffer_size: usize,
+    /// Forward UDP datagrams (sessions per client) instead of TCP.
+    pub udp: bool,
 }
 
 /// One shard's view of the service.
-struct ShardState {
-    cfg: Arc<ForwardConfig>,
+pub(crate) struct ShardState {
+    pub(crate) cfg: Arc<ForwardConfig>,
     balancer: RefCell<Balancer>,
     health: RefCell<Vec<Health>>,
     limits: RefCell<UpstreamLimits>,
@@ -85,7 +88,7 @@ struct ShardState {
 
 thread_local! {
     /// The forward service of this shard, for health broadcasts to find.
-    static STATE: RefCell<Option<Rc<ShardState>>> = const { RefCell::new(None) };
+    pub(crate) static STATE: RefCell<Option<Rc<ShardState>>> = const { RefCell::new(None) };
 }
 
 impl ShardState {
@@ -106,7 +109,7 @@ impl ShardState {
     }
 
     /// Picks an eligible upstream not in `tried` and reserves a slot on it.
-    fn pick(&self, client: Option<SocketAddr>, tried: &[usize]) -> Option<usize> {
+    pub(crate) fn pick(&self, client: Option<SocketAddr>, tried: &[usize]) -> Option<usize> {
         let now = Instant::now();
         let health = self.health.borrow();
         let limits = self.limits.borrow();
@@ -121,7 +124,7 @@ impl ShardState {
         Some(i)
     }
 
-    fn release(&self, i: usize) {
+    pub(crate) fn release(&self, i: usize) {
         self.limits.borrow_mut().release(i);
         self.balancer.borrow_mut().on_close(i);
     }
@@ -141,6 +144,9 @@ pub async fn serve(listener: OwnedFd, cfg: Arc<ForwardConfig>) -> io::Result<()>
     let state = ShardState::new(cfg)?;
     STATE.with(|s| *s.borrow_mut() = Some(state.clone()));
     start_health_checks(&state);
+    if state.cfg.udp {
+        return udp::serve(listener).await;
+    }
     let listener = TcpListener::from_fd(listener)?;
     crate::serve::accept_until_stopped(&listener, |conn| {
         stats::with(|s| s.accepted += 1);
