@@ -406,3 +406,28 @@ fn placement_pins_shards_to_their_cpus() {
     let seen = rt.run(|| async { current_cpu() }).expect("run");
     assert_eq!(seen, last);
 }
+
+/// A stop requested from outside, with the main task waiting on another
+/// shard: once every task finished, the runtime returns at once instead of
+/// sitting out the grace period (a regression: the shard that ran the last
+/// task parked until the grace deadline).
+#[test]
+fn stop_returns_as_soon_as_the_last_task_finishes() {
+    let rt = Builder::new().shards(2).pin(false).grace(Duration::from_secs(20)).build().expect("plan");
+    let handle = rt.handle();
+    let stopper = handle.clone();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        stopper.stop();
+    });
+    let started = Instant::now();
+    let out = rt
+        .run_with_handle(handle, || async {
+            shard::submit_to(1, || async { shard::stopping().await }).await.expect("shard 1");
+            "drained"
+        })
+        .expect("run");
+    t.join().expect("stopper");
+    assert_eq!(out, "drained");
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?} of a 20 s grace", started.elapsed());
+}

@@ -87,7 +87,7 @@ pub(crate) struct Executor {
     pub(crate) home: Arc<Home>,
     pub(crate) queue: RefCell<VecDeque<Job>>,
     next_id: Cell<u64>,
-    alive: Rc<Cell<usize>>,
+    alive: Rc<RefCell<std::collections::BTreeMap<u64, &'static str>>>,
     stall: StallDetector,
     polls: Cell<u64>,
     spawned: Cell<u64>,
@@ -95,11 +95,11 @@ pub(crate) struct Executor {
 
 /// Counts live tasks: incremented at spawn, decremented when the task's
 /// future is dropped (finished or cancelled).
-struct AliveGuard(Rc<Cell<usize>>);
+struct AliveGuard(Rc<RefCell<std::collections::BTreeMap<u64, &'static str>>>, u64);
 
 impl Drop for AliveGuard {
     fn drop(&mut self) {
-        self.0.set(self.0.get() - 1);
+        self.0.borrow_mut().remove(&self.1);
     }
 }
 
@@ -109,7 +109,7 @@ impl Executor {
             home,
             queue: RefCell::new(VecDeque::with_capacity(256)),
             next_id: Cell::new(0),
-            alive: Rc::new(Cell::new(0)),
+            alive: Rc::default(),
             stall,
             polls: Cell::new(0),
             spawned: Cell::new(0),
@@ -118,7 +118,12 @@ impl Executor {
 
     /// Tasks spawned on this shard that have not finished.
     pub(crate) fn alive(&self) -> usize {
-        self.alive.get()
+        self.alive.borrow().len()
+    }
+
+    /// Names of the tasks alive now (for the shutdown report), at most `max`.
+    pub(crate) fn alive_names(&self, max: usize) -> Vec<&'static str> {
+        self.alive.borrow().values().take(max).copied().collect()
     }
 
     pub(crate) fn polls(&self) -> u64 {
@@ -141,8 +146,8 @@ impl Executor {
         let id = self.next_id.get();
         self.next_id.set(id + 1);
         self.spawned.set(self.spawned.get() + 1);
-        self.alive.set(self.alive.get() + 1);
-        let guard = AliveGuard(self.alive.clone());
+        self.alive.borrow_mut().insert(id, name);
+        let guard = AliveGuard(self.alive.clone(), id);
         let home = self.home.clone();
         let wrapped = async move {
             let _guard = guard;

@@ -124,7 +124,17 @@ fn serve(ctx: &Context) -> Result<(), RuntimeError> {
             begin_stop(ctx);
         }
         if let Some(deadline) = grace_deadline {
-            if ctx.executor.alive() == 0 || Instant::now() >= deadline {
+            if ctx.executor.alive() == 0 {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let names = ctx.executor.alive_names(8);
+                tracing::info!(
+                    shard = ctx.id,
+                    tasks = ctx.executor.alive(),
+                    ?names,
+                    "grace period over: cancelling the tasks left"
+                );
                 return Ok(());
             }
         }
@@ -145,7 +155,10 @@ pub(crate) fn turn(ctx: &Context, wake_by: Option<Instant>) -> Result<(), Runtim
         crate::reactor::write_eventfd(ctx.shared.homes[target].eventfd);
     }
     ctx.reactor.arm_eventfd();
-    let idle = !ctx.executor.has_ready() && !ctx.mesh.has_backlog();
+    // A stopping shard whose last task just finished must not park: the
+    // loop checks for that right after this turn.
+    let finished = ctx.stopping.get() && ctx.executor.alive() == 0;
+    let idle = !ctx.executor.has_ready() && !ctx.mesh.has_backlog() && !finished;
     // A stop request arrives by eventfd, so it wakes a parked shard; but
     // once it has arrived the grace deadline bounds every park.
     let stop_seen = ctx.stopping.get() || !ctx.shared.stopping.load(Ordering::Relaxed);
