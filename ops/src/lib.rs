@@ -1,5 +1,6 @@
-//! `ops`: what an operator needs to run the appliance: logging and
-//! signal handling today; metrics and the admin endpoint build on these.
+//! `ops`: what an operator needs to run the appliance: logging, signal
+//! handling, Prometheus exposition and a small HTTP server for the admin
+//! endpoint.
 //!
 //! ```no_run
 //! ops::logging::init("info", ops::logging::LogFormat::Human).expect("logging");
@@ -10,5 +11,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod signals;

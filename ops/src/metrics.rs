@@ -1,0 +1,210 @@
+//! Prometheus text exposition (format 0.0.4), written by hand: families with
+//! `# HELP` and `# TYPE`, samples with escaped label values, histograms with
+//! cumulative `le` buckets.
+//!
+//! Metrics themselves are plain integers owned by each shard (no atomics on
+//! the hot path); a scrape gathers every shard's snapshot with
+//! `shard::map_reduce` and writes them here. Each family carries a `shard`
+//! label per shard plus `shard="all"` for the sum, so a dashboard can read
+//! the total without a query (and `sum without (shard)` must exclude
+//! `shard="all"`).
+
+use std::fmt::Write as _;
+
+/// The kind of a metric family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Only goes up (name ends in `_total`).
+    Counter,
+    /// Goes up and down.
+    Gauge,
+    /// Bucketed observations.
+    Histogram,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        }
+    }
+}
+
+/// The content type of the exposition.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// A label set: `(name, value)` pairs.
+pub type Labels<'a> = &'a [(&'a str, &'a str)];
+
+/// An exposition being written.
+#[derive(Debug, Default)]
+pub struct Exposition {
+    out: String,
+    families: Vec<String>,
+}
+
+impl Exposition {
+    /// An empty exposition.
+    pub fn new() -> Exposition {
+        Exposition::default()
+    }
+
+    /// Starts a family. Each name is announced once; a second call with the
+    /// same name only lets more samples follow.
+    pub fn family(&mut self, name: &str, kind: Kind, help: &str) -> &mut Self {
+        debug_assert!(valid_name(name), "bad metric name {name}");
+        debug_assert!(kind != Kind::Counter || name.ends_with("_total"), "counter {name} needs _total");
+        if self.families.iter().any(|f| f == name) {
+            return self;
+        }
+        self.families.push(name.to_string());
+        let _ = writeln!(self.out, "# HELP {name} {}", escape_help(help));
+        let _ = writeln!(self.out, "# TYPE {name} {}", kind.as_str());
+        self
+    }
+
+    /// Writes one sample.
+    pub fn sample(&mut self, name: &str, labels: Labels<'_>, value: f64) -> &mut Self {
+        self.out.push_str(name);
+        write_labels(&mut self.out, labels, None);
+        let _ = writeln!(self.out, " {}", format_value(value));
+        self
+    }
+
+    /// Writes a family with one sample per shard (`shard="i"`) and their sum
+    /// (`shard="all"`), each with the extra `labels`.
+    pub fn per_shard(&mut self, name: &str, kind: Kind, help: &str, labels: Labels<'_>, values: &[u64]) {
+        self.family(name, kind, help);
+        let ids: Vec<String> = (0..values.len()).map(|i| i.to_string()).collect();
+        let sum = values.iter().sum::<u64>();
+        let shards = ids.iter().map(String::as_str).chain(["all"]);
+        for (id, v) in shards.zip(values.iter().copied().chain([sum])) {
+            let mut all = Vec::with_capacity(labels.len() + 1);
+            all.extend_from_slice(labels);
+            all.push(("shard", id));
+            self.sample(name, &all, v as f64);
+        }
+    }
+
+    /// Writes a histogram: `bounds` are the bucket upper bounds (ascending),
+    /// `counts` the per-bucket (non-cumulative) counts with one extra
+    /// overflow bucket at the end, `sum` the sum of observations.
+    pub fn histogram(&mut self, name: &str, labels: Labels<'_>, bounds: &[f64], counts: &[u64], sum: f64) {
+        debug_assert_eq!(counts.len(), bounds.len() + 1);
+        let mut cumulative = 0u64;
+        for (i, bound) in bounds.iter().enumerate() {
+            cumulative += counts.get(i).copied().unwrap_or(0);
+            let le = format_value(*bound);
+            self.out.push_str(name);
+            self.out.push_str("_bucket");
+            write_labels(&mut self.out, labels, Some(&le));
+            let _ = writeln!(self.out, " {cumulative}");
+        }
+        cumulative += counts.get(bounds.len()).copied().unwrap_or(0);
+        self.out.push_str(name);
+        self.out.push_str("_bucket");
+        write_labels(&mut self.out, labels, Some("+Inf"));
+        let _ = writeln!(self.out, " {cumulative}");
+        self.sample(&format!("{name}_sum"), labels, sum);
+        self.sample(&format!("{name}_count"), labels, cumulative as f64);
+    }
+
+    /// The text.
+    pub fn finish(self) -> String {
+        self.out
+    }
+}
+
+fn write_labels(out: &mut String, labels: Labels<'_>, le: Option<&str>) {
+    if labels.is_empty() && le.is_none() {
+        return;
+    }
+    out.push('{');
+    let mut first = true;
+    let le = le.map(|v| ("le", v));
+    for (k, v) in labels.iter().copied().chain(le) {
+        debug_assert!(valid_name(k), "bad label name {k}");
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        out.push_str(k);
+        out.push_str("=\"");
+        for c in v.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '"' => out.push_str("\\\""),
+                '\n' => out.push_str("\\n"),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+    }
+    out.push('}');
+}
+
+fn escape_help(help: &str) -> String {
+    help.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+fn format_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
+    } else if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v}")
+    }
+}
+
+/// Whether `name` is a valid metric or label name.
+pub fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_families_samples_and_escapes() {
+        let mut e = Exposition::new();
+        e.per_shard("appliance_x_total", Kind::Counter, "Things.\nMore", &[("svc", "a\"b\\c\nd")], &[1, 2]);
+        e.family("appliance_x_total", Kind::Counter, "again");
+        e.family("appliance_g", Kind::Gauge, "A gauge.").sample("appliance_g", &[], 0.5);
+        let text = e.finish();
+        let want = "# HELP appliance_x_total Things.\\nMore\n# TYPE appliance_x_total counter\n\
+            appliance_x_total{svc=\"a\\\"b\\\\c\\nd\",shard=\"0\"} 1\n\
+            appliance_x_total{svc=\"a\\\"b\\\\c\\nd\",shard=\"1\"} 2\n\
+            appliance_x_total{svc=\"a\\\"b\\\\c\\nd\",shard=\"all\"} 3\n\
+            # HELP appliance_g A gauge.\n# TYPE appliance_g gauge\nappliance_g 0.5\n";
+        assert_eq!(text, want);
+    }
+
+    #[test]
+    fn histogram_is_cumulative() {
+        let mut e = Exposition::new();
+        e.family("h_seconds", Kind::Histogram, "h");
+        e.histogram("h_seconds", &[("u", "x")], &[0.001, 0.01], &[2, 3, 4], 1.5);
+        let text = e.finish();
+        assert!(text.contains("h_seconds_bucket{u=\"x\",le=\"0.001\"} 2\n"), "{text}");
+        assert!(text.contains("h_seconds_bucket{u=\"x\",le=\"0.01\"} 5\n"), "{text}");
+        assert!(text.contains("h_seconds_bucket{u=\"x\",le=\"+Inf\"} 9\n"), "{text}");
+        assert!(text.contains("h_seconds_count{u=\"x\"} 9\n"), "{text}");
+        assert!(text.contains("h_seconds_sum{u=\"x\"} 1.5\n"), "{text}");
+    }
+
+    #[test]
+    fn names() {
+        assert!(valid_name("appliance_a:b_1"));
+        assert!(!valid_name("1abc"));
+        assert!(!valid_name("a-b"));
+        assert!(!valid_name(""));
+    }
+}
