@@ -1,19 +1,30 @@
 //! The command line.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
+
+use crate::config::{ConfigError, ForwardOptions, Key, Source};
 
 /// A shard-per-core L4 forwarder and statsd aggregator on io_uring.
 #[derive(Debug, Parser)]
 #[command(name = "appliance", version, about, propagate_version = true)]
 pub struct Cli {
-    /// Log level or RUST_LOG-style filter (RUST_LOG wins when set).
-    #[arg(long, global = true, default_value = "info", env = "APPLIANCE_LOG_LEVEL")]
-    pub log_level: String,
-    /// Log format: human or json.
-    #[arg(long, global = true, default_value = "human", env = "APPLIANCE_LOG_FORMAT")]
-    pub log_format: String,
+    /// Log level or RUST_LOG-style filter (RUST_LOG wins when set) [default: info].
+    #[arg(long, global = true, env = "APPLIANCE_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    /// Log format: human or json [default: human].
+    #[arg(long, global = true, env = "APPLIANCE_LOG_FORMAT")]
+    pub log_format: Option<String>,
+    /// Serve /metrics, /status, /healthz and /readyz here (e.g. 127.0.0.1:9090).
+    #[arg(long, global = true, env = "APPLIANCE_ADMIN")]
+    pub admin: Option<SocketAddr>,
+    /// Allow a non-loopback --admin address (the endpoint has no authentication).
+    #[arg(long, global = true, env = "APPLIANCE_ADMIN_ALLOW_REMOTE")]
+    pub admin_allow_remote: bool,
     /// What to run.
     #[command(subcommand)]
     pub command: Command,
@@ -22,70 +33,53 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run every service of a config file (default: the embedded example).
+    Run(RunArgs),
+    /// Validate a config file without starting anything.
+    Check(CheckArgs),
     /// Print the shard placement plan and the io_uring features of this kernel.
     Topology(RuntimeArgs),
     /// Run a TCP echo service on every shard (a bundled upstream for demos and tests).
     Echo(EchoArgs),
-    /// Forward TCP connections to a pool of upstreams (an L4 load balancer).
+    /// Forward TCP connections (or UDP datagrams) to a pool of upstreams.
     Forward(ForwardArgs),
+}
+
+/// `appliance run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// The TOML config file; SIGHUP re-reads it [default: the embedded example].
+    #[arg(long, env = "APPLIANCE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Runtime placement (overrides the file's [runtime]).
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+/// `appliance check`.
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// The TOML config file to validate.
+    #[arg(long, env = "APPLIANCE_CONFIG")]
+    pub config: PathBuf,
 }
 
 /// `appliance forward`.
 #[derive(Debug, Clone, Args)]
 pub struct ForwardArgs {
-    /// Address to listen on (port 0 picks a free port, printed at startup).
-    #[arg(long)]
-    pub listen: SocketAddr,
-    /// An upstream: `HOST:PORT[,weight=N][,max-conns=N]`; repeat for a pool.
-    #[arg(long = "upstream", required = true)]
-    pub upstreams: Vec<String>,
-    /// Balancing policy: round-robin, least-conn, p2c, random or maglev.
-    #[arg(long, default_value = "round-robin")]
-    pub balance: String,
-    /// Give up connecting to an upstream after this long (e.g. 3s, 500ms).
-    #[arg(long, default_value = "3s")]
-    pub connect_timeout: String,
-    /// Close a connection after this long without a byte either way.
-    #[arg(long, default_value = "10m")]
-    pub idle_timeout: String,
-    /// Connections at most, across all shards (split between them).
-    #[arg(long, default_value_t = 100_000)]
-    pub max_conns: u32,
-    /// Other upstreams to try after a failed connect.
-    #[arg(long, default_value_t = 2)]
-    pub retries: u32,
-    /// Send a PROXY protocol header (v1 or v2) to the upstream.
-    #[arg(long)]
-    pub proxy_protocol: Option<String>,
-    /// Expect a PROXY protocol header from clients (a load balancer in front).
-    #[arg(long)]
-    pub accept_proxy: bool,
-    /// Check every upstream this often (TCP connect); 0 disables checks.
-    #[arg(long, default_value = "2s")]
-    pub health_interval: String,
-    /// How long established connections may finish after SIGTERM.
-    #[arg(long, default_value = "30s")]
-    pub grace: String,
-    /// Forward UDP datagrams (a session per client) instead of TCP
-    /// connections; active health checks are TCP connects, so they are
-    /// off for UDP (passive ejection still applies).
-    #[arg(long)]
-    pub udp: bool,
-    /// Relay buffers per shard (provided-buffer ring entries).
-    #[arg(long, default_value_t = 4096)]
-    pub buffers: u16,
-    /// Size of each relay buffer in bytes.
-    #[arg(long, default_value_t = 16384)]
-    pub buffer_size: usize,
+    /// The service.
+    #[command(flatten)]
+    pub options: ForwardOptions,
     /// Runtime placement.
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
 
-/// How shards are placed and run.
-#[derive(Debug, Clone, Args)]
+/// How shards are placed and run (flags, or `[runtime]` in the file).
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RuntimeArgs {
-    /// Number of shards (default: one per allowed CPU).
+    /// Number of shards [default: one per allowed CPU].
     #[arg(long, env = "APPLIANCE_SHARDS")]
     pub shards: Option<usize>,
     /// Explicit CPU list, one shard per CPU, e.g. 0-3,8.
@@ -97,13 +91,17 @@ pub struct RuntimeArgs {
     /// Prefer CPUs on the NUMA node of this network interface.
     #[arg(long)]
     pub nic: Option<String>,
-    /// How a shard wakes a parked peer.
-    #[arg(long, value_enum, default_value_t = Wake::MsgRing)]
-    pub wake: Wake,
+    /// How a shard wakes a parked peer [default: msg-ring].
+    #[arg(long, value_enum)]
+    pub wake: Option<Wake>,
+    /// How long established connections may finish after SIGTERM [default: 30s].
+    #[arg(long, env = "APPLIANCE_GRACE")]
+    pub grace: Option<String>,
 }
 
 /// `--wake` values.
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Wake {
     /// IORING_OP_MSG_RING, batched with the sender's submissions.
     MsgRing,
@@ -114,18 +112,60 @@ pub enum Wake {
 /// `appliance echo`.
 #[derive(Debug, Clone, Args)]
 pub struct EchoArgs {
+    /// The service.
+    #[command(flatten)]
+    pub options: EchoOptions,
+    /// Runtime placement.
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+/// The echo service (flags, or an `[[echo]]` table).
+#[derive(Debug, Clone, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EchoOptions {
+    /// A name for logs and metrics.
+    #[arg(long, default_value = "echo")]
+    #[serde(default = "echo_name")]
+    pub name: String,
     /// Address to listen on (port 0 picks a free port, printed at startup).
     #[arg(long, default_value = "127.0.0.1:7000")]
     pub listen: SocketAddr,
     /// Receive buffers per shard (provided-buffer ring entries).
     #[arg(long, default_value_t = 1024)]
+    #[serde(default = "echo_buffers")]
     pub buffers: u16,
     /// Size of each receive buffer in bytes.
     #[arg(long, default_value_t = 4096)]
+    #[serde(default = "echo_buffer_size")]
     pub buffer_size: usize,
-    /// Runtime placement.
-    #[command(flatten)]
-    pub runtime: RuntimeArgs,
+}
+
+fn echo_name() -> String {
+    "echo".into()
+}
+fn echo_buffers() -> u16 {
+    1024
+}
+fn echo_buffer_size() -> usize {
+    4096
+}
+
+impl EchoOptions {
+    /// Checks the buffer settings.
+    pub fn validate(&self, src: &Source) -> Result<(), ConfigError> {
+        if self.buffers == 0 || !self.buffers.is_power_of_two() {
+            return Err(src
+                .key("buffers")
+                .error(format!("{}: must be a power of two (e.g. 1024)", self.buffers)));
+        }
+        if !(64..=1 << 20).contains(&self.buffer_size) {
+            return Err(src
+                .key("buffer_size")
+                .error(format!("{}: must be 64..=1048576 bytes", self.buffer_size)));
+        }
+        Ok(())
+    }
 }
 
 impl RuntimeArgs {
@@ -137,10 +177,30 @@ impl RuntimeArgs {
         }
         opts.pin = !self.no_pin;
         opts.nic = self.nic.clone();
-        let wake = match self.wake {
+        let wake = match self.wake.unwrap_or(Wake::MsgRing) {
             Wake::MsgRing => shard::WakeMode::MsgRing,
             Wake::Eventfd => shard::WakeMode::EventFd,
         };
         Ok(shard::Builder::new().placement(opts).wake_mode(wake))
+    }
+
+    /// These settings with every one given in `over` taking precedence.
+    pub fn merged(&self, over: &RuntimeArgs) -> RuntimeArgs {
+        RuntimeArgs {
+            shards: over.shards.or(self.shards),
+            cpus: over.cpus.clone().or_else(|| self.cpus.clone()),
+            no_pin: over.no_pin || self.no_pin,
+            nic: over.nic.clone().or_else(|| self.nic.clone()),
+            wake: over.wake.or(self.wake),
+            grace: over.grace.clone().or_else(|| self.grace.clone()),
+        }
+    }
+
+    /// The drain grace period (default 30 s).
+    pub fn grace(&self, key: Key) -> Result<Duration, ConfigError> {
+        match &self.grace {
+            Some(v) => crate::config::duration(key, v),
+            None => Ok(Duration::from_secs(30)),
+        }
     }
 }

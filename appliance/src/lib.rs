@@ -2,16 +2,24 @@
 //! `ops`. The `appliance` binary (main.rs) is a thin command line over
 //! these modules:
 //!
-//! - [`cli`]: flags and subcommands;
-//! - [`serve`]: what every service shares (signals, binding one listener
-//!   per shard, draining);
+//! - [`cli`] and [`config`]: flags, subcommands and the TOML file, one
+//!   validation path for both;
+//! - [`serve`]: running a configuration (binding one listener per shard,
+//!   starting every service on every shard, draining on signals);
+//! - [`reload`]: signals and SIGHUP reloads;
+//! - [`admin`]: `/metrics`, `/status`, `/healthz`, `/readyz`;
+//! - [`startup`]: the startup report;
 //! - [`echo`]: a TCP echo service (the bundled upstream for demos, tests
 //!   and benchmarks);
 //! - [`forward`]: the L4 load balancer.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod cli;
+pub mod config;
 pub mod echo;
 pub mod forward;
+pub mod reload;
 pub mod serve;
+pub mod startup;

@@ -1,39 +1,29 @@
 //! `appliance`: the binary. A thin layer over the `shard`, `netstack` and
-//! `ops` crates: parse the command line, set up logging and signals, start
-//! the runtime and the requested service on every shard.
+//! `ops` crates: parse the command line into a validated configuration, set
+//! up logging, and run it (see `appliance::serve`).
 #![deny(unsafe_code)]
 
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::Parser;
 
-use appliance::cli::{Cli, Command, EchoArgs, ForwardArgs, RuntimeArgs};
-use appliance::{echo, forward, serve};
+use appliance::cli::{Cli, Command, RuntimeArgs};
+use appliance::config::{self, AdminOptions, AppConfig, ConfigError, FileConfig, Key, Service, Source};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let format = match cli.log_format.parse() {
-        Ok(f) => f,
+    let (cfg, path) = match configure(&cli) {
+        Ok(Some(c)) => c,
+        Ok(None) => return ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("appliance: {e}");
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = ops::logging::init(&cli.log_level, format) {
-        eprintln!("appliance: {e}");
-        return ExitCode::from(2);
-    }
-    let result = match cli.command {
-        Command::Topology(args) => topology(&args),
-        Command::Echo(args) => run_echo(args),
-        Command::Forward(args) => match forward_config(&args) {
-            Ok(cfg) => run_forward(args, cfg),
-            Err(e) => {
-                eprintln!("appliance: {e:#}");
-                return ExitCode::from(2);
-            }
-        },
+    let result = match (&cli.command, cfg) {
+        (Command::Topology(args), _) => topology(args),
+        (_, Some(cfg)) => appliance::serve::run(cfg, path),
+        (_, None) => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -44,74 +34,62 @@ fn main() -> ExitCode {
     }
 }
 
+type Configured = (Option<AppConfig>, Option<std::path::PathBuf>);
+
+/// Validates the command line (and file) and sets up logging; `Ok(None)`
+/// when there is nothing left to do (`check`).
+fn configure(cli: &Cli) -> Result<Option<Configured>, String> {
+    let (file, path) = match &cli.command {
+        Command::Run(args) => match &args.config {
+            Some(p) => (FileConfig::load(p).map_err(|e| e.to_string())?, Some(p.clone())),
+            None => (FileConfig::parse(config::DEFAULT).map_err(|e| format!("embedded default: {e}"))?, None),
+        },
+        Command::Check(args) => {
+            let cfg = FileConfig::load(&args.config).and_then(|f| f.validate()).map_err(|e| e.to_string())?;
+            println!("{}: ok ({} services)", args.config.display(), cfg.services.len());
+            return Ok(None);
+        }
+        _ => (FileConfig::default(), None),
+    };
+    let level = cli.log_level.clone().or(file.log.level.clone()).unwrap_or_else(|| "info".into());
+    let format = cli.log_format.clone().or(file.log.format.clone()).unwrap_or_else(|| "human".into());
+    let format = format.parse().map_err(|e: ops::logging::LogError| e.to_string())?;
+    ops::logging::init(&level, format).map_err(|e| e.to_string())?;
+    let cfg = match &cli.command {
+        Command::Run(args) => {
+            let mut cfg = file.validate().map_err(|e| e.to_string())?;
+            cfg.runtime = cfg.runtime.merged(&args.runtime);
+            cfg.grace = cfg.runtime.grace(Key("--grace".into())).map_err(|e| e.to_string())?;
+            Some(cfg)
+        }
+        Command::Echo(args) => {
+            args.options.validate(&Source::Flags).map_err(|e| e.to_string())?;
+            Some(from_flags(&args.runtime, Service::Echo(args.options.clone()))?)
+        }
+        Command::Forward(args) => {
+            let cfg = args.options.validate(&Source::Flags).map_err(|e| e.to_string())?;
+            Some(from_flags(&args.runtime, Service::Forward(cfg))?)
+        }
+        Command::Topology(_) | Command::Check(_) => None,
+    };
+    let mut cfg = cfg;
+    if let (Some(cfg), Some(listen)) = (cfg.as_mut(), cli.admin) {
+        let admin = AdminOptions { listen, allow_remote: cli.admin_allow_remote };
+        cfg.admin = Some(admin.validate(Key("--admin".into())).map_err(|e| e.to_string())?);
+    }
+    Ok(Some((cfg, path)))
+}
+
+/// A configuration of one service given by flags.
+fn from_flags(runtime: &RuntimeArgs, service: Service) -> Result<AppConfig, String> {
+    let grace = runtime.grace(Key("--grace".into())).map_err(|e: ConfigError| e.to_string())?;
+    Ok(AppConfig { runtime: runtime.clone(), grace, admin: None, services: vec![service] })
+}
+
 fn topology(args: &RuntimeArgs) -> anyhow::Result<()> {
     let rt = args.builder()?.build()?;
     print!("{}", rt.plan());
     println!();
     print!("{}", shard::probe());
     Ok(())
-}
-
-fn run_echo(args: EchoArgs) -> anyhow::Result<()> {
-    let EchoArgs { listen, buffers, buffer_size, runtime } = args;
-    let builder = runtime.builder()?.grace(std::time::Duration::from_secs(1));
-    serve::on_every_shard(builder, listen, serve::Transport::Tcp, "echo", move |fd| async move {
-        echo::serve(fd, buffers, buffer_size).await
-    })
-}
-
-/// Validates `appliance forward` flags; every error names the flag.
-fn forward_config(args: &ForwardArgs) -> anyhow::Result<forward::ForwardConfig> {
-    use forward::upstream::{parse_duration, UpstreamSpec};
-    let duration = |flag: &str, v: &str| parse_duration(v).with_context(|| format!("--{flag} {v:?}"));
-    let upstreams = UpstreamSpec::parse_all(args.upstreams.iter().map(String::as_str))?;
-    let policy = args.balance.parse()?;
-    let proxy_protocol = match &args.proxy_protocol {
-        Some(v) => Some(v.parse().map_err(anyhow::Error::msg)?),
-        None => None,
-    };
-    let interval = duration("health-interval", &args.health_interval)?;
-    let passive = forward::health::HealthConfig::default();
-    let health = if interval.is_zero() || args.udp {
-        None
-    } else {
-        let cfg =
-            forward::health::HealthConfig { interval, timeout: interval.min(passive.timeout), ..passive };
-        cfg.validate().with_context(|| format!("--health-interval {:?}", args.health_interval))?;
-        Some(cfg)
-    };
-    if args.max_conns == 0 {
-        anyhow::bail!("--max-conns 0: must be at least 1");
-    }
-    Ok(forward::ForwardConfig {
-        listen: args.listen,
-        upstreams,
-        policy,
-        connect_timeout: duration("connect-timeout", &args.connect_timeout)?,
-        idle_timeout: duration("idle-timeout", &args.idle_timeout)?,
-        max_conns: args.max_conns,
-        retries: args.retries,
-        proxy_protocol,
-        accept_proxy: args.accept_proxy,
-        health,
-        passive,
-        buffers: args.buffers,
-        buffer_size: args.buffer_size,
-        udp: args.udp,
-    })
-}
-
-fn run_forward(args: ForwardArgs, cfg: forward::ForwardConfig) -> anyhow::Result<()> {
-    let grace = forward::upstream::parse_duration(&args.grace)
-        .with_context(|| format!("--grace {:?}", args.grace))?;
-    for u in &cfg.upstreams {
-        tracing::info!(upstream = %u, "pool member");
-    }
-    let cfg = std::sync::Arc::new(cfg);
-    let builder = args.runtime.builder()?.grace(grace);
-    let transport = if cfg.udp { serve::Transport::Udp } else { serve::Transport::Tcp };
-    serve::on_every_shard(builder, cfg.listen, transport, "forward", move |fd| {
-        let cfg = cfg.clone();
-        async move { forward::serve(fd, cfg).await }
-    })
 }

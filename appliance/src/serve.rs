@@ -1,70 +1,143 @@
-//! What every service's `main` shares: block signals before any thread
-//! starts, plan the runtime, bind one listener per shard in one
-//! `SO_REUSEPORT` group (resolving port 0 once), print where it listens,
-//! run the service on every shard, and turn signals into a drain.
+//! Running a configuration: block signals before any thread starts, plan
+//! the runtime, bind every service's listeners (one per shard in one
+//! `SO_REUSEPORT` group, resolving port 0 once) and the admin endpoint,
+//! start every service on every shard, and turn signals into a drain
+//! (SIGTERM/SIGINT), an immediate exit (a second one, or SIGQUIT) or a
+//! reload (SIGHUP, see [`crate::reload`]).
 
-use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 
-/// What the listening sockets are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    /// TCP listeners.
-    Tcp,
-    /// UDP sockets.
-    Udp,
+use crate::admin::App;
+use crate::config::{AppConfig, Service};
+use crate::{echo, forward, reload};
+
+/// A service with its listeners, one per shard.
+struct Bound {
+    service: Service,
+    listeners: Vec<OwnedFd>,
 }
 
-/// Runs `service(listener)` on every shard until a signal drains it.
-pub fn on_every_shard<S, Fut>(
-    builder: shard::Builder,
-    listen: SocketAddr,
-    transport: Transport,
-    name: &'static str,
-    service: S,
-) -> anyhow::Result<()>
-where
-    S: Fn(OwnedFd) -> Fut + Send + Sync + Clone + 'static,
-    Fut: Future<Output = io::Result<()>> + 'static,
-{
+/// Runs every service of `cfg` until a signal drains them. `path` is the
+/// config file SIGHUP re-reads (none: reloads are refused).
+pub fn run(cfg: AppConfig, path: Option<PathBuf>) -> anyhow::Result<()> {
     let signals = ops::signals::Signals::block().context("blocking signals")?;
-    let rt = builder.build()?;
-    for w in &rt.plan().warnings {
-        tracing::warn!("{w}");
-    }
+    let rt = cfg.runtime.builder()?.grace(cfg.grace).build()?;
     let shards = rt.shards();
-    let opts = netstack::steer::ListenOptions::default();
-    let bound = match transport {
-        Transport::Tcp => netstack::steer::bind_group(listen, shards, &opts),
-        Transport::Udp => netstack::steer::bind_udp_group(listen, shards, &opts),
+    crate::startup::report(rt.plan(), &cfg);
+    let mut bound = Vec::new();
+    let mut listening = Vec::new();
+    for service in &cfg.services {
+        let (listeners, addr) = bind(service, shards)?;
+        listening.push((service.name().to_string(), service.kind(), addr));
+        bound.push(Bound { service: service.clone(), listeners });
+    }
+    let admin = match cfg.admin {
+        Some(addr) => Some(bind_admin(addr)?),
+        None => None,
     };
-    let listeners = bound.with_context(|| format!("--listen {listen}: cannot bind"))?;
-    let addr = netstack::steer::local_addr(&listeners[0]).with_context(|| format!("--listen {listen}"))?;
+    let app = App::new(cfg, path, rt.plan(), listening, admin.as_ref().map(|(_, a)| *a));
     let handle = rt.handle();
-    watch_signals(signals, handle.clone())?;
-    let result = rt.run_with_handle(handle, move || async move {
-        println!("{name} listening on {addr} across {shards} shards");
-        let mut waits = Vec::new();
-        for (shard, fd) in listeners.into_iter().enumerate() {
-            let service = service.clone();
-            waits.push(shard::submit_to(shard, move || async move {
-                service(fd).await.map_err(|e| e.to_string())
-            }));
+    let hup = reload::watch_signals(signals, handle.clone(), app.clone())?;
+    let result = rt.run_with_handle(handle, move || main(app, bound, admin.map(|(fd, _)| fd), hup));
+    result.context("runtime")?
+}
+
+/// Shard 0's main task: start the services everywhere, serve the admin
+/// endpoint and reloads until every service has drained.
+async fn main(app: Arc<App>, bound: Vec<Bound>, admin: Option<OwnedFd>, hup: OwnedFd) -> anyhow::Result<()> {
+    for (name, kind, addr) in &app.listening {
+        println!("{kind} listening on {addr} across {} shards (service {name})", shard::shard_count());
+    }
+    if let Some(addr) = app.admin_addr {
+        println!("admin listening on http://{addr}/");
+    }
+    let (done_tx, done_rx) = shard::sync::oneshot::channel::<()>();
+    let admin_task = admin.map(|fd| {
+        let app = app.clone();
+        shard::spawn_local_named("admin", async move { crate::admin::serve(fd, app, done_rx).await })
+    });
+    shard::spawn_local_named("reload", reload::serve(hup, app.clone())).detach();
+    let result = run_services(&app, bound).await;
+    let _ = done_tx.send(());
+    if let Some(task) = admin_task {
+        let _ = task.await;
+    }
+    result
+}
+
+/// Starts every service on every shard and waits for them all to end.
+async fn run_services(app: &Arc<App>, bound: Vec<Bound>) -> anyhow::Result<()> {
+    let shards = shard::shard_count();
+    let mut per_shard: Vec<Vec<(Service, OwnedFd)>> = (0..shards).map(|_| Vec::new()).collect();
+    for b in bound {
+        for (shard, fd) in b.listeners.into_iter().enumerate() {
+            per_shard[shard].push((b.service.clone(), fd));
         }
-        for (shard, r) in shard::future::join_all(waits).await.into_iter().enumerate() {
-            match r {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => anyhow::bail!("shard {shard}: {name}: {e}"),
-                Err(e) => anyhow::bail!("shard {shard}: {e}"),
+    }
+    let mut waits = Vec::new();
+    for (shard, services) in per_shard.into_iter().enumerate() {
+        let app = app.clone();
+        waits.push(shard::submit_to(shard, move || async move {
+            let tasks: Vec<_> = services
+                .into_iter()
+                .map(|(service, fd)| {
+                    let name = service.name().to_string();
+                    let task = shard::spawn_local_named("service", start(service, fd));
+                    async move { task.await.map_err(|e| e.to_string()).and_then(|r| r).map_err(|e| (name, e)) }
+                })
+                .collect();
+            app.shard_serving();
+            shard::future::join_all(tasks).await
+        }));
+    }
+    for (shard, r) in shard::future::join_all(waits).await.into_iter().enumerate() {
+        let results = r.with_context(|| format!("shard {shard}"))?;
+        for r in results {
+            if let Err((name, e)) = r {
+                anyhow::bail!("shard {shard}: {name}: {e}");
             }
         }
-        Ok(())
-    });
-    result.context("runtime")?
+    }
+    Ok(())
+}
+
+/// One service on this shard.
+async fn start(service: Service, fd: OwnedFd) -> Result<(), String> {
+    let r = match service {
+        Service::Echo(o) => echo::serve(fd, o.buffers, o.buffer_size).await,
+        Service::Forward(cfg) => forward::serve(fd, cfg).await,
+    };
+    r.map_err(|e| e.to_string())
+}
+
+/// Binds one listener per shard for `service`; returns them and the address.
+fn bind(service: &Service, shards: usize) -> anyhow::Result<(Vec<OwnedFd>, SocketAddr)> {
+    let (listen, udp) = service.listen();
+    let opts = netstack::steer::ListenOptions::default();
+    let bound = if udp {
+        netstack::steer::bind_udp_group(listen, shards, &opts)
+    } else {
+        netstack::steer::bind_group(listen, shards, &opts)
+    };
+    let what = || format!("{} {:?}: listen {listen}: cannot bind", service.kind(), service.name());
+    let listeners = bound.with_context(what)?;
+    let addr = netstack::steer::local_addr(&listeners[0]).with_context(what)?;
+    Ok((listeners, addr))
+}
+
+/// The admin listener (one socket, served by shard 0).
+fn bind_admin(addr: SocketAddr) -> anyhow::Result<(OwnedFd, SocketAddr)> {
+    let opts = netstack::steer::ListenOptions::default();
+    let mut fds = netstack::steer::bind_group(addr, 1, &opts)
+        .with_context(|| format!("--admin {addr}: cannot listen"))?;
+    let fd = fds.pop().context("admin listener")?;
+    let local = netstack::steer::local_addr(&fd).with_context(|| format!("--admin {addr}"))?;
+    Ok((fd, local))
 }
 
 /// Accepts on `listener` until the runtime is asked to stop, handing each
@@ -86,28 +159,4 @@ pub async fn accept_until_stopped(
             }
         }
     }
-}
-
-/// Starts a thread that turns signals into runtime actions: the first
-/// SIGINT/SIGTERM drains, a second one (or SIGQUIT) exits at once.
-fn watch_signals(signals: ops::signals::Signals, handle: shard::RuntimeHandle) -> anyhow::Result<()> {
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            let mut stopping = false;
-            loop {
-                match signals.wait() {
-                    ops::signals::Signal::Hangup => tracing::info!("SIGHUP: nothing to reload"),
-                    ops::signals::Signal::Quit => std::process::exit(130),
-                    _ if stopping => std::process::exit(130),
-                    _ => {
-                        tracing::info!("stopping (signal again to exit at once)");
-                        stopping = true;
-                        handle.stop();
-                    }
-                }
-            }
-        })
-        .context("starting the signal thread")?;
-    Ok(())
 }

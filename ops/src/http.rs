@@ -212,7 +212,12 @@ impl Server {
     }
 
     /// Serves `listener` until `until` completes.
-    pub async fn serve(self: Rc<Self>, listener: TcpListener, router: Router, until: impl Future<Output = ()>) {
+    pub async fn serve(
+        self: Rc<Self>,
+        listener: TcpListener,
+        router: Router,
+        until: impl Future<Output = ()>,
+    ) {
         let mut until = std::pin::pin!(until);
         let mut incoming = listener.incoming();
         loop {

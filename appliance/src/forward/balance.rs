@@ -69,7 +69,7 @@ impl fmt::Display for Policy {
 
 /// An unknown balancing policy name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("--balance {value:?}: unknown policy (expected one of round-robin, least-conn, p2c, random, maglev)")]
+#[error("{value:?}: unknown policy (expected one of round-robin, least-conn, p2c, random, maglev)")]
 pub struct PolicyError {
     /// The name as given.
     pub value: String,
@@ -363,7 +363,7 @@ mod tests {
         }
         assert_eq!(
             "leastconn".parse::<Policy>().unwrap_err().to_string(),
-            "--balance \"leastconn\": unknown policy (expected one of round-robin, least-conn, p2c, random, maglev)"
+            "\"leastconn\": unknown policy (expected one of round-robin, least-conn, p2c, random, maglev)"
         );
     }
 

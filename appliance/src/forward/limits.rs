@@ -100,6 +100,13 @@ impl UpstreamLimits {
         }
     }
 
+    /// Sets how many connections upstream `i` holds (carried over a reload).
+    pub fn set_active(&mut self, i: usize, active: u32) {
+        if let Some(limit) = self.limits.get_mut(i) {
+            limit.active = active;
+        }
+    }
+
     /// Upstream `i`'s limit on this shard.
     pub fn get(&self, i: usize) -> Option<&ConnLimit> {
         self.limits.get(i)

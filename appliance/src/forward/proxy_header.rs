@@ -23,7 +23,7 @@ impl std::str::FromStr for Version {
         match s {
             "v1" | "1" => Ok(Version::V1),
             "v2" | "2" => Ok(Version::V2),
-            other => Err(format!("--proxy-protocol \"{other}\": expected v1 or v2")),
+            other => Err(format!("{other:?}: expected v1 or v2")),
         }
     }
 }

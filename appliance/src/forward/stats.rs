@@ -1,9 +1,10 @@
-//! The forward service's counters: plain integers owned by each shard, no
-//! atomics on the hot path. A snapshot of every shard is gathered with
-//! `shard::map_reduce` and merged (the admin endpoint will serve it).
+//! The forward service's counters: plain integers owned by each shard (in
+//! its `ShardState`), no atomics on the hot path. A snapshot of every shard
+//! is gathered with `shard::map_reduce` for the admin endpoint.
 
-use std::cell::RefCell;
 use std::time::Duration;
+
+pub use super::udp::UdpStats;
 
 /// Connect-time histogram bucket upper bounds, in microseconds (powers of 4
 /// from 64 us to ~4 s), plus an overflow bucket.
@@ -30,6 +31,8 @@ pub struct UpstreamStats {
     pub up: u64,
     /// Connect times, bucketed by [`CONNECT_BUCKETS_US`] (+1 overflow).
     pub connect_time: [u64; 10],
+    /// Sum of connect times, in microseconds.
+    pub connect_time_sum_us: u64,
 }
 
 /// Per-listener counters (one listener per forward service).
@@ -51,6 +54,14 @@ pub struct ForwardStats {
     pub idle_closed: u64,
     /// Bad inbound PROXY headers.
     pub bad_proxy_headers: u64,
+    /// Bytes client -> upstream.
+    pub bytes_up: u64,
+    /// Bytes upstream -> client.
+    pub bytes_down: u64,
+    /// Relay buffers free in the shard's ring now (a gauge).
+    pub relay_buffers_free: u64,
+    /// UDP sessions and datagrams (`--udp`).
+    pub udp: UdpStats,
     /// Per upstream, in configuration order.
     pub upstreams: Vec<UpstreamStats>,
 }
@@ -66,6 +77,10 @@ impl ForwardStats {
         self.resets += other.resets;
         self.idle_closed += other.idle_closed;
         self.bad_proxy_headers += other.bad_proxy_headers;
+        self.bytes_up += other.bytes_up;
+        self.bytes_down += other.bytes_down;
+        self.relay_buffers_free += other.relay_buffers_free;
+        self.udp.merge(&other.udp);
         if self.upstreams.len() < other.upstreams.len() {
             self.upstreams.resize(other.upstreams.len(), UpstreamStats::default());
         }
@@ -78,6 +93,7 @@ impl ForwardStats {
             a.refused_over_limit += b.refused_over_limit;
             a.transitions += b.transitions;
             a.up = a.up.max(b.up);
+            a.connect_time_sum_us += b.connect_time_sum_us;
             for (x, y) in a.connect_time.iter_mut().zip(b.connect_time.iter()) {
                 *x += y;
             }
@@ -89,30 +105,6 @@ impl ForwardStats {
 pub fn bucket(t: Duration) -> usize {
     let us = t.as_micros() as u64;
     CONNECT_BUCKETS_US.iter().position(|&b| us <= b).unwrap_or(CONNECT_BUCKETS_US.len())
-}
-
-thread_local! {
-    static STATS: RefCell<ForwardStats> = RefCell::new(ForwardStats::default());
-}
-
-/// Updates this shard's counters.
-pub fn with<R>(f: impl FnOnce(&mut ForwardStats) -> R) -> R {
-    STATS.with(|s| f(&mut s.borrow_mut()))
-}
-
-/// Updates one upstream's counters on this shard.
-pub fn upstream(i: usize, f: impl FnOnce(&mut UpstreamStats)) {
-    with(|s| {
-        if s.upstreams.len() <= i {
-            s.upstreams.resize(i + 1, UpstreamStats::default());
-        }
-        f(&mut s.upstreams[i]);
-    })
-}
-
-/// This shard's counters.
-pub fn snapshot() -> ForwardStats {
-    with(|s| s.clone())
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use netstack::udp::UdpSocket;
 use shard::future::{select, Either};
 use shard::reactor::BufRing;
 
-use super::{ShardState, STATE};
+use super::state::{ShardState, UpstreamRef};
 
 /// UDP counters of one shard.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -43,33 +43,30 @@ pub struct UdpStats {
     pub dropped: u64,
 }
 
-thread_local! {
-    static UDP_STATS: RefCell<UdpStats> = RefCell::new(UdpStats::default());
-}
-
-fn count(f: impl FnOnce(&mut UdpStats)) {
-    UDP_STATS.with(|s| f(&mut s.borrow_mut()));
-}
-
-/// This shard's UDP counters.
-pub fn snapshot() -> UdpStats {
-    UDP_STATS.with(|s| s.borrow().clone())
+impl UdpStats {
+    /// Adds another shard's counters into these.
+    pub fn merge(&mut self, o: &UdpStats) {
+        self.sessions_created += o.sessions_created;
+        self.sessions_active += o.sessions_active;
+        self.sessions_expired += o.sessions_expired;
+        self.datagrams_up += o.datagrams_up;
+        self.datagrams_down += o.datagrams_down;
+        self.dropped += o.dropped;
+    }
 }
 
 struct Session {
-    upstream: usize,
+    upstream: UpstreamRef,
     socket: Rc<UdpSocket>,
     last: Rc<Cell<Instant>>,
 }
 
 /// Serves UDP sessions on this shard's socket until the runtime stops.
-pub async fn serve(listener: OwnedFd) -> io::Result<()> {
-    let state =
-        STATE.with(|s| s.borrow().clone()).ok_or_else(|| io::Error::other("forward state missing"))?;
+pub(crate) async fn serve(listener: OwnedFd, state: Rc<ShardState>) -> io::Result<()> {
     let replies = Rc::new(UdpSocket::from_fd(listener.try_clone()?)?);
     let mut backend = KernelUdp::new(UdpSocket::from_fd(listener)?, 1024, 2048)?;
     let sessions: Rc<RefCell<HashMap<SocketAddr, Session>>> = Rc::default();
-    shard::spawn_local_named("udp-expiry", expire(sessions.clone(), state.cfg.idle_timeout)).detach();
+    shard::spawn_local_named("udp-expiry", expire(sessions.clone(), state.clone())).detach();
     let group = BufRing::new(1024, 2048)?;
     let mut burst: Vec<Received<netstack::udp::Datagram>> = Vec::with_capacity(64);
     loop {
@@ -85,18 +82,18 @@ pub async fn serve(listener: OwnedFd) -> io::Result<()> {
         for d in burst.drain(..) {
             let Some(client) = d.source else { continue };
             if d.truncated {
-                count(|s| s.dropped += 1);
+                state.count_udp(|s| s.dropped += 1);
                 continue;
             }
             let Some((socket, last)) = session(&state, &sessions, &replies, &group, client) else {
-                count(|s| s.dropped += 1);
+                state.count_udp(|s| s.dropped += 1);
                 continue;
             };
             last.set(Instant::now());
             let payload = d.payload().to_vec();
             drop(d);
             let (r, _) = shard::ops::send(socket.raw_fd(), payload).await;
-            count(|s| if r.is_ok() { s.datagrams_up += 1 } else { s.dropped += 1 });
+            state.count_udp(|s| if r.is_ok() { s.datagrams_up += 1 } else { s.dropped += 1 });
         }
     }
 }
@@ -113,27 +110,26 @@ fn session(
     if let Some(s) = sessions.borrow().get(&client) {
         return Some((s.socket.clone(), s.last.clone()));
     }
-    let i = state.pick(Some(client), &[])?;
-    let upstream = state.cfg.upstreams[i].addr;
-    let socket = match UdpSocket::connected(upstream) {
+    let upstream = state.pick(Some(client), &[])?;
+    let socket = match UdpSocket::connected(upstream.addr) {
         Ok(s) => Rc::new(s),
         Err(e) => {
-            tracing::debug!(%upstream, "udp session socket: {e}");
-            state.release(i);
+            tracing::debug!(upstream = %upstream.addr, "udp session socket: {e}");
+            state.release(&upstream);
             return None;
         }
     };
     let last = Rc::new(Cell::new(Instant::now()));
-    count(|s| {
-        s.sessions_created += 1;
-        s.sessions_active += 1;
+    state.count(|s| {
+        s.udp.sessions_created += 1;
+        s.udp.sessions_active += 1;
     });
-    let session = Session { upstream: i, socket: socket.clone(), last: last.clone() };
+    let session = Session { upstream, socket: socket.clone(), last: last.clone() };
     sessions.borrow_mut().insert(client, session);
-    let (replies, group, sessions, sock, last2) =
-        (replies.clone(), group.clone(), sessions.clone(), socket.clone(), last.clone());
+    let (replies, group, sessions, sock, last2, state) =
+        (replies.clone(), group.clone(), sessions.clone(), socket.clone(), last.clone(), state.clone());
     shard::spawn_local_named("udp-replies", async move {
-        relay_replies(&sock, &replies, &group, client, &last2).await;
+        relay_replies(&state, &sock, &replies, &group, client, &last2).await;
         // The session was expired (its socket closed) or failed: forget it.
         sessions.borrow_mut().remove(&client);
     })
@@ -143,6 +139,7 @@ fn session(
 
 /// Sends every reply from the upstream back to the client.
 async fn relay_replies(
+    state: &ShardState,
     upstream: &UdpSocket,
     replies: &UdpSocket,
     group: &BufRing,
@@ -161,24 +158,25 @@ async fn relay_replies(
             Ok(d) => d,
             Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
                 // The upstream port is closed right now (ICMP): drop, go on.
-                count(|s| s.dropped += 1);
+                state.count_udp(|s| s.dropped += 1);
                 continue;
             }
             Err(_) => return,
         };
         if d.truncated() {
-            count(|s| s.dropped += 1);
+            state.count_udp(|s| s.dropped += 1);
             continue;
         }
         last.set(Instant::now());
         let (r, _) = replies.send_to(d.payload().to_vec(), client).await;
-        count(|s| if r.is_ok() { s.datagrams_down += 1 } else { s.dropped += 1 });
+        state.count_udp(|s| if r.is_ok() { s.datagrams_down += 1 } else { s.dropped += 1 });
     }
 }
 
 /// Ends sessions idle for longer than `idle`, once a second (or sooner for
 /// short timeouts).
-async fn expire(sessions: Rc<RefCell<HashMap<SocketAddr, Session>>>, idle: Duration) {
+async fn expire(sessions: Rc<RefCell<HashMap<SocketAddr, Session>>>, state: Rc<ShardState>) {
+    let idle = state.cfg().idle_timeout;
     let mut ticks = shard::time::interval(idle.min(Duration::from_secs(1)).max(Duration::from_millis(10)));
     loop {
         if let Either::Left(()) = select(shard::stopping(), ticks.tick()).await {
@@ -193,16 +191,12 @@ async fn expire(sessions: Rc<RefCell<HashMap<SocketAddr, Session>>>, idle: Durat
             .collect();
         for client in expired {
             let Some(s) = sessions.borrow_mut().remove(&client) else { continue };
-            STATE.with(|st| {
-                if let Some(state) = st.borrow().as_ref() {
-                    state.release(s.upstream);
-                }
-            });
+            state.release(&s.upstream);
             // Closing the session's socket ends its reply task.
             let _ = shard::ops::cancel_fd(s.socket.raw_fd()).await;
-            count(|c| {
-                c.sessions_active -= 1;
-                c.sessions_expired += 1;
+            state.count(|c| {
+                c.udp.sessions_active -= 1;
+                c.udp.sessions_expired += 1;
             });
         }
     }

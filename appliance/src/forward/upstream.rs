@@ -45,19 +45,19 @@ pub struct UpstreamSpec {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UpstreamError {
     /// The value (or its `HOST:PORT` part) is empty.
-    #[error("--upstream {value:?}: empty address (expected {UPSTREAM_FORM})")]
+    #[error("{value:?}: empty address (expected {UPSTREAM_FORM})")]
     Empty {
         /// The value as given.
         value: String,
     },
     /// No `:PORT` after the host.
-    #[error("--upstream {value:?}: missing port (expected {UPSTREAM_FORM})")]
+    #[error("{value:?}: missing port (expected {UPSTREAM_FORM})")]
     MissingPort {
         /// The value as given.
         value: String,
     },
     /// The port is not a number in `1..=65535`.
-    #[error("--upstream {value:?}: port {port:?} must be 1..=65535")]
+    #[error("{value:?}: port {port:?} must be 1..=65535")]
     InvalidPort {
         /// The value as given.
         value: String,
@@ -65,13 +65,13 @@ pub enum UpstreamError {
         port: String,
     },
     /// An IPv6 address written without brackets, so its port is ambiguous.
-    #[error("--upstream {value:?}: IPv6 addresses need brackets, e.g. [::1]:80")]
+    #[error("{value:?}: IPv6 addresses need brackets, e.g. [::1]:80")]
     UnbracketedIpv6 {
         /// The value as given.
         value: String,
     },
     /// The host is neither an IP address nor a well-formed DNS name.
-    #[error("--upstream {value:?}: invalid host {host:?} (expected an IPv4 address, [IPv6] or a DNS name)")]
+    #[error("{value:?}: invalid host {host:?} (expected an IPv4 address, [IPv6] or a DNS name)")]
     InvalidHost {
         /// The value as given.
         value: String,
@@ -79,9 +79,7 @@ pub enum UpstreamError {
         host: String,
     },
     /// The resolver failed for this host.
-    #[error(
-        "--upstream {value:?}: cannot resolve {host:?}: {reason} (check the name or give an IP address)"
-    )]
+    #[error("{value:?}: cannot resolve {host:?}: {reason} (check the name or give an IP address)")]
     Resolve {
         /// The value as given.
         value: String,
@@ -91,7 +89,7 @@ pub enum UpstreamError {
         reason: String,
     },
     /// The resolver succeeded but returned no address.
-    #[error("--upstream {value:?}: {host:?} resolved to no address (give an IP address)")]
+    #[error("{value:?}: {host:?} resolved to no address (give an IP address)")]
     NoAddress {
         /// The value as given.
         value: String,
@@ -99,19 +97,19 @@ pub enum UpstreamError {
         host: String,
     },
     /// `weight=` is not a number in `1..=MAX_WEIGHT`.
-    #[error("--upstream {value:?}: weight must be 1..={MAX_WEIGHT}")]
+    #[error("{value:?}: weight must be 1..={MAX_WEIGHT}")]
     Weight {
         /// The value as given.
         value: String,
     },
     /// `max-conns=` is not a positive number.
-    #[error("--upstream {value:?}: max-conns must be 1..={} (omit it for no limit)", u32::MAX)]
+    #[error("{value:?}: max-conns must be 1..={} (omit it for no limit)", u32::MAX)]
     MaxConns {
         /// The value as given.
         value: String,
     },
     /// An option other than `weight` or `max-conns`.
-    #[error("--upstream {value:?}: unknown option {option:?} (expected weight=N or max-conns=N)")]
+    #[error("{value:?}: unknown option {option:?} (expected weight=N or max-conns=N)")]
     UnknownOption {
         /// The value as given.
         value: String,
@@ -119,7 +117,7 @@ pub enum UpstreamError {
         option: String,
     },
     /// An option without `=N`, or an empty option between commas.
-    #[error("--upstream {value:?}: option {option:?} needs a value (expected {UPSTREAM_FORM})")]
+    #[error("{value:?}: option {option:?} needs a value (expected {UPSTREAM_FORM})")]
     MissingValue {
         /// The value as given.
         value: String,
@@ -127,7 +125,7 @@ pub enum UpstreamError {
         option: String,
     },
     /// The same option given twice.
-    #[error("--upstream {value:?}: option {option:?} given twice")]
+    #[error("{value:?}: option {option:?} given twice")]
     DuplicateOption {
         /// The value as given.
         value: String,
@@ -135,7 +133,7 @@ pub enum UpstreamError {
         option: String,
     },
     /// Two upstreams with the same `HOST:PORT`.
-    #[error("--upstream {value:?}: upstream {name:?} given twice")]
+    #[error("{value:?}: upstream {name:?} given twice")]
     Duplicate {
         /// The second value.
         value: String,
@@ -453,18 +451,18 @@ mod tests {
         let msg = |v: &str| parse(v).unwrap_err().to_string();
         assert_eq!(
             msg("10.0.0.1"),
-            r#"--upstream "10.0.0.1": missing port (expected HOST:PORT[,weight=N][,max-conns=N])"#
+            r#""10.0.0.1": missing port (expected HOST:PORT[,weight=N][,max-conns=N])"#
         );
-        assert_eq!(msg("a:80,weight=0"), r#"--upstream "a:80,weight=0": weight must be 1..=1000"#);
-        assert_eq!(msg("a:80,weight=1001"), r#"--upstream "a:80,weight=1001": weight must be 1..=1000"#);
-        assert_eq!(msg("a:80,weight=x"), r#"--upstream "a:80,weight=x": weight must be 1..=1000"#);
+        assert_eq!(msg("a:80,weight=0"), r#""a:80,weight=0": weight must be 1..=1000"#);
+        assert_eq!(msg("a:80,weight=1001"), r#""a:80,weight=1001": weight must be 1..=1000"#);
+        assert_eq!(msg("a:80,weight=x"), r#""a:80,weight=x": weight must be 1..=1000"#);
         assert_eq!(
             msg("a:80,wieght=2"),
-            r#"--upstream "a:80,wieght=2": unknown option "wieght" (expected weight=N or max-conns=N)"#
+            r#""a:80,wieght=2": unknown option "wieght" (expected weight=N or max-conns=N)"#
         );
         assert_eq!(
             msg("nowhere.test:80"),
-            r#"--upstream "nowhere.test:80": cannot resolve "nowhere.test": no such host (check the name or give an IP address)"#
+            r#""nowhere.test:80": cannot resolve "nowhere.test": no such host (check the name or give an IP address)"#
         );
         assert!(msg("a:80,max-conns=0").contains("max-conns must be 1..=4294967295 (omit it for no limit)"));
     }
@@ -500,7 +498,7 @@ mod tests {
             let err = parse(value).unwrap_err();
             assert!(is_expected(&err), "{value:?} gave {err:?}");
             if !matches!(err, UpstreamError::NoUpstreams) {
-                assert!(err.to_string().starts_with(&format!("--upstream {value:?}: ")), "{err}");
+                assert!(err.to_string().starts_with(&format!("{value:?}: ")), "{err}");
             }
         }
     }
@@ -518,10 +516,7 @@ mod tests {
         let specs = UpstreamSpec::parse_all_with(["10.0.0.1:80", "10.0.0.2:80,weight=2"], fake).unwrap();
         assert_eq!(specs.len(), 2);
         let err = UpstreamSpec::parse_all_with(["10.0.0.1:80", "10.0.0.1:80,weight=2"], fake).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            r#"--upstream "10.0.0.1:80,weight=2": upstream "10.0.0.1:80" given twice"#
-        );
+        assert_eq!(err.to_string(), r#""10.0.0.1:80,weight=2": upstream "10.0.0.1:80" given twice"#);
         assert_eq!(UpstreamSpec::parse_all_with([], fake).unwrap_err(), UpstreamError::NoUpstreams);
     }
 

@@ -145,6 +145,12 @@ impl Drop for Stopping {
     }
 }
 
+/// Whether this shard has been told the runtime is stopping (the same
+/// moment [`stopping`] completes).
+pub fn is_stopping() -> bool {
+    context::with(|c| c.stopping.get())
+}
+
 /// Asks the whole runtime to stop (from any shard).
 pub fn request_stop() {
     context::with(|c| c.shared.request_stop());

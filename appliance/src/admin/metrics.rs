@@ -1,0 +1,284 @@
+//! `/metrics`: every shard's counters, gathered with `map_reduce` and
+//! written in the Prometheus text format, `appliance_` prefixed, per shard
+//! (`shard="N"`) and summed (`shard="all"`).
+
+use ops::metrics::{Exposition, Kind};
+
+use super::App;
+use crate::config::Service;
+use crate::forward::stats::{ForwardStats, CONNECT_BUCKETS_US};
+
+/// Every shard's runtime counters, indexed by shard.
+pub(super) async fn runtime_stats() -> Result<Vec<shard::ShardStats>, shard::SubmitError> {
+    let mut all = shard::map_reduce(
+        || async { shard::stats() },
+        Vec::new(),
+        |mut acc, s| {
+            acc.push(s);
+            acc
+        },
+    )
+    .await?;
+    all.sort_by_key(|s| s.shard);
+    Ok(all)
+}
+
+/// The whole exposition.
+pub(super) async fn render(app: &App, http: ops::http::HttpStats) -> Result<String, shard::SubmitError> {
+    let mut e = Exposition::new();
+    process(&mut e, app, http);
+    runtime(&mut e, &runtime_stats().await?);
+    let services = app.config().services.clone();
+    for service in &services {
+        if let Service::Forward(cfg) = service {
+            let per_shard = crate::forward::gather_per_shard(&cfg.name).await?;
+            forward(&mut e, &cfg.name, &per_shard);
+            let names: Vec<&str> = cfg.upstreams.iter().map(|u| u.name.as_str()).collect();
+            upstreams(&mut e, &cfg.name, &names, &per_shard);
+        }
+    }
+    Ok(e.finish())
+}
+
+fn process(e: &mut Exposition, app: &App, http: ops::http::HttpStats) {
+    e.family("appliance_build_info", Kind::Gauge, "Version of the running binary.").sample(
+        "appliance_build_info",
+        &[("version", env!("CARGO_PKG_VERSION"))],
+        1.0,
+    );
+    e.family("appliance_uptime_seconds", Kind::Gauge, "Seconds since the appliance started.").sample(
+        "appliance_uptime_seconds",
+        &[],
+        app.started.elapsed().as_secs_f64(),
+    );
+    e.family("appliance_ready", Kind::Gauge, "1 when every shard serves and the appliance is not draining.")
+        .sample("appliance_ready", &[], f64::from(u8::from(app.ready())));
+    let reloads = app.reloads().clone();
+    let name = "appliance_config_reloads_total";
+    e.family(name, Kind::Counter, "SIGHUP reloads, applied (ok) or refused (error).");
+    e.sample(name, &[("result", "ok")], reloads.ok as f64);
+    e.sample(name, &[("result", "error")], reloads.failed as f64);
+    let name = "appliance_admin_requests_total";
+    e.family(name, Kind::Counter, "Admin endpoint requests by outcome.");
+    for (outcome, v) in [
+        ("ok", http.ok),
+        ("not_found", http.not_found),
+        ("bad_request", http.bad),
+        ("timeout", http.timeouts),
+        ("refused", http.refused),
+    ] {
+        e.sample(name, &[("outcome", outcome)], v as f64);
+    }
+}
+
+/// Writes one per-shard family from a field of the shard stats.
+fn each<T>(
+    e: &mut Exposition,
+    all: &[T],
+    name: &str,
+    kind: Kind,
+    help: &str,
+    labels: ops::metrics::Labels<'_>,
+    f: impl Fn(&T) -> u64,
+) {
+    let values: Vec<u64> = all.iter().map(f).collect();
+    e.per_shard(name, kind, help, labels, &values);
+}
+
+fn runtime(e: &mut Exposition, all: &[shard::ShardStats]) {
+    use Kind::{Counter, Gauge};
+    each(e, all, "appliance_runtime_loop_turns_total", Counter, "Shard loop turns.", &[], |s| s.turns);
+    each(
+        e,
+        all,
+        "appliance_runtime_parks_total",
+        Counter,
+        "Times a shard parked waiting for work.",
+        &[],
+        |s| s.parks,
+    );
+    each(e, all, "appliance_runtime_tasks", Gauge, "Tasks alive.", &[], |s| s.tasks_alive);
+    each(e, all, "appliance_runtime_tasks_spawned_total", Counter, "Tasks spawned.", &[], |s| {
+        s.tasks_spawned
+    });
+    each(e, all, "appliance_runtime_task_polls_total", Counter, "Task polls.", &[], |s| s.polls);
+    each(
+        e,
+        all,
+        "appliance_runtime_stalls_total",
+        Counter,
+        "Polls longer than the stall threshold.",
+        &[],
+        |s| s.stalls,
+    );
+    each(e, all, "appliance_uring_enters_total", Counter, "io_uring_enter calls.", &[], |s| s.reactor.enters);
+    each(e, all, "appliance_uring_submissions_total", Counter, "io_uring entries submitted.", &[], |s| {
+        s.reactor.submitted
+    });
+    each(e, all, "appliance_uring_completions_total", Counter, "io_uring completions reaped.", &[], |s| {
+        s.reactor.completions
+    });
+    each(e, all, "appliance_uring_ops_in_flight", Gauge, "io_uring operations in flight.", &[], |s| {
+        s.ops_in_flight
+    });
+    let help = "Wake-ups received from other shards.";
+    each(e, all, "appliance_runtime_wakeups_received_total", Counter, help, &[("via", "msg_ring")], |s| {
+        s.reactor.ring_wakes
+    });
+    each(e, all, "appliance_runtime_wakeups_received_total", Counter, help, &[("via", "eventfd")], |s| {
+        s.reactor.eventfd_wakes
+    });
+    each(
+        e,
+        all,
+        "appliance_runtime_wakeups_sent_total",
+        Counter,
+        "Wake-ups sent to parked shards.",
+        &[],
+        |s| s.mesh.wakes_sent,
+    );
+    each(e, all, "appliance_mesh_messages_sent_total", Counter, "Messages sent to other shards.", &[], |s| {
+        s.mesh.sent
+    });
+    each(
+        e,
+        all,
+        "appliance_mesh_messages_received_total",
+        Counter,
+        "Messages received from other shards.",
+        &[],
+        |s| s.mesh.received,
+    );
+    each(e, all, "appliance_mesh_batches_total", Counter, "Message batches published.", &[], |s| {
+        s.mesh.batches
+    });
+    each(
+        e,
+        all,
+        "appliance_mesh_full_waits_total",
+        Counter,
+        "Sends that found a ring full and waited.",
+        &[],
+        |s| s.mesh.full_waits,
+    );
+}
+
+fn forward(e: &mut Exposition, service: &str, all: &[ForwardStats]) {
+    use Kind::{Counter, Gauge};
+    let l = &[("service", service)];
+    each(e, all, "appliance_forward_accepted_total", Counter, "Client connections accepted.", l, |s| {
+        s.accepted
+    });
+    each(e, all, "appliance_forward_active_connections", Gauge, "Client connections open.", l, |s| s.active);
+    let help = "Client connections refused: over --max-conns, or no eligible upstream.";
+    let name = "appliance_forward_refused_total";
+    each(e, all, name, Counter, help, &[("service", service), ("reason", "over_limit")], |s| {
+        s.refused_over_limit
+    });
+    each(e, all, name, Counter, help, &[("service", service), ("reason", "no_upstream")], |s| {
+        s.refused_no_upstream
+    });
+    each(
+        e,
+        all,
+        "appliance_forward_retries_total",
+        Counter,
+        "Connects retried on another upstream.",
+        l,
+        |s| s.retries,
+    );
+    each(e, all, "appliance_forward_resets_total", Counter, "Relays ended by a reset or an error.", l, |s| {
+        s.resets
+    });
+    each(
+        e,
+        all,
+        "appliance_forward_idle_closed_total",
+        Counter,
+        "Relays closed by the idle timeout.",
+        l,
+        |s| s.idle_closed,
+    );
+    each(
+        e,
+        all,
+        "appliance_forward_bad_proxy_headers_total",
+        Counter,
+        "Bad inbound PROXY headers.",
+        l,
+        |s| s.bad_proxy_headers,
+    );
+    let help = "Bytes relayed (up: client to upstream).";
+    let name = "appliance_forward_bytes_total";
+    each(e, all, name, Counter, help, &[("service", service), ("direction", "up")], |s| s.bytes_up);
+    each(e, all, name, Counter, help, &[("service", service), ("direction", "down")], |s| s.bytes_down);
+    each(
+        e,
+        all,
+        "appliance_netstack_relay_buffers_free",
+        Gauge,
+        "Relay buffers free in the shard's ring.",
+        l,
+        |s| s.relay_buffers_free,
+    );
+    each(e, all, "appliance_forward_udp_sessions", Gauge, "UDP sessions open.", l, |s| s.udp.sessions_active);
+    each(e, all, "appliance_forward_udp_sessions_total", Counter, "UDP sessions created.", l, |s| {
+        s.udp.sessions_created
+    });
+    let help = "UDP datagrams relayed (up: client to upstream).";
+    let name = "appliance_forward_udp_datagrams_total";
+    each(e, all, name, Counter, help, &[("service", service), ("direction", "up")], |s| s.udp.datagrams_up);
+    each(e, all, name, Counter, help, &[("service", service), ("direction", "down")], |s| {
+        s.udp.datagrams_down
+    });
+    each(e, all, "appliance_forward_udp_dropped_total", Counter, "UDP datagrams dropped.", l, |s| {
+        s.udp.dropped
+    });
+}
+
+/// Per-upstream families, summed over shards (labels: service, upstream).
+fn upstreams(e: &mut Exposition, service: &str, names: &[&str], all: &[ForwardStats]) {
+    let mut sum = ForwardStats::default();
+    for s in all {
+        sum.merge(s);
+    }
+    type Field = fn(&crate::forward::stats::UpstreamStats) -> u64;
+    let families: [(&str, Kind, &str, Field); 7] = [
+        ("appliance_forward_upstream_up", Kind::Gauge, "1 if the upstream is eligible.", |u| u.up),
+        ("appliance_forward_upstream_active_connections", Kind::Gauge, "Connections open.", |u| u.active),
+        ("appliance_forward_upstream_connections_total", Kind::Counter, "Connections relayed.", |u| u.total),
+        ("appliance_forward_upstream_connect_errors_total", Kind::Counter, "Failed connects.", |u| {
+            u.connect_errors
+        }),
+        ("appliance_forward_upstream_refused_total", Kind::Counter, "Refused at its max-conns.", |u| {
+            u.refused_over_limit
+        }),
+        (
+            "appliance_forward_upstream_health_transitions_total",
+            Kind::Counter,
+            "Health state changes.",
+            |u| u.transitions,
+        ),
+        ("appliance_forward_upstream_bytes_up_total", Kind::Counter, "Bytes client to upstream.", |u| {
+            u.bytes_up
+        }),
+    ];
+    for (name, kind, help, f) in families {
+        e.family(name, kind, help);
+        for (u, s) in names.iter().zip(&sum.upstreams) {
+            e.sample(name, &[("service", service), ("upstream", u)], f(s) as f64);
+        }
+    }
+    let name = "appliance_forward_upstream_bytes_down_total";
+    e.family(name, Kind::Counter, "Bytes upstream to client.");
+    for (u, s) in names.iter().zip(&sum.upstreams) {
+        e.sample(name, &[("service", service), ("upstream", u)], s.bytes_down as f64);
+    }
+    let name = "appliance_forward_upstream_connect_seconds";
+    e.family(name, Kind::Histogram, "Time to connect to the upstream.");
+    let bounds: Vec<f64> = CONNECT_BUCKETS_US.iter().map(|us| *us as f64 / 1e6).collect();
+    for (u, s) in names.iter().zip(&sum.upstreams) {
+        let total_us: f64 = s.connect_time_sum_us as f64;
+        e.histogram(name, &[("service", service), ("upstream", u)], &bounds, &s.connect_time, total_us / 1e6);
+    }
+}

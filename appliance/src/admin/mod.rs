@@ -1,0 +1,207 @@
+//! The admin endpoint: `GET /metrics` (Prometheus), `/status` (JSON),
+//! `/healthz` (the process is alive) and `/readyz` (every shard is serving
+//! and the appliance is not draining), on one listener served by shard 0
+//! with `ops::http` (bounded requests, connections and time).
+//!
+//! A scrape gathers every shard's counters with `map_reduce`: each shard
+//! only copies its snapshot, so a scrape never stalls a shard for longer.
+
+mod metrics;
+
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use netstack::tcp::TcpListener;
+use ops::http::{Request, Response, Router, Server};
+use serde_json::json;
+
+use crate::config::{AppConfig, Service};
+
+/// What the admin endpoint knows about the running appliance. Shared by the
+/// main thread, the signal thread and shard 0; never touched on a hot path.
+#[derive(Debug)]
+pub struct App {
+    /// When the appliance started.
+    pub started: Instant,
+    /// The config file SIGHUP re-reads (None: the embedded default or flags).
+    pub path: Option<PathBuf>,
+    /// Shard placement.
+    pub placement: Vec<shard::placement::ShardPlacement>,
+    /// `(name, kind, address)` of every service.
+    pub listening: Vec<(String, &'static str, SocketAddr)>,
+    /// Where the admin endpoint listens.
+    pub admin_addr: Option<SocketAddr>,
+    serving: AtomicUsize,
+    config: Mutex<AppConfig>,
+    reloads: Mutex<ReloadStatus>,
+}
+
+/// Outcome of SIGHUP reloads.
+#[derive(Debug, Default, Clone)]
+pub struct ReloadStatus {
+    /// Reloads applied.
+    pub ok: u64,
+    /// Reloads refused (invalid file, or a change that needs a restart).
+    pub failed: u64,
+    /// Why the last refused reload was refused.
+    pub last_error: Option<String>,
+}
+
+impl App {
+    /// The shared state of a starting appliance.
+    pub fn new(
+        config: AppConfig,
+        path: Option<PathBuf>,
+        plan: &shard::placement::Plan,
+        listening: Vec<(String, &'static str, SocketAddr)>,
+        admin_addr: Option<SocketAddr>,
+    ) -> Arc<App> {
+        Arc::new(App {
+            started: Instant::now(),
+            path,
+            placement: plan.shards.clone(),
+            listening,
+            admin_addr,
+            serving: AtomicUsize::new(0),
+            config: Mutex::new(config),
+            reloads: Mutex::default(),
+        })
+    }
+
+    /// A shard has started all its services.
+    pub fn shard_serving(&self) {
+        self.serving.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Every shard serves and the appliance is not draining.
+    pub fn ready(&self) -> bool {
+        self.serving.load(Ordering::SeqCst) == self.placement.len() && !shard::is_stopping()
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> MutexGuard<'_, AppConfig> {
+        self.config.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reload bookkeeping.
+    pub fn reloads(&self) -> MutexGuard<'_, ReloadStatus> {
+        self.reloads.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Serves the admin endpoint on shard 0 until `done` resolves (every
+/// service has drained), so `/readyz` answers "draining" meanwhile.
+pub async fn serve(fd: OwnedFd, app: Arc<App>, done: impl std::future::Future) {
+    let listener = match TcpListener::from_fd(fd) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("admin listener: {e}");
+            return;
+        }
+    };
+    let server = Server::new(ops::http::Limits::default());
+    let router: Router = {
+        let (app, server) = (app.clone(), std::rc::Rc::downgrade(&server));
+        std::rc::Rc::new(move |req: Request| {
+            let (app, server) = (app.clone(), server.clone());
+            Box::pin(async move {
+                let http = server.upgrade().map(|s| s.stats()).unwrap_or_default();
+                route(&app, req, http).await
+            })
+        })
+    };
+    server
+        .serve(listener, router, async move {
+            let _ = done.await;
+        })
+        .await;
+}
+
+async fn route(app: &App, req: Request, http: ops::http::HttpStats) -> Response {
+    match req.path.as_str() {
+        "/metrics" => match metrics::render(app, http).await {
+            Ok(text) => Response::new(200, ops::metrics::CONTENT_TYPE, text),
+            Err(e) => Response::text(503, format!("gathering metrics: {e}\n")),
+        },
+        "/status" => match status(app).await {
+            Ok(v) => Response::json(200, format!("{v:#}\n")),
+            Err(e) => Response::text(503, format!("gathering status: {e}\n")),
+        },
+        "/healthz" => Response::text(200, "ok\n"),
+        "/readyz" if app.ready() => Response::text(200, "ready\n"),
+        "/readyz" if shard::is_stopping() => Response::text(503, "draining\n"),
+        "/readyz" => Response::text(503, "starting\n"),
+        "/" => Response::text(200, "appliance admin: /metrics /status /healthz /readyz\n"),
+        _ => Response::text(404, "not found (try /metrics, /status, /healthz, /readyz)\n"),
+    }
+}
+
+/// `/status`: version, uptime, configuration, placement, per-shard load
+/// and upstream health.
+async fn status(app: &App) -> Result<serde_json::Value, shard::SubmitError> {
+    let per_shard = metrics::runtime_stats().await?;
+    let shards: Vec<_> = per_shard
+        .iter()
+        .map(|s| {
+            json!({
+                "shard": s.shard, "tasks": s.tasks_alive, "loop_turns": s.turns, "parks": s.parks,
+                "ops_in_flight": s.ops_in_flight, "stalls": s.stalls,
+                "mesh_sent": s.mesh.sent, "mesh_received": s.mesh.received,
+            })
+        })
+        .collect();
+    let placement: Vec<_> = app
+        .placement
+        .iter()
+        .map(|p| json!({"shard": p.shard, "cpu": p.cpu, "core": p.core, "numa_node": p.numa_node}))
+        .collect();
+    let services = app.config().services.clone();
+    let mut list = Vec::new();
+    for (service, (_, _, addr)) in services.iter().zip(&app.listening) {
+        list.push(service_status(service, *addr).await?);
+    }
+    let reloads = app.reloads().clone();
+    Ok(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": app.started.elapsed().as_secs_f64(),
+        "ready": app.ready(),
+        "draining": shard::is_stopping(),
+        "config": app.path.as_ref().map_or("embedded default or flags".into(), |p| p.display().to_string()),
+        "reloads": {"ok": reloads.ok, "failed": reloads.failed, "last_error": reloads.last_error},
+        "placement": placement,
+        "shards": shards,
+        "services": list,
+    }))
+}
+
+async fn service_status(
+    service: &Service,
+    addr: SocketAddr,
+) -> Result<serde_json::Value, shard::SubmitError> {
+    let mut v = json!({"name": service.name(), "kind": service.kind(), "listen": addr.to_string()});
+    if let Service::Forward(cfg) = service {
+        let stats = crate::forward::gather_stats(&cfg.name).await?;
+        let upstreams: Vec<_> = cfg
+            .upstreams
+            .iter()
+            .zip(stats.upstreams.iter().chain(std::iter::repeat(&Default::default())))
+            .map(|(spec, s)| {
+                json!({
+                    "name": spec.name, "addr": spec.addr.to_string(), "weight": spec.weight,
+                    "up": s.up == 1, "active": s.active, "connections": s.total,
+                    "connect_errors": s.connect_errors,
+                })
+            })
+            .collect();
+        v["transport"] = json!(if cfg.udp { "udp" } else { "tcp" });
+        v["balance"] = json!(cfg.policy.as_str());
+        v["active"] = json!(stats.active);
+        v["accepted"] = json!(stats.accepted);
+        v["upstreams"] = json!(upstreams);
+    }
+    Ok(v)
+}

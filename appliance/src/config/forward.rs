@@ -1,0 +1,178 @@
+//! The forward service's options: the flags of `appliance forward` and a
+//! `[[forward]]` table of the config file are the same struct, validated by
+//! the same code, so both name the offending flag or key the same way.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use super::{ConfigError, Source};
+use crate::forward::health::HealthConfig;
+use crate::forward::upstream::{parse_duration, UpstreamSpec};
+use crate::forward::ForwardConfig;
+
+/// Defaults shared by the flags and the file.
+mod defaults {
+    pub const NAME: &str = "forward";
+    pub const BALANCE: &str = "round-robin";
+    pub const CONNECT_TIMEOUT: &str = "3s";
+    pub const IDLE_TIMEOUT: &str = "10m";
+    pub const MAX_CONNS: u32 = 100_000;
+    pub const RETRIES: u32 = 2;
+    pub const HEALTH_INTERVAL: &str = "2s";
+    pub const BUFFERS: u16 = 4096;
+    pub const BUFFER_SIZE: usize = 16384;
+
+    pub fn name() -> String {
+        NAME.into()
+    }
+    pub fn balance() -> String {
+        BALANCE.into()
+    }
+    pub fn connect_timeout() -> String {
+        CONNECT_TIMEOUT.into()
+    }
+    pub fn idle_timeout() -> String {
+        IDLE_TIMEOUT.into()
+    }
+    pub fn max_conns() -> u32 {
+        MAX_CONNS
+    }
+    pub fn retries() -> u32 {
+        RETRIES
+    }
+    pub fn health_interval() -> String {
+        HEALTH_INTERVAL.into()
+    }
+    pub fn buffers() -> u16 {
+        BUFFERS
+    }
+    pub fn buffer_size() -> usize {
+        BUFFER_SIZE
+    }
+}
+
+/// One forward listener and its upstream pool.
+#[derive(Debug, Clone, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardOptions {
+    /// A name for logs, metrics and reloads (unique per config).
+    #[arg(long, default_value = defaults::NAME)]
+    #[serde(default = "defaults::name")]
+    pub name: String,
+    /// Address to listen on (port 0 picks a free port, printed at startup).
+    #[arg(long)]
+    pub listen: SocketAddr,
+    /// An upstream: `HOST:PORT[,weight=N][,max-conns=N]`; repeat for a pool.
+    #[arg(long = "upstream", required = true)]
+    pub upstreams: Vec<String>,
+    /// Balancing policy: round-robin, least-conn, p2c, random or maglev.
+    #[arg(long, default_value = defaults::BALANCE)]
+    #[serde(default = "defaults::balance")]
+    pub balance: String,
+    /// Give up connecting to an upstream after this long (e.g. 3s, 500ms).
+    #[arg(long, default_value = defaults::CONNECT_TIMEOUT)]
+    #[serde(default = "defaults::connect_timeout")]
+    pub connect_timeout: String,
+    /// Close a connection after this long without a byte either way.
+    #[arg(long, default_value = defaults::IDLE_TIMEOUT)]
+    #[serde(default = "defaults::idle_timeout")]
+    pub idle_timeout: String,
+    /// Connections at most, across all shards (split between them).
+    #[arg(long, default_value_t = defaults::MAX_CONNS)]
+    #[serde(default = "defaults::max_conns")]
+    pub max_conns: u32,
+    /// Other upstreams to try after a failed connect.
+    #[arg(long, default_value_t = defaults::RETRIES)]
+    #[serde(default = "defaults::retries")]
+    pub retries: u32,
+    /// Send a PROXY protocol header (v1 or v2) to the upstream.
+    #[arg(long)]
+    #[serde(default)]
+    pub proxy_protocol: Option<String>,
+    /// Expect a PROXY protocol header from clients (a load balancer in front).
+    #[arg(long)]
+    #[serde(default)]
+    pub accept_proxy: bool,
+    /// Check every upstream this often (TCP connect); 0 disables checks.
+    #[arg(long, default_value = defaults::HEALTH_INTERVAL)]
+    #[serde(default = "defaults::health_interval")]
+    pub health_interval: String,
+    /// Forward UDP datagrams (a session per client) instead of TCP
+    /// connections; active health checks are TCP connects, so they are
+    /// off for UDP (passive ejection still applies).
+    #[arg(long)]
+    #[serde(default)]
+    pub udp: bool,
+    /// Relay buffers per shard (provided-buffer ring entries).
+    #[arg(long, default_value_t = defaults::BUFFERS)]
+    #[serde(default = "defaults::buffers")]
+    pub buffers: u16,
+    /// Size of each relay buffer in bytes.
+    #[arg(long, default_value_t = defaults::BUFFER_SIZE)]
+    #[serde(default = "defaults::buffer_size")]
+    pub buffer_size: usize,
+}
+
+impl ForwardOptions {
+    /// Validates the options; every error names the flag or key.
+    pub fn validate(&self, src: &Source) -> Result<Arc<ForwardConfig>, ConfigError> {
+        let key = |field: &str| src.key(field);
+        let duration = |field: &str, v: &str| parse_duration(v).map_err(|e| key(field).error(e));
+        if self.upstreams.is_empty() {
+            return Err(key("upstreams").error("give at least one upstream HOST:PORT"));
+        }
+        let mut upstreams = Vec::with_capacity(self.upstreams.len());
+        for (i, u) in self.upstreams.iter().enumerate() {
+            let spec = UpstreamSpec::parse(u).map_err(|e| src.item("upstreams", i).error(e))?;
+            if upstreams.iter().any(|s: &UpstreamSpec| s.addr == spec.addr) {
+                return Err(src.item("upstreams", i).error(format!("{u:?}: upstream given twice")));
+            }
+            upstreams.push(spec);
+        }
+        let policy = self.balance.parse().map_err(|e| key("balance").error(e))?;
+        let proxy_protocol = match &self.proxy_protocol {
+            Some(v) => Some(v.parse().map_err(|e: String| key("proxy_protocol").error(e))?),
+            None => None,
+        };
+        let interval = duration("health_interval", &self.health_interval)?;
+        let passive = HealthConfig::default();
+        let health = if interval.is_zero() || self.udp {
+            None
+        } else {
+            let cfg = HealthConfig { interval, timeout: interval.min(passive.timeout), ..passive };
+            cfg.validate()
+                .map_err(|e| key("health_interval").error(format!("{:?}: {e}", self.health_interval)))?;
+            Some(cfg)
+        };
+        if self.max_conns == 0 {
+            return Err(key("max_conns").error("0: must be at least 1"));
+        }
+        if self.buffers == 0 || !self.buffers.is_power_of_two() {
+            return Err(key("buffers").error(format!("{}: must be a power of two (e.g. 4096)", self.buffers)));
+        }
+        if !(512..=1 << 20).contains(&self.buffer_size) {
+            return Err(
+                key("buffer_size").error(format!("{}: must be 512..=1048576 bytes", self.buffer_size))
+            );
+        }
+        Ok(Arc::new(ForwardConfig {
+            name: self.name.clone(),
+            listen: self.listen,
+            upstreams,
+            policy,
+            connect_timeout: duration("connect_timeout", &self.connect_timeout)?,
+            idle_timeout: duration("idle_timeout", &self.idle_timeout)?,
+            max_conns: self.max_conns,
+            retries: self.retries,
+            proxy_protocol,
+            accept_proxy: self.accept_proxy,
+            health,
+            passive,
+            buffers: self.buffers,
+            buffer_size: self.buffer_size,
+            udp: self.udp,
+        }))
+    }
+}

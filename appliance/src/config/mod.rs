@@ -1,0 +1,272 @@
+//! Configuration: the flags of each subcommand and the TOML file of
+//! `appliance run --config` / `appliance check --config` describe the same
+//! things with the same names (a flag `--connect-timeout` is the key
+//! `connect_timeout`), and are validated by the same code. Every error names
+//! the flag or key, the value and the fix.
+//!
+//! The file holds any number of services, each in its own table array:
+//!
+//! ```toml
+//! [runtime]            # shards, cpus, pin, nic, wake, grace
+//! [admin]              # listen, allow_remote
+//! [log]                # level, format
+//! [[echo]]             # name, listen, buffers, buffer_size
+//! [[forward]]          # name, listen, upstreams, balance, ... (the forward flags)
+//! ```
+//!
+//! `config/appliance.toml` is the commented example, embedded in the
+//! binary as the default of `appliance run`.
+
+pub mod forward;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::cli::{EchoOptions, RuntimeArgs};
+use crate::forward::upstream::parse_duration;
+use crate::forward::ForwardConfig;
+pub use forward::ForwardOptions;
+
+/// The embedded default configuration (`config/appliance.toml`).
+pub const DEFAULT: &str = include_str!("../../../config/appliance.toml");
+
+/// Where options came from, to name them in errors.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// Command-line flags.
+    Flags,
+    /// The `index`th `[[section]]` of a config file.
+    File {
+        /// The table array, e.g. `forward`.
+        section: &'static str,
+        /// Its position in the file.
+        index: usize,
+    },
+}
+
+impl Source {
+    /// The name of `field` (snake_case) as the user wrote it: the flag
+    /// (`--connect-timeout`; lists are repeated singular flags, `--upstream`)
+    /// or the key (`forward[0].connect_timeout`).
+    pub fn key(&self, field: &str) -> Key {
+        match self {
+            Source::Flags if field == "upstreams" => Key("--upstream".into()),
+            Source::Flags => Key(format!("--{}", field.replace('_', "-"))),
+            Source::File { section, index } => Key(format!("{section}[{index}].{field}")),
+        }
+    }
+
+    /// The name of element `i` of the list `field`.
+    pub fn item(&self, field: &str, i: usize) -> Key {
+        match self {
+            Source::Flags => self.key(field),
+            Source::File { .. } => Key(format!("{}[{i}]", self.key(field).0)),
+        }
+    }
+}
+
+/// The name of a flag or key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Key(pub String);
+
+impl Key {
+    /// An error about this key.
+    pub fn error(self, message: impl fmt::Display) -> ConfigError {
+        ConfigError { key: self.0, message: message.to_string() }
+    }
+}
+
+/// An invalid flag or key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    /// The flag or key.
+    pub key: String,
+    /// What is wrong with its value and how to fix it.
+    pub message: String,
+}
+
+/// The config file, as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// `[runtime]`.
+    #[serde(default)]
+    pub runtime: RuntimeArgs,
+    /// `[admin]`.
+    #[serde(default)]
+    pub admin: Option<AdminOptions>,
+    /// `[log]`.
+    #[serde(default)]
+    pub log: LogOptions,
+    /// `[[echo]]`.
+    #[serde(default)]
+    pub echo: Vec<EchoOptions>,
+    /// `[[forward]]`.
+    #[serde(default)]
+    pub forward: Vec<ForwardOptions>,
+}
+
+/// `[admin]`: the admin HTTP endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminOptions {
+    /// Where to listen (loopback unless `allow_remote`).
+    pub listen: SocketAddr,
+    /// Allow a non-loopback address.
+    #[serde(default)]
+    pub allow_remote: bool,
+}
+
+impl AdminOptions {
+    /// Refuses a non-loopback address unless explicitly allowed.
+    pub fn validate(&self, key: Key) -> Result<SocketAddr, ConfigError> {
+        if !self.listen.ip().is_loopback() && !self.allow_remote {
+            return Err(key.error(format!(
+                "{}: not a loopback address; the admin endpoint has no authentication, \
+                 so allow it explicitly (--admin-allow-remote, or allow_remote = true)",
+                self.listen
+            )));
+        }
+        Ok(self.listen)
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogOptions {
+    /// Level or RUST_LOG-style filter.
+    pub level: Option<String>,
+    /// `human` or `json`.
+    pub format: Option<String>,
+}
+
+/// A validated service.
+#[derive(Debug, Clone)]
+pub enum Service {
+    /// A TCP echo service.
+    Echo(EchoOptions),
+    /// An L4 forwarder.
+    Forward(Arc<ForwardConfig>),
+}
+
+impl Service {
+    /// The service's name.
+    pub fn name(&self) -> &str {
+        match self {
+            Service::Echo(e) => &e.name,
+            Service::Forward(f) => &f.name,
+        }
+    }
+
+    /// What kind of service.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Service::Echo(_) => "echo",
+            Service::Forward(_) => "forward",
+        }
+    }
+
+    /// Where it listens, and whether over UDP.
+    pub fn listen(&self) -> (SocketAddr, bool) {
+        match self {
+            Service::Echo(e) => (e.listen, false),
+            Service::Forward(f) => (f.listen, f.udp),
+        }
+    }
+}
+
+/// A whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    /// Runtime placement.
+    pub runtime: RuntimeArgs,
+    /// Drain time on SIGTERM.
+    pub grace: Duration,
+    /// The admin endpoint, if any.
+    pub admin: Option<SocketAddr>,
+    /// Services, in file order.
+    pub services: Vec<Service>,
+}
+
+impl FileConfig {
+    /// Parses TOML text; syntax and unknown keys are reported with the line.
+    pub fn parse(text: &str) -> Result<FileConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let key = e.span().map(|s| line_of(text, s.start)).unwrap_or_default();
+            ConfigError { key, message: e.message().trim_end().to_string() }
+        })
+    }
+
+    /// Reads and parses a file.
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            key: "--config".into(),
+            message: format!("{}: {e}", path.display()),
+        })?;
+        FileConfig::parse(&text).map_err(|e| ConfigError { key: format!("{}{}", path.display(), e.key), ..e })
+    }
+
+    /// Validates everything.
+    pub fn validate(&self) -> Result<AppConfig, ConfigError> {
+        let mut services = Vec::new();
+        for (index, e) in self.echo.iter().enumerate() {
+            e.validate(&Source::File { section: "echo", index })?;
+            services.push(Service::Echo(e.clone()));
+        }
+        for (index, f) in self.forward.iter().enumerate() {
+            services.push(Service::Forward(f.validate(&Source::File { section: "forward", index })?));
+        }
+        if services.is_empty() {
+            return Err(Key("services".into()).error("none configured; add an [[echo]] or [[forward]] table"));
+        }
+        check_unique(&services)?;
+        let admin = match &self.admin {
+            Some(a) => Some(a.validate(Key("admin.listen".into()))?),
+            None => None,
+        };
+        Ok(AppConfig {
+            grace: self.runtime.grace(Key("runtime.grace".into()))?,
+            runtime: self.runtime.clone(),
+            admin,
+            services,
+        })
+    }
+}
+
+/// Names and listening addresses must not collide.
+fn check_unique(services: &[Service]) -> Result<(), ConfigError> {
+    for (i, a) in services.iter().enumerate() {
+        for b in &services[..i] {
+            if a.name() == b.name() {
+                let key = Key(format!("{}.name", a.kind()));
+                return Err(
+                    key.error(format!("{:?} is used twice; give each service its own name", a.name()))
+                );
+            }
+            let ((la, ua), (lb, ub)) = (a.listen(), b.listen());
+            if ua == ub && la.port() != 0 && la == lb {
+                let key = Key(format!("{}.listen", a.name()));
+                return Err(key.error(format!("{la} is also used by {:?}; give each its own port", b.name())));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `:LINE` of a byte offset, for error messages.
+fn line_of(text: &str, offset: usize) -> String {
+    let line = text[..offset.min(text.len())].matches('\n').count() + 1;
+    format!(":{line}")
+}
+
+/// Parses a duration flag or key.
+pub fn duration(key: Key, value: &str) -> Result<Duration, ConfigError> {
+    parse_duration(value).map_err(|e| key.error(e))
+}

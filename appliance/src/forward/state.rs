@@ -1,0 +1,288 @@
+//! One shard's view of a forward service: its pool (configuration,
+//! balancer, health and per-upstream limits, replaced as a whole on reload),
+//! its share of `--max-conns`, its counters and its relay buffers.
+//!
+//! A reload (SIGHUP) swaps the pool while connections are open. State that
+//! belongs to an upstream (health, open connections, limit slots, counters)
+//! moves to the new pool when the upstream is still in it (matched by
+//! address), so nothing is reset and no slot leaks: a connection remembers
+//! the upstream by [`UpstreamRef`] and settles with whatever pool is current
+//! when it ends.
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use shard::future::{select, Either};
+use shard::reactor::BufRing;
+
+use super::balance::Balancer;
+use super::health::{self, Health, Transition};
+use super::limits::{ConnLimit, UpstreamLimits};
+use super::stats::{ForwardStats, UpstreamStats};
+use super::ForwardConfig;
+
+/// The upstream a connection uses, valid across reloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct UpstreamRef {
+    pub(crate) index: usize,
+    pub(crate) addr: SocketAddr,
+    generation: u64,
+}
+
+/// Everything that a reload replaces.
+struct Pool {
+    cfg: Rc<ForwardConfig>,
+    generation: u64,
+    balancer: Balancer,
+    health: Vec<Health>,
+    limits: UpstreamLimits,
+}
+
+/// One shard's view of one forward service.
+pub(crate) struct ShardState {
+    pool: RefCell<Pool>,
+    conns: RefCell<ConnLimit>,
+    stats: RefCell<ForwardStats>,
+    pub(crate) group: BufRing,
+    generation: Cell<u64>,
+}
+
+impl ShardState {
+    pub(crate) fn new(cfg: &ForwardConfig) -> io::Result<Rc<ShardState>> {
+        let (me, n) = (shard::shard_id(), shard::shard_count());
+        let cfg = Rc::new(cfg.clone());
+        let health_cfg = cfg.health.unwrap_or(cfg.passive);
+        let pool = Pool {
+            balancer: Balancer::from_specs(cfg.policy, &cfg.upstreams, seed(me)),
+            health: cfg.upstreams.iter().map(|_| Health::new(health_cfg)).collect(),
+            limits: UpstreamLimits::new(cfg.upstreams.iter().map(|u| u.max_conns), n, me),
+            generation: 0,
+            cfg: cfg.clone(),
+        };
+        let stats = ForwardStats {
+            upstreams: vec![UpstreamStats::default(); cfg.upstreams.len()],
+            ..Default::default()
+        };
+        Ok(Rc::new(ShardState {
+            conns: RefCell::new(ConnLimit::for_shard(Some(cfg.max_conns), n, me)),
+            group: BufRing::new(cfg.buffers, cfg.buffer_size)?,
+            pool: RefCell::new(pool),
+            stats: RefCell::new(stats),
+            generation: Cell::new(0),
+        }))
+    }
+
+    /// The current configuration.
+    pub(crate) fn cfg(&self) -> Rc<ForwardConfig> {
+        self.pool.borrow().cfg.clone()
+    }
+
+    /// Updates this shard's listener counters.
+    pub(crate) fn count(&self, f: impl FnOnce(&mut ForwardStats)) {
+        f(&mut self.stats.borrow_mut());
+    }
+
+    /// Updates this shard's UDP counters.
+    pub(crate) fn count_udp(&self, f: impl FnOnce(&mut super::udp::UdpStats)) {
+        f(&mut self.stats.borrow_mut().udp);
+    }
+
+    /// Updates the counters of an upstream still in the pool.
+    pub(crate) fn count_upstream(&self, u: &UpstreamRef, f: impl FnOnce(&mut UpstreamStats)) {
+        if let Some(i) = self.resolve(u) {
+            if let Some(s) = self.stats.borrow_mut().upstreams.get_mut(i) {
+                f(s);
+            }
+        }
+    }
+
+    /// A copy of the counters, with `up` from this shard's health view.
+    pub(crate) fn snapshot(&self) -> ForwardStats {
+        let mut s = self.stats.borrow().clone();
+        let pool = self.pool.borrow();
+        let now = Instant::now();
+        for (u, h) in s.upstreams.iter_mut().zip(&pool.health) {
+            u.up = u64::from(h.is_eligible(now));
+        }
+        s.relay_buffers_free = self.group.entries().saturating_sub(self.group.in_use()) as u64;
+        s
+    }
+
+    /// Takes one of this shard's `--max-conns` slots.
+    pub(crate) fn try_admit(&self) -> bool {
+        self.conns.borrow_mut().try_acquire()
+    }
+
+    /// Returns a `--max-conns` slot.
+    pub(crate) fn leave(&self) {
+        self.conns.borrow_mut().release();
+    }
+
+    /// Where `u` is in the current pool, if it still is.
+    fn resolve(&self, u: &UpstreamRef) -> Option<usize> {
+        let pool = self.pool.borrow();
+        if u.generation == pool.generation {
+            return Some(u.index);
+        }
+        pool.cfg.upstreams.iter().position(|s| s.addr == u.addr)
+    }
+
+    /// Picks an eligible upstream not in `tried` and reserves a slot on it.
+    pub(crate) fn pick(&self, client: Option<SocketAddr>, tried: &[SocketAddr]) -> Option<UpstreamRef> {
+        let now = Instant::now();
+        let mut guard = self.pool.borrow_mut();
+        let pool = &mut *guard;
+        let (cfg, health, limits) = (&pool.cfg, &pool.health, &pool.limits);
+        let eligible = |i: usize| {
+            !tried.contains(&cfg.upstreams[i].addr) && health[i].is_eligible(now) && limits.has_room(i)
+        };
+        let i = pool.balancer.pick(client, eligible)?;
+        if !pool.limits.try_acquire(i) {
+            drop(guard);
+            self.stats.borrow_mut().upstreams[i].refused_over_limit += 1;
+            return None;
+        }
+        pool.balancer.on_open(i);
+        Some(UpstreamRef { index: i, addr: pool.cfg.upstreams[i].addr, generation: pool.generation })
+    }
+
+    /// Gives back the slot `pick` reserved.
+    pub(crate) fn release(&self, u: &UpstreamRef) {
+        let Some(i) = self.resolve(u) else { return };
+        let mut pool = self.pool.borrow_mut();
+        pool.limits.release(i);
+        pool.balancer.on_close(i);
+    }
+
+    /// Records a connect result; a passive ejection is this shard's alone.
+    pub(crate) fn connect_result(&self, u: &UpstreamRef, ok: bool) {
+        let Some(i) = self.resolve(u) else { return };
+        let t = self.pool.borrow_mut().health[i].on_connect_result(ok, Instant::now());
+        if let Some(t) = t {
+            tracing::warn!(upstream = %u.addr, "{t}");
+            self.stats.borrow_mut().upstreams[i].transitions += 1;
+        }
+    }
+
+    /// Applies a health transition found by the shard checking upstream `i`.
+    fn apply(&self, generation: u64, i: usize, t: &Transition, local: bool) {
+        let mut pool = self.pool.borrow_mut();
+        if pool.generation != generation {
+            return;
+        }
+        if !local {
+            pool.health[i].apply(t);
+        }
+        if let Some(s) = self.stats.borrow_mut().upstreams.get_mut(i) {
+            s.transitions += 1;
+        }
+    }
+
+    /// Replaces the pool with `cfg`'s, keeping the state of the upstreams
+    /// that stay (matched by address), and restarts health checks.
+    pub(crate) fn reload(self: &Rc<Self>, cfg: &ForwardConfig) {
+        let (me, n) = (shard::shard_id(), shard::shard_count());
+        let cfg = Rc::new(cfg.clone());
+        let old = self.pool.borrow();
+        let health_cfg = cfg.health.unwrap_or(cfg.passive);
+        let mut balancer = Balancer::from_specs(cfg.policy, &cfg.upstreams, seed(me));
+        let mut limits = UpstreamLimits::new(cfg.upstreams.iter().map(|u| u.max_conns), n, me);
+        let mut health = Vec::with_capacity(cfg.upstreams.len());
+        let mut stats = Vec::with_capacity(cfg.upstreams.len());
+        for (j, spec) in cfg.upstreams.iter().enumerate() {
+            match old.cfg.upstreams.iter().position(|s| s.addr == spec.addr) {
+                Some(i) => {
+                    let open = old.limits.get(i).map_or(0, |l| l.active);
+                    limits.set_active(j, open);
+                    for _ in 0..old.balancer.active(i) {
+                        balancer.on_open(j);
+                    }
+                    health.push(old.health[i].clone());
+                    stats.push(self.stats.borrow().upstreams.get(i).cloned().unwrap_or_default());
+                }
+                None => {
+                    health.push(Health::new(health_cfg));
+                    stats.push(UpstreamStats::default());
+                }
+            }
+        }
+        let generation = old.generation + 1;
+        drop(old);
+        let active = self.conns.borrow().active;
+        *self.conns.borrow_mut() = ConnLimit { active, ..ConnLimit::for_shard(Some(cfg.max_conns), n, me) };
+        self.stats.borrow_mut().upstreams = stats;
+        *self.pool.borrow_mut() = Pool { cfg, generation, balancer, health, limits };
+        self.generation.set(generation);
+        self.start_health_checks();
+    }
+
+    /// Starts the checks of the upstreams this shard is responsible for;
+    /// they end when the runtime stops or the pool is reloaded.
+    pub(crate) fn start_health_checks(self: &Rc<Self>) {
+        let (cfg, generation) = {
+            let pool = self.pool.borrow();
+            (pool.cfg.clone(), pool.generation)
+        };
+        let Some(hc) = cfg.health else { return };
+        let plan = health::check_plan(cfg.upstreams.len(), shard::shard_count());
+        let mine = plan.get(shard::shard_id()).cloned().unwrap_or_default();
+        let count = mine.len();
+        for (position, i) in mine.into_iter().enumerate() {
+            let (state, addr, name) = (self.clone(), cfg.upstreams[i].addr, cfg.name.clone());
+            let offset = health::check_offset(position, count, hc.interval);
+            shard::spawn_local_named("health-check", async move {
+                shard::time::sleep(offset).await;
+                let mut ticks = shard::time::interval(hc.interval);
+                loop {
+                    if let Either::Left(()) = select(shard::stopping(), ticks.tick()).await {
+                        return;
+                    }
+                    if state.generation.get() != generation {
+                        return;
+                    }
+                    let ok = netstack::tcp::TcpStream::connect_timeout(addr, hc.timeout).await.is_ok();
+                    let t = {
+                        let mut pool = state.pool.borrow_mut();
+                        if pool.generation != generation {
+                            return;
+                        }
+                        pool.health[i].on_check(ok, Instant::now())
+                    };
+                    if let Some(t) = t {
+                        tracing::info!(service = %name, upstream = %addr, "health: {t}");
+                        broadcast_transition(&name, generation, i, t).await;
+                    }
+                }
+            })
+            .detach();
+        }
+    }
+}
+
+/// Per-shard seed for the random policies and starting positions.
+fn seed(shard: usize) -> u64 {
+    0x9e37_79b9_7f4a_7c15 ^ shard as u64
+}
+
+/// Tells every shard about a health change found by this one.
+async fn broadcast_transition(name: &str, generation: u64, i: usize, t: Transition) {
+    let (me, name) = (shard::shard_id(), Arc::<str>::from(name));
+    let results = shard::invoke_on_all(move || {
+        let name = name.clone();
+        async move {
+            if let Some(state) = super::instance(&name) {
+                state.apply(generation, i, &t, shard::shard_id() == me);
+            }
+        }
+    })
+    .await;
+    for (shard, r) in results.into_iter().enumerate() {
+        if let Err(e) = r {
+            tracing::warn!(shard, "health broadcast: {e}");
+        }
+    }
+}

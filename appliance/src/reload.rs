@@ -1,0 +1,142 @@
+//! Signals, and reloading the config file on SIGHUP.
+//!
+//! The signal thread owns the blocked signals. SIGTERM/SIGINT drain, a
+//! second one (or SIGQUIT) exits at once. On SIGHUP it reads and validates
+//! the file off the shards; a file that fails validation, or that changes
+//! what only a restart can change (services added or removed, a listening
+//! address, the transport, buffer sizes), is refused and reported (log,
+//! `/status`, `appliance_config_reloads_total{result="error"}`) and the old
+//! configuration stays. A good one is handed to shard 0 through a socket
+//! pair, and shard 0 applies it on every shard: upstream lists, weights,
+//! policies, timeouts and limits change without dropping a connection.
+
+use std::io::Write as _;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context as _;
+use shard::future::{select, Either};
+
+use crate::admin::App;
+use crate::config::{AppConfig, FileConfig, Service};
+
+/// A validated configuration waiting for shard 0 to apply it.
+static PENDING: Mutex<Option<AppConfig>> = Mutex::new(None);
+
+/// Starts the signal thread; returns the end shard 0 reads reloads from.
+pub fn watch_signals(
+    signals: ops::signals::Signals,
+    handle: shard::RuntimeHandle,
+    app: Arc<App>,
+) -> anyhow::Result<OwnedFd> {
+    let (rx, mut tx) = UnixStream::pair().context("reload socket pair")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut stopping = false;
+            loop {
+                match signals.wait() {
+                    ops::signals::Signal::Hangup => match prepare(&app) {
+                        Ok(cfg) => {
+                            *PENDING.lock().unwrap_or_else(|p| p.into_inner()) = Some(cfg);
+                            let _ = tx.write_all(&[1]);
+                        }
+                        Err(e) => refused(&app, e),
+                    },
+                    ops::signals::Signal::Quit => std::process::exit(130),
+                    _ if stopping => std::process::exit(130),
+                    _ => {
+                        tracing::info!("stopping: draining connections (signal again to exit at once)");
+                        stopping = true;
+                        handle.stop();
+                    }
+                }
+            }
+        })
+        .context("starting the signal thread")?;
+    Ok(OwnedFd::from(rx))
+}
+
+fn refused(app: &App, error: String) {
+    tracing::error!("SIGHUP: reload refused, the running configuration stays: {error}");
+    let mut r = app.reloads();
+    r.failed += 1;
+    r.last_error = Some(error);
+}
+
+/// Reads and validates the file, and checks it only changes what a reload can.
+fn prepare(app: &App) -> Result<AppConfig, String> {
+    let path = app.path.as_ref().ok_or("started without --config: there is no file to reload")?;
+    let new = FileConfig::load(path).and_then(|f| f.validate()).map_err(|e| e.to_string())?;
+    reloadable(&app.config(), &new)?;
+    Ok(new)
+}
+
+/// What a reload cannot change.
+pub fn reloadable(old: &AppConfig, new: &AppConfig) -> Result<(), String> {
+    let names = |c: &AppConfig| c.services.iter().map(|s| s.name().to_string()).collect::<Vec<_>>();
+    if names(old) != names(new) {
+        return Err(format!(
+            "services {:?} became {:?}: adding, removing or reordering services needs a restart",
+            names(old),
+            names(new)
+        ));
+    }
+    for (a, b) in old.services.iter().zip(&new.services) {
+        let restart =
+            |what: &str| Err(format!("{} {:?}: changing {what} needs a restart", b.kind(), b.name()));
+        if a.kind() != b.kind() {
+            return restart("the kind of service");
+        }
+        if a.listen() != b.listen() {
+            return restart("listen (or udp)");
+        }
+        if let (Service::Forward(x), Service::Forward(y)) = (a, b) {
+            if (x.buffers, x.buffer_size, x.accept_proxy) != (y.buffers, y.buffer_size, y.accept_proxy) {
+                return restart("buffers, buffer_size or accept_proxy");
+            }
+        }
+        if let (Service::Echo(x), Service::Echo(y)) = (a, b) {
+            if (x.buffers, x.buffer_size) != (y.buffers, y.buffer_size) {
+                return restart("buffers or buffer_size");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Shard 0's task: applies each prepared configuration on every shard.
+pub async fn serve(hup: OwnedFd, app: Arc<App>) {
+    loop {
+        let read = shard::ops::read(hup.as_raw_fd(), Vec::with_capacity(16));
+        let n = match select(shard::stopping(), read).await {
+            Either::Left(()) => return,
+            Either::Right((r, _)) => r,
+        };
+        if !matches!(n, Ok(n) if n > 0) {
+            return;
+        }
+        let Some(new) = PENDING.lock().unwrap_or_else(|p| p.into_inner()).take() else { continue };
+        match apply(&new).await {
+            Ok(()) => {
+                tracing::info!("SIGHUP: configuration reloaded");
+                *app.config() = new;
+                app.reloads().ok += 1;
+            }
+            Err(e) => refused(&app, e),
+        }
+    }
+}
+
+async fn apply(new: &AppConfig) -> Result<(), String> {
+    for service in &new.services {
+        if let Service::Forward(cfg) = service {
+            for u in &cfg.upstreams {
+                tracing::info!(service = %cfg.name, upstream = %u, "pool member");
+            }
+            crate::forward::reload(cfg.clone()).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,82 @@
+//! The startup report: version, shard placement (shard -> CPU -> NUMA
+//! node), io_uring features, and the process limits, with a warning and
+//! the fix when they are too low for the configuration.
+
+use crate::config::{AppConfig, Service};
+
+/// Logs the report.
+pub fn report(plan: &shard::placement::Plan, cfg: &AppConfig) {
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), shards = plan.shards.len(), "appliance starting");
+    for p in &plan.shards {
+        tracing::info!(
+            shard = p.shard,
+            cpu = p.cpu,
+            numa_node = p.numa_node,
+            pinned = plan.pinned,
+            "placement"
+        );
+    }
+    for w in &plan.warnings {
+        tracing::warn!("{w}");
+    }
+    let probe = shard::probe();
+    let missing: Vec<&str> = probe.ops.iter().filter(|(_, ok)| !ok).map(|(name, _)| *name).collect();
+    tracing::info!(
+        kernel = %probe.kernel,
+        ext_arg = probe.ext_arg,
+        fast_poll = probe.fast_poll,
+        missing_ops = ?missing,
+        "io_uring"
+    );
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let nofile = soft_limit(&limits, "Max open files");
+    let memlock = soft_limit(&limits, "Max locked memory");
+    tracing::info!(nofile = ?nofile, memlock_bytes = ?memlock, "limits");
+    let needed = fds_needed(cfg);
+    if let Some(n) = nofile.filter(|n| *n < needed) {
+        tracing::warn!(
+            "RLIMIT_NOFILE is {n} but the configured max_conns need about {needed} descriptors \
+             (two per relayed connection): raise it (ulimit -n, or LimitNOFILE= in the systemd unit) \
+             or lower max_conns; connections beyond it fail to accept"
+        );
+    }
+    if let Some(m) = memlock.filter(|m| *m < 8 << 20) {
+        tracing::warn!(
+            "RLIMIT_MEMLOCK is {m} bytes: io_uring registered buffers beyond it fall back to \
+             unregistered ones; raise it (ulimit -l, or LimitMEMLOCK= in the systemd unit)"
+        );
+    }
+}
+
+/// Descriptors the configuration may need at its limits.
+fn fds_needed(cfg: &AppConfig) -> u64 {
+    let conns: u64 = cfg
+        .services
+        .iter()
+        .map(|s| match s {
+            Service::Forward(f) => 2 * u64::from(f.max_conns),
+            Service::Echo(_) => 0,
+        })
+        .sum();
+    conns + 64 * cfg.services.len() as u64
+}
+
+/// The soft limit on a `/proc/self/limits` line (None: unlimited or absent).
+fn soft_limit(limits: &str, name: &str) -> Option<u64> {
+    let line = limits.lines().find(|l| l.starts_with(name))?;
+    line[name.len()..].split_whitespace().next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_proc_limits() {
+        let text = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                    Max open files            20000                20000                files     \n\
+                    Max locked memory         8388608              8388608              bytes     \n\
+                    Max cpu time              unlimited            unlimited            seconds   \n";
+        assert_eq!(super::soft_limit(text, "Max open files"), Some(20000));
+        assert_eq!(super::soft_limit(text, "Max locked memory"), Some(8 << 20));
+        assert_eq!(super::soft_limit(text, "Max cpu time"), None);
+    }
+}
