@@ -13,14 +13,22 @@ use std::os::fd::OwnedFd;
 use netstack::tcp::{TcpListener, TcpStream};
 use shard::reactor::BufRing;
 
-/// Serves connections on `listener` until the runtime stops.
+/// Serves connections on `listener` until the runtime stops and the
+/// connections have finished.
 pub async fn serve(listener: OwnedFd, buffers: u16, buffer_size: usize) -> io::Result<()> {
     let listener = TcpListener::from_fd(listener)?;
     let group = BufRing::new(buffers, buffer_size)?;
+    let drain = crate::serve::Drain::default();
     crate::serve::accept_until_stopped(&listener, |conn| {
-        shard::spawn_local_named("echo-conn", connection(conn, group.clone())).detach();
+        let (group, open) = (group.clone(), drain.enter());
+        shard::spawn_local_named("echo-conn", async move {
+            connection(conn, group).await;
+            drop(open);
+        })
+        .detach();
     })
     .await;
+    drain.finished().await;
     Ok(())
 }
 

@@ -5,10 +5,13 @@
 //! (SIGTERM/SIGINT), an immediate exit (a second one, or SIGQUIT) or a
 //! reload (SIGHUP, see [`crate::reload`]).
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 
@@ -54,7 +57,7 @@ async fn main(app: Arc<App>, bound: Vec<Bound>, admin: Option<OwnedFd>, hup: Own
         println!("{kind} listening on {addr} across {} shards (service {name})", shard::shard_count());
     }
     if let Some(addr) = app.admin_addr {
-        println!("admin listening on http://{addr}/");
+        println!("admin listening on {addr} (http)");
     }
     let (done_tx, done_rx) = shard::sync::oneshot::channel::<()>();
     let admin_task = admin.map(|fd| {
@@ -62,12 +65,64 @@ async fn main(app: Arc<App>, bound: Vec<Bound>, admin: Option<OwnedFd>, hup: Own
         shard::spawn_local_named("admin", async move { crate::admin::serve(fd, app, done_rx).await })
     });
     shard::spawn_local_named("reload", reload::serve(hup, app.clone())).detach();
-    let result = run_services(&app, bound).await;
+    let grace = app.config().grace;
+    let services = std::pin::pin!(run_services(&app, bound));
+    let result = match shard::future::select(services, grace_over(grace)).await {
+        shard::future::Either::Left(r) => r,
+        shard::future::Either::Right(()) => {
+            tracing::warn!("grace period over: closing the connections left");
+            Ok(())
+        }
+    };
     let _ = done_tx.send(());
     if let Some(task) = admin_task {
         let _ = task.await;
     }
     result
+}
+
+/// Completes a little before the runtime's grace deadline once stopping,
+/// so the main task ends (exit 0) before the runtime cancels what is left.
+async fn grace_over(grace: Duration) {
+    shard::stopping().await;
+    let margin = (grace / 10).min(Duration::from_millis(100));
+    shard::time::sleep(grace.saturating_sub(margin)).await;
+}
+
+/// Connections a service has open on this shard, so that it can wait for
+/// them to finish when draining.
+#[derive(Debug, Clone, Default)]
+pub struct Drain(Rc<Cell<usize>>);
+
+/// One open connection of a [`Drain`].
+#[derive(Debug)]
+pub struct DrainGuard(Rc<Cell<usize>>);
+
+impl Drain {
+    /// Counts a connection until the guard is dropped.
+    pub fn enter(&self) -> DrainGuard {
+        self.0.set(self.0.get() + 1);
+        DrainGuard(self.0.clone())
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.0.get()
+    }
+
+    /// Waits until every connection has finished (checked every 20 ms: this
+    /// only runs while draining).
+    pub async fn finished(&self) {
+        while self.0.get() > 0 {
+            shard::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for DrainGuard {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
 }
 
 /// Starts every service on every shard and waits for them all to end.

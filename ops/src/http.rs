@@ -180,6 +180,23 @@ pub struct HttpStats {
     pub refused: u64,
 }
 
+/// Closes after an error response without resetting it away: the client
+/// may still be sending (an oversized request), and closing with unread
+/// data makes the kernel send a reset that can destroy the response in
+/// flight. Half-close, then read and discard for a bounded time and size.
+async fn linger(conn: &TcpStream) {
+    let _ = conn.shutdown_write().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    let mut discarded = 0usize;
+    while discarded < 1 << 20 {
+        let read = shard::time::timeout_at(deadline, conn.recv(Vec::with_capacity(16384))).await;
+        match read {
+            Ok((Ok(n), _)) if n > 0 => discarded += n,
+            _ => return,
+        }
+    }
+}
+
 /// A boxed response future.
 pub type ResponseFuture = Pin<Box<dyn Future<Output = Response>>>;
 
@@ -259,6 +276,7 @@ impl Server {
                 Ok(Some(Err(bad))) => {
                     self.count(|s| s.bad += 1);
                     let _ = conn.send_all(bad.response().encode(false, false)).await;
+                    linger(&conn).await;
                     return;
                 }
                 Ok(Some(Ok(r))) => r,

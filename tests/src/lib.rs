@@ -10,7 +10,9 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
-use std::io::{BufRead, BufReader};
+pub mod upstream;
+
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -160,4 +162,27 @@ pub fn run_to_end(args: &[&str]) -> (Option<i32>, String) {
     let status = app.wait_exit(Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(50));
     (status.and_then(|s| s.code()), app.output())
+}
+
+/// A `GET` to the admin endpoint: `(status, body)`.
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    http_raw(addr, format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes())
+}
+
+/// Sends `request` as is and reads the response: `(status, body)`.
+pub fn http_raw(addr: SocketAddr, request: &[u8]) -> std::io::Result<(u16, String)> {
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(request)?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((status, body))
+}
+
+/// The value of the sample `series` (name and labels exactly as exposed,
+/// e.g. `appliance_forward_accepted_total{service="web",shard="all"}`).
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
 }

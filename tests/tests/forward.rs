@@ -8,73 +8,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use appliance_tests::upstream::{echo, identify, Upstream};
 use appliance_tests::Appliance;
-
-/// A test upstream: accepts connections and runs `serve` on each (one
-/// thread per connection); stops accepting when dropped.
-struct Upstream {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Upstream {
-    fn start(serve: fn(usize, TcpStream), id: usize) -> Upstream {
-        Upstream::start_at("127.0.0.1:0".parse().expect("addr"), serve, id)
-    }
-
-    fn start_at(at: SocketAddr, serve: fn(usize, TcpStream), id: usize) -> Upstream {
-        let listener = TcpListener::bind(at).expect("bind upstream");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let addr = listener.local_addr().expect("addr");
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            while !flag.load(Ordering::SeqCst) {
-                match listener.accept() {
-                    Ok((s, _)) => {
-                        s.set_nonblocking(false).expect("blocking");
-                        std::thread::spawn(move || serve(id, s));
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
-                }
-            }
-        });
-        Upstream { addr, stop, thread: Some(thread) }
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// Echoes everything, then half-closes when the client did.
-fn echo(_: usize, mut s: TcpStream) {
-    let mut buf = [0u8; 65536];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => {
-                let _ = s.shutdown(Shutdown::Write);
-                return;
-            }
-            Ok(n) => {
-                if s.write_all(&buf[..n]).is_err() {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-/// Says which upstream it is, then closes.
-fn identify(id: usize, mut s: TcpStream) {
-    let _ = s.write_all(&[id as u8]);
-}
 
 /// Reads what the proxy announced (a PROXY header line or block) and sends
 /// it back verbatim, then closes.

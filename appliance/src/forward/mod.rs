@@ -88,7 +88,8 @@ fn instance(name: &str) -> Option<Rc<ShardState>> {
 }
 
 /// Serves the forward service on this shard's `listener` until the runtime
-/// stops; connections then get the runtime's grace period to finish.
+/// stops and the connections have finished (the runtime's grace period
+/// bounds the wait).
 pub async fn serve(listener: OwnedFd, cfg: Arc<ForwardConfig>) -> io::Result<()> {
     let state = ShardState::new(&cfg)?;
     INSTANCES.with(|all| {
@@ -101,6 +102,7 @@ pub async fn serve(listener: OwnedFd, cfg: Arc<ForwardConfig>) -> io::Result<()>
         return udp::serve(listener, state).await;
     }
     let listener = TcpListener::from_fd(listener)?;
+    let drain = crate::serve::Drain::default();
     crate::serve::accept_until_stopped(&listener, |conn| {
         state.count(|s| s.accepted += 1);
         if !state.try_admit() {
@@ -108,16 +110,18 @@ pub async fn serve(listener: OwnedFd, cfg: Arc<ForwardConfig>) -> io::Result<()>
             let _ = conn.set_reset_on_close();
             return;
         }
-        let state = state.clone();
+        let (state, open) = (state.clone(), drain.enter());
         shard::spawn_local_named("forward-conn", async move {
             state.count(|s| s.active += 1);
             handle(&state, conn).await;
             state.count(|s| s.active -= 1);
             state.leave();
+            drop(open);
         })
         .detach();
     })
     .await;
+    drain.finished().await;
     Ok(())
 }
 
