@@ -6,13 +6,16 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 DEB_PACKAGES := libhwloc-dev libudev-dev pkg-config
+# Tools the tests use when present (promtool checks the /metrics exposition).
+TEST_PACKAGES := prometheus
 RELEASE_BIN := target/release/appliance
 LOOM_TARGET := target/loom
 
-.PHONY: help deps build run test test-unit test-loom lint fmt bench bench-mesh bench-echo bench-netstack doc clean fuzz
+.PHONY: help deps build run check test test-deps test-unit test-loom lint fmt bench bench-mesh bench-echo bench-netstack doc clean fuzz
 
 help:
-	@echo "make run     build and start the appliance (topology report, then echo service on 127.0.0.1:7000)"
+	@echo "make run     build and start the appliance on config/appliance.toml (echo :7000, forward :8080, admin :9090)"
+	@echo "make check   validate config/appliance.toml (or CONFIG=FILE) without starting"
 	@echo "make test    run every test (unit, proptest, loom, runtime, end-to-end)"
 	@echo "make bench   runtime benchmarks against std/crossbeam/tokio peers, printed as ratios"
 	@echo "make lint    cargo fmt --check and clippy -D warnings"
@@ -36,9 +39,23 @@ build: deps
 
 run: build
 	$(RELEASE_BIN) topology
-	$(RELEASE_BIN) echo --listen 127.0.0.1:7000
+	$(RELEASE_BIN) run
 
-test: deps test-unit test-loom
+CONFIG ?= config/appliance.toml
+check: build
+	$(RELEASE_BIN) check --config $(CONFIG)
+
+test: deps test-deps test-unit test-loom
+
+# Best effort: a test tool that cannot be installed only skips its check.
+test-deps:
+	@for p in $(TEST_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" && continue; \
+		echo "installing $$p (test tool)"; \
+		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		{ $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$p; } \
+			|| echo "could not install $$p: its checks are skipped"; \
+	done
 
 test-unit:
 	$(CARGO) test --workspace --all-targets
