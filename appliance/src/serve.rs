@@ -209,7 +209,7 @@ pub async fn accept_until_stopped(
             Either::Left(()) => return,
             Either::Right(Ok(conn)) => on_conn(conn),
             Either::Right(Err(e)) => {
-                tracing::warn!("accept: {e}; backing off");
+                ops::warn_limited!("accept: {e}; backing off");
                 shard::time::sleep(std::time::Duration::from_millis(10)).await;
             }
         }

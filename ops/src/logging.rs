@@ -2,7 +2,9 @@
 //! for machines. The level comes from `--log-level` unless `RUST_LOG` says
 //! otherwise.
 
+use std::cell::Cell;
 use std::str::FromStr;
+use std::time::{Duration, Instant};
 
 use thiserror::Error;
 use tracing_subscriber::EnvFilter;
@@ -59,9 +61,63 @@ pub fn init(level: &str, format: LogFormat) -> Result<(), LogError> {
     result.map_err(|_| LogError::AlreadySet)
 }
 
+/// Lets one event through per interval and counts the ones it held back,
+/// for errors on hot paths (a flood of failing accepts must not become a
+/// flood of log lines). Not thread-safe on purpose: keep one per shard and
+/// call site, as [`warn_limited!`](crate::warn_limited) does.
+#[derive(Debug, Default)]
+pub struct RateLimit {
+    next: Cell<Option<Instant>>,
+    suppressed: Cell<u64>,
+}
+
+impl RateLimit {
+    /// A limiter that has let nothing through yet.
+    pub const fn new() -> RateLimit {
+        RateLimit { next: Cell::new(None), suppressed: Cell::new(0) }
+    }
+
+    /// `Some(held back since the last one)` if an event may be logged now.
+    pub fn check(&self, now: Instant, every: Duration) -> Option<u64> {
+        if self.next.get().is_some_and(|next| now < next) {
+            self.suppressed.set(self.suppressed.get() + 1);
+            return None;
+        }
+        self.next.set(Some(now + every));
+        Some(self.suppressed.replace(0))
+    }
+}
+
+/// `tracing::warn!` at most once a second per call site and thread, with
+/// the number of events held back in between as `suppressed`.
+#[macro_export]
+macro_rules! warn_limited {
+    ($($arg:tt)+) => {{
+        ::std::thread_local! {
+            static LIMIT: $crate::logging::RateLimit = const { $crate::logging::RateLimit::new() };
+        }
+        let now = ::std::time::Instant::now();
+        if let Some(suppressed) = LIMIT.with(|l| l.check(now, ::std::time::Duration::from_secs(1))) {
+            ::tracing::warn!(suppressed, $($arg)+);
+        }
+    }};
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rate_limit_lets_one_through_per_interval_and_counts_the_rest() {
+        let l = RateLimit::new();
+        let t0 = Instant::now();
+        let every = Duration::from_secs(1);
+        assert_eq!(l.check(t0, every), Some(0));
+        assert_eq!(l.check(t0 + Duration::from_millis(10), every), None);
+        assert_eq!(l.check(t0 + Duration::from_millis(500), every), None);
+        assert_eq!(l.check(t0 + Duration::from_secs(1), every), Some(2));
+        assert_eq!(l.check(t0 + Duration::from_millis(1500), every), None);
+    }
 
     #[test]
     fn parses_formats() {

@@ -75,7 +75,7 @@ pub(crate) async fn serve(listener: OwnedFd, state: Rc<ShardState>) -> io::Resul
             Either::Right(r) => r,
         };
         if let Err(e) = got {
-            tracing::warn!("udp receive: {e}");
+            ops::warn_limited!("udp receive: {e}");
             shard::time::sleep(Duration::from_millis(10)).await;
             continue;
         }
