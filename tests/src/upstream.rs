@@ -77,3 +77,24 @@ pub fn echo(_: usize, mut s: TcpStream) {
 pub fn identify(id: usize, mut s: TcpStream) {
     let _ = s.write_all(&[id as u8]);
 }
+
+/// Says which upstream it is, then keeps the connection until the client
+/// closes it (for tests that count open connections).
+pub fn identify_and_hold(id: usize, mut s: TcpStream) {
+    if s.write_all(&[id as u8]).is_err() {
+        return;
+    }
+    let mut buf = [0u8; 256];
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            return;
+        }
+    }
+}
+
+/// Reads the first bytes, then resets the connection (SO_LINGER 0).
+pub fn reset_after_read(_: usize, mut s: TcpStream) {
+    let mut buf = [0u8; 64];
+    let _ = s.read(&mut buf);
+    let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+}
