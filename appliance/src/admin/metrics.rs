@@ -149,6 +149,8 @@ fn runtime(e: &mut Exposition, all: &[shard::ShardStats]) {
         &[],
         |s| s.mesh.received,
     );
+    let help = "Messages waiting in the shard's inbound cross-shard rings (occupancy).";
+    each(e, all, "appliance_mesh_inbound_queued", Gauge, help, &[], |s| s.mesh.queued_in);
     each(e, all, "appliance_mesh_batches_total", Counter, "Message batches published.", &[], |s| {
         s.mesh.batches
     });
@@ -221,6 +223,10 @@ fn forward(e: &mut Exposition, service: &str, all: &[ForwardStats]) {
         l,
         |s| s.relay_buffers_free,
     );
+    let help = "Receives that found the relay buffer ring empty and waited for a buffer.";
+    each(e, all, "appliance_netstack_relay_buffers_exhausted_total", Counter, help, l, |s| {
+        s.relay_buffers_exhausted
+    });
     each(e, all, "appliance_forward_udp_sessions", Gauge, "UDP sessions open.", l, |s| s.udp.sessions_active);
     each(e, all, "appliance_forward_udp_sessions_total", Counter, "UDP sessions created.", l, |s| {
         s.udp.sessions_created

@@ -109,6 +109,7 @@ impl ShardState {
             u.up = u64::from(h.is_eligible(now));
         }
         s.relay_buffers_free = self.group.entries().saturating_sub(self.group.in_use()) as u64;
+        s.relay_buffers_exhausted = self.group.exhausted();
         s
     }
 

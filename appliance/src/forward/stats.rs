@@ -60,6 +60,8 @@ pub struct ForwardStats {
     pub bytes_down: u64,
     /// Relay buffers free in the shard's ring now (a gauge).
     pub relay_buffers_free: u64,
+    /// Receives that found the relay buffer ring empty and waited.
+    pub relay_buffers_exhausted: u64,
     /// UDP sessions and datagrams (`--udp`).
     pub udp: UdpStats,
     /// Per upstream, in configuration order.
@@ -80,6 +82,7 @@ impl ForwardStats {
         self.bytes_up += other.bytes_up;
         self.bytes_down += other.bytes_down;
         self.relay_buffers_free += other.relay_buffers_free;
+        self.relay_buffers_exhausted += other.relay_buffers_exhausted;
         self.udp.merge(&other.udp);
         if self.upstreams.len() < other.upstreams.len() {
             self.upstreams.resize(other.upstreams.len(), UpstreamStats::default());

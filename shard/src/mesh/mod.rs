@@ -91,6 +91,9 @@ pub struct MeshStats {
     pub wakes_sent: u64,
     /// Times a sender found a ring full and had to wait.
     pub full_waits: u64,
+    /// Messages waiting in this shard's inbound rings when the stats were
+    /// taken (ring occupancy; a gauge).
+    pub queued_in: u64,
 }
 
 /// The runtime-wide part of the mesh.
@@ -153,7 +156,8 @@ pub(crate) fn build(shared: &Arc<MeshShared>, capacity: usize) -> Vec<Endpoint> 
 
 impl Endpoint {
     pub(crate) fn stats(&self) -> MeshStats {
-        self.stats.get()
+        let queued = self.inp.borrow_mut().iter_mut().flatten().map(|c| c.len_visible() as u64).sum();
+        MeshStats { queued_in: queued, ..self.stats.get() }
     }
 
     fn bump(&self, f: impl FnOnce(&mut MeshStats)) {

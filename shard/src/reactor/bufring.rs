@@ -41,6 +41,8 @@ struct Inner {
     registered: Cell<bool>,
     /// Tasks waiting for a buffer to come back (the group ran dry).
     waiters: crate::sync::waiters::WaiterSet,
+    /// Times a receive found the group empty ([`BufRing::available`] calls).
+    exhausted: Cell<u64>,
 }
 
 impl fmt::Debug for BufRing {
@@ -86,6 +88,7 @@ impl BufRing {
             out: Cell::new(0),
             registered: Cell::new(false),
             waiters: Default::default(),
+            exhausted: Cell::new(0),
         };
         for bid in 0..entries {
             inner.put(bid, false);
@@ -121,9 +124,15 @@ impl BufRing {
         self.inner.out.get()
     }
 
+    /// Times a receive found the group empty and had to wait for a buffer.
+    pub fn exhausted(&self) -> u64 {
+        self.inner.exhausted.get()
+    }
+
     /// Waits until at least one buffer is back on the ring (after a receive
     /// failed with `ENOBUFS`), without spinning.
     pub async fn available(&self) {
+        self.inner.exhausted.set(self.inner.exhausted.get() + 1);
         let mut key = None;
         std::future::poll_fn(|cx| {
             if self.inner.out.get() < usize::from(self.inner.entries) {
