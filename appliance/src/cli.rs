@@ -94,6 +94,11 @@ pub struct RuntimeArgs {
     /// How a shard wakes a parked peer [default: msg-ring].
     #[arg(long, value_enum)]
     pub wake: Option<Wake>,
+    /// How long an idle shard keeps polling for completions before it
+    /// parks (0: park at once, best when shards share cores with other
+    /// busy processes) [default: 50us].
+    #[arg(long, env = "APPLIANCE_IDLE_POLL")]
+    pub idle_poll: Option<String>,
     /// How long established connections may finish after SIGTERM [default: 30s].
     #[arg(long, env = "APPLIANCE_GRACE")]
     pub grace: Option<String>,
@@ -181,7 +186,11 @@ impl RuntimeArgs {
             Wake::MsgRing => shard::WakeMode::MsgRing,
             Wake::Eventfd => shard::WakeMode::EventFd,
         };
-        Ok(shard::Builder::new().placement(opts).wake_mode(wake))
+        let mut builder = shard::Builder::new().placement(opts).wake_mode(wake);
+        if let Some(v) = &self.idle_poll {
+            builder = builder.idle_poll(crate::config::duration(Key("--idle-poll".into()), v)?);
+        }
+        Ok(builder)
     }
 
     /// These settings with every one given in `over` taking precedence.
@@ -192,6 +201,7 @@ impl RuntimeArgs {
             no_pin: over.no_pin || self.no_pin,
             nic: over.nic.clone().or_else(|| self.nic.clone()),
             wake: over.wake.or(self.wake),
+            idle_poll: over.idle_poll.clone().or_else(|| self.idle_poll.clone()),
             grace: over.grace.clone().or_else(|| self.grace.clone()),
         }
     }

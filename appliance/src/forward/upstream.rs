@@ -364,7 +364,7 @@ fn parse_options(value: &str, options: &str) -> Result<(u32, Option<u32>), Upstr
 pub enum DurationError {
     /// Not a whole number followed by an optional unit.
     #[error(
-        "invalid duration {value:?} (expected a whole number with an optional unit ms, s, m or h, \
+        "invalid duration {value:?} (expected a whole number with an optional unit us, ms, s, m or h, \
          e.g. 250ms, 3s, 10m, 1h; a bare number is seconds)"
     )]
     Invalid {
@@ -379,7 +379,7 @@ pub enum DurationError {
     },
 }
 
-/// Parses `250ms`, `3s`, `10m`, `1h` or `2` (a bare number is seconds).
+/// Parses `50us`, `250ms`, `3s`, `10m`, `1h` or `2` (a bare number is seconds).
 pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let invalid = || DurationError::Invalid { value: text.to_owned() };
     let digits = text.bytes().take_while(u8::is_ascii_digit).count();
@@ -390,6 +390,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     }
     let n: u64 = number.parse().map_err(|_| DurationError::TooLong { value: text.to_owned() })?;
     let seconds_per = match unit {
+        "us" => return Ok(Duration::from_micros(n)),
         "ms" => return Ok(Duration::from_millis(n)),
         "" | "s" => 1,
         "m" => 60,
@@ -544,7 +545,7 @@ mod tests {
         assert!(matches!(parse_duration("18446744073709551615h"), Err(DurationError::TooLong { .. })));
         assert_eq!(
             parse_duration("3x").unwrap_err().to_string(),
-            "invalid duration \"3x\" (expected a whole number with an optional unit ms, s, m or h, \
+            "invalid duration \"3x\" (expected a whole number with an optional unit us, ms, s, m or h, \
              e.g. 250ms, 3s, 10m, 1h; a bare number is seconds)"
         );
     }
