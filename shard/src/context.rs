@@ -22,6 +22,9 @@ pub(crate) struct Context {
     pub shared: Arc<Shared>,
     pub turns: Cell<u64>,
     pub parks: Cell<u64>,
+    /// How long the next idle poll may spin (adapted between 0 and the
+    /// configured `idle_poll`, see `shard_loop::poll_then_park`).
+    pub poll_window: Cell<std::time::Duration>,
     /// Set once the runtime asked this shard to stop.
     pub stopping: Cell<bool>,
     pub stop_waiters: crate::sync::waiters::WaiterSet,

@@ -6,6 +6,7 @@
 //! this turn and reaps completions. If nothing is ready, that same enter
 //! parks until a completion, a wake-up or the next timer.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
@@ -95,6 +96,7 @@ fn run_inner(start: Start, at_barrier: &mut bool) -> Result<(), RuntimeError> {
         shared: shared.clone(),
         turns: Default::default(),
         parks: Default::default(),
+        poll_window: Cell::new(shared.idle_poll),
         stopping: Default::default(),
         stop_waiters: Default::default(),
     });
@@ -174,33 +176,62 @@ pub(crate) fn turn(ctx: &Context, wake_by: Option<Instant>) -> Result<(), Runtim
 /// while before parking. Waking a parked thread on another core costs tens
 /// of microseconds; a shard that is about to get more work saves that, and
 /// the peer that sends it saves the wake-up.
+///
+/// The window adapts, like Linux's haltpoll: it grows while work keeps
+/// arriving within it (a poll that finds work, or a park that ends sooner
+/// than the longest window would have spun) and shrinks when it spins in
+/// vain, down to zero. A lightly loaded shard therefore parks at once and
+/// burns no CPU polling; a busy one spins across short gaps.
 fn poll_then_park(ctx: &Context, wake_by: Option<Instant>) -> std::io::Result<()> {
     let mailbox = &ctx.shared.homes[ctx.id].mailbox;
     let wake_at = match (ctx.timers.next_deadline(), wake_by) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
-    if !ctx.shared.idle_poll.is_zero() {
+    let max = ctx.shared.idle_poll;
+    let window = ctx.poll_window.get();
+    if !window.is_zero() {
         let start = Instant::now();
         loop {
             if ctx.reactor.turn(false, None)? > 0 || ctx.executor.has_ready() || mailbox.has_mail() {
+                ctx.poll_window.set(grow(window, max));
                 return Ok(());
             }
             let now = Instant::now();
-            if wake_at.is_some_and(|d| d <= now) || now.duration_since(start) >= ctx.shared.idle_poll {
+            if wake_at.is_some_and(|d| d <= now) || now.duration_since(start) >= window {
                 break;
             }
             std::hint::spin_loop();
         }
+        ctx.poll_window.set(shrink(window, max));
     }
     if !mailbox.prepare_park() {
         return ctx.reactor.turn(false, None).map(drop);
     }
     ctx.parks.set(ctx.parks.get() + 1);
-    let timeout = wake_at.map(|d| d.saturating_duration_since(Instant::now()));
+    let parked = Instant::now();
+    let timeout = wake_at.map(|d| d.saturating_duration_since(parked));
     let r = ctx.reactor.turn(true, timeout);
     mailbox.unparked();
+    if !max.is_zero() && parked.elapsed() < max {
+        ctx.poll_window.set(grow(ctx.poll_window.get(), max));
+    }
     r.map(drop)
+}
+
+/// The next poll window after work arrived in time.
+fn grow(window: Duration, max: Duration) -> Duration {
+    (window * 2).max(max / 8).min(max)
+}
+
+/// The next poll window after spinning in vain.
+fn shrink(window: Duration, max: Duration) -> Duration {
+    let half = window / 2;
+    if half < max / 8 {
+        Duration::ZERO
+    } else {
+        half
+    }
 }
 
 /// Tells local listeners ([`crate::stopping`]) that the runtime is stopping.
@@ -233,5 +264,23 @@ fn teardown(ctx: &Context) {
     let alive = ctx.executor.alive();
     if alive > 0 || left > 0 {
         tracing::debug!(shard = ctx.id, cancelled, alive, in_flight = left, "shard stopped with work left");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{grow, shrink};
+    use std::time::Duration;
+
+    #[test]
+    fn poll_window_grows_to_the_max_and_shrinks_to_zero() {
+        let max = Duration::from_micros(64);
+        assert_eq!(grow(Duration::ZERO, max), Duration::from_micros(8));
+        assert_eq!(grow(Duration::from_micros(8), max), Duration::from_micros(16));
+        assert_eq!(grow(Duration::from_micros(48), max), max);
+        assert_eq!(shrink(max, max), Duration::from_micros(32));
+        assert_eq!(shrink(Duration::from_micros(16), max), Duration::from_micros(8));
+        assert_eq!(shrink(Duration::from_micros(8), max), Duration::ZERO);
+        assert_eq!(grow(Duration::ZERO, Duration::ZERO), Duration::ZERO);
     }
 }
