@@ -87,6 +87,13 @@ pub struct Sleep {
     key: Option<(Instant, u64)>,
 }
 
+/// A monotonic timestamp at scheduler-tick resolution (1-4 ms), far cheaper
+/// than `Instant::now()` in a VM: for marking activity on hot paths whose
+/// timeouts are seconds long (idle connections, say).
+pub fn coarse_now() -> Duration {
+    Duration::from_nanos(crate::clock::coarse_ns())
+}
+
 /// Completes after `duration`.
 pub fn sleep(duration: Duration) -> Sleep {
     sleep_until(Instant::now() + duration)

@@ -143,3 +143,32 @@ fn a_client_reset_reaches_the_upstream_as_a_reset() {
     );
     server.join().expect("server");
 }
+
+#[test]
+fn the_idle_timeout_closes_both_sides() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let up = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        let mut buf = [0u8; 16];
+        let n = s.read(&mut buf).unwrap_or(0);
+        let _ = s.write_all(&buf[..n]);
+        // The proxy closes this side too once the connection idles.
+        let _ = tx.send(s.read(&mut buf).map_err(|e| e.kind()));
+    });
+    let (_app, addr) = start(&[up], &["--shards", "2", "--idle-timeout", "1s"]);
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    s.write_all(b"ping").expect("send");
+    let mut buf = [0u8; 4];
+    s.read_exact(&mut buf).expect("echo");
+    let started = std::time::Instant::now();
+    let end = s.read(&mut buf);
+    assert!(matches!(end, Ok(0)), "the client sees the connection end: {end:?}");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(900), "closed after {waited:?}, before the idle timeout");
+    let upstream_end = rx.recv_timeout(Duration::from_secs(5)).expect("upstream side ended");
+    assert!(matches!(upstream_end, Ok(0)), "the upstream sees the connection end: {upstream_end:?}");
+}

@@ -17,7 +17,7 @@ use std::future::Future;
 use std::io;
 use std::pin::pin;
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use netstack::tcp::TcpStream;
 use shard::reactor::BufRing;
@@ -46,21 +46,25 @@ pub struct Moved {
 
 /// One direction's outcome.
 enum Half {
-    Eof(u64),
-    Failed(u64, Ended),
+    Eof,
+    Failed(Ended),
 }
 
-/// Relays until both directions are done (or one fails).
+/// Relays until both directions are done (or one fails, or nothing moved
+/// either way for `idle`).
 pub async fn relay(
     client: &TcpStream,
     upstream: &TcpStream,
     group: &BufRing,
     idle: Duration,
 ) -> (Ended, Moved) {
-    let activity = Cell::new(Instant::now());
-    let mut up = pin!(pump(client, upstream, group, &activity, idle));
-    let mut down = pin!(pump(upstream, client, group, &activity, idle));
+    let activity = Cell::new(shard::time::coarse_now());
+    let (up_bytes, down_bytes) = (Cell::new(0), Cell::new(0));
+    let mut up = pin!(pump(client, upstream, group, &activity, &up_bytes));
+    let mut down = pin!(pump(upstream, client, group, &activity, &down_bytes));
+    let mut watchdog = pin!(watchdog(&activity, idle));
     let (mut up_done, mut down_done): (Option<Half>, Option<Half>) = (None, None);
+    let mut idled = false;
     std::future::poll_fn(|cx| {
         if up_done.is_none() {
             if let Poll::Ready(h) = up.as_mut().poll(cx) {
@@ -74,19 +78,19 @@ pub async fn relay(
         }
         let failed = matches!(up_done, Some(Half::Failed(..))) || matches!(down_done, Some(Half::Failed(..)));
         if failed || (up_done.is_some() && down_done.is_some()) {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
+            return Poll::Ready(());
         }
+        if watchdog.as_mut().poll(cx).is_ready() {
+            idled = true;
+            return Poll::Ready(());
+        }
+        Poll::Pending
     })
     .await;
-    let bytes = |h: &Option<Half>| match h {
-        Some(Half::Eof(n)) | Some(Half::Failed(n, _)) => *n,
-        None => 0,
-    };
-    let moved = Moved { up: bytes(&up_done), down: bytes(&down_done) };
+    let moved = Moved { up: up_bytes.get(), down: down_bytes.get() };
     let ended = match (&up_done, &down_done) {
-        (Some(Half::Failed(_, e)), _) | (_, Some(Half::Failed(_, e))) => *e,
+        (Some(Half::Failed(e)), _) | (_, Some(Half::Failed(e))) => *e,
+        _ if idled => Ended::Idle,
         _ => Ended::Closed,
     };
     if ended == Ended::Reset {
@@ -96,52 +100,44 @@ pub async fn relay(
     (ended, moved)
 }
 
+/// Completes once nothing moved either way for `idle`. One timer per
+/// connection, re-armed only when it fires, instead of one per receive;
+/// activity is stamped with the coarse clock (tick resolution is plenty for
+/// timeouts in seconds).
+async fn watchdog(activity: &Cell<Duration>, idle: Duration) {
+    loop {
+        let quiet = shard::time::coarse_now().saturating_sub(activity.get());
+        if quiet >= idle {
+            return;
+        }
+        shard::time::sleep(idle - quiet).await;
+    }
+}
+
 /// Moves `from` -> `to` until end of stream (then half-closes `to`).
 async fn pump(
     from: &TcpStream,
     to: &TcpStream,
     group: &BufRing,
-    activity: &Cell<Instant>,
-    idle: Duration,
+    activity: &Cell<Duration>,
+    moved: &Cell<u64>,
 ) -> Half {
-    let mut moved = 0u64;
     loop {
-        let received = match recv_unless_idle(from, group, activity, idle).await {
-            Ok(r) => r,
-            Err(ended) => return Half::Failed(moved, ended),
+        let buf = match from.recv_provided(group).await {
+            Ok(Some(buf)) => buf,
+            Ok(None) => {
+                let _ = to.shutdown_write().await;
+                return Half::Eof;
+            }
+            Err(e) => return Half::Failed(classify(&e)),
         };
-        let Some(buf) = received else {
-            let _ = to.shutdown_write().await;
-            return Half::Eof(moved);
-        };
-        activity.set(Instant::now());
+        activity.set(shard::time::coarse_now());
         let n = buf.len() as u64;
         if let (Err(e), _) = to.send_all(buf).await {
-            return Half::Failed(moved, classify(&e));
+            return Half::Failed(classify(&e));
         }
-        moved += n;
-        activity.set(Instant::now());
-    }
-}
-
-/// Waits for data, giving up once neither direction moved for `idle`.
-async fn recv_unless_idle(
-    from: &TcpStream,
-    group: &BufRing,
-    activity: &Cell<Instant>,
-    idle: Duration,
-) -> Result<Option<shard::reactor::ProvidedBuf>, Ended> {
-    let mut recv = pin!(from.recv_provided(group));
-    loop {
-        let deadline = activity.get() + idle;
-        match shard::time::timeout_at(deadline, recv.as_mut()).await {
-            Ok(Ok(r)) => return Ok(r),
-            Ok(Err(e)) => return Err(classify(&e)),
-            // The other direction may have moved meanwhile: only a quiet
-            // connection is idle.
-            Err(_) if activity.get() + idle <= Instant::now() => return Err(Ended::Idle),
-            Err(_) => continue,
-        }
+        moved.set(moved.get() + n);
+        activity.set(shard::time::coarse_now());
     }
 }
 
