@@ -21,8 +21,8 @@ mod defaults {
     pub const MAX_CONNS: u32 = 100_000;
     pub const RETRIES: u32 = 2;
     pub const HEALTH_INTERVAL: &str = "2s";
-    pub const BUFFERS: u16 = 4096;
-    pub const BUFFER_SIZE: usize = 16384;
+    pub const BUFFERS: u16 = 512;
+    pub const BUFFER_SIZE: usize = 65536;
 
     pub fn name() -> String {
         NAME.into()
@@ -105,11 +105,16 @@ pub struct ForwardOptions {
     #[arg(long)]
     #[serde(default)]
     pub udp: bool,
-    /// Relay buffers per shard (provided-buffer ring entries).
+    /// Relay buffers per shard (provided-buffer ring entries). A connection
+    /// holds at most one per direction while a send is in flight, none while
+    /// idle; when all are in use, receives wait (backpressure).
     #[arg(long, default_value_t = defaults::BUFFERS)]
     #[serde(default = "defaults::buffers")]
     pub buffers: u16,
-    /// Size of each relay buffer in bytes.
+    /// Size of each relay buffer in bytes. 64 KiB moves bulk transfers with
+    /// a quarter of the operations of 16 KiB (iperf3 through the relay:
+    /// 9.4-10.9 vs 5.4-8.4 Gbit/s in one run); small messages use only
+    /// what they need of it.
     #[arg(long, default_value_t = defaults::BUFFER_SIZE)]
     #[serde(default = "defaults::buffer_size")]
     pub buffer_size: usize,
@@ -150,7 +155,7 @@ impl ForwardOptions {
             return Err(key("max_conns").error("0: must be at least 1"));
         }
         if self.buffers == 0 || !self.buffers.is_power_of_two() {
-            return Err(key("buffers").error(format!("{}: must be a power of two (e.g. 4096)", self.buffers)));
+            return Err(key("buffers").error(format!("{}: must be a power of two (e.g. 512)", self.buffers)));
         }
         if !(512..=1 << 20).contains(&self.buffer_size) {
             return Err(
