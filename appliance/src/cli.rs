@@ -28,6 +28,16 @@ pub enum Command {
     Echo(EchoArgs),
     /// Forward TCP connections to a pool of upstreams (an L4 load balancer).
     Forward(ForwardArgs),
+    /// Generate load (TCP request/response, bulk, connects, UDP, statsd) and report rates and latency.
+    Loadgen(LoadgenArgs),
+}
+
+/// `appliance loadgen`.
+#[derive(Debug, Clone, Args)]
+pub struct LoadgenArgs {
+    /// The kind of load.
+    #[command(subcommand)]
+    pub mode: crate::loadgen::Mode,
 }
 
 /// `appliance forward`.

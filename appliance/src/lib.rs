@@ -7,11 +7,13 @@
 //!   per shard, draining);
 //! - [`echo`]: a TCP echo service (the bundled upstream for demos, tests
 //!   and benchmarks);
-//! - [`forward`]: the L4 load balancer.
+//! - [`forward`]: the L4 load balancer;
+//! - [`loadgen`]: the bundled load generator.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod cli;
 pub mod echo;
 pub mod forward;
+pub mod loadgen;
 pub mod serve;

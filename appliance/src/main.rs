@@ -27,6 +27,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Topology(args) => topology(&args),
         Command::Echo(args) => run_echo(args),
+        Command::Loadgen(args) => appliance::loadgen::run(args.mode),
         Command::Forward(args) => match forward_config(&args) {
             Ok(cfg) => run_forward(args, cfg),
             Err(e) => {
