@@ -100,6 +100,10 @@ pub struct ConnectArgs {
     /// (0: connect and close).
     #[arg(long, default_value_t = 0)]
     pub size: usize,
+    /// Make the round trip an HTTP/1.1 GET (a proxy in front of a web
+    /// server does all of its per-connection work only then).
+    #[arg(long)]
+    pub http: bool,
     /// Stop after exactly this many connections in total.
     #[arg(long)]
     pub requests: Option<u64>,

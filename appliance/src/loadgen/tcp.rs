@@ -285,7 +285,11 @@ async fn drain(s: Rc<TcpStream>, tally: Rc<Tally>) {
 /// `loadgen connect`.
 pub fn connect_rate(a: &ConnectArgs) -> anyhow::Result<Summary> {
     positive("connections", a.connections)?;
-    let exchange = (a.size > 0).then(|| Exchange::Echo(leak(vec![b'c'; a.size])));
+    let exchange = if a.http {
+        Some(Exchange::Http(leak(request(&a.common.target.to_string(), "/"))))
+    } else {
+        (a.size > 0).then(|| Exchange::Echo(leak(vec![b'c'; a.size])))
+    };
     let cfg = Arc::new(RrConfig {
         target: a.common.target,
         conns: a.connections,
@@ -301,7 +305,16 @@ pub fn connect_rate(a: &ConnectArgs) -> anyhow::Result<Summary> {
             run_all(&tally.clone(), mine(cfg.conns), |c| connect_loop(tally.clone(), cfg.clone(), c, w)).await
         }
     })?;
-    Ok(summary("connect", "connections", a.common.target, a.connections, out))
+    let mut s = summary("connect", "connections", a.common.target, a.connections, out);
+    let round_trip = if a.http {
+        "http"
+    } else if a.size > 0 {
+        "echo"
+    } else {
+        "none"
+    };
+    s.extra.push(("round_trip", round_trip.into()));
+    Ok(s)
 }
 
 async fn connect_loop(tally: Rc<Tally>, cfg: Arc<RrConfig>, c: usize, w: Window) {
@@ -314,7 +327,8 @@ async fn connect_loop(tally: Rc<Tally>, cfg: Arc<RrConfig>, c: usize, w: Window)
             fails += 1;
             continue;
         };
-        if let Exchange::Echo(p) = cfg.exchange {
+        let (Exchange::Echo(p) | Exchange::Http(p)) = cfg.exchange;
+        {
             if !p.is_empty() {
                 let _ = stream.set_nodelay(true);
                 let limit = (Instant::now() + cfg.timeout).min(w.deadline);
