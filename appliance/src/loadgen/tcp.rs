@@ -328,23 +328,21 @@ async fn connect_loop(tally: Rc<Tally>, cfg: Arc<RrConfig>, c: usize, w: Window)
             continue;
         };
         let (Exchange::Echo(p) | Exchange::Http(p)) = cfg.exchange;
-        {
-            if !p.is_empty() {
-                let _ = stream.set_nodelay(true);
-                let limit = (Instant::now() + cfg.timeout).min(w.deadline);
-                match timeout_at(limit, conn.exchange(&stream, cfg.exchange, &tally)).await {
-                    Ok(Ok(_)) => {}
-                    Err(_) if w.over() => return,
-                    Ok(Err(e)) => {
-                        tally.error(e);
-                        fails += 1;
-                        continue;
-                    }
-                    Err(_) => {
-                        tally.error(format!("round trip timed out after {:?}", cfg.timeout));
-                        fails += 1;
-                        continue;
-                    }
+        if !p.is_empty() {
+            let _ = stream.set_nodelay(true);
+            let limit = (Instant::now() + cfg.timeout).min(w.deadline);
+            match timeout_at(limit, conn.exchange(&stream, cfg.exchange, &tally)).await {
+                Ok(Ok(_)) => {}
+                Err(_) if w.over() => return,
+                Ok(Err(e)) => {
+                    tally.error(e);
+                    fails += 1;
+                    continue;
+                }
+                Err(_) => {
+                    tally.error(format!("round trip timed out after {:?}", cfg.timeout));
+                    fails += 1;
+                    continue;
                 }
             }
         }
