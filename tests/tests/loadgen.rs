@@ -333,3 +333,97 @@ fn verify_graphite_notices_one_key_off_by_one() {
     assert_eq!(v["exact_keys"], 39, "{s}");
     assert!(v["exact_fraction"].as_f64().expect("fraction") < 1.0, "{s}");
 }
+
+#[test]
+fn tcp_stream_bytes_match_what_the_server_received() {
+    let (addr, received) = counting_echo();
+    let s = loadgen(&[
+        "tcp-stream",
+        "--target",
+        &addr.to_string(),
+        "--connections",
+        "2",
+        "--size",
+        "8192",
+        "--duration",
+        "300ms",
+        "--shards",
+        "2",
+    ]);
+    let sent = s["bytes_out"].as_u64().expect("bytes_out");
+    assert!(sent > 0, "{s}");
+    assert_eq!(received.load(Ordering::SeqCst), sent, "{s}");
+    // Everything echoed came back before the run ended.
+    assert_eq!(s["bytes_in"], sent, "{s}");
+}
+
+#[test]
+fn connect_counts_every_accepted_connection() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicU64::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().map_while(Result::ok) {
+            count.fetch_add(1, Ordering::SeqCst);
+            // One 4-byte round trip per connection.
+            let mut buf = [0u8; 4];
+            if s.read_exact(&mut buf).is_ok() {
+                let _ = s.write_all(&buf);
+            }
+        }
+    });
+    let s = loadgen(&[
+        "connect",
+        "--target",
+        &addr.to_string(),
+        "--connections",
+        "3",
+        "--requests",
+        "301",
+        "--size",
+        "4",
+        "--shards",
+        "1",
+    ]);
+    assert_eq!(s["ok"], 301, "{s}");
+    assert_eq!(accepted.load(Ordering::SeqCst), 301);
+}
+
+#[test]
+fn udp_echo_and_blast_count_exactly() {
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+    let addr = socket.local_addr().expect("addr").to_string();
+    let received = Arc::new(AtomicU64::new(0));
+    let count = received.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            count.fetch_add(1, Ordering::SeqCst);
+            let _ = socket.send_to(&buf[..n], from);
+        }
+    });
+    let s = loadgen(&[
+        "udp",
+        "--target",
+        &addr,
+        "--sockets",
+        "4",
+        "--requests",
+        "800",
+        "--echo",
+        "--shards",
+        "2",
+    ]);
+    assert_eq!(s["ok"], 800, "{s}");
+    assert_eq!(s["errors"], 0, "{s}");
+    assert_eq!(received.load(Ordering::SeqCst), 800);
+    // Without --echo, paced so that loopback keeps every datagram.
+    let s = loadgen(&["udp", "--target", &addr, "--sockets", "3", "--requests", "500", "--rate", "20000"]);
+    assert_eq!(s["ok"], 500, "{s}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while received.load(Ordering::SeqCst) < 1300 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(received.load(Ordering::SeqCst), 1300);
+}
