@@ -16,8 +16,21 @@ start_bg() {
 	PGIDS+=("$LAST_PID")
 }
 
+# run_fg CMD ARGS...: runs CMD to completion, but so that a signal to this
+# script is handled at once (bash runs traps only between foreground
+# commands, and `wait` is interruptible); CMD is stopped by the cleanup.
+FG_PIDS=()
+run_fg() {
+	"$@" &
+	FG_PIDS+=($!)
+	wait $!
+}
+
 cleanup() {
+	# A failing kill (the process already gone) must not end the cleanup.
+	set +e
 	local pg
+	for pg in "${FG_PIDS[@]}"; do kill -TERM "$pg" 2>/dev/null; done
 	for pg in "${PGIDS[@]}"; do kill -TERM -- "-$pg" 2>/dev/null; done
 	for _ in 1 2 3 4 5 6 7 8 9 10; do
 		local alive=0

@@ -29,6 +29,6 @@ echo "appliance aggregate: statsd on udp/tcp 127.0.0.1:$udp/$tcp, graphite to 12
 
 rate=()
 [ "$RATE" != 0 ] && rate=(--rate "$RATE")
-"$APP" loadgen statsd --target "127.0.0.1:$udp" --lines "$LINES" "${rate[@]}" --keys "${KEYS:-1000}" \
+run_fg "$APP" loadgen statsd --target "127.0.0.1:$udp" --lines "$LINES" "${rate[@]}" --keys "${KEYS:-1000}" \
 	--per-packet "${PER_PACKET:-20}" --verify-graphite "127.0.0.1:$graphite" --prefix stats \
 	--shards "${LOADGEN_SHARDS:-1}" --no-pin

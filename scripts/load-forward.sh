@@ -39,7 +39,7 @@ start_bg "$WORK/forward.log" "$APP" forward --listen "127.0.0.1:$fwd" --upstream
 wait_port "$fwd" "appliance forward"
 echo "appliance forward on 127.0.0.1:$fwd ($FWD_SHARDS shards)"
 
-lg() { "$APP" loadgen "$@" --target "127.0.0.1:$fwd" --duration "$DURATION" --shards "$LG_SHARDS" --no-pin; }
+lg() { run_fg "$APP" loadgen "$@" --target "127.0.0.1:$fwd" --duration "$DURATION" --shards "$LG_SHARDS" --no-pin; }
 echo; echo "== request/response, $CONNS connections, unpaced"
 lg tcp-rr --connections "$CONNS" "${rr[@]}"
 echo; echo "== request/response at a fixed $RATE req/s (latency from the intended send time)"
