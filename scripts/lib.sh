@@ -27,6 +27,7 @@ run_fg() {
 }
 
 cleanup() {
+	local rc=$?
 	# A failing kill (the process already gone) must not end the cleanup.
 	set +e
 	local pg
@@ -40,6 +41,8 @@ cleanup() {
 	done
 	for pg in "${PGIDS[@]}"; do kill -KILL -- "-$pg" 2>/dev/null; done
 	PGIDS=()
+	# The script's own status, not that of the last kill.
+	exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
