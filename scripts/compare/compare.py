@@ -16,7 +16,9 @@ exactly through loadgen's Graphite sink; the highest rate with every
 counter exact is the lossless rate.
 
 Every process runs in its own process group and every group is killed on
-exit, failure or Ctrl-C. COMPARE_QUICK=1 makes a short run.
+exit, failure or Ctrl-C. COMPARE_QUICK=1 makes a short run; COMPARE_ROUNDS,
+COMPARE_SECONDS and COMPARE_RATE override; COMPARE_ONLY=forward|aggregate
+runs one half.
 Output: a table on stdout, target/compare/report.md, target/compare/latency.svg.
 """
 
@@ -252,24 +254,28 @@ def forward():
 
 
 def aggregate():
-    """The aggregate comparison, or None when it cannot run here."""
+    """The aggregate comparison, or None when it cannot run here. With
+    COMPARE_PEER_ONLY=1 etsy statsd is measured alone when the appliance
+    has no aggregate service yet (to check the peer side of the setup)."""
+    systems = ["appliance", "etsy"]
     if subprocess.run([APP, "aggregate", "--help"], capture_output=True).returncode != 0:
-        log("== aggregate: skipped: this appliance binary has no 'aggregate' subcommand yet "
-            "(it arrives with the aggregate branch)")
-        return None
+        if os.environ.get("COMPARE_PEER_ONLY", "0") in ("", "0"):
+            log("== aggregate: skipped: this appliance binary has no 'aggregate' subcommand yet "
+                "(it arrives with the aggregate branch)")
+            return None
+        systems = ["etsy"]
     etsy_dir = os.path.join(WORK, "statsd", "node_modules", "statsd")
     if not os.path.exists(os.path.join(etsy_dir, "stats.js")) or not shutil.which("node"):
         log(f"== aggregate: skipped: etsy statsd not found in {etsy_dir} (make compare installs it)")
         return None
-    ports = {}
-    for s in ("appliance", "etsy"):
-        ports[s] = (free_port(), free_port())
-    udp, graphite = ports["appliance"]
-    tcp = free_port()
-    p = start("aggregate", [APP, "aggregate", "--listen-udp", f"127.0.0.1:{udp}", "--listen-tcp",
-                            f"127.0.0.1:{tcp}", "--flush-interval", "1s", "--graphite", f"127.0.0.1:{graphite}",
-                            "--prefix", "stats", "--shards", "2", "--no-pin"])
-    wait_port(tcp, p)
+    ports = {s: (free_port(), free_port()) for s in systems}
+    if "appliance" in ports:
+        udp, graphite = ports["appliance"]
+        tcp = free_port()
+        p = start("aggregate", [APP, "aggregate", "--listen-udp", f"127.0.0.1:{udp}", "--listen-tcp",
+                                f"127.0.0.1:{tcp}", "--flush-interval", "1s", "--graphite",
+                                f"127.0.0.1:{graphite}", "--prefix", "stats", "--shards", "2", "--no-pin"])
+        wait_port(tcp, p)
     udp, graphite = ports["etsy"]
     mgmt = free_port()
     conf = os.path.join(WORK, "etsy-config.js")
@@ -277,7 +283,7 @@ def aggregate():
         f.write(f'{{ port: {udp}, mgmt_port: {mgmt}, graphitePort: {graphite}, graphiteHost: "127.0.0.1", '
                 f'flushInterval: 1000, backends: ["./backends/graphite"], graphite: {{ legacyNamespace: false }} }}\n')
     wait_port(mgmt, start("etsy-statsd", ["node", "stats.js", conf], cwd=etsy_dir))
-    ladder = [100_000, 400_000, 0] if QUICK else [100_000, 200_000, 400_000, 800_000, 0]
+    ladder = [50_000, 200_000, 0] if QUICK else [25_000, 50_000, 100_000, 200_000, 400_000, 800_000, 0]
     out = []
     for rate in ladder:
         lines = rate * SECONDS if rate else (1_000_000 if QUICK else 2_000_000)
@@ -295,7 +301,7 @@ def aggregate():
                 f"counter total received {v['received_fraction']:.4f}")
             return {"sent": j["rate_per_s"], "exact": v["exact_fraction"], "received": v["received_fraction"]}
 
-        seen = rounds("statsd", ["appliance", "etsy"], run)
+        seen = rounds("statsd", systems, run)
         out.append((rate, {s: {k: median([r[k] for r in seen[s]]) for k in ("sent", "exact", "received")}
                            for s in seen}))
     stop_all()
@@ -341,15 +347,17 @@ def forward_table(res, rate):
 
 
 def aggregate_table(agg):
-    head = ["statsd rate (lines/s)", "appliance sent", "appliance exact keys", "appliance counter total",
-            "etsy sent", "etsy exact keys", "etsy counter total"]
+    systems = list(agg[0][1].keys()) if agg else []
+    head = ["statsd rate (lines/s)"]
+    for s in systems:
+        head += [f"{s} sent lines/s", f"{s} exact keys", f"{s} counter total received"]
     rows = []
     for rate, m in agg:
-        a, e = m["appliance"], m["etsy"]
-        rows.append([f"{rate:,}" if rate else "unpaced", f"{a['sent']:.0f}", f"{a['exact']:.4f}",
-                     f"{a['received']:.4f}", f"{e['sent']:.0f}", f"{e['exact']:.4f}", f"{e['received']:.4f}"])
-    lossless = {s: max([m[s]["sent"] for _, m in agg if m[s]["exact"] >= 1.0], default=0.0)
-                for s in ("appliance", "etsy")}
+        row = [f"{rate:,}" if rate else "unpaced"]
+        for s in systems:
+            row += [f"{m[s]['sent']:.0f}", f"{m[s]['exact']:.4f}", f"{m[s]['received']:.4f}"]
+        rows.append(row)
+    lossless = {s: max([m[s]["sent"] for _, m in agg if m[s]["exact"] >= 1.0], default=0.0) for s in systems}
     return head, rows, lossless
 
 
@@ -406,27 +414,30 @@ def main():
     if not os.path.exists(APP):
         sys.exit(f"{APP} missing: run cargo build --release -p appliance")
     log(f"compare: {ROUNDS} round(s) of {SECONDS} s per system and figure{' (COMPARE_QUICK)' if QUICK else ''}")
-    res, rate = forward()
-    head, rows = forward_table(res, rate)
-    agg = aggregate()
+    only = os.environ.get("COMPARE_ONLY", "")
+    res, rate = forward() if only in ("", "forward") else (None, 0.0)
+    agg = aggregate() if only in ("", "aggregate") else None
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     report = (f"### make compare{' (COMPARE_QUICK=1)' if QUICK else ''}, {stamp}\n\n"
               f"Median of {ROUNDS} alternating round(s) of {SECONDS} s; {os.cpu_count()} CPUs shared by load "
-              f"generator, proxy and backend, so only ratios within this run count. Fixed rate: {rate:.0f} req/s "
-              "for every system. Latency chart: latency.svg.\n\n" + markdown(head, rows))
-    log("\n" + text_table(head, rows))
+              "generator, servers and peers, so only ratios within this run count.\n")
+    if res is not None:
+        head, rows = forward_table(res, rate)
+        report += (f"\n#### forward (fixed rate {rate:.0f} req/s for every system; chart: latency.svg)\n\n"
+                   + markdown(head, rows))
+        log("\n" + text_table(head, rows))
+        with open(os.path.join(WORK, "latency.svg"), "w") as f:
+            f.write(svg(res, rate))
     if agg is not None:
         ahead, arows, lossless = aggregate_table(agg)
         report += ("\n#### aggregate (statsd, 20 lines per datagram, 1000 keys per type, every type)\n\n"
                    + markdown(ahead, arows)
-                   + f"\nHighest rate with every counter exact: appliance {lossless['appliance']:.0f} lines/s, "
-                     f"etsy statsd {lossless['etsy']:.0f} lines/s.\n")
+                   + "\nHighest rate with every counter exact: "
+                   + ", ".join(f"{s} {v:.0f} lines/s" for s, v in lossless.items()) + ".\n")
         log("\n" + text_table(ahead, arows))
-        log(f"lossless lines/s: appliance {lossless['appliance']:.0f}, etsy {lossless['etsy']:.0f}")
+        log("lossless lines/s: " + ", ".join(f"{s} {v:.0f}" for s, v in lossless.items()))
     with open(os.path.join(WORK, "report.md"), "w") as f:
         f.write(report)
-    with open(os.path.join(WORK, "latency.svg"), "w") as f:
-        f.write(svg(res, rate))
     with open(os.path.join(WORK, "raw.json"), "w") as f:
         json.dump({"forward": res, "fixed_rate": rate, "aggregate": agg}, f, indent=1)
     log(f"\nwrote {WORK}/report.md, {WORK}/latency.svg, {WORK}/raw.json")
