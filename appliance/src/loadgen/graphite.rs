@@ -4,15 +4,30 @@
 //! Counters are read the way etsy statsd names them without legacy
 //! namespacing: `<prefix>.counters.<key>.count <value> <timestamp>`, one
 //! line per key per flush interval; the totals are summed over intervals.
-//! Graphite tags after the path (`path;k=v`) are ignored. [`Totals`] is the
-//! sans-IO part; [`Sink`] is a plain thread that accepts connections (an
-//! aggregator may connect once per flush) and hands the lines over.
+//! Tags (`;k=v`, after the path or, as etsy writes them, before `.count`)
+//! are dropped, so the tagged series of one key sum together. [`Totals`]
+//! is the sans-IO part; [`Sink`] is a plain thread that accepts
+//! connections (an aggregator may connect once per flush) and hands the
+//! lines over.
 
 use std::collections::HashMap;
 use std::io::{BufRead as _, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+/// The statsd key of a counter's `.count` series (after the prefix), with
+/// tags dropped wherever they sit: Graphite's `key.count;k=v` or etsy's
+/// `key;k=v.count`. Series of one key with different tags sum together.
+fn counter_key(path: Option<&str>) -> Option<&str> {
+    let path = path?;
+    let (name, tags) = path.split_once(';').unwrap_or((path, ""));
+    match name.strip_suffix(".count") {
+        Some(key) => Some(key),
+        None if tags.ends_with(".count") => Some(name),
+        None => None,
+    }
+}
 
 /// Counter totals received so far.
 #[derive(Debug)]
@@ -86,9 +101,7 @@ impl Totals {
             self.malformed += 1;
             return false;
         };
-        let path = path.split(';').next().unwrap_or(path);
-        let Some(key) = path.strip_prefix(&self.counters_prefix).and_then(|k| k.strip_suffix(".count"))
-        else {
+        let Some(key) = counter_key(path.strip_prefix(&self.counters_prefix)) else {
             return false;
         };
         let sum = self.sums.entry(key.to_owned()).or_insert(0.0);
@@ -202,7 +215,9 @@ mod tests {
             "stats.timers.lg.ms.1.count 3 1700000000",
             "stats.gauges.lg.g.1 7 1700000000",
             "stats.counters.lg.c.1.count 2 1700000010",
-            "stats.counters.lg.c.2.count;env=x 4 1700000010",
+            "stats.counters.lg.c.2.count;env=x 3 1700000010",
+            "stats.counters.lg.c.2;env=y.count 1 1700000010",
+            "stats.counters.lg.c.2;env=y.rate 1 1700000010",
             "stats.counters.lg.c.3.count 0 1700000010",
             "garbage",
         ] {
