@@ -23,7 +23,7 @@ udp=$(free_port)
 tcp=$(free_port)
 graphite=$(free_port)
 start_bg "$WORK/aggregate.log" "$APP" aggregate --listen-udp "127.0.0.1:$udp" --listen-tcp "127.0.0.1:$tcp" \
-	--flush-interval 1s --graphite "127.0.0.1:$graphite" --prefix stats --shards "${AGG_SHARDS:-2}" --no-pin
+	--flush-interval 1s --graphite "127.0.0.1:$graphite" --prefix stats --shards "${AGG_SHARDS:-2}"
 wait_port "$tcp" "appliance aggregate"
 echo "appliance aggregate: statsd on udp/tcp 127.0.0.1:$udp/$tcp, graphite to 127.0.0.1:$graphite"
 

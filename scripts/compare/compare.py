@@ -274,7 +274,7 @@ def aggregate():
         tcp = free_port()
         p = start("aggregate", [APP, "aggregate", "--listen-udp", f"127.0.0.1:{udp}", "--listen-tcp",
                                 f"127.0.0.1:{tcp}", "--flush-interval", "1s", "--graphite",
-                                f"127.0.0.1:{graphite}", "--prefix", "stats", "--shards", "2", "--no-pin"])
+                                f"127.0.0.1:{graphite}", "--prefix", "stats", "--shards", "2"])
         wait_port(tcp, p)
     udp, graphite = ports["etsy"]
     mgmt = free_port()
