@@ -1,7 +1,9 @@
 //! `loadgen udp`: datagrams from many source ports (one connected socket
 //! each), unpaced or at a fixed rate; with `--echo` each socket waits for
 //! its datagram to come back (one outstanding), checks it, and counts a
-//! missing reply as lost.
+//! missing reply as lost. Datagrams of 8 bytes or more carry a sequence
+//! number, so a late echo of an earlier datagram is not taken for the
+//! reply to the current one.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -18,7 +20,7 @@ use super::{drive, mine, run_all, share, summary, Pacer, Window};
 struct UdpConfig {
     target: std::net::SocketAddr,
     sockets: usize,
-    payload: &'static [u8],
+    size: usize,
     echo: bool,
     socket_rate: Option<f64>,
     total: Option<u64>,
@@ -37,11 +39,10 @@ pub fn run(a: &UdpArgs) -> anyhow::Result<Summary> {
     if let Some(r) = a.rate.filter(|r| !(r.is_finite() && *r > 0.0)) {
         anyhow::bail!("--rate {r}: must be a positive number");
     }
-    let payload: &'static [u8] = Box::leak((0..a.size).map(|i| (i % 251) as u8).collect::<Box<[u8]>>());
     let cfg = Arc::new(UdpConfig {
         target: a.common.target,
         sockets: a.sockets,
-        payload,
+        size: a.size,
         echo: a.echo,
         socket_rate: a.rate.map(|r| r / a.sockets as f64),
         total: a.requests,
@@ -59,6 +60,16 @@ pub fn run(a: &UdpArgs) -> anyhow::Result<Summary> {
     Ok(s)
 }
 
+/// The datagram numbered `seq`: the number in its first 8 bytes (when it
+/// has room), then a fixed pattern.
+fn datagram(buf: &mut Vec<u8>, size: usize, seq: u64) {
+    buf.clear();
+    buf.extend((0..size).map(|i| (i % 251) as u8));
+    if size >= 8 {
+        buf[..8].copy_from_slice(&seq.to_be_bytes());
+    }
+}
+
 async fn sender(tally: Rc<Tally>, cfg: Arc<UdpConfig>, c: usize, w: Window) {
     let socket = match UdpSocket::connected(cfg.target) {
         Ok(s) => s,
@@ -66,29 +77,31 @@ async fn sender(tally: Rc<Tally>, cfg: Arc<UdpConfig>, c: usize, w: Window) {
     };
     let quota = cfg.total.map(|t| share(t, cfg.sockets, c));
     let mut pacer = Pacer::new(cfg.socket_rate, w.start);
-    let mut rx = Vec::with_capacity(cfg.payload.len() + 1);
+    let (mut tx, mut rx) = (Vec::with_capacity(cfg.size), Vec::with_capacity(cfg.size + 1));
     let mut done = 0u64;
     while quota.is_none_or(|q| done < q) {
         let due = pacer.due().await;
         if due >= w.deadline || w.over() {
             return;
         }
-        match socket.send_to(cfg.payload, cfg.target).await.0 {
+        datagram(&mut tx, cfg.size, done);
+        done += 1;
+        let (r, b) = socket.send_to(tx, cfg.target).await;
+        tx = b;
+        match r {
             Ok(n) => tally.bytes_out.set(tally.bytes_out.get() + n as u64),
             Err(e) => {
                 tally.error(format!("send to {}: {e}", cfg.target));
-                done += 1;
                 continue;
             }
         }
-        done += 1;
         if !cfg.echo {
             tally.ok_unmeasured(1);
             continue;
         }
-        match echo(&socket, &mut rx, cfg.payload, (Instant::now() + cfg.timeout).min(w.deadline)).await {
+        match echo(&socket, &mut rx, &tx, (Instant::now() + cfg.timeout).min(w.deadline)).await {
             Ok(()) => {
-                tally.bytes_in.set(tally.bytes_in.get() + cfg.payload.len() as u64);
+                tally.bytes_in.set(tally.bytes_in.get() + tx.len() as u64);
                 tally.ok(due.elapsed());
             }
             Err(_) if w.over() => return,
@@ -97,25 +110,45 @@ async fn sender(tally: Rc<Tally>, cfg: Arc<UdpConfig>, c: usize, w: Window) {
     }
 }
 
-/// Waits for the datagram to come back, checking it.
-async fn echo(socket: &UdpSocket, rx: &mut Vec<u8>, payload: &[u8], limit: Instant) -> Result<(), String> {
-    let mut buf = std::mem::take(rx);
-    if buf.capacity() <= payload.len() {
-        buf = Vec::with_capacity(payload.len() + 1);
+/// Waits for `sent` to come back, skipping late echoes of earlier
+/// datagrams; anything else is an error.
+async fn echo(socket: &UdpSocket, rx: &mut Vec<u8>, sent: &[u8], limit: Instant) -> Result<(), String> {
+    loop {
+        let mut buf = std::mem::take(rx);
+        if buf.capacity() <= sent.len() {
+            buf = Vec::with_capacity(sent.len() + 1);
+        }
+        buf.clear();
+        let Ok((r, b)) = timeout_at(limit, socket.recv_from(buf)).await else {
+            return Err("datagram lost (no echo before the timeout)".into());
+        };
+        *rx = b;
+        let n = r.map_err(|e| format!("receive: {e}"))?.0;
+        if rx[..n] == *sent {
+            return Ok(());
+        }
+        let late = n == sent.len() && n >= 8 && rx[8..n] == sent[8..] && rx[..8] < sent[..8];
+        if !late {
+            return Err(format!("echo of {n} bytes differs from the {} sent", sent.len()));
+        }
     }
-    buf.clear();
-    match timeout_at(limit, socket.recv_from(buf)).await {
-        Ok((Ok((n, _)), b)) => {
-            *rx = b;
-            if rx[..n] != *payload {
-                return Err(format!("echo of {n} bytes differs from the {} sent", payload.len()));
-            }
-            Ok(())
-        }
-        Ok((Err(e), b)) => {
-            *rx = b;
-            Err(format!("receive: {e}"))
-        }
-        Err(_) => Err("datagram lost (no echo before the timeout)".into()),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datagrams_carry_their_sequence_number() {
+        let mut a = Vec::new();
+        datagram(&mut a, 64, 7);
+        assert_eq!(a.len(), 64);
+        assert_eq!(&a[..8], &7u64.to_be_bytes());
+        let mut b = Vec::new();
+        datagram(&mut b, 64, 8);
+        assert_eq!(a[8..], b[8..]);
+        assert!(a[..8] < b[..8], "an earlier datagram sorts first");
+        datagram(&mut b, 3, 9);
+        assert_eq!(b, [0, 1, 2]);
     }
 }
