@@ -121,8 +121,9 @@ fn fixed_rate_runs_at_the_rate_it_was_given() {
 }
 
 /// An HTTP/1.1 server counting requests; it answers in two writes, so the
-/// client has to put a response together from several reads.
-fn counting_http() -> (SocketAddr, Arc<AtomicU64>) {
+/// client has to put a response together from several reads. With `close`
+/// it says `Connection: close` and closes after every response.
+fn counting_http(close: bool) -> (SocketAddr, Arc<AtomicU64>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     let requests = Arc::new(AtomicU64::new(0));
@@ -142,8 +143,12 @@ fn counting_http() -> (SocketAddr, Arc<AtomicU64>) {
                     while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
                         pending.drain(..end + 4);
                         count.fetch_add(1, Ordering::SeqCst);
-                        let head = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhe";
-                        if s.write_all(head).is_err() || s.write_all(b"llo").is_err() {
+                        let head: &[u8] = if close {
+                            b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 5\r\n\r\nhe"
+                        } else {
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhe"
+                        };
+                        if s.write_all(head).is_err() || s.write_all(b"llo").is_err() || close {
                             return;
                         }
                     }
@@ -156,7 +161,7 @@ fn counting_http() -> (SocketAddr, Arc<AtomicU64>) {
 
 #[test]
 fn http_keep_alive_counts_requests_exactly() {
-    let (addr, requests) = counting_http();
+    let (addr, requests) = counting_http(false);
     let s = loadgen(&[
         "tcp-rr",
         "--http",
@@ -426,4 +431,58 @@ fn udp_echo_and_blast_count_exactly() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(received.load(Ordering::SeqCst), 1300);
+}
+
+#[test]
+fn http_connection_close_reconnects_and_still_counts_exactly() {
+    let (addr, requests) = counting_http(true);
+    let s = loadgen(&[
+        "tcp-rr",
+        "--http",
+        "--target",
+        &addr.to_string(),
+        "--connections",
+        "2",
+        "--requests",
+        "120",
+        "--shards",
+        "1",
+    ]);
+    assert_eq!(s["ok"], 120, "{s}");
+    assert_eq!(s["errors"], 0, "{s}");
+    assert_eq!(requests.load(Ordering::SeqCst), 120);
+}
+
+#[test]
+fn tcp_rr_through_appliance_forward_counts_exactly() {
+    let (upstream, received) = counting_echo();
+    let mut fwd = Appliance::start(&[
+        "forward",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &upstream.to_string(),
+        "--shards",
+        "2",
+        "--no-pin",
+        "--health-interval",
+        "0",
+    ])
+    .expect("start forward");
+    let addr = fwd.wait_for_addr("forward listening on").expect("forward address").to_string();
+    let s = loadgen(&[
+        "tcp-rr",
+        "--target",
+        &addr,
+        "--connections",
+        "6",
+        "--requests",
+        "1200",
+        "--size",
+        "50",
+        "--shards",
+        "2",
+    ]);
+    assert_eq!(s["ok"], 1200, "{s}");
+    assert_eq!(received.load(Ordering::SeqCst), 1200 * 50);
 }
