@@ -11,7 +11,8 @@ TEST_PACKAGES := prometheus
 RELEASE_BIN := target/release/appliance
 LOOM_TARGET := target/loom
 
-.PHONY: help deps build run check test test-deps test-unit test-loom lint fmt bench bench-mesh bench-echo bench-netstack doc clean fuzz
+.PHONY: help deps build run check test test-deps test-unit test-loom lint fmt bench bench-mesh bench-echo \
+	bench-netstack doc clean fuzz load-forward load-aggregate compare
 
 help:
 	@echo "make run     build and start the appliance on config/appliance.toml (echo :7000, forward :8080, admin :9090)"
@@ -21,6 +22,10 @@ help:
 	@echo "make lint    cargo fmt --check and clippy -D warnings"
 	@echo "make fuzz    run each fuzz target FUZZ_SECONDS (default 30) s"
 	@echo "make deps    install the Debian packages the build needs (only those missing)"
+	@echo "make load-forward    appliance echo (or UPSTREAM=nginx) behind appliance forward, driven by appliance loadgen"
+	@echo "make load-aggregate  appliance aggregate driven by loadgen statsd, flushed totals checked exactly"
+	@echo "make compare         forward vs direct/HAProxy/nginx stream and aggregate vs etsy statsd, in one run;"
+	@echo "                     ratios, target/compare/report.md and latency.svg (COMPARE_QUICK=1: a short run)"
 
 # Installs only what is missing, so it is cheap to call from every target.
 deps:
@@ -108,6 +113,18 @@ fuzz: deps
 		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --fuzz-dir $(FUZZ_DIR) $$t \
 			$(FUZZ_DIR)/corpus/$$t $(FUZZ_DIR)/seeds/$$t -- -max_total_time=$(FUZZ_SECONDS); \
 	done
+
+# Load targets: every process a script starts runs in its own process
+# group and is stopped when the script ends, fails or is interrupted.
+load-forward: build
+	scripts/load-forward.sh
+
+load-aggregate: build
+	scripts/load-aggregate.sh
+
+compare: build
+	scripts/compare/install-peers.sh
+	scripts/compare/compare.py
 
 clean:
 	$(CARGO) clean

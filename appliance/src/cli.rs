@@ -43,6 +43,16 @@ pub enum Command {
     Echo(EchoArgs),
     /// Forward TCP connections (or UDP datagrams) to a pool of upstreams.
     Forward(ForwardArgs),
+    /// Generate load (TCP request/response, bulk, connects, UDP, statsd) and report rates and latency.
+    Loadgen(LoadgenArgs),
+}
+
+/// `appliance loadgen`.
+#[derive(Debug, Clone, Args)]
+pub struct LoadgenArgs {
+    /// The kind of load.
+    #[command(subcommand)]
+    pub mode: crate::loadgen::Mode,
 }
 
 /// `appliance run`.

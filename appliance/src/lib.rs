@@ -11,7 +11,8 @@
 //! - [`startup`]: the startup report;
 //! - [`echo`]: a TCP echo service (the bundled upstream for demos, tests
 //!   and benchmarks);
-//! - [`forward`]: the L4 load balancer.
+//! - [`forward`]: the L4 load balancer;
+//! - [`loadgen`]: the bundled load generator.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -20,6 +21,7 @@ pub mod cli;
 pub mod config;
 pub mod echo;
 pub mod forward;
+pub mod loadgen;
 pub mod reload;
 pub mod serve;
 pub mod startup;

@@ -22,6 +22,7 @@ fn main() -> ExitCode {
     };
     let result = match (&cli.command, cfg) {
         (Command::Topology(args), _) => topology(args),
+        (Command::Loadgen(args), _) => appliance::loadgen::run(args.mode.clone()),
         (_, Some(cfg)) => appliance::serve::run(cfg, path),
         (_, None) => Ok(()),
     };
@@ -70,7 +71,7 @@ fn configure(cli: &Cli) -> Result<Option<Configured>, String> {
             let cfg = args.options.validate(&Source::Flags).map_err(|e| e.to_string())?;
             Some(from_flags(&args.runtime, Service::Forward(cfg))?)
         }
-        Command::Topology(_) | Command::Check(_) => None,
+        Command::Topology(_) | Command::Check(_) | Command::Loadgen(_) => None,
     };
     let mut cfg = cfg;
     if let (Some(cfg), Some(listen)) = (cfg.as_mut(), cli.admin) {
