@@ -13,5 +13,6 @@
 
 pub mod cli;
 pub mod echo;
+pub mod aggregate;
 pub mod forward;
 pub mod serve;

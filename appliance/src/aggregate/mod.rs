@@ -1,0 +1,2 @@
+//! `aggregate`: a statsd / DogStatsD aggregator.
+pub mod parse;
