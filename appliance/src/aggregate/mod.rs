@@ -1,2 +1,5 @@
 //! `aggregate`: a statsd / DogStatsD aggregator.
+pub mod hash;
 pub mod parse;
+pub mod set;
+pub mod sketch;
