@@ -3,3 +3,4 @@ pub mod hash;
 pub mod parse;
 pub mod set;
 pub mod sketch;
+pub mod table;
