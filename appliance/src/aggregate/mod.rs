@@ -1,4 +1,5 @@
 //! `aggregate`: a statsd / DogStatsD aggregator.
+pub mod graphite;
 pub mod hash;
 pub mod parse;
 pub mod set;
