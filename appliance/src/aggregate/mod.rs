@@ -2,6 +2,7 @@
 pub mod graphite;
 pub mod hash;
 pub mod parse;
+pub mod relay;
 pub mod set;
 pub mod sketch;
 pub mod table;

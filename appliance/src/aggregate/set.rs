@@ -90,6 +90,14 @@ impl UniqueSet {
         }
     }
 
+    /// The member hashes while exact (`None` once approximate).
+    pub fn hashes(&self) -> Option<&[u64]> {
+        match self {
+            UniqueSet::Exact(v) => Some(v),
+            UniqueSet::Approx(_) => None,
+        }
+    }
+
     /// Whether the count is exact.
     pub fn is_exact(&self) -> bool {
         matches!(self, UniqueSet::Exact(_))

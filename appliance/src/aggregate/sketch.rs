@@ -222,7 +222,7 @@ impl Sketch {
     }
 
     /// Buckets in ascending value order: `(representative value, weight)`.
-    fn buckets(&self) -> impl Iterator<Item = (f64, f64)> + '_ {
+    pub fn buckets(&self) -> impl Iterator<Item = (f64, f64)> + '_ {
         let neg = self.neg.iter().rev().map(|(i, c)| (-bucket_value(i), c));
         let zero = (self.zero > 0.0).then_some((0.0, self.zero));
         let pos = self.pos.iter().map(|(i, c)| (bucket_value(i), c));
