@@ -85,7 +85,7 @@ pub fn write_key(out: &mut Vec<u8>, f: &Format, key: KeyView<'_>, value: Flushed
             w.line(".rate", sum / f.interval_secs);
         }
         Flushed::Gauge(v) => w.line("", v),
-        Flushed::Set(n) => w.line(".count", n as f64),
+        Flushed::Set(n) => w.line(".count", n.count() as f64),
         Flushed::Sampled(s) => write_timer(&mut w, f, s),
     }
     w.n
@@ -220,7 +220,11 @@ mod tests {
             ["stats.counters.api.hits.count 25 1700000000", "stats.counters.api.hits.rate 2.5 1700000000"]
         );
         assert_eq!(lines(MetricType::Gauge, "temp", "", Flushed::Gauge(-1.5)), ["stats.gauges.temp -1.5 1700000000"]);
-        assert_eq!(lines(MetricType::Set, "users", "", Flushed::Set(3)), ["stats.sets.users.count 3 1700000000"]);
+        let mut users = crate::aggregate::set::UniqueSet::new();
+        for m in [&b"a"[..], b"b", b"c", b"a"] {
+            users.insert(m);
+        }
+        assert_eq!(lines(MetricType::Set, "users", "", Flushed::Set(&users)), ["stats.sets.users.count 3 1700000000"]);
     }
 
     #[test]

@@ -26,17 +26,17 @@ use std::net::SocketAddr;
 
 use super::hash::{hash64, hash64_with};
 use super::parse::MetricType;
-use super::table::{Agg, KeyView};
+use super::table::{Flushed, KeyView};
 
 /// The relay for `key` among `relays` (rendezvous hashing); `None` if
 /// there are none.
-pub fn pick(key: &[u8], relays: &[SocketAddr]) -> Option<usize> {
-    let h = hash64(key);
+pub fn pick(key: KeyView<'_>, relays: &[SocketAddr]) -> Option<usize> {
+    let h = hash64_with(hash64_with(hash64(key.name), key.tags), key.kind.code().as_bytes());
     (0..relays.len()).max_by_key(|&i| hash64_with(h, relays[i].to_string().as_bytes()))
 }
 
 /// Appends `key`'s statsd lines to `out`; returns how many.
-pub fn write_key(out: &mut Vec<u8>, key: KeyView<'_>, agg: &Agg) -> usize {
+pub fn write_key(out: &mut Vec<u8>, key: KeyView<'_>, value: Flushed<'_>) -> usize {
     let mut tags = String::new();
     for (i, t) in key.tag_iter().enumerate() {
         tags.push_str(if i == 0 { "|#" } else { "," });
@@ -53,16 +53,16 @@ pub fn write_key(out: &mut Vec<u8>, key: KeyView<'_>, agg: &Agg) -> usize {
         let _ = writeln!(s, "{tags}");
         n += 1;
     };
-    match agg {
-        Agg::Counter(sum) if *sum != 0.0 => line(&mut s, sum, "c", None),
-        Agg::Counter(_) => {}
-        Agg::Gauge { value, .. } => {
-            if *value < 0.0 {
+    match value {
+        Flushed::Counter(sum) if sum != 0.0 => line(&mut s, &sum, "c", None),
+        Flushed::Counter(_) => {}
+        Flushed::Gauge(value) => {
+            if value < 0.0 {
                 line(&mut s, &0, "g", None);
             }
-            line(&mut s, value, "g", None);
+            line(&mut s, &value, "g", None);
         }
-        Agg::Sampled(sk) => {
+        Flushed::Sampled(sk) => {
             let code = match key.kind {
                 MetricType::Histogram => "h",
                 MetricType::Distribution => "d",
@@ -72,7 +72,7 @@ pub fn write_key(out: &mut Vec<u8>, key: KeyView<'_>, agg: &Agg) -> usize {
                 line(&mut s, &v, code, Some(1.0 / w));
             }
         }
-        Agg::Set(set) => match set.hashes() {
+        Flushed::Set(set) => match set.hashes() {
             Some(hashes) => hashes.iter().for_each(|h| line(&mut s, &format_args!("{h:016x}"), "s", None)),
             None => {
                 let kh = hash64(key.name);
@@ -123,7 +123,7 @@ mod tests {
         }
         let mut out = Vec::new();
         for (k, agg) in tier1.drain() {
-            write_key(&mut out, KeyView::parse(&k).unwrap(), &agg);
+            write_key(&mut out, KeyView::parse(&k).unwrap(), agg.as_flushed());
         }
         let mut tier2 = Table::new(100, 0);
         for d in datagrams(&out, 64) {
@@ -140,7 +140,7 @@ mod tests {
             got.push(match v {
                 Flushed::Counter(c) | Flushed::Gauge(c) => (name, c, 0.0),
                 Flushed::Sampled(s) => (name, s.count(), s.sum()),
-                Flushed::Set(n) => (name, n as f64, 0.0),
+                Flushed::Set(n) => (name, n.count() as f64, 0.0),
             });
         });
         got.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -162,14 +162,15 @@ mod tests {
     #[test]
     fn rendezvous_is_stable_and_moves_few_keys() {
         let relays: Vec<SocketAddr> = (0..4).map(|i| format!("10.0.0.{i}:8125").parse().unwrap()).collect();
-        assert_eq!(pick(b"k", &[]), None);
+        assert_eq!(pick(KeyView { kind: MetricType::Counter, name: b"k", tags: b"" }, &[]), None);
         let mut moved = 0;
         let mut counts = [0; 4];
         for i in 0..4000 {
             let key = format!("key.{i}");
-            let a = pick(key.as_bytes(), &relays).unwrap();
+            let key = KeyView { kind: MetricType::Counter, name: key.as_bytes(), tags: b"" };
+            let a = pick(key, &relays).unwrap();
             counts[a] += 1;
-            let b = pick(key.as_bytes(), &relays[..3]).unwrap();
+            let b = pick(key, &relays[..3]).unwrap();
             if a != b {
                 moved += 1;
                 assert_eq!(a, 3, "only keys of the removed relay move");

@@ -118,6 +118,16 @@ impl Agg {
         }
     }
 
+    /// The aggregate as a flush reports it.
+    pub fn as_flushed(&self) -> Flushed<'_> {
+        match self {
+            Agg::Counter(sum) => Flushed::Counter(*sum),
+            Agg::Gauge { value, .. } => Flushed::Gauge(*value),
+            Agg::Sampled(s) => Flushed::Sampled(s),
+            Agg::Set(s) => Flushed::Set(s),
+        }
+    }
+
     /// Heap bytes held besides the table slot.
     pub fn heap_bytes(&self) -> usize {
         match self {
@@ -229,7 +239,7 @@ pub enum Flushed<'a> {
     /// The interval's samples.
     Sampled(&'a Sketch),
     /// The interval's distinct members.
-    Set(u64),
+    Set(&'a UniqueSet),
 }
 
 /// A shard's table of keys.
@@ -313,13 +323,7 @@ impl Table {
                 return false;
             }
             if let Some(view) = KeyView::parse(key) {
-                let value = match &e.agg {
-                    Agg::Counter(sum) => Flushed::Counter(*sum),
-                    Agg::Gauge { value, .. } => Flushed::Gauge(*value),
-                    Agg::Sampled(s) => Flushed::Sampled(s),
-                    Agg::Set(s) => Flushed::Set(s.count()),
-                };
-                emit(view, value);
+                emit(view, e.agg.as_flushed());
             }
             e.agg.reset();
             e.idle = e.idle.saturating_add(1);
@@ -365,7 +369,7 @@ mod tests {
                 Flushed::Counter(c) => (name, tags, c, 0.0),
                 Flushed::Gauge(g) => (name, tags, g, 0.0),
                 Flushed::Sampled(s) => (name, tags, s.count(), s.sum()),
-                Flushed::Set(n) => (name, tags, n as f64, 0.0),
+                Flushed::Set(n) => (name, tags, n.count() as f64, 0.0),
             })
         });
         out.sort_by(|a, b| a.partial_cmp(b).unwrap());
