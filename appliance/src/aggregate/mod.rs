@@ -5,6 +5,8 @@ pub mod hash;
 pub mod parse;
 pub mod relay;
 pub mod set;
+pub mod sink;
 pub mod sketch;
 pub mod stats;
+pub mod stream;
 pub mod table;
