@@ -28,6 +28,8 @@ pub enum Command {
     Echo(EchoArgs),
     /// Forward TCP connections to a pool of upstreams (an L4 load balancer).
     Forward(ForwardArgs),
+    /// Aggregate statsd / DogStatsD metrics and flush them to Graphite or relays.
+    Aggregate(AggregateArgs),
 }
 
 /// `appliance forward`.
@@ -77,6 +79,48 @@ pub struct ForwardArgs {
     /// Size of each relay buffer in bytes.
     #[arg(long, default_value_t = 16384)]
     pub buffer_size: usize,
+    /// Runtime placement.
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+/// `appliance aggregate`.
+#[derive(Debug, Clone, Args)]
+pub struct AggregateArgs {
+    /// UDP address for statsd datagrams (port 0 picks one, printed at startup).
+    #[arg(long)]
+    pub listen_udp: Option<SocketAddr>,
+    /// TCP address for newline-separated statsd lines.
+    #[arg(long)]
+    pub listen_tcp: Option<SocketAddr>,
+    /// Flush every shard this often (e.g. 10s, 500ms).
+    #[arg(long, default_value = "10s")]
+    pub flush_interval: String,
+    /// Graphite plaintext receiver, HOST:PORT.
+    #[arg(long)]
+    pub graphite: Option<SocketAddr>,
+    /// Global prefix of Graphite paths.
+    #[arg(long, default_value = "stats")]
+    pub prefix: String,
+    /// A next-tier statsd aggregator (UDP); repeat for several (keys are
+    /// hashed consistently across them).
+    #[arg(long = "relay")]
+    pub relays: Vec<SocketAddr>,
+    /// Timer percentiles to report (upper_N, mean_N, sum_N).
+    #[arg(long, default_value = "50,90,95,99")]
+    pub percentiles: String,
+    /// Keys at most, across all shards; new keys beyond it are dropped (counted).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub max_keys: usize,
+    /// Delete a key after this long without an update (0: after one idle interval).
+    #[arg(long, default_value = "5m")]
+    pub delete_idle: String,
+    /// Also print the Graphite lines on stdout.
+    #[arg(long)]
+    pub flush_stdout: bool,
+    /// Longer lines are dropped (counted), never truncated.
+    #[arg(long, default_value_t = 4096)]
+    pub max_line_length: usize,
     /// Runtime placement.
     #[command(flatten)]
     pub runtime: RuntimeArgs,

@@ -7,7 +7,8 @@
 //!   per shard, draining);
 //! - [`echo`]: a TCP echo service (the bundled upstream for demos, tests
 //!   and benchmarks);
-//! - [`forward`]: the L4 load balancer.
+//! - [`forward`]: the L4 load balancer;
+//! - [`aggregate`]: the statsd / DogStatsD aggregator.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -27,6 +27,13 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Topology(args) => topology(&args),
         Command::Echo(args) => run_echo(args),
+        Command::Aggregate(args) => match appliance::aggregate::config_from_args(&args) {
+            Ok(cfg) => args.runtime.builder().and_then(|b| appliance::aggregate::run(b, cfg)),
+            Err(e) => {
+                eprintln!("appliance: {e:#}");
+                return ExitCode::from(2);
+            }
+        },
         Command::Forward(args) => match forward_config(&args) {
             Ok(cfg) => run_forward(args, cfg),
             Err(e) => {

@@ -90,7 +90,7 @@ pub async fn accept_until_stopped(
 
 /// Starts a thread that turns signals into runtime actions: the first
 /// SIGINT/SIGTERM drains, a second one (or SIGQUIT) exits at once.
-fn watch_signals(signals: ops::signals::Signals, handle: shard::RuntimeHandle) -> anyhow::Result<()> {
+pub fn watch_signals(signals: ops::signals::Signals, handle: shard::RuntimeHandle) -> anyhow::Result<()> {
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
