@@ -12,8 +12,8 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod aggregate;
 pub mod cli;
 pub mod echo;
-pub mod aggregate;
 pub mod forward;
 pub mod serve;

@@ -200,7 +200,11 @@ mod tests {
     use crate::aggregate::sketch::Sketch;
 
     fn fmt() -> Format {
-        Format { prefix: "stats".into(), percentiles: parse_percentiles("90,99.9").unwrap(), interval_secs: 10.0 }
+        Format {
+            prefix: "stats".into(),
+            percentiles: parse_percentiles("90,99.9").unwrap(),
+            interval_secs: 10.0,
+        }
     }
 
     fn lines(kind: MetricType, name: &str, tags: &str, v: Flushed<'_>) -> Vec<String> {
@@ -219,12 +223,18 @@ mod tests {
             lines(MetricType::Counter, "api.hits", "", Flushed::Counter(25.0)),
             ["stats.counters.api.hits.count 25 1700000000", "stats.counters.api.hits.rate 2.5 1700000000"]
         );
-        assert_eq!(lines(MetricType::Gauge, "temp", "", Flushed::Gauge(-1.5)), ["stats.gauges.temp -1.5 1700000000"]);
+        assert_eq!(
+            lines(MetricType::Gauge, "temp", "", Flushed::Gauge(-1.5)),
+            ["stats.gauges.temp -1.5 1700000000"]
+        );
         let mut users = crate::aggregate::set::UniqueSet::new();
         for m in [&b"a"[..], b"b", b"c", b"a"] {
             users.insert(m);
         }
-        assert_eq!(lines(MetricType::Set, "users", "", Flushed::Set(&users)), ["stats.sets.users.count 3 1700000000"]);
+        assert_eq!(
+            lines(MetricType::Set, "users", "", Flushed::Set(&users)),
+            ["stats.sets.users.count 3 1700000000"]
+        );
     }
 
     #[test]
@@ -263,10 +273,20 @@ mod tests {
             ]
         );
         let value = |name: &str| -> f64 {
-            got.iter().find(|l| l.starts_with(&format!("stats.timers.t.{name} "))).unwrap().split(' ').nth(1).unwrap().parse().unwrap()
+            got.iter()
+                .find(|l| l.starts_with(&format!("stats.timers.t.{name} ")))
+                .unwrap()
+                .split(' ')
+                .nth(1)
+                .unwrap()
+                .parse()
+                .unwrap()
         };
         assert_eq!((value("count"), value("count_ps"), value("sum"), value("mean")), (10.0, 1.0, 55.0, 5.5));
-        assert_eq!((value("upper"), value("lower"), value("upper_99_9"), value("sum_99_9")), (10.0, 1.0, 10.0, 55.0));
+        assert_eq!(
+            (value("upper"), value("lower"), value("upper_99_9"), value("sum_99_9")),
+            (10.0, 1.0, 10.0, 55.0)
+        );
         assert!((value("upper_90") - 9.0).abs() <= 0.09);
         // An empty interval: count and count_ps only.
         let empty = Sketch::new();
@@ -278,7 +298,10 @@ mod tests {
 
     #[test]
     fn percentile_flag() {
-        assert_eq!(parse_percentiles("50, 99.9").unwrap()[1], Percentile { value: 99.9, label: "99_9".into() });
+        assert_eq!(
+            parse_percentiles("50, 99.9").unwrap()[1],
+            Percentile { value: 99.9, label: "99_9".into() }
+        );
         assert!(parse_percentiles("0").is_err());
         assert!(parse_percentiles("101").is_err());
         assert!(parse_percentiles("x").is_err());

@@ -290,10 +290,7 @@ pub fn parse_line(line: &[u8], max_len: usize) -> Result<Line<'_>, DropReason> {
 }
 
 /// The optional fields after the type; each may appear once.
-fn parse_fields<'a>(
-    m: &mut Metric<'a>,
-    fields: impl Iterator<Item = &'a [u8]>,
-) -> Result<(), DropReason> {
+fn parse_fields<'a>(m: &mut Metric<'a>, fields: impl Iterator<Item = &'a [u8]>) -> Result<(), DropReason> {
     let (mut rate, mut tags, mut ts) = (false, false, false);
     for field in fields {
         match field {
@@ -340,7 +337,8 @@ fn parse_value(v: &[u8], kind: MetricType) -> Option<Value<'_>> {
 /// A finite decimal number: digits, one optional sign, `.`, exponent.
 /// `inf`, `nan` and hex are refused (std's parser accepts the first two).
 fn parse_f64(v: &[u8]) -> Option<f64> {
-    if v.is_empty() || !v.iter().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+' | b'e' | b'E')) {
+    if v.is_empty() || !v.iter().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+' | b'e' | b'E'))
+    {
         return None;
     }
     // Only ASCII got here, so this is valid UTF-8.

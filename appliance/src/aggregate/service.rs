@@ -89,10 +89,14 @@ pub fn shard_stats() -> AggregateStats {
 
 /// Every shard's counters, summed (from any shard).
 pub async fn gather_stats() -> Result<AggregateStats, shard::SubmitError> {
-    shard::map_reduce(|| async { shard_stats() }, AggregateStats::default(), |mut a, b| {
-        a.merge(&b);
-        a
-    })
+    shard::map_reduce(
+        || async { shard_stats() },
+        AggregateStats::default(),
+        |mut a, b| {
+            a.merge(&b);
+            a
+        },
+    )
     .await
 }
 
@@ -314,7 +318,7 @@ async fn emit(ts: u64) {
         let _ = io::stdout().lock().write_all(&out);
     }
     if let Some(o) = outbox {
-        o.push(out, lines);
+        o.push(out, lines, ts);
     }
     send_relays(&cfg.relays, relays).await;
 }
@@ -342,7 +346,9 @@ async fn send_relays(addrs: &[SocketAddr], payloads: Vec<Vec<u8>>) {
 /// One flush of every shard, driven from shard 0.
 async fn flush_all(prefix: &str, deadline: Duration) {
     let ts = unix_now();
-    for (shard, r) in shard::broadcast(|| async { ship_partials().await }, deadline).await.into_iter().enumerate() {
+    for (shard, r) in
+        shard::broadcast(|| async { ship_partials().await }, deadline).await.into_iter().enumerate()
+    {
         if let Err(e) = r {
             tracing::warn!("aggregate flush, shard {shard}: {e}");
         }
@@ -370,7 +376,7 @@ async fn report_stats(prefix: &str, ts: u64) {
     }
     if let Some(o) = outbox {
         let n = total.pairs().len() as u64;
-        o.push(out, n);
+        o.push(out, n, ts);
     }
 }
 
@@ -400,13 +406,18 @@ async fn flush_cycle(cfg: Arc<AggregateConfig>) {
 
 /// Whether `test` holds on any shard.
 async fn busy(test: fn(&ShardState) -> bool) -> bool {
-    let any = shard::map_reduce(move || async move { with(|st| test(st)).unwrap_or(false) }, false, |a, b| a || b);
+    let any =
+        shard::map_reduce(move || async move { with(|st| test(st)).unwrap_or(false) }, false, |a, b| a || b);
     any.await.unwrap_or(false)
 }
 
 /// Runs the service on this shard with its sockets; returns after the
 /// final flush.
-async fn serve_shard(udp: Option<OwnedFd>, tcp: Option<OwnedFd>, cfg: Arc<AggregateConfig>) -> io::Result<()> {
+async fn serve_shard(
+    udp: Option<OwnedFd>,
+    tcp: Option<OwnedFd>,
+    cfg: Arc<AggregateConfig>,
+) -> io::Result<()> {
     let (me, shards) = (shard::shard_id(), shard::shard_count());
     let per_shard = cfg.keys_per_shard(shards);
     let fmt = Format {
@@ -431,7 +442,8 @@ async fn serve_shard(udp: Option<OwnedFd>, tcp: Option<OwnedFd>, cfg: Arc<Aggreg
     STATE.with(|s| *s.borrow_mut() = Some(state));
     let mut tasks = Vec::new();
     if let Some(fd) = udp {
-        tasks.push(shard::spawn_local_named("statsd-udp", recv_udp(fd, cfg.udp_buffers, cfg.udp_buffer_size)));
+        tasks
+            .push(shard::spawn_local_named("statsd-udp", recv_udp(fd, cfg.udp_buffers, cfg.udp_buffer_size)));
     }
     if let Some(fd) = tcp {
         tasks.push(shard::spawn_local_named("statsd-accept", accept_tcp(fd, cfg.max_line_length)));

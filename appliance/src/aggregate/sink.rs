@@ -18,12 +18,15 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
+/// One interval's payload, its line count and its timestamp.
+type Queued = (Vec<u8>, u64, u64);
+
 /// The queue and connection to one Graphite receiver, on one shard.
 #[derive(Debug)]
 pub struct Outbox {
     addr: SocketAddr,
     limit: usize,
-    queue: RefCell<VecDeque<(Vec<u8>, u64)>>,
+    queue: RefCell<VecDeque<Queued>>,
     conn: RefCell<Option<Rc<TcpStream>>>,
     sending: Cell<bool>,
     /// Failed connects and sends.
@@ -49,13 +52,23 @@ impl Outbox {
         })
     }
 
-    /// Queues one interval's payload of `lines` lines and makes sure the
-    /// writer task runs.
-    pub fn push(self: &Rc<Self>, payload: Vec<u8>, lines: u64) {
+    /// Queues `lines` lines of the interval flushed at `ts` and makes sure
+    /// the writer task runs. Payloads of the same interval share one queue
+    /// entry (the queue limit counts intervals).
+    pub fn push(self: &Rc<Self>, mut payload: Vec<u8>, lines: u64, ts: u64) {
         if payload.is_empty() {
             return;
         }
-        self.queue.borrow_mut().push_back((payload, lines));
+        {
+            let mut q = self.queue.borrow_mut();
+            match q.back_mut() {
+                Some((p, n, t)) if *t == ts => {
+                    p.append(&mut payload);
+                    *n += lines;
+                }
+                _ => q.push_back((payload, lines, ts)),
+            }
+        }
         self.trim();
         if !self.sending.replace(true) {
             shard::spawn_local_named("graphite", self.clone().write_all()).detach();
@@ -79,7 +92,7 @@ impl Outbox {
         let mut backoff = BACKOFF_MIN;
         loop {
             let next = self.queue.borrow_mut().pop_front();
-            let Some((payload, lines)) = next else { break };
+            let Some((payload, lines, ts)) = next else { break };
             match self.send(payload).await {
                 Ok(()) => {
                     self.lines.set(self.lines.get() + lines);
@@ -88,7 +101,7 @@ impl Outbox {
                 Err((e, payload)) => {
                     tracing::warn!(graphite = %self.addr, "graphite: {e}; retrying in {backoff:?}");
                     self.errors.set(self.errors.get() + 1);
-                    self.queue.borrow_mut().push_front((payload, lines));
+                    self.queue.borrow_mut().push_front((payload, lines, ts));
                     self.trim();
                     shard::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(BACKOFF_MAX);

@@ -148,7 +148,7 @@ impl Sketch {
     /// Adds sample `x` with weight `w` (1/sample rate). Non-finite samples
     /// and non-positive weights are ignored (the parser never yields them).
     pub fn add(&mut self, x: f64, w: f64) {
-        if !x.is_finite() || !(w > 0.0 && w.is_finite()) {
+        if !(x.is_finite() && w > 0.0 && w.is_finite()) {
             return;
         }
         if x >= MIN_INDEXABLE {

@@ -22,8 +22,10 @@ pub struct AggregateStats {
     pub service_checks: u64,
     /// Malformed lines, by [`DropReason::index`].
     pub dropped: [u64; DropReason::ALL.len()],
-    /// Lines dropped because their key was new and the shard's key share
-    /// was used up.
+    /// Refused because a key was new and the table's share of
+    /// `--max-keys` was used up: lines at the receiving shard, plus
+    /// partial aggregates an owner could not take at flush time (their
+    /// lines were already counted in `metrics`).
     pub keys_refused: u64,
     /// Keys this shard owns now.
     pub keys: u64,

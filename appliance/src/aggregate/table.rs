@@ -214,7 +214,8 @@ pub fn canonical_key(m: &Metric<'_>, out: &mut Vec<u8>) {
     // scratch list.
     let mut last: Option<(&[u8], usize)> = None;
     loop {
-        let next = m.tag_iter().enumerate().map(|(i, t)| (t, i)).filter(|c| last.is_none_or(|l| *c > l)).min();
+        let next =
+            m.tag_iter().enumerate().map(|(i, t)| (t, i)).filter(|c| last.is_none_or(|l| *c > l)).min();
         let Some(c) = next else { break };
         out.push(b'|');
         out.extend_from_slice(c.0);
@@ -450,7 +451,12 @@ mod tests {
         assert!(a.is_empty() && b.is_empty());
         assert_eq!(
             flush(&mut owner),
-            [row("c", "", 9.0, 0.0), row("g", "", 45.0, 0.0), row("ms", "", 2.0, 4.0), row("s", "", 2.0, 0.0)]
+            [
+                row("c", "", 9.0, 0.0),
+                row("g", "", 45.0, 0.0),
+                row("ms", "", 2.0, 4.0),
+                row("s", "", 2.0, 0.0)
+            ]
         );
         // A delta-only partial for a gauge the owner never saw starts at 0.
         let mut p = Table::new(10, 1);
