@@ -34,5 +34,8 @@ fn main() {
     println!("keys: {}", table.len());
     println!("process RSS: {:.1} MB", after as f64 / 1e6);
     println!("RSS growth per key: {:.0} bytes", (after - before) as f64 / keys as f64);
-    println!("table estimate per key (no allocator overhead): {:.0} bytes", table.approx_bytes() as f64 / keys as f64);
+    println!(
+        "table estimate per key (no allocator overhead): {:.0} bytes",
+        table.approx_bytes() as f64 / keys as f64
+    );
 }
