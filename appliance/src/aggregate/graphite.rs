@@ -129,6 +129,11 @@ impl Lines<'_> {
     }
 
     fn line_pct(&mut self, suffix: &str, label: &str, v: f64) {
+        // Graphite cannot store inf/NaN (a sum can overflow with absurd
+        // sample rates such as @1e-300): leave the line out.
+        if !v.is_finite() {
+            return;
+        }
         let mut s = String::with_capacity(self.base.len() + self.tags.len() + 40);
         // Writing to a String cannot fail.
         let _ = writeln!(s, "{}{suffix}{label}{} {} {}", self.base, self.tags, Num(v), self.ts);
@@ -294,6 +299,11 @@ mod tests {
             lines(MetricType::Timer, "t", "", Flushed::Sampled(&empty)),
             ["stats.timers.t.count 0 1700000000", "stats.timers.t.count_ps 0 1700000000"]
         );
+    }
+
+    #[test]
+    fn non_finite_values_are_left_out() {
+        assert!(lines(MetricType::Counter, "huge", "", Flushed::Counter(f64::INFINITY)).is_empty());
     }
 
     #[test]

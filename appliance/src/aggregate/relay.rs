@@ -19,7 +19,8 @@
 //!   is kept, unions with other sources over-count);
 //!
 //! with the tags as `|#t1,t2`. Keys with nothing to report this interval
-//! (a counter at 0, an empty timer or set) are not sent.
+//! (a counter at 0, an empty timer or set) are not sent. DogStatsD events
+//! and service checks are passed through unchanged to the first relay.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
