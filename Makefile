@@ -102,7 +102,7 @@ bench-netstack:
 # the stable toolchain accept them. A crash leaves its input in
 # tests/fuzz/artifacts/<target>/ and fails the target.
 FUZZ_SECONDS ?= 30
-FUZZ_TARGETS := proxy packet
+FUZZ_TARGETS := proxy packet statsd
 FUZZ_DIR := tests/fuzz
 
 fuzz: deps

@@ -43,8 +43,21 @@ pub enum Command {
     Echo(EchoArgs),
     /// Forward TCP connections (or UDP datagrams) to a pool of upstreams.
     Forward(ForwardArgs),
+    /// Aggregate statsd / DogStatsD metrics and flush them to Graphite or relays.
+    Aggregate(AggregateArgs),
     /// Generate load (TCP request/response, bulk, connects, UDP, statsd) and report rates and latency.
     Loadgen(LoadgenArgs),
+}
+
+/// `appliance aggregate`.
+#[derive(Debug, Clone, Args)]
+pub struct AggregateArgs {
+    /// The service.
+    #[command(flatten)]
+    pub options: crate::config::AggregateOptions,
+    /// Runtime placement.
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 /// `appliance loadgen`.

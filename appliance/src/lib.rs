@@ -12,11 +12,13 @@
 //! - [`echo`]: a TCP echo service (the bundled upstream for demos, tests
 //!   and benchmarks);
 //! - [`forward`]: the L4 load balancer;
+//! - [`aggregate`]: the statsd / DogStatsD aggregator;
 //! - [`loadgen`]: the bundled load generator.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod aggregate;
 pub mod cli;
 pub mod config;
 pub mod echo;

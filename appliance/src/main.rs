@@ -71,6 +71,10 @@ fn configure(cli: &Cli) -> Result<Option<Configured>, String> {
             let cfg = args.options.validate(&Source::Flags).map_err(|e| e.to_string())?;
             Some(from_flags(&args.runtime, Service::Forward(cfg))?)
         }
+        Command::Aggregate(args) => {
+            let cfg = args.options.validate(&Source::Flags).map_err(|e| e.to_string())?;
+            Some(from_flags(&args.runtime, Service::Aggregate(cfg))?)
+        }
         Command::Topology(_) | Command::Check(_) | Command::Loadgen(_) => None,
     };
     let mut cfg = cfg;

@@ -89,12 +89,17 @@ pub fn reloadable(old: &AppConfig, new: &AppConfig) -> Result<(), String> {
         if a.kind() != b.kind() {
             return restart("the kind of service");
         }
-        if a.listen() != b.listen() {
+        if a.listens() != b.listens() {
             return restart("listen (or udp)");
         }
         if let (Service::Forward(x), Service::Forward(y)) = (a, b) {
             if (x.buffers, x.buffer_size, x.accept_proxy) != (y.buffers, y.buffer_size, y.accept_proxy) {
                 return restart("buffers, buffer_size or accept_proxy");
+            }
+        }
+        if let (Service::Aggregate(x), Service::Aggregate(y)) = (a, b) {
+            if format!("{x:?}") != format!("{y:?}") {
+                return restart("an aggregate service");
             }
         }
         if let (Service::Echo(x), Service::Echo(y)) = (a, b) {

@@ -17,12 +17,26 @@ use anyhow::Context as _;
 
 use crate::admin::App;
 use crate::config::{AppConfig, Service};
-use crate::{echo, forward, reload};
+use crate::{aggregate, echo, forward, reload};
 
-/// A service with its listeners, one per shard.
+/// A service with its listeners: `groups[g][shard]`, one group per
+/// address it listens on (aggregate: UDP then TCP), one socket per shard.
 struct Bound {
     service: Service,
-    listeners: Vec<OwnedFd>,
+    groups: Vec<Vec<OwnedFd>>,
+}
+
+/// Where a service listens, for the startup lines and `/status`.
+#[derive(Debug, Clone)]
+pub struct Listening {
+    /// The service's name.
+    pub service: String,
+    /// Its kind (`forward`, ...).
+    pub kind: &'static str,
+    /// `udp` or `tcp`.
+    pub proto: &'static str,
+    /// The bound address (port 0 resolved).
+    pub addr: SocketAddr,
 }
 
 /// Runs every service of `cfg` until a signal drains them. `path` is the
@@ -35,9 +49,17 @@ pub fn run(cfg: AppConfig, path: Option<PathBuf>) -> anyhow::Result<()> {
     let mut bound = Vec::new();
     let mut listening = Vec::new();
     for service in &cfg.services {
-        let (listeners, addr) = bind(service, shards)?;
-        listening.push((service.name().to_string(), service.kind(), addr));
-        bound.push(Bound { service: service.clone(), listeners });
+        if let Service::Aggregate(a) = service {
+            a.validate(shards).map_err(|e| anyhow::anyhow!("aggregate {:?}: {}: {e}", a.name, e.field()))?;
+        }
+        let mut groups = Vec::new();
+        for (listen, udp) in service.listens() {
+            let (fds, addr) = bind(service, listen, udp, shards)?;
+            let proto = if udp { "udp" } else { "tcp" };
+            listening.push(Listening { service: service.name().into(), kind: service.kind(), proto, addr });
+            groups.push(fds);
+        }
+        bound.push(Bound { service: service.clone(), groups });
     }
     let admin = match cfg.admin {
         Some(addr) => Some(bind_admin(addr)?),
@@ -53,8 +75,11 @@ pub fn run(cfg: AppConfig, path: Option<PathBuf>) -> anyhow::Result<()> {
 /// Shard 0's main task: start the services everywhere, serve the admin
 /// endpoint and reloads until every service has drained.
 async fn main(app: Arc<App>, bound: Vec<Bound>, admin: Option<OwnedFd>, hup: OwnedFd) -> anyhow::Result<()> {
-    for (name, kind, addr) in &app.listening {
-        println!("{kind} listening on {addr} across {} shards (service {name})", shard::shard_count());
+    for l in &app.listening {
+        // Aggregate listens on two protocols: say which.
+        let proto = if l.kind == "aggregate" { format!("{} ", l.proto) } else { String::new() };
+        let (kind, addr, name, n) = (l.kind, l.addr, &l.service, shard::shard_count());
+        println!("{kind} listening on {proto}{addr} across {n} shards (service {name})");
     }
     if let Some(addr) = app.admin_addr {
         println!("admin listening on {addr} (http)");
@@ -128,10 +153,16 @@ impl Drop for DrainGuard {
 /// Starts every service on every shard and waits for them all to end.
 async fn run_services(app: &Arc<App>, bound: Vec<Bound>) -> anyhow::Result<()> {
     let shards = shard::shard_count();
-    let mut per_shard: Vec<Vec<(Service, OwnedFd)>> = (0..shards).map(|_| Vec::new()).collect();
+    let mut per_shard: Vec<Vec<(Service, Vec<OwnedFd>)>> = (0..shards).map(|_| Vec::new()).collect();
     for b in bound {
-        for (shard, fd) in b.listeners.into_iter().enumerate() {
-            per_shard[shard].push((b.service.clone(), fd));
+        let mut mine: Vec<Vec<OwnedFd>> = (0..shards).map(|_| Vec::new()).collect();
+        for group in b.groups {
+            for (shard, fd) in group.into_iter().enumerate() {
+                mine[shard].push(fd);
+            }
+        }
+        for (shard, fds) in mine.into_iter().enumerate() {
+            per_shard[shard].push((b.service.clone(), fds));
         }
     }
     let mut waits = Vec::new();
@@ -140,9 +171,9 @@ async fn run_services(app: &Arc<App>, bound: Vec<Bound>) -> anyhow::Result<()> {
         waits.push(shard::submit_to(shard, move || async move {
             let tasks: Vec<_> = services
                 .into_iter()
-                .map(|(service, fd)| {
+                .map(|(service, fds)| {
                     let name = service.name().to_string();
-                    let task = shard::spawn_local_named("service", start(service, fd));
+                    let task = shard::spawn_local_named("service", start(service, fds));
                     async move { task.await.map_err(|e| e.to_string()).and_then(|r| r).map_err(|e| (name, e)) }
                 })
                 .collect();
@@ -161,18 +192,29 @@ async fn run_services(app: &Arc<App>, bound: Vec<Bound>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One service on this shard.
-async fn start(service: Service, fd: OwnedFd) -> Result<(), String> {
+/// One service on this shard, with its sockets in `listens()` order.
+async fn start(service: Service, fds: Vec<OwnedFd>) -> Result<(), String> {
+    let mut fds = fds.into_iter();
+    let missing = || "listener missing".to_string();
     let r = match service {
-        Service::Echo(o) => echo::serve(fd, o.buffers, o.buffer_size).await,
-        Service::Forward(cfg) => forward::serve(fd, cfg).await,
+        Service::Echo(o) => echo::serve(fds.next().ok_or_else(missing)?, o.buffers, o.buffer_size).await,
+        Service::Forward(cfg) => forward::serve(fds.next().ok_or_else(missing)?, cfg).await,
+        Service::Aggregate(cfg) => {
+            let udp = cfg.listen_udp.and_then(|_| fds.next());
+            let tcp = cfg.listen_tcp.and_then(|_| fds.next());
+            aggregate::service::serve_shard(udp, tcp, cfg).await
+        }
     };
     r.map_err(|e| e.to_string())
 }
 
-/// Binds one listener per shard for `service`; returns them and the address.
-fn bind(service: &Service, shards: usize) -> anyhow::Result<(Vec<OwnedFd>, SocketAddr)> {
-    let (listen, udp) = service.listen();
+/// Binds one listener per shard for one of `service`'s addresses.
+fn bind(
+    service: &Service,
+    listen: SocketAddr,
+    udp: bool,
+    shards: usize,
+) -> anyhow::Result<(Vec<OwnedFd>, SocketAddr)> {
     let opts = netstack::steer::ListenOptions::default();
     let bound = if udp {
         netstack::steer::bind_udp_group(listen, shards, &opts)

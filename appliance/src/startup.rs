@@ -55,7 +55,7 @@ fn fds_needed(cfg: &AppConfig) -> u64 {
         .iter()
         .map(|s| match s {
             Service::Forward(f) => 2 * u64::from(f.max_conns),
-            Service::Echo(_) => 0,
+            Service::Echo(_) | Service::Aggregate(_) => 0,
         })
         .sum();
     conns + 64 * cfg.services.len() as u64

@@ -31,8 +31,8 @@ pub struct App {
     pub path: Option<PathBuf>,
     /// Shard placement.
     pub placement: Vec<shard::placement::ShardPlacement>,
-    /// `(name, kind, address)` of every service.
-    pub listening: Vec<(String, &'static str, SocketAddr)>,
+    /// Where every service listens.
+    pub listening: Vec<crate::serve::Listening>,
     /// Where the admin endpoint listens.
     pub admin_addr: Option<SocketAddr>,
     serving: AtomicUsize,
@@ -57,7 +57,7 @@ impl App {
         config: AppConfig,
         path: Option<PathBuf>,
         plan: &shard::placement::Plan,
-        listening: Vec<(String, &'static str, SocketAddr)>,
+        listening: Vec<crate::serve::Listening>,
         admin_addr: Option<SocketAddr>,
     ) -> Arc<App> {
         Arc::new(App {
@@ -161,8 +161,14 @@ async fn status(app: &App) -> Result<serde_json::Value, shard::SubmitError> {
         .collect();
     let services = app.config().services.clone();
     let mut list = Vec::new();
-    for (service, (_, _, addr)) in services.iter().zip(&app.listening) {
-        list.push(service_status(service, *addr).await?);
+    for service in &services {
+        let listen: Vec<String> = app
+            .listening
+            .iter()
+            .filter(|l| l.service == service.name())
+            .map(|l| format!("{} {}", l.proto, l.addr))
+            .collect();
+        list.push(service_status(service, listen).await?);
     }
     let reloads = app.reloads().clone();
     Ok(json!({
@@ -180,9 +186,9 @@ async fn status(app: &App) -> Result<serde_json::Value, shard::SubmitError> {
 
 async fn service_status(
     service: &Service,
-    addr: SocketAddr,
+    listen: Vec<String>,
 ) -> Result<serde_json::Value, shard::SubmitError> {
-    let mut v = json!({"name": service.name(), "kind": service.kind(), "listen": addr.to_string()});
+    let mut v = json!({"name": service.name(), "kind": service.kind(), "listen": listen});
     if let Service::Forward(cfg) = service {
         let stats = crate::forward::gather_stats(&cfg.name).await?;
         let upstreams: Vec<_> = cfg
@@ -202,6 +208,14 @@ async fn service_status(
         v["active"] = json!(stats.active);
         v["accepted"] = json!(stats.accepted);
         v["upstreams"] = json!(upstreams);
+    }
+    if let Service::Aggregate(_) = service {
+        let s = crate::aggregate::gather_stats().await?;
+        v["keys"] = json!(s.keys);
+        v["metrics"] = json!(s.metrics);
+        v["dropped"] = json!(s.dropped_total());
+        v["flushes"] = json!(s.flushes);
+        v["flush_errors"] = json!(s.flush_errors);
     }
     Ok(v)
 }

@@ -12,11 +12,13 @@
 //! [log]                # level, format
 //! [[echo]]             # name, listen, buffers, buffer_size
 //! [[forward]]          # name, listen, upstreams, balance, ... (the forward flags)
+//! [[aggregate]]        # name, listen_udp, listen_tcp, flush_interval, graphite, ... (at most one)
 //! ```
 //!
 //! `config/appliance.toml` is the commented example, embedded in the
 //! binary as the default of `appliance run`.
 
+pub mod aggregate;
 pub mod forward;
 
 use std::fmt;
@@ -27,9 +29,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::aggregate::AggregateConfig;
 use crate::cli::{EchoOptions, RuntimeArgs};
 use crate::forward::upstream::parse_duration;
 use crate::forward::ForwardConfig;
+pub use aggregate::AggregateOptions;
 pub use forward::ForwardOptions;
 
 /// The embedded default configuration (`config/appliance.toml`).
@@ -110,6 +114,9 @@ pub struct FileConfig {
     /// `[[forward]]`.
     #[serde(default)]
     pub forward: Vec<ForwardOptions>,
+    /// `[[aggregate]]` (at most one).
+    #[serde(default)]
+    pub aggregate: Vec<AggregateOptions>,
 }
 
 /// `[admin]`: the admin HTTP endpoint.
@@ -154,6 +161,8 @@ pub enum Service {
     Echo(EchoOptions),
     /// An L4 forwarder.
     Forward(Arc<ForwardConfig>),
+    /// A statsd aggregator.
+    Aggregate(Arc<AggregateConfig>),
 }
 
 impl Service {
@@ -162,6 +171,7 @@ impl Service {
         match self {
             Service::Echo(e) => &e.name,
             Service::Forward(f) => &f.name,
+            Service::Aggregate(a) => &a.name,
         }
     }
 
@@ -170,14 +180,18 @@ impl Service {
         match self {
             Service::Echo(_) => "echo",
             Service::Forward(_) => "forward",
+            Service::Aggregate(_) => "aggregate",
         }
     }
 
-    /// Where it listens, and whether over UDP.
-    pub fn listen(&self) -> (SocketAddr, bool) {
+    /// Where it listens: `(address, udp)` for each of its listener groups.
+    pub fn listens(&self) -> Vec<(SocketAddr, bool)> {
         match self {
-            Service::Echo(e) => (e.listen, false),
-            Service::Forward(f) => (f.listen, f.udp),
+            Service::Echo(e) => vec![(e.listen, false)],
+            Service::Forward(f) => vec![(f.listen, f.udp)],
+            Service::Aggregate(a) => {
+                a.listen_udp.map(|u| (u, true)).into_iter().chain(a.listen_tcp.map(|t| (t, false))).collect()
+            }
         }
     }
 }
@@ -223,8 +237,18 @@ impl FileConfig {
         for (index, f) in self.forward.iter().enumerate() {
             services.push(Service::Forward(f.validate(&Source::File { section: "forward", index })?));
         }
+        if self.aggregate.len() > 1 {
+            let key = Key("aggregate[1]".into());
+            return Err(
+                key.error("one aggregate service per process (it owns every metric key across the shards)")
+            );
+        }
+        for (index, a) in self.aggregate.iter().enumerate() {
+            services.push(Service::Aggregate(a.validate(&Source::File { section: "aggregate", index })?));
+        }
         if services.is_empty() {
-            return Err(Key("services".into()).error("none configured; add an [[echo]] or [[forward]] table"));
+            let fix = "none configured; add an [[echo]], [[forward]] or [[aggregate]] table";
+            return Err(Key("services".into()).error(fix));
         }
         check_unique(&services)?;
         let admin = match &self.admin {
@@ -250,10 +274,13 @@ fn check_unique(services: &[Service]) -> Result<(), ConfigError> {
                     key.error(format!("{:?} is used twice; give each service its own name", a.name()))
                 );
             }
-            let ((la, ua), (lb, ub)) = (a.listen(), b.listen());
-            if ua == ub && la.port() != 0 && la == lb {
-                let key = Key(format!("{}.listen", a.name()));
-                return Err(key.error(format!("{la} is also used by {:?}; give each its own port", b.name())));
+            for (la, ua) in a.listens() {
+                if b.listens().iter().any(|&(lb, ub)| ua == ub && la.port() != 0 && la == lb) {
+                    let key = Key(format!("{}.listen", a.name()));
+                    return Err(
+                        key.error(format!("{la} is also used by {:?}; give each its own port", b.name()))
+                    );
+                }
             }
         }
     }

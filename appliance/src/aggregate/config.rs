@@ -1,0 +1,197 @@
+//! The aggregate service's validated configuration, shared read-only by
+//! every shard. Built from `appliance aggregate` flags (main.rs) or, later,
+//! from a config file: fill the fields, then [`AggregateConfig::validate`].
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use thiserror::Error;
+
+use super::graphite::Percentile;
+
+/// Why a configuration was refused; each names the setting.
+#[derive(Debug, Error, PartialEq)]
+pub enum ConfigError {
+    /// Neither a UDP nor a TCP listener.
+    #[error("nothing to listen on: give listen-udp and/or listen-tcp")]
+    NoListener,
+    /// No output at all: metrics would be aggregated and thrown away.
+    #[error("no output: give graphite, relay or flush-stdout")]
+    NoOutput,
+    /// The flush interval is below 10 ms.
+    #[error("{0:?}: must be at least 10ms")]
+    FlushInterval(Duration),
+    /// Fewer keys than shards (each shard needs a share).
+    #[error("{max_keys}: must be at least the shard count ({shards})")]
+    MaxKeys {
+        /// The limit given.
+        max_keys: usize,
+        /// Shards in the runtime.
+        shards: usize,
+    },
+    /// The line limit is out of range.
+    #[error("{0}: must be between 16 and 65536")]
+    MaxLineLength(usize),
+    /// The Graphite queue holds no interval.
+    #[error("graphite queue of {0} intervals: must be at least 1")]
+    Queue(usize),
+    /// Receive buffers too few or too small.
+    #[error("udp receive buffers {count} x {size} bytes: need at least 1 x 512")]
+    Buffers {
+        /// Buffers per shard.
+        count: u16,
+        /// Bytes each.
+        size: usize,
+    },
+}
+
+impl ConfigError {
+    /// The setting (snake_case key; the flag is the same with dashes).
+    pub fn field(&self) -> &'static str {
+        match self {
+            ConfigError::NoListener => "listen_udp",
+            ConfigError::NoOutput => "graphite",
+            ConfigError::FlushInterval(_) => "flush_interval",
+            ConfigError::MaxKeys { .. } => "max_keys",
+            ConfigError::MaxLineLength(_) => "max_line_length",
+            ConfigError::Queue(_) => "graphite_queue",
+            ConfigError::Buffers { .. } => "udp_buffers",
+        }
+    }
+}
+
+/// Everything the aggregate service needs.
+#[derive(Debug, Clone)]
+pub struct AggregateConfig {
+    /// The service's name (logs, metrics).
+    pub name: String,
+    /// Where statsd datagrams arrive (one `SO_REUSEPORT` socket per shard).
+    pub listen_udp: Option<SocketAddr>,
+    /// Where newline-separated statsd lines arrive over TCP.
+    pub listen_tcp: Option<SocketAddr>,
+    /// How often every shard flushes.
+    pub flush_interval: Duration,
+    /// Graphite plaintext receiver (one connection per shard).
+    pub graphite: Option<SocketAddr>,
+    /// Global Graphite prefix (`stats`).
+    pub prefix: String,
+    /// Next-tier statsd aggregators (UDP); keys are spread by rendezvous
+    /// hashing.
+    pub relays: Vec<SocketAddr>,
+    /// Timer percentile thresholds.
+    pub percentiles: Vec<Percentile>,
+    /// Keys at most, across all shards (each shard gets an equal share).
+    pub max_keys: usize,
+    /// A key not updated for this long is deleted (0: after the first
+    /// interval without an update).
+    pub delete_idle: Duration,
+    /// Also print the Graphite lines on stdout.
+    pub flush_stdout: bool,
+    /// Longer lines are dropped (counted), never truncated.
+    pub max_line_length: usize,
+    /// Flush intervals each shard holds for an unreachable Graphite; older
+    /// ones are dropped (counted).
+    pub graphite_queue: usize,
+    /// UDP receive buffers per shard.
+    pub udp_buffers: u16,
+    /// Bytes per UDP receive buffer (larger datagrams are truncated: their
+    /// cut last line is dropped as too long, the complete lines are kept).
+    pub udp_buffer_size: usize,
+}
+
+impl Default for AggregateConfig {
+    fn default() -> Self {
+        AggregateConfig {
+            name: "aggregate".into(),
+            listen_udp: None,
+            listen_tcp: None,
+            flush_interval: Duration::from_secs(10),
+            graphite: None,
+            prefix: "stats".into(),
+            relays: Vec::new(),
+            percentiles: super::graphite::parse_percentiles("50,90,95,99").unwrap_or_default(),
+            max_keys: 1_000_000,
+            delete_idle: Duration::from_secs(300),
+            flush_stdout: false,
+            max_line_length: 4096,
+            graphite_queue: 6,
+            udp_buffers: 512,
+            udp_buffer_size: 9216,
+        }
+    }
+}
+
+impl AggregateConfig {
+    /// Checks the settings for a runtime of `shards` shards.
+    pub fn validate(&self, shards: usize) -> Result<(), ConfigError> {
+        if self.listen_udp.is_none() && self.listen_tcp.is_none() {
+            return Err(ConfigError::NoListener);
+        }
+        if self.graphite.is_none() && self.relays.is_empty() && !self.flush_stdout {
+            return Err(ConfigError::NoOutput);
+        }
+        if self.flush_interval < Duration::from_millis(10) {
+            return Err(ConfigError::FlushInterval(self.flush_interval));
+        }
+        if self.max_keys < shards.max(1) {
+            return Err(ConfigError::MaxKeys { max_keys: self.max_keys, shards });
+        }
+        if !(16..=65536).contains(&self.max_line_length) {
+            return Err(ConfigError::MaxLineLength(self.max_line_length));
+        }
+        if self.graphite_queue == 0 {
+            return Err(ConfigError::Queue(self.graphite_queue));
+        }
+        if self.udp_buffers == 0 || self.udp_buffer_size < 512 {
+            return Err(ConfigError::Buffers { count: self.udp_buffers, size: self.udp_buffer_size });
+        }
+        Ok(())
+    }
+
+    /// Each shard's share of `max_keys`.
+    pub fn keys_per_shard(&self, shards: usize) -> usize {
+        self.max_keys / shards.max(1)
+    }
+
+    /// Flushes a key may go without an update before it is deleted.
+    pub fn max_idle_flushes(&self) -> u32 {
+        let n = self.delete_idle.as_nanos() / self.flush_interval.as_nanos().max(1);
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok() -> AggregateConfig {
+        AggregateConfig {
+            listen_udp: Some("127.0.0.1:8125".parse().unwrap()),
+            flush_stdout: true,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn validation_names_the_setting() {
+        assert_eq!(ok().validate(2), Ok(()));
+        assert_eq!(AggregateConfig { listen_udp: None, ..ok() }.validate(2), Err(ConfigError::NoListener));
+        assert_eq!(AggregateConfig { flush_stdout: false, ..ok() }.validate(2), Err(ConfigError::NoOutput));
+        let e = AggregateConfig { max_keys: 1, ..ok() }.validate(2).unwrap_err();
+        assert_eq!(e.to_string(), "1: must be at least the shard count (2)");
+        assert_eq!(e.field(), "max_keys");
+        assert!(AggregateConfig { flush_interval: Duration::from_millis(1), ..ok() }.validate(1).is_err());
+        assert!(AggregateConfig { max_line_length: 8, ..ok() }.validate(1).is_err());
+        assert!(AggregateConfig { graphite_queue: 0, ..ok() }.validate(1).is_err());
+        assert!(AggregateConfig { udp_buffer_size: 100, ..ok() }.validate(1).is_err());
+    }
+
+    #[test]
+    fn derived_limits() {
+        let c = AggregateConfig { max_keys: 10, ..ok() };
+        assert_eq!(c.keys_per_shard(3), 3);
+        assert_eq!(ok().max_idle_flushes(), 30);
+        let c = AggregateConfig { delete_idle: Duration::ZERO, ..ok() };
+        assert_eq!(c.max_idle_flushes(), 0);
+    }
+}

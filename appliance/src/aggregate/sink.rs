@@ -1,0 +1,133 @@
+//! A shard's Graphite connection: flush payloads queue here and one task
+//! writes them over TCP, connecting on demand and reconnecting with
+//! exponential backoff (100 ms to 5 s). The queue holds at most `limit`
+//! intervals; when Graphite is away longer, the oldest interval is dropped
+//! and counted. A payload cut by a failed send is sent again whole
+//! (Graphite keeps the last value per path and timestamp, so a repeat is
+//! harmless).
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use netstack::tcp::TcpStream;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// One interval's payload, its line count and its timestamp.
+type Queued = (Vec<u8>, u64, u64);
+
+/// The queue and connection to one Graphite receiver, on one shard.
+#[derive(Debug)]
+pub struct Outbox {
+    addr: SocketAddr,
+    limit: usize,
+    queue: RefCell<VecDeque<Queued>>,
+    conn: RefCell<Option<Rc<TcpStream>>>,
+    sending: Cell<bool>,
+    /// Failed connects and sends.
+    pub errors: Cell<u64>,
+    /// Intervals dropped from a full queue.
+    pub dropped: Cell<u64>,
+    /// Lines written.
+    pub lines: Cell<u64>,
+}
+
+impl Outbox {
+    /// An outbox for `addr` holding at most `limit` intervals.
+    pub fn new(addr: SocketAddr, limit: usize) -> Rc<Outbox> {
+        Rc::new(Outbox {
+            addr,
+            limit: limit.max(1),
+            queue: RefCell::default(),
+            conn: RefCell::default(),
+            sending: Cell::new(false),
+            errors: Cell::new(0),
+            dropped: Cell::new(0),
+            lines: Cell::new(0),
+        })
+    }
+
+    /// Queues `lines` lines of the interval flushed at `ts` and makes sure
+    /// the writer task runs. Payloads of the same interval share one queue
+    /// entry (the queue limit counts intervals).
+    pub fn push(self: &Rc<Self>, mut payload: Vec<u8>, lines: u64, ts: u64) {
+        if payload.is_empty() {
+            return;
+        }
+        {
+            let mut q = self.queue.borrow_mut();
+            match q.back_mut() {
+                Some((p, n, t)) if *t == ts => {
+                    p.append(&mut payload);
+                    *n += lines;
+                }
+                _ => q.push_back((payload, lines, ts)),
+            }
+        }
+        self.trim();
+        if !self.sending.replace(true) {
+            shard::spawn_local_named("graphite", self.clone().write_all()).detach();
+        }
+    }
+
+    fn trim(&self) {
+        let mut q = self.queue.borrow_mut();
+        while q.len() > self.limit {
+            q.pop_front();
+            self.dropped.set(self.dropped.get() + 1);
+        }
+    }
+
+    /// Nothing queued and nothing being written.
+    pub fn is_idle(&self) -> bool {
+        !self.sending.get() && self.queue.borrow().is_empty()
+    }
+
+    async fn write_all(self: Rc<Self>) {
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            let next = self.queue.borrow_mut().pop_front();
+            let Some((payload, lines, ts)) = next else { break };
+            match self.send(payload).await {
+                Ok(()) => {
+                    self.lines.set(self.lines.get() + lines);
+                    backoff = BACKOFF_MIN;
+                }
+                Err((e, payload)) => {
+                    tracing::warn!(graphite = %self.addr, "graphite: {e}; retrying in {backoff:?}");
+                    self.errors.set(self.errors.get() + 1);
+                    self.queue.borrow_mut().push_front((payload, lines, ts));
+                    self.trim();
+                    shard::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+        self.sending.set(false);
+    }
+
+    async fn send(&self, payload: Vec<u8>) -> Result<(), (std::io::Error, Vec<u8>)> {
+        let existing = self.conn.borrow().clone();
+        let conn = match existing {
+            Some(c) => c,
+            None => match TcpStream::connect_timeout(self.addr, CONNECT_TIMEOUT).await {
+                Ok(c) => {
+                    let c = Rc::new(c);
+                    *self.conn.borrow_mut() = Some(c.clone());
+                    c
+                }
+                Err(e) => return Err((e, payload)),
+            },
+        };
+        let (r, payload) = conn.send_all(payload).await;
+        r.map_err(|e| {
+            *self.conn.borrow_mut() = None;
+            (e, payload)
+        })
+    }
+}

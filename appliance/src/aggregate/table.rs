@@ -1,0 +1,503 @@
+//! A shard's aggregation table: sans-IO, fed with parsed lines and flushed
+//! by the caller once per interval.
+//!
+//! A key is the metric's type, name and sorted tags, stored once as one
+//! boxed byte string ([`canonical_key`]: a type byte, the name, then `|tag`
+//! per tag in byte order; `|` can occur in neither a name nor a tag, so the
+//! encoding is unambiguous). Per key the table keeps an [`Agg`]:
+//!
+//! - counters: the sum of `value / rate` over the interval;
+//! - gauges: the last value; a `+N`/`-N` delta adjusts it, in arrival order.
+//!   Gauges persist across intervals (they keep reporting their last value);
+//! - timers, histograms, distributions: a [`Sketch`] (a sample sent at
+//!   `@rate` weighs `1/rate`);
+//! - sets: a [`UniqueSet`].
+//!
+//! The same table serves as a *partial* (what a shard received this
+//! interval for keys another shard owns, shipped whole at flush time,
+//! see [`Table::drain`]) and as an *owner's* table (partials merged in with
+//! [`Table::merge`], reported and reset by [`Table::flush`]).
+//!
+//! Limits: at most `max_keys` keys; a new key beyond that is refused and
+//! counted while existing keys keep working. A key not updated for more
+//! than `max_idle` flushes is deleted; until then counters, timers and sets
+//! report zero and gauges their last value (as etsy statsd does).
+//!
+//! Memory per counter key: a hash-table slot of 40 bytes (16 for the boxed
+//! key, 24 for the entry) plus one control byte, at a load factor between
+//! 7/16 and 7/8, plus the key's own heap block (its length rounded up by
+//! the allocator, ~32-48 bytes for typical names): ~100-150 bytes.
+//! `examples/aggregate_memory.rs` measures it.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use super::parse::{Metric, MetricType, Value};
+use super::set::UniqueSet;
+use super::sketch::Sketch;
+
+/// One key's aggregate for the current interval (and a gauge's value).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Agg {
+    /// Sum of `value / rate`.
+    Counter(f64),
+    /// The gauge's value; `absolute` says whether an absolute value was
+    /// seen (if not, in a partial, `value` is a sum of deltas to apply).
+    Gauge {
+        /// Current value (or accumulated delta).
+        value: f64,
+        /// An absolute value was set.
+        absolute: bool,
+    },
+    /// Timer / histogram / distribution samples.
+    Sampled(Box<Sketch>),
+    /// Set members.
+    Set(Box<UniqueSet>),
+}
+
+impl Agg {
+    fn new(kind: MetricType) -> Agg {
+        match kind {
+            MetricType::Counter => Agg::Counter(0.0),
+            MetricType::Gauge => Agg::Gauge { value: 0.0, absolute: false },
+            MetricType::Set => Agg::Set(Box::default()),
+            _ => Agg::Sampled(Box::default()),
+        }
+    }
+
+    fn apply(&mut self, v: Value<'_>, rate: f64) {
+        match (self, v) {
+            (Agg::Counter(sum), Value::Number(x)) => *sum += x / rate,
+            (Agg::Gauge { value, absolute }, Value::Number(x)) => {
+                *value = x;
+                *absolute = true;
+            }
+            (Agg::Gauge { value, .. }, Value::Delta(d)) => *value += d,
+            (Agg::Sampled(s), Value::Number(x)) => s.add(x, 1.0 / rate),
+            (Agg::Set(s), Value::Member(m)) => s.insert(m),
+            // The parser pairs each value kind with its metric type.
+            _ => {}
+        }
+    }
+
+    /// Folds a later partial into this aggregate.
+    fn merge(&mut self, later: &Agg) {
+        match (self, later) {
+            (Agg::Counter(a), Agg::Counter(b)) => *a += b,
+            (Agg::Gauge { value, absolute }, Agg::Gauge { value: v, absolute: abs }) => {
+                if *abs {
+                    *value = *v;
+                    *absolute = true;
+                } else {
+                    *value += v;
+                }
+            }
+            (Agg::Sampled(a), Agg::Sampled(b)) => a.merge(b),
+            (Agg::Set(a), Agg::Set(b)) => a.merge(b),
+            // Keys include the type, so both sides always match.
+            _ => {}
+        }
+    }
+
+    /// Starts a new interval: counters, samples and sets restart; a gauge
+    /// keeps its value.
+    fn reset(&mut self) {
+        match self {
+            Agg::Counter(sum) => *sum = 0.0,
+            Agg::Gauge { .. } => {}
+            Agg::Sampled(s) => {
+                if s.count() > 0.0 {
+                    **s = Sketch::new();
+                }
+            }
+            Agg::Set(s) => {
+                if s.count() > 0 {
+                    **s = UniqueSet::new();
+                }
+            }
+        }
+    }
+
+    /// The aggregate as a flush reports it.
+    pub fn as_flushed(&self) -> Flushed<'_> {
+        match self {
+            Agg::Counter(sum) => Flushed::Counter(*sum),
+            Agg::Gauge { value, .. } => Flushed::Gauge(*value),
+            Agg::Sampled(s) => Flushed::Sampled(s),
+            Agg::Set(s) => Flushed::Set(s),
+        }
+    }
+
+    /// Heap bytes held besides the table slot.
+    pub fn heap_bytes(&self) -> usize {
+        match self {
+            Agg::Counter(_) | Agg::Gauge { .. } => 0,
+            Agg::Sampled(s) => std::mem::size_of::<Sketch>() + s.heap_bytes(),
+            Agg::Set(s) => std::mem::size_of::<UniqueSet>() + s.heap_bytes(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    agg: Agg,
+    /// Flushes since the last update (0: updated this interval).
+    idle: u32,
+}
+
+/// FNV-1a over the key bytes: the keys are short, so a cheap hash beats
+/// SipHash; flooding one table only slows its shard.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        for &b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+/// A key as the table stores it, taken apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyView<'a> {
+    /// The metric type.
+    pub kind: MetricType,
+    /// The name.
+    pub name: &'a [u8],
+    /// The sorted tags, `|`-separated (empty when none).
+    pub tags: &'a [u8],
+}
+
+impl<'a> KeyView<'a> {
+    /// Takes a [`canonical_key`] apart; `None` if it is not one.
+    pub fn parse(key: &'a [u8]) -> Option<KeyView<'a>> {
+        let (&t, rest) = key.split_first()?;
+        let kind = *MetricType::ALL.get(usize::from(t.checked_sub(b'0')?))?;
+        let (name, tags) = match rest.iter().position(|&b| b == b'|') {
+            Some(i) => (&rest[..i], &rest[i + 1..]),
+            None => (rest, &[][..]),
+        };
+        Some(KeyView { kind, name, tags })
+    }
+
+    /// The tags one by one, sorted.
+    pub fn tag_iter(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.tags.split(|&b| b == b'|').filter(|t| !t.is_empty())
+    }
+}
+
+/// Writes `m`'s key into `out` (cleared first): a type byte (`'0'` + the
+/// index in [`MetricType::ALL`]), the name, then `|tag` for each tag in
+/// byte order (duplicates kept). No allocation beyond `out`'s growth.
+pub fn canonical_key(m: &Metric<'_>, out: &mut Vec<u8>) {
+    out.clear();
+    let t = MetricType::ALL.iter().position(|k| *k == m.kind).unwrap_or(0);
+    out.push(b'0' + t as u8);
+    out.extend_from_slice(m.name);
+    let sorted = m.tag_iter().zip(m.tag_iter().skip(1)).all(|(a, b)| a <= b);
+    if sorted {
+        for tag in m.tag_iter() {
+            out.push(b'|');
+            out.extend_from_slice(tag);
+        }
+        return;
+    }
+    // Selection by (bytes, position): tags are few, and this needs no
+    // scratch list.
+    let mut last: Option<(&[u8], usize)> = None;
+    loop {
+        let next =
+            m.tag_iter().enumerate().map(|(i, t)| (t, i)).filter(|c| last.is_none_or(|l| *c > l)).min();
+        let Some(c) = next else { break };
+        out.push(b'|');
+        out.extend_from_slice(c.0);
+        last = Some(c);
+    }
+}
+
+/// Why a table refused something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// A new key beyond `max_keys`.
+    TableFull,
+}
+
+/// A flushed value, borrowed from the table for the duration of a flush.
+#[derive(Debug, Clone, Copy)]
+pub enum Flushed<'a> {
+    /// A counter's sum over the interval.
+    Counter(f64),
+    /// A gauge's value.
+    Gauge(f64),
+    /// The interval's samples.
+    Sampled(&'a Sketch),
+    /// The interval's distinct members.
+    Set(&'a UniqueSet),
+}
+
+/// A shard's table of keys.
+#[derive(Debug)]
+pub struct Table {
+    map: HashMap<Box<[u8]>, Entry, BuildHasherDefault<KeyHasher>>,
+    max_keys: usize,
+    max_idle: u32,
+}
+
+impl Table {
+    /// A table of at most `max_keys` keys whose keys are deleted after more
+    /// than `max_idle` flushes without an update.
+    pub fn new(max_keys: usize, max_idle: u32) -> Table {
+        Table { map: HashMap::default(), max_keys, max_idle }
+    }
+
+    /// Keys held.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether the table holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Adds the samples of `m`, whose [`canonical_key`] is `key`.
+    pub fn apply(&mut self, key: &[u8], m: &Metric<'_>) -> Result<(), Refused> {
+        let entry = match self.map.get_mut(key) {
+            Some(e) => e,
+            None => self.insert(key.into(), Agg::new(m.kind))?,
+        };
+        entry.idle = 0;
+        for v in m.values() {
+            entry.agg.apply(v, m.rate);
+        }
+        Ok(())
+    }
+
+    fn insert(&mut self, key: Box<[u8]>, agg: Agg) -> Result<&mut Entry, Refused> {
+        if self.map.len() >= self.max_keys {
+            return Err(Refused::TableFull);
+        }
+        Ok(self.map.entry(key).or_insert(Entry { agg, idle: 0 }))
+    }
+
+    /// Folds a partial aggregate (from [`Table::drain`] on another shard)
+    /// into the key's aggregate.
+    pub fn merge(&mut self, key: Box<[u8]>, partial: Agg) -> Result<(), Refused> {
+        match self.map.get_mut(&key) {
+            Some(e) => {
+                e.agg.merge(&partial);
+                e.idle = 0;
+            }
+            None => {
+                // A gauge first seen as deltas starts from zero, which is
+                // what merging the deltas into a fresh gauge gives.
+                let mut fresh = Agg::new(kind_of(&key));
+                fresh.merge(&partial);
+                self.insert(key, fresh)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes every key and aggregate out, leaving the table empty (a
+    /// shard's partials for keys other shards own).
+    pub fn drain(&mut self) -> impl Iterator<Item = (Box<[u8]>, Agg)> + '_ {
+        self.map.drain().map(|(k, e)| (k, e.agg))
+    }
+
+    /// Reports every live key to `emit`, then starts a new interval:
+    /// deletes keys idle for more than `max_idle` flushes, resets the
+    /// rest. Returns the number of keys deleted.
+    pub fn flush(&mut self, mut emit: impl FnMut(KeyView<'_>, Flushed<'_>)) -> usize {
+        let before = self.map.len();
+        let max_idle = self.max_idle;
+        self.map.retain(|key, e| {
+            if e.idle > max_idle {
+                return false;
+            }
+            if let Some(view) = KeyView::parse(key) {
+                emit(view, e.agg.as_flushed());
+            }
+            e.agg.reset();
+            e.idle = e.idle.saturating_add(1);
+            true
+        });
+        before - self.map.len()
+    }
+
+    /// Approximate bytes held: table slots at capacity, key blocks and
+    /// aggregate heaps (allocator overhead not included).
+    pub fn approx_bytes(&self) -> usize {
+        let slot = std::mem::size_of::<(Box<[u8]>, Entry)>() + 1;
+        let heap: usize = self.map.iter().map(|(k, e)| k.len() + e.agg.heap_bytes()).sum();
+        self.map.capacity() * slot + heap
+    }
+}
+
+fn kind_of(key: &[u8]) -> MetricType {
+    KeyView::parse(key).map_or(MetricType::Counter, |v| v.kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::parse::{parse_line, Line};
+
+    fn feed(t: &mut Table, lines: &str) {
+        let mut key = Vec::new();
+        for l in lines.lines() {
+            let Ok(Line::Metric(m)) = parse_line(l.as_bytes(), 1024) else { panic!("{l}") };
+            canonical_key(&m, &mut key);
+            t.apply(&key, &m).unwrap();
+        }
+    }
+
+    /// Flushes into (name, tags, value) with sketches as (count, sum).
+    fn flush(t: &mut Table) -> Vec<(String, String, f64, f64)> {
+        let mut out = Vec::new();
+        t.flush(|k, v| {
+            let name = String::from_utf8_lossy(k.name).into_owned();
+            let tags = String::from_utf8_lossy(k.tags).into_owned();
+            out.push(match v {
+                Flushed::Counter(c) => (name, tags, c, 0.0),
+                Flushed::Gauge(g) => (name, tags, g, 0.0),
+                Flushed::Sampled(s) => (name, tags, s.count(), s.sum()),
+                Flushed::Set(n) => (name, tags, n.count() as f64, 0.0),
+            })
+        });
+        out.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        out
+    }
+
+    fn row(name: &str, tags: &str, a: f64, b: f64) -> (String, String, f64, f64) {
+        (name.into(), tags.into(), a, b)
+    }
+
+    #[test]
+    fn key_is_type_name_and_sorted_tags() {
+        let key = |l: &str| {
+            let Ok(Line::Metric(m)) = parse_line(l.as_bytes(), 1024) else { panic!() };
+            let mut k = Vec::new();
+            canonical_key(&m, &mut k);
+            k
+        };
+        assert_eq!(key("a:1|c|#z,b:1,m"), key("a:1|c|#b:1,m,z"));
+        assert_eq!(key("a:1|c|#b,a,b"), b"0a|a|b|b");
+        assert_ne!(key("a:1|c"), key("a:1|g"));
+        assert_ne!(key("a:1|c|#x"), key("a:1|c"));
+        let k = key("some.name:1|ms|#y:2,x:1");
+        let v = KeyView::parse(&k).unwrap();
+        assert_eq!((v.kind, v.name, v.tags), (MetricType::Timer, &b"some.name"[..], &b"x:1|y:2"[..]));
+        assert_eq!(v.tag_iter().collect::<Vec<_>>(), [&b"x:1"[..], b"y:2"]);
+    }
+
+    #[test]
+    fn interval_semantics() {
+        let mut t = Table::new(100, 10);
+        feed(
+            &mut t,
+            "c:1|c\nc:2|c|@0.5\nc:1|c|#t\n\
+             g:10|g\ng:+5|g\ng:-3|g\n\
+             d:-2|g\n\
+             ms:10:20|ms|@0.5\nms:30|ms\n\
+             s:a|s\ns:b|s\ns:a|s",
+        );
+        assert_eq!(
+            flush(&mut t),
+            [
+                row("c", "", 5.0, 0.0),
+                row("c", "t", 1.0, 0.0),
+                row("d", "", -2.0, 0.0),
+                row("g", "", 12.0, 0.0),
+                row("ms", "", 5.0, 90.0),
+                row("s", "", 2.0, 0.0),
+            ]
+        );
+        // Next interval: counters, samples and sets restart at zero, gauges
+        // keep their value and take deltas from it.
+        feed(&mut t, "g:+1|g");
+        assert_eq!(
+            flush(&mut t),
+            [
+                row("c", "", 0.0, 0.0),
+                row("c", "t", 0.0, 0.0),
+                row("d", "", -2.0, 0.0),
+                row("g", "", 13.0, 0.0),
+                row("ms", "", 0.0, 0.0),
+                row("s", "", 0.0, 0.0),
+            ]
+        );
+    }
+
+    #[test]
+    fn partials_merge_in_order() {
+        // Shard A saw part of the interval, shard B the rest; the owner
+        // merges A's partial, then B's.
+        let (mut a, mut b, mut owner) = (Table::new(100, 1), Table::new(100, 1), Table::new(100, 1));
+        feed(&mut owner, "g:100|g\nc:1|c");
+        feed(&mut a, "c:2|c\ng:+1|g\nms:1|ms\ns:x|s");
+        feed(&mut b, "c:3|c|@0.5\ng:50|g\ng:-5|g\nms:3|ms\ns:y|s\ns:x|s");
+        for (k, v) in a.drain().chain(b.drain()).collect::<Vec<_>>() {
+            owner.merge(k, v).unwrap();
+        }
+        assert!(a.is_empty() && b.is_empty());
+        assert_eq!(
+            flush(&mut owner),
+            [
+                row("c", "", 9.0, 0.0),
+                row("g", "", 45.0, 0.0),
+                row("ms", "", 2.0, 4.0),
+                row("s", "", 2.0, 0.0)
+            ]
+        );
+        // A delta-only partial for a gauge the owner never saw starts at 0.
+        let mut p = Table::new(10, 1);
+        feed(&mut p, "new:-4|g\nnew:+1|g");
+        let mut o = Table::new(10, 1);
+        for (k, v) in p.drain().collect::<Vec<_>>() {
+            o.merge(k, v).unwrap();
+        }
+        assert_eq!(flush(&mut o), [row("new", "", -3.0, 0.0)]);
+    }
+
+    #[test]
+    fn max_keys_refuses_only_new_keys() {
+        let mut t = Table::new(2, 10);
+        feed(&mut t, "a:1|c\nb:1|c");
+        let Ok(Line::Metric(m)) = parse_line(b"c:1|c", 64) else { panic!() };
+        let mut k = Vec::new();
+        canonical_key(&m, &mut k);
+        assert_eq!(t.apply(&k, &m), Err(Refused::TableFull));
+        assert_eq!(t.merge(k.clone().into(), Agg::Counter(1.0)), Err(Refused::TableFull));
+        feed(&mut t, "a:5|c");
+        assert_eq!(flush(&mut t), [row("a", "", 6.0, 0.0), row("b", "", 1.0, 0.0)]);
+    }
+
+    #[test]
+    fn idle_keys_are_deleted() {
+        let mut t = Table::new(10, 2);
+        feed(&mut t, "a:1|c\ng:7|g");
+        assert_eq!(flush(&mut t).len(), 2);
+        feed(&mut t, "a:1|c");
+        assert_eq!(flush(&mut t).len(), 2);
+        // g has now been idle for 1, then 2 flushes: still reported.
+        assert_eq!(flush(&mut t), [row("a", "", 0.0, 0.0), row("g", "", 7.0, 0.0)]);
+        assert_eq!(flush(&mut t), [row("a", "", 0.0, 0.0)]);
+        assert_eq!(t.len(), 1);
+        assert_eq!(flush(&mut t), []);
+        assert!(t.is_empty());
+        // max_idle 0: reported only for intervals with updates.
+        let mut t = Table::new(10, 0);
+        feed(&mut t, "a:1|c");
+        assert_eq!(flush(&mut t).len(), 1);
+        assert_eq!(flush(&mut t).len(), 0);
+    }
+}

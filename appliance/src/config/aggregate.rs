@@ -1,0 +1,128 @@
+//! The aggregate service's options: the flags of `appliance aggregate` and
+//! an `[[aggregate]]` table of the config file, validated by the same code.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use super::{ConfigError, Source};
+use crate::aggregate::config::AggregateConfig;
+use crate::aggregate::graphite::parse_percentiles;
+use crate::forward::upstream::parse_duration;
+
+/// Defaults shared by the flags and the file.
+mod defaults {
+    pub const NAME: &str = "aggregate";
+    pub const FLUSH_INTERVAL: &str = "10s";
+    pub const PREFIX: &str = "stats";
+    pub const PERCENTILES: &str = "50,90,95,99";
+    pub const MAX_KEYS: usize = 1_000_000;
+    pub const DELETE_IDLE: &str = "5m";
+    pub const MAX_LINE_LENGTH: usize = 4096;
+
+    pub fn name() -> String {
+        NAME.into()
+    }
+    pub fn flush_interval() -> String {
+        FLUSH_INTERVAL.into()
+    }
+    pub fn prefix() -> String {
+        PREFIX.into()
+    }
+    pub fn percentiles() -> String {
+        PERCENTILES.into()
+    }
+    pub fn max_keys() -> usize {
+        MAX_KEYS
+    }
+    pub fn delete_idle() -> String {
+        DELETE_IDLE.into()
+    }
+    pub fn max_line_length() -> usize {
+        MAX_LINE_LENGTH
+    }
+}
+
+/// A statsd aggregator (flags, or an `[[aggregate]]` table).
+#[derive(Debug, Clone, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregateOptions {
+    /// A name for logs and metrics.
+    #[arg(long = "name", default_value = defaults::NAME)]
+    #[serde(default = "defaults::name")]
+    pub name: String,
+    /// UDP address for statsd datagrams (port 0 picks one, printed at startup).
+    #[arg(long)]
+    #[serde(default)]
+    pub listen_udp: Option<SocketAddr>,
+    /// TCP address for newline-separated statsd lines.
+    #[arg(long)]
+    #[serde(default)]
+    pub listen_tcp: Option<SocketAddr>,
+    /// Flush every shard this often (e.g. 10s, 500ms).
+    #[arg(long, default_value = defaults::FLUSH_INTERVAL)]
+    #[serde(default = "defaults::flush_interval")]
+    pub flush_interval: String,
+    /// Graphite plaintext receiver, HOST:PORT.
+    #[arg(long)]
+    #[serde(default)]
+    pub graphite: Option<SocketAddr>,
+    /// Global prefix of Graphite paths.
+    #[arg(long, default_value = defaults::PREFIX)]
+    #[serde(default = "defaults::prefix")]
+    pub prefix: String,
+    /// A next-tier statsd aggregator (UDP); repeat for several (keys are
+    /// hashed consistently across them).
+    #[arg(long = "relay")]
+    #[serde(default)]
+    pub relays: Vec<SocketAddr>,
+    /// Timer percentiles to report (upper_N, mean_N, sum_N).
+    #[arg(long, default_value = defaults::PERCENTILES)]
+    #[serde(default = "defaults::percentiles")]
+    pub percentiles: String,
+    /// Keys at most, across all shards; new keys beyond it are dropped (counted).
+    #[arg(long, default_value_t = defaults::MAX_KEYS)]
+    #[serde(default = "defaults::max_keys")]
+    pub max_keys: usize,
+    /// Delete a key after this long without an update (0: after one idle interval).
+    #[arg(long, default_value = defaults::DELETE_IDLE)]
+    #[serde(default = "defaults::delete_idle")]
+    pub delete_idle: String,
+    /// Also print the Graphite lines on stdout.
+    #[arg(long)]
+    #[serde(default)]
+    pub flush_stdout: bool,
+    /// Longer lines are dropped (counted), never truncated.
+    #[arg(long, default_value_t = defaults::MAX_LINE_LENGTH)]
+    #[serde(default = "defaults::max_line_length")]
+    pub max_line_length: usize,
+}
+
+impl AggregateOptions {
+    /// Validates the options; every error names the flag or key. What
+    /// depends on the shard count is checked again when the runtime starts.
+    pub fn validate(&self, src: &Source) -> Result<Arc<AggregateConfig>, ConfigError> {
+        let key = |field: &str| src.key(field);
+        let duration = |field: &str, v: &str| parse_duration(v).map_err(|e| key(field).error(e));
+        let percentiles = parse_percentiles(&self.percentiles)
+            .map_err(|e| key("percentiles").error(format!("{:?}: {e}", self.percentiles)))?;
+        let cfg = AggregateConfig {
+            name: self.name.clone(),
+            listen_udp: self.listen_udp,
+            listen_tcp: self.listen_tcp,
+            flush_interval: duration("flush_interval", &self.flush_interval)?,
+            graphite: self.graphite,
+            prefix: self.prefix.trim_end_matches('.').to_owned(),
+            relays: self.relays.clone(),
+            percentiles,
+            max_keys: self.max_keys,
+            delete_idle: duration("delete_idle", &self.delete_idle)?,
+            flush_stdout: self.flush_stdout,
+            max_line_length: self.max_line_length,
+            ..AggregateConfig::default()
+        };
+        cfg.validate(1).map_err(|e| key(e.field()).error(e))?;
+        Ok(Arc::new(cfg))
+    }
+}

@@ -1,0 +1,365 @@
+//! `appliance aggregate` end to end: the real binary on loopback, statsd
+//! senders on many source ports (so every shard's socket receives some),
+//! and a Graphite plaintext sink run by this file.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use appliance_tests::Appliance;
+
+/// A Graphite plaintext receiver: keeps every line from every connection.
+struct Sink {
+    addr: SocketAddr,
+    text: Arc<Mutex<String>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Sink {
+    fn start() -> Sink {
+        Sink::start_at("127.0.0.1:0".parse().expect("addr"))
+    }
+
+    fn start_at(at: SocketAddr) -> Sink {
+        let listener = TcpListener::bind(at).expect("bind sink");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("addr");
+        let text = Arc::new(Mutex::new(String::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (t, flag) = (text.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !flag.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((mut s, _)) => {
+                        let t = t.clone();
+                        s.set_nonblocking(false).expect("blocking");
+                        std::thread::spawn(move || {
+                            let mut buf = [0u8; 65536];
+                            while let Ok(n @ 1..) = s.read(&mut buf) {
+                                t.lock().expect("lock").push_str(&String::from_utf8_lossy(&buf[..n]));
+                            }
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+        Sink { addr, text, stop }
+    }
+
+    /// Every complete line as (path, value, timestamp).
+    fn lines(&self) -> Vec<(String, f64, u64)> {
+        let text = self.text.lock().expect("lock").clone();
+        let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+        complete
+            .lines()
+            .map(|l| {
+                let mut parts = l.split(' ');
+                let path = parts.next().expect("path").to_owned();
+                let value =
+                    parts.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("bad line {l:?}"));
+                let ts =
+                    parts.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("bad line {l:?}"));
+                assert!(parts.next().is_none(), "extra field in {l:?}");
+                (path, value, ts)
+            })
+            .collect()
+    }
+
+    /// The last value reported for `path`.
+    fn last(&self, path: &str) -> Option<f64> {
+        self.lines().into_iter().rev().find(|(p, _, _)| p == path).map(|(_, v, _)| v)
+    }
+
+    /// The sum of every value reported for `path` (counters over flushes).
+    fn sum(&self, path: &str) -> f64 {
+        self.lines().into_iter().filter(|(p, _, _)| p == path).map(|(_, v, _)| v).sum()
+    }
+
+    /// Waits (up to 10 s) until `test` holds for the lines so far.
+    fn eventually(&self, what: &str, test: impl Fn(&Sink) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !test(self) {
+            assert!(Instant::now() < deadline, "never: {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Lets the other shard's connection deliver the same flush: each
+    /// shard writes its own keys, so the service's counters (from shard 0)
+    /// can arrive a moment before them.
+    fn settle(&self) {
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    /// Waits (up to 15 s) until `path` was last reported as `value`.
+    fn wait_for(&self, path: &str, value: f64) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if self.last(path) == Some(value) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(format!("{path} never reached {value} (last {:?})", self.last(path)))
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Starts `appliance aggregate --shards 2` with `extra` flags; returns it
+/// with its UDP and TCP addresses.
+fn start(sink: &Sink, extra: &[&str]) -> (Appliance, SocketAddr, SocketAddr) {
+    let graphite = sink.addr.to_string();
+    let mut args = vec![
+        "aggregate",
+        "--listen-udp",
+        "127.0.0.1:0",
+        "--listen-tcp",
+        "127.0.0.1:0",
+        "--graphite",
+        &graphite,
+        "--shards",
+        "2",
+        "--no-pin",
+    ];
+    args.extend_from_slice(extra);
+    let mut app = Appliance::start(&args).expect("start appliance");
+    let udp = app.wait_for_addr("aggregate listening on udp").expect("udp address");
+    let tcp = app.wait_for_addr("aggregate listening on tcp").expect("tcp address");
+    (app, udp, tcp)
+}
+
+/// Sends `datagrams` round-robin from `ports` different source sockets.
+fn send_udp(to: SocketAddr, datagrams: &[String], ports: usize) {
+    let sockets: Vec<UdpSocket> =
+        (0..ports).map(|_| UdpSocket::bind("127.0.0.1:0").expect("bind sender")).collect();
+    for (i, d) in datagrams.iter().enumerate() {
+        sockets[i % ports].send_to(d.as_bytes(), to).expect("send");
+        if i % 64 == 63 {
+            // Stay well inside the receive buffer on a loaded machine.
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+fn close(got: Option<f64>, want: f64, rel: f64) -> bool {
+    got.is_some_and(|g| (g - want).abs() <= rel * want.abs() + 1e-9)
+}
+
+/// One datagram per group of lines; returns (datagrams, lines in total).
+fn workload() -> (Vec<String>, u64) {
+    let mut d = Vec::new();
+    for _ in 0..200 {
+        d.push("e2e.hits:1|c".to_owned());
+    }
+    for _ in 0..10 {
+        d.push("e2e.sampled:1|c|@0.1".to_owned());
+    }
+    for i in 0..10 {
+        // Same key whatever the tag order.
+        d.push(
+            if i % 2 == 0 { "e2e.tagged:2|c|#env:prod,az:a" } else { "e2e.tagged:3|c|#az:a,env:prod" }
+                .to_owned(),
+        );
+    }
+    // Absolute then deltas in one datagram keep their order.
+    d.push("e2e.gauge:10|g\r\ne2e.gauge:+5|g\ne2e.gauge:-3|g\n".to_owned());
+    for _ in 0..20 {
+        d.push("e2e.delta:+1|g".to_owned());
+    }
+    for v in 1..=100 {
+        d.push(format!("e2e.timer:{v}|ms"));
+    }
+    for _ in 0..4 {
+        d.push("e2e.stimer:10|ms|@0.5".to_owned());
+    }
+    d.push("e2e.hist:5|h\n\ne2e.dist:7|d|#region:eu".to_owned());
+    d.push("e2e.packed:1:2:3|ms".to_owned());
+    for i in 0..50 {
+        d.push(format!("e2e.set:user{}|s", i % 7));
+    }
+    // Malformed lines between good ones: the good ones still count.
+    d.push("e2e.bad:abc|c\ne2e.ok:1|c\ne2e.bad:1|x\n:1|c\ne2e.bad:1|c|@2\n_e{5,4}:title|text".to_owned());
+    d.push(format!("e2e.{}:1|c\ne2e.ok:1|c", "x".repeat(300)));
+    let lines =
+        d.iter().map(|s| s.split('\n').filter(|l| !l.trim_end_matches('\r').is_empty()).count() as u64).sum();
+    (d, lines)
+}
+
+#[test]
+fn every_type_flushes_exact_values() {
+    let sink = Sink::start();
+    let (_app, udp, _) =
+        start(&sink, &["--flush-interval", "2s", "--max-line-length", "256", "--percentiles", "90,99"]);
+    // Start right after a flush, so the whole workload lands in one interval.
+    sink.wait_for("stats.aggregate.lines", 0.0).expect("first flush");
+    let (datagrams, lines) = workload();
+    send_udp(udp, &datagrams, 16);
+    sink.wait_for("stats.aggregate.lines", lines as f64).expect("every line received");
+    sink.settle();
+
+    let value = |p: &str| sink.last(p);
+    assert_eq!(sink.sum("stats.counters.e2e.hits.count"), 200.0);
+    assert_eq!(sink.sum("stats.counters.e2e.sampled.count"), 100.0);
+    assert_eq!(sink.sum("stats.counters.e2e.tagged.count;az=a;env=prod"), 25.0);
+    assert_eq!(sink.sum("stats.counters.e2e.ok.count"), 2.0);
+    let rates: f64 =
+        sink.lines().iter().filter(|(p, _, _)| p == "stats.counters.e2e.hits.rate").map(|l| l.1).sum();
+    assert_eq!(rates, 100.0, "rate is per second over 2 s intervals");
+    assert_eq!(value("stats.gauges.e2e.gauge"), Some(12.0));
+    assert_eq!(value("stats.gauges.e2e.delta"), Some(20.0));
+    assert_eq!(value("stats.sets.e2e.set.count"), Some(7.0));
+
+    // The timer's interval: the flush that reported samples.
+    let flushed = sink.lines();
+    let ts = flushed
+        .iter()
+        .find(|(p, v, _)| p == "stats.timers.e2e.timer.count" && *v > 0.0)
+        .map(|l| l.2)
+        .expect("timer flushed");
+    let at = |p: &str| flushed.iter().find(|(q, _, t)| q == p && *t == ts).map(|l| l.1);
+    let t = "stats.timers.e2e.timer";
+    assert_eq!(at(&format!("{t}.count")), Some(100.0), "all samples in one interval");
+    assert_eq!(at(&format!("{t}.count_ps")), Some(50.0));
+    assert_eq!(at(&format!("{t}.sum")), Some(5050.0));
+    assert_eq!(at(&format!("{t}.mean")), Some(50.5));
+    assert_eq!(at(&format!("{t}.upper")), Some(100.0));
+    assert_eq!(at(&format!("{t}.lower")), Some(1.0));
+    assert!(close(at(&format!("{t}.std")), (9999.0f64 / 12.0).sqrt(), 1e-9));
+    // Sketch figures: within the stated 1 % relative error.
+    assert!(close(at(&format!("{t}.median")), 50.0, 0.01));
+    assert!(close(at(&format!("{t}.upper_90")), 90.0, 0.01));
+    assert!(close(at(&format!("{t}.sum_90")), 4095.0, 0.01));
+    assert!(close(at(&format!("{t}.mean_90")), 45.5, 0.01));
+    assert!(close(at(&format!("{t}.upper_99")), 99.0, 0.01));
+    assert_eq!(at("stats.timers.e2e.stimer.count"), Some(8.0));
+    assert_eq!(at("stats.timers.e2e.stimer.sum"), Some(80.0));
+    assert_eq!(at("stats.timers.e2e.packed.count"), Some(3.0));
+    assert_eq!(at("stats.timers.e2e.packed.sum"), Some(6.0));
+    assert_eq!(at("stats.timers.e2e.hist.upper"), Some(5.0));
+    assert_eq!(at("stats.timers.e2e.dist.lower;region=eu"), Some(7.0));
+
+    for (reason, n) in
+        [("bad_value", 1.0), ("unknown_type", 1.0), ("empty_name", 1.0), ("bad_rate", 1.0), ("too_long", 1.0)]
+    {
+        assert_eq!(value(&format!("stats.aggregate.dropped.{reason}")), Some(n), "{reason}");
+    }
+    assert_eq!(value("stats.aggregate.events"), Some(1.0));
+    assert_eq!(value("stats.aggregate.metrics"), Some(lines as f64 - 6.0));
+    assert_eq!(value("stats.aggregate.datagrams"), Some(datagrams.len() as f64));
+}
+
+#[test]
+fn tcp_lines_split_across_segments() {
+    let sink = Sink::start();
+    let (_app, _, tcp) = start(&sink, &["--flush-interval", "200ms"]);
+    let mut conns: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(tcp).expect("connect")).collect();
+    for (i, c) in conns.iter_mut().enumerate() {
+        c.set_nodelay(true).expect("nodelay");
+        for _ in 0..25 {
+            c.write_all(b"tcp.hits:1|c\ntcp.g").expect("write");
+            std::thread::sleep(Duration::from_millis(1));
+            c.write_all(format!("auge:{i}|g\ntcp.bad:x|c\n").as_bytes()).expect("write");
+        }
+        // The last line has no newline: the end of the stream ends it.
+        c.write_all(b"tcp.hits:1|c").expect("write");
+    }
+    drop(conns);
+    sink.wait_for("stats.aggregate.metrics", 204.0).expect("all lines");
+    sink.settle();
+    assert_eq!(sink.sum("stats.counters.tcp.hits.count"), 104.0);
+    assert_eq!(sink.last("stats.aggregate.dropped.bad_value"), Some(100.0));
+    assert_eq!(sink.last("stats.aggregate.tcp_connections"), Some(4.0));
+    let g = sink.last("stats.gauges.tcp.gauge").expect("gauge");
+    assert!((0.0..4.0).contains(&g), "{g}");
+}
+
+#[test]
+fn sigterm_mid_interval_loses_nothing() {
+    let sink = Sink::start();
+    let (mut app, udp, tcp) = start(&sink, &["--flush-interval", "1h"]);
+    let datagrams: Vec<String> = (0..400).map(|i| format!("term.udp:1|c\nterm.t:{}|ms", i % 10)).collect();
+    send_udp(udp, &datagrams, 16);
+    let mut c = TcpStream::connect(tcp).expect("connect");
+    c.write_all("term.tcp:1|c\n".repeat(300).as_bytes()).expect("write");
+    // The connection stays open across the signal: what it sent counts.
+    std::thread::sleep(Duration::from_millis(50));
+    app.signal(libc::SIGTERM);
+    let status = app.wait_exit(Duration::from_secs(20)).expect("exits after SIGTERM");
+    assert!(status.success(), "{status:?}\n{}", app.output());
+    drop(c);
+    sink.eventually("final flush delivered", |s| s.last("stats.aggregate.lines") == Some(1100.0));
+    sink.settle();
+    assert_eq!(sink.sum("stats.counters.term.udp.count"), 400.0, "{}", app.output());
+    assert_eq!(sink.sum("stats.counters.term.tcp.count"), 300.0);
+    assert_eq!(sink.last("stats.timers.term.t.count"), Some(400.0));
+    assert_eq!(sink.last("stats.timers.term.t.sum"), Some(1800.0));
+}
+
+#[test]
+fn max_keys_refuses_new_keys_only() {
+    let sink = Sink::start();
+    let (_app, udp, _) = start(&sink, &["--flush-interval", "300ms", "--max-keys", "10"]);
+    let keys: Vec<String> = (0..40).map(|i| format!("mk.k{i}:1|c")).collect();
+    send_udp(udp, &keys, 8);
+    sink.wait_for("stats.aggregate.lines", 40.0).expect("lines");
+    sink.settle();
+    let lines = sink.lines();
+    let mut seen: HashMap<&str, f64> = HashMap::new();
+    for (p, v, _) in
+        lines.iter().filter(|(p, _, _)| p.starts_with("stats.counters.mk.") && p.ends_with(".count"))
+    {
+        *seen.entry(p.as_str()).or_default() += v;
+    }
+    let refused = sink.last("stats.aggregate.keys_refused").expect("refused");
+    assert!(!seen.is_empty() && seen.len() <= 10, "{} keys", seen.len());
+    assert!(seen.values().all(|v| *v == 1.0));
+    assert!(refused >= 30.0, "{refused}");
+    assert!(sink.last("stats.aggregate.keys").is_some_and(|k| k <= 10.0));
+    // A key that got in keeps counting.
+    let kept =
+        seen.keys().next().expect("a key").trim_start_matches("stats.counters.").trim_end_matches(".count");
+    let before = sink.sum(&format!("stats.counters.{kept}.count"));
+    send_udp(udp, &[format!("{kept}:5|c")], 1);
+    sink.eventually("existing key keeps counting", |s| {
+        s.sum(&format!("stats.counters.{kept}.count")) == before + 5.0
+    });
+}
+
+#[test]
+fn graphite_outage_is_bridged() {
+    // Reserve a port for Graphite, then start the aggregator before it.
+    let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+    let missing = Sink { addr: port, text: Arc::default(), stop: Arc::default() };
+    let (_app, udp, _) = start(&missing, &["--flush-interval", "200ms"]);
+    send_udp(udp, &["late.hits:7|c".to_owned()], 1);
+    std::thread::sleep(Duration::from_millis(500));
+    let sink = Sink::start_at(port);
+    // Held intervals arrive once Graphite is back.
+    sink.eventually("held interval delivered", |s| s.sum("stats.counters.late.hits.count") == 7.0);
+}
+
+#[test]
+fn bad_flags_are_refused() {
+    let (code, out) = appliance_tests::run_to_end(&["aggregate", "--flush-stdout", "--no-pin"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("--listen-udp"), "{out}");
+    let (code, out) = appliance_tests::run_to_end(&[
+        "aggregate",
+        "--listen-udp",
+        "127.0.0.1:0",
+        "--flush-stdout",
+        "--percentiles",
+        "0",
+    ]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("--percentiles"), "{out}");
+}
