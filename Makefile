@@ -15,7 +15,7 @@ LOOM_TARGET := target/loom
 	bench-netstack doc clean fuzz load-forward load-aggregate compare
 
 help:
-	@echo "make run     build and start the appliance on config/appliance.toml (echo :7000, forward :8080, admin :9090)"
+	@echo "make run     build and start the appliance on config/appliance.toml (echo :7000, forward :8080, statsd :8125, admin :9090)"
 	@echo "make check   validate config/appliance.toml (or CONFIG=FILE) without starting"
 	@echo "make test    run every test (unit, proptest, loom, runtime, end-to-end)"
 	@echo "make bench   runtime benchmarks against std/crossbeam/tokio peers, printed as ratios"

@@ -303,3 +303,32 @@ mod tempdir {
         }
     }
 }
+
+#[test]
+fn aggregate_values_and_counters_are_on_metrics_without_graphite() {
+    let args = ["aggregate", "--listen-udp", "127.0.0.1:0", "--flush-interval", "1s", "--flush-stdout"];
+    let mut argv = args.to_vec();
+    argv.extend_from_slice(&["--shards", "2", "--no-pin", "--admin", "127.0.0.1:0"]);
+    let (_app, udp, admin) = start(&argv, "aggregate");
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    socket.send_to(b"api.hits:3|c\napi.hits:4|c\nnot a metric\nusers:ann|s|#env:prod\n", udp).expect("send");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let hits = "appliance_aggregate_value{service=\"aggregate\",metric=\"stats.counters.api.hits.count\"}";
+    let text = loop {
+        let (_, text) = http_get(admin, "/metrics").expect("scrape");
+        if metric(&text, hits) == Some(7.0) {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "the flushed count never appeared:\n{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let users = "appliance_aggregate_value{service=\"aggregate\",metric=\"stats.sets.users.count;env=prod\"}";
+    assert_eq!(metric(&text, users), Some(1.0), "{text}");
+    let all = |name: &str| format!("appliance_aggregate_{name}{{service=\"aggregate\",shard=\"all\"}}");
+    assert_eq!(metric(&text, &all("lines_total")), Some(4.0), "{text}");
+    assert_eq!(metric(&text, &all("metrics_total")), Some(3.0), "{text}");
+    let dropped =
+        "appliance_aggregate_dropped_total{service=\"aggregate\",reason=\"no_value\",shard=\"all\"}";
+    assert_eq!(metric(&text, dropped), Some(1.0), "{text}");
+    promtool_accepts(&text);
+}

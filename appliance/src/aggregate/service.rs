@@ -61,6 +61,9 @@ struct ShardState {
     receivers: usize,
     /// The final flush is done: the shard's service may return.
     done: bool,
+    /// Without a Graphite upstream, the last interval's output (Graphite
+    /// plaintext), served on the admin endpoint as Prometheus samples.
+    last_flush: Vec<u8>,
 }
 
 thread_local! {
@@ -69,6 +72,12 @@ thread_local! {
 
 fn with<R>(f: impl FnOnce(&mut ShardState) -> R) -> Option<R> {
     STATE.with(|s| s.borrow_mut().as_mut().map(f))
+}
+
+/// This shard's last flushed interval as Graphite plaintext, kept only when
+/// there is no Graphite upstream (empty otherwise).
+pub fn last_flush() -> Vec<u8> {
+    with(|st| st.last_flush.clone()).unwrap_or_default()
 }
 
 /// This shard's counters (all zero outside the service).
@@ -316,8 +325,11 @@ async fn emit(ts: u64) {
     if cfg.flush_stdout && !out.is_empty() {
         let _ = io::stdout().lock().write_all(&out);
     }
-    if let Some(o) = outbox {
-        o.push(out, lines, ts);
+    match outbox {
+        Some(o) => o.push(out, lines, ts),
+        None => {
+            with(|st| st.last_flush = out);
+        }
     }
     send_relays(&cfg.relays, relays).await;
 }
@@ -437,6 +449,7 @@ pub async fn serve_shard(
         outbox: cfg.graphite.map(|a| Outbox::new(a, cfg.graphite_queue)),
         receivers: 0,
         done: false,
+        last_flush: Vec::new(),
     };
     STATE.with(|s| *s.borrow_mut() = Some(state));
     let mut tasks = Vec::new();
