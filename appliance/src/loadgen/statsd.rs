@@ -179,8 +179,16 @@ pub fn run(a: &StatsdArgs) -> anyhow::Result<Summary> {
             sink.addr
         );
         let verdict = sink.verify(&expected, settle, verify_limit);
+        eprintln!(
+            "verify: {} of {} counter keys exact (exact-count fraction {:.4}); counter total received {:.4} of sent",
+            verdict.exact,
+            verdict.keys,
+            verdict.exact_fraction(),
+            verdict.received_total / (verdict.sent_total.max(1) as f64)
+        );
         let mut v = verdict.to_json();
         v["graphite_lines"] = sink.totals().lines.into();
+        s.extra.push(("exact_count_fraction", verdict.exact_fraction().into()));
         s.extra.push(("verify", v));
     }
     Ok(s)
