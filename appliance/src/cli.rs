@@ -117,9 +117,10 @@ pub struct RuntimeArgs {
     /// How a shard wakes a parked peer [default: msg-ring].
     #[arg(long, value_enum)]
     pub wake: Option<Wake>,
-    /// How long an idle shard keeps polling for completions before it
-    /// parks (0: park at once, best when shards share cores with other
-    /// busy processes) [default: 50us].
+    /// How long an idle shard may keep polling for completions before it
+    /// parks (an adaptive window up to this). Polling saves wake-ups on
+    /// dedicated cores at high rates; on cores shared with other busy
+    /// processes it costs them CPU, so the default parks at once [default: 0].
     #[arg(long, env = "APPLIANCE_IDLE_POLL")]
     pub idle_poll: Option<String>,
     /// How long established connections may finish after SIGTERM [default: 30s].
@@ -209,11 +210,11 @@ impl RuntimeArgs {
             Wake::MsgRing => shard::WakeMode::MsgRing,
             Wake::Eventfd => shard::WakeMode::EventFd,
         };
-        let mut builder = shard::Builder::new().placement(opts).wake_mode(wake);
-        if let Some(v) = &self.idle_poll {
-            builder = builder.idle_poll(crate::config::duration(Key("--idle-poll".into()), v)?);
-        }
-        Ok(builder)
+        let idle_poll = match &self.idle_poll {
+            Some(v) => crate::config::duration(Key("--idle-poll".into()), v)?,
+            None => Duration::ZERO,
+        };
+        Ok(shard::Builder::new().placement(opts).wake_mode(wake).idle_poll(idle_poll))
     }
 
     /// These settings with every one given in `over` taking precedence.
