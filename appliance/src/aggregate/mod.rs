@@ -32,7 +32,7 @@ pub mod stream;
 pub mod table;
 
 pub use config::{AggregateConfig, ConfigError};
-pub use service::{gather_stats, run};
+pub use service::{bind, gather_stats, run, serve_shard, Bound};
 
 use anyhow::Context as _;
 

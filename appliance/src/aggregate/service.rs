@@ -411,9 +411,11 @@ async fn busy(test: fn(&ShardState) -> bool) -> bool {
     any.await.unwrap_or(false)
 }
 
-/// Runs the service on this shard with its sockets; returns after the
-/// final flush.
-async fn serve_shard(
+/// Runs the service on this shard with its sockets (from [`bind`]);
+/// returns after the final flush. Must run on every shard of the runtime,
+/// shard 0 included (shard 0 drives the flush cycle); one aggregate
+/// service per process (the per-shard state is a thread-local).
+pub async fn serve_shard(
     udp: Option<OwnedFd>,
     tcp: Option<OwnedFd>,
     cfg: Arc<AggregateConfig>,
@@ -466,6 +468,40 @@ async fn serve_shard(
     result
 }
 
+/// The sockets of one aggregate service: per shard, its UDP socket and TCP
+/// listener (each `None` when that listener is not configured).
+#[derive(Debug)]
+pub struct Bound {
+    /// One UDP socket per shard, in one `SO_REUSEPORT` group.
+    pub udp: Vec<Option<OwnedFd>>,
+    /// One TCP listener per shard, in one `SO_REUSEPORT` group.
+    pub tcp: Vec<Option<OwnedFd>>,
+}
+
+/// Binds `cfg`'s listeners for `shards` shards and prints
+/// `aggregate listening on udp ADDR across N shards` (and `tcp`).
+pub fn bind(cfg: &AggregateConfig, shards: usize) -> anyhow::Result<Bound> {
+    let opts = netstack::steer::ListenOptions::default();
+    let mut bound =
+        Bound { udp: (0..shards).map(|_| None).collect(), tcp: (0..shards).map(|_| None).collect() };
+    if let Some(addr) = cfg.listen_udp {
+        let fds = netstack::steer::bind_udp_group(addr, shards, &opts)
+            .with_context(|| format!("--listen-udp {addr}: cannot bind"))?;
+        let local = netstack::steer::local_addr(&fds[0]).with_context(|| format!("--listen-udp {addr}"))?;
+        println!("aggregate listening on udp {local} across {shards} shards");
+        bound.udp = fds.into_iter().map(Some).collect();
+    }
+    if let Some(addr) = cfg.listen_tcp {
+        let fds = netstack::steer::bind_group(addr, shards, &opts)
+            .with_context(|| format!("--listen-tcp {addr}: cannot bind"))?;
+        let local = netstack::steer::local_addr(&fds[0]).with_context(|| format!("--listen-tcp {addr}"))?;
+        println!("aggregate listening on tcp {local} across {shards} shards");
+        bound.tcp = fds.into_iter().map(Some).collect();
+    }
+    let _ = io::stdout().flush();
+    Ok(bound)
+}
+
 /// Starts the aggregate service with `builder`'s runtime and runs it until
 /// a signal drains it (SIGTERM/SIGINT: final flush, then exit). Prints
 /// `aggregate listening on udp ADDR` / `... tcp ADDR` once bound.
@@ -477,24 +513,7 @@ pub fn run(builder: shard::Builder, cfg: AggregateConfig) -> anyhow::Result<()> 
     }
     let shards = rt.shards();
     cfg.validate(shards)?;
-    let opts = netstack::steer::ListenOptions::default();
-    let mut udp: Vec<Option<OwnedFd>> = (0..shards).map(|_| None).collect();
-    let mut tcp: Vec<Option<OwnedFd>> = (0..shards).map(|_| None).collect();
-    if let Some(addr) = cfg.listen_udp {
-        let fds = netstack::steer::bind_udp_group(addr, shards, &opts)
-            .with_context(|| format!("--listen-udp {addr}: cannot bind"))?;
-        let local = netstack::steer::local_addr(&fds[0]).with_context(|| format!("--listen-udp {addr}"))?;
-        println!("aggregate listening on udp {local} across {shards} shards");
-        udp = fds.into_iter().map(Some).collect();
-    }
-    if let Some(addr) = cfg.listen_tcp {
-        let fds = netstack::steer::bind_group(addr, shards, &opts)
-            .with_context(|| format!("--listen-tcp {addr}: cannot bind"))?;
-        let local = netstack::steer::local_addr(&fds[0]).with_context(|| format!("--listen-tcp {addr}"))?;
-        println!("aggregate listening on tcp {local} across {shards} shards");
-        tcp = fds.into_iter().map(Some).collect();
-    }
-    let _ = io::stdout().flush();
+    let Bound { udp, tcp } = bind(&cfg, shards)?;
     let cfg = Arc::new(cfg);
     let handle = rt.handle();
     crate::serve::watch_signals(signals, handle.clone())?;
