@@ -481,7 +481,8 @@ pub struct Bound {
 /// Binds `cfg`'s listeners for `shards` shards and prints
 /// `aggregate listening on udp ADDR across N shards` (and `tcp`).
 pub fn bind(cfg: &AggregateConfig, shards: usize) -> anyhow::Result<Bound> {
-    let opts = netstack::steer::ListenOptions::default();
+    let opts =
+        netstack::steer::ListenOptions { recv_buffer: Some(cfg.udp_socket_buffer), ..Default::default() };
     let mut bound =
         Bound { udp: (0..shards).map(|_| None).collect(), tcp: (0..shards).map(|_| None).collect() };
     if let Some(addr) = cfg.listen_udp {
@@ -492,7 +493,7 @@ pub fn bind(cfg: &AggregateConfig, shards: usize) -> anyhow::Result<Bound> {
         bound.udp = fds.into_iter().map(Some).collect();
     }
     if let Some(addr) = cfg.listen_tcp {
-        let fds = netstack::steer::bind_group(addr, shards, &opts)
+        let fds = netstack::steer::bind_group(addr, shards, &netstack::steer::ListenOptions::default())
             .with_context(|| format!("--listen-tcp {addr}: cannot bind"))?;
         let local = netstack::steer::local_addr(&fds[0]).with_context(|| format!("--listen-tcp {addr}"))?;
         println!("aggregate listening on tcp {local} across {shards} shards");
