@@ -215,7 +215,12 @@ fn bind(
     udp: bool,
     shards: usize,
 ) -> anyhow::Result<(Vec<OwnedFd>, SocketAddr)> {
-    let opts = netstack::steer::ListenOptions::default();
+    let mut opts = netstack::steer::ListenOptions::default();
+    if let (Service::Aggregate(cfg), true) = (service, udp) {
+        // Bursts arrive faster than a shard growing its table can drain
+        // them: a big receive buffer absorbs the stall (8 MiB by default).
+        opts.recv_buffer = Some(cfg.udp_socket_buffer);
+    }
     let bound = if udp {
         netstack::steer::bind_udp_group(listen, shards, &opts)
     } else {

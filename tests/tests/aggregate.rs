@@ -348,6 +348,37 @@ fn graphite_outage_is_bridged() {
 }
 
 #[test]
+fn relays_get_statsd_lines() {
+    let sink = Sink::start();
+    let relay = UdpSocket::bind("127.0.0.1:0").expect("bind relay");
+    relay.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+    let relay_addr = relay.local_addr().expect("addr").to_string();
+    let (_app, udp, _) = start(&sink, &["--flush-interval", "200ms", "--relay", &relay_addr]);
+    send_udp(udp, &["r.c:3|c|@0.5|#b,a\nr.g:-4|g\nr.t:10:10|ms\n_e{1,1}:a|b".to_owned()], 1);
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let want = ["r.c:6|c|#a,b", "r.g:0|g", "r.g:-4|g", "_e{1,1}:a|b"];
+    while Instant::now() < deadline
+        && !(want.iter().all(|w| got.contains(&w.to_string()))
+            && got.iter().any(|l: &String| l.starts_with("r.t:")))
+    {
+        let mut buf = [0u8; 2048];
+        if let Ok(n) = relay.recv(&mut buf) {
+            got.extend(String::from_utf8_lossy(&buf[..n]).lines().map(str::to_owned));
+        }
+    }
+    for w in want {
+        assert!(got.contains(&w.to_string()), "{w} missing from {got:?}");
+    }
+    // Two samples of 10 in one sketch bucket: one line weighing 2.
+    let timer = got.iter().find(|l| l.starts_with("r.t:")).expect("timer line");
+    let (value, rest) = timer["r.t:".len()..].split_once('|').expect("type");
+    let value: f64 = value.parse().expect("number");
+    assert!((value - 10.0).abs() <= 0.1, "{timer}");
+    assert_eq!(rest, "ms|@0.5");
+}
+
+#[test]
 fn bad_flags_are_refused() {
     let (code, out) = appliance_tests::run_to_end(&["aggregate", "--flush-stdout", "--no-pin"]);
     assert_eq!(code, Some(2), "{out}");

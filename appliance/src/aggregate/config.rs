@@ -94,6 +94,10 @@ pub struct AggregateConfig {
     pub graphite_queue: usize,
     /// UDP receive buffers per shard.
     pub udp_buffers: u16,
+    /// `SO_RCVBUF` of each shard's UDP socket: absorbs bursts while the
+    /// shard is busy (a table growing, a flush). The kernel caps it at
+    /// `net.core.rmem_max`.
+    pub udp_socket_buffer: usize,
     /// Bytes per UDP receive buffer (larger datagrams are truncated: their
     /// cut last line is dropped as too long, the complete lines are kept).
     pub udp_buffer_size: usize,
@@ -115,6 +119,7 @@ impl Default for AggregateConfig {
             flush_stdout: false,
             max_line_length: 4096,
             graphite_queue: 6,
+            udp_socket_buffer: 8 << 20,
             udp_buffers: 512,
             udp_buffer_size: 9216,
         }

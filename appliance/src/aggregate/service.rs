@@ -39,7 +39,7 @@ use super::relay;
 use super::sink::Outbox;
 use super::stats::AggregateStats;
 use super::stream::{Piece, StreamLines};
-use super::table::{canonical_key, Agg, Table};
+use super::table::{canonical_key, Agg, Table, PARTS};
 
 /// Events and service checks held for relays per shard and interval.
 const PASSTHROUGH_LIMIT: usize = 1 << 20;
@@ -130,9 +130,10 @@ fn ingest(st: &mut ShardState, data: &[u8]) {
             }
             Ok(Line::Metric(m)) => {
                 canonical_key(&m, key);
-                let owner = (hash64(key) % *shards as u64) as usize;
+                let hash = hash64(key);
+                let owner = (hash % *shards as u64) as usize;
                 let table = if owner == *me { &mut *owned } else { &mut *partial };
-                match table.apply(key, &m) {
+                match table.apply_hashed(key, hash, &m) {
                     Ok(()) => stats.metrics += 1,
                     Err(_) => stats.keys_refused += 1,
                 }
@@ -275,6 +276,7 @@ async fn ship_partials() {
         for (k, a) in st.partial.drain() {
             batches[(hash64(&k) % st.shards as u64) as usize].push((k, a));
         }
+        st.partial.release_memory();
         batches
     }) else {
         return;
@@ -300,38 +302,76 @@ fn merge_batch(batch: Vec<(Box<[u8]>, Agg)>) {
     });
 }
 
-/// Phase 2 on one owner: its keys to every output.
+/// Keys per flush slice: a slice's Graphite text (~140 bytes per counter
+/// key) is written before the next slice is formatted, so a flush of a
+/// million keys never holds the whole interval's text at once while
+/// Graphite keeps up.
+const SLICE_KEYS: usize = 16_384;
+/// Queued Graphite bytes above which a flush waits before the next slice.
+const SLICE_BACKLOG: usize = 4 << 20;
+
+/// Phase 2 on one owner: its keys to every output, slice by slice.
 async fn emit(ts: u64) {
-    let Some((cfg, out, lines, relays, outbox)) = with(|st| {
-        let ShardState { cfg, fmt, owned, stats, passthrough, outbox, .. } = st;
-        let mut out = Vec::new();
-        let mut relays = vec![Vec::new(); cfg.relays.len()];
-        let mut lines = 0;
-        let expired = owned.flush(|k, v| {
-            lines += graphite::write_key(&mut out, fmt, k, v, ts) as u64;
-            if let Some(i) = relay::pick(k, &cfg.relays) {
-                relay::write_key(&mut relays[i], k, v);
-            }
-        });
-        if let Some(first) = relays.first_mut() {
-            first.append(passthrough);
-        }
-        stats.keys_expired += expired as u64;
-        stats.flushes += 1;
-        (cfg.clone(), out, lines, relays, outbox.clone())
-    }) else {
+    let Some((cfg, outbox, keys)) = with(|st| (st.cfg.clone(), st.outbox.clone(), st.owned.len())) else {
         return;
     };
-    if cfg.flush_stdout && !out.is_empty() {
-        let _ = io::stdout().lock().write_all(&out);
-    }
-    match outbox {
-        Some(o) => o.push(out, lines, ts),
-        None => {
-            with(|st| st.last_flush = out);
+    let until = Instant::now() + cfg.flush_interval / 2;
+    let slices = (keys / SLICE_KEYS + 1).min(usize::from(PARTS));
+    let mut last = Vec::new();
+    for i in 0..slices {
+        let parts = slice_bounds(i, slices)..slice_bounds(i + 1, slices);
+        let Some((out, lines, relays)) = with(|st| flush_slice(st, parts, ts, i == 0)) else { return };
+        if cfg.flush_stdout && !out.is_empty() {
+            let _ = io::stdout().lock().write_all(&out);
         }
+        match &outbox {
+            Some(o) => {
+                o.push(out, lines, ts);
+                while o.is_healthy() && o.pending_bytes() > SLICE_BACKLOG && Instant::now() < until {
+                    shard::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            // No Graphite: keep the interval for the admin endpoint.
+            None => last.extend_from_slice(&out),
+        }
+        send_relays(&cfg.relays, relays).await;
     }
-    send_relays(&cfg.relays, relays).await;
+    if outbox.is_none() {
+        with(|st| st.last_flush = last);
+    }
+}
+
+fn slice_bounds(i: usize, slices: usize) -> u8 {
+    // i <= slices <= PARTS, so this is at most PARTS.
+    (i * usize::from(PARTS) / slices) as u8
+}
+
+/// Formats and resets the owned keys in `parts`: Graphite text, its line
+/// count, and one statsd payload per relay.
+fn flush_slice(
+    st: &mut ShardState,
+    parts: std::ops::Range<u8>,
+    ts: u64,
+    first: bool,
+) -> (Vec<u8>, u64, Vec<Vec<u8>>) {
+    let ShardState { cfg, fmt, owned, stats, passthrough, .. } = st;
+    let mut out = Vec::new();
+    let mut relays = vec![Vec::new(); cfg.relays.len()];
+    let mut lines = 0;
+    let expired = owned.flush_parts(parts, |k, v| {
+        lines += graphite::write_key(&mut out, fmt, k, v, ts) as u64;
+        if let Some(i) = relay::pick(k, &cfg.relays) {
+            relay::write_key(&mut relays[i], k, v);
+        }
+    });
+    if first {
+        if let Some(r) = relays.first_mut() {
+            r.append(passthrough);
+        }
+        stats.flushes += 1;
+    }
+    stats.keys_expired += expired as u64;
+    (out, lines, relays)
 }
 
 async fn send_relays(addrs: &[SocketAddr], payloads: Vec<Vec<u8>>) {
@@ -422,8 +462,10 @@ async fn busy(test: fn(&ShardState) -> bool) -> bool {
     any.await.unwrap_or(false)
 }
 
-/// Runs the service on this shard with its sockets; returns after the
-/// final flush.
+/// Runs the service on this shard with its sockets (from [`bind`]);
+/// returns after the final flush. Must run on every shard of the runtime,
+/// shard 0 included (shard 0 drives the flush cycle); one aggregate
+/// service per process (the per-shard state is a thread-local).
 pub async fn serve_shard(
     udp: Option<OwnedFd>,
     tcp: Option<OwnedFd>,

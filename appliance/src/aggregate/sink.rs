@@ -29,6 +29,7 @@ pub struct Outbox {
     queue: RefCell<VecDeque<Queued>>,
     conn: RefCell<Option<Rc<TcpStream>>>,
     sending: Cell<bool>,
+    healthy: Cell<bool>,
     /// Failed connects and sends.
     pub errors: Cell<u64>,
     /// Intervals dropped from a full queue.
@@ -46,6 +47,7 @@ impl Outbox {
             queue: RefCell::default(),
             conn: RefCell::default(),
             sending: Cell::new(false),
+            healthy: Cell::new(true),
             errors: Cell::new(0),
             dropped: Cell::new(0),
             lines: Cell::new(0),
@@ -83,6 +85,17 @@ impl Outbox {
         }
     }
 
+    /// Bytes queued and not yet handed to the socket.
+    pub fn pending_bytes(&self) -> usize {
+        self.queue.borrow().iter().map(|q| q.0.len()).sum()
+    }
+
+    /// The last connect or send worked (so waiting for the queue to
+    /// drain makes sense).
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.get()
+    }
+
     /// Nothing queued and nothing being written.
     pub fn is_idle(&self) -> bool {
         !self.sending.get() && self.queue.borrow().is_empty()
@@ -95,12 +108,14 @@ impl Outbox {
             let Some((payload, lines, ts)) = next else { break };
             match self.send(payload).await {
                 Ok(()) => {
+                    self.healthy.set(true);
                     self.lines.set(self.lines.get() + lines);
                     backoff = BACKOFF_MIN;
                 }
                 Err((e, payload)) => {
                     tracing::warn!(graphite = %self.addr, "graphite: {e}; retrying in {backoff:?}");
                     self.errors.set(self.errors.get() + 1);
+                    self.healthy.set(false);
                     self.queue.borrow_mut().push_front((payload, lines, ts));
                     self.trim();
                     shard::time::sleep(backoff).await;

@@ -32,6 +32,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
+use super::hash::hash64;
 use super::parse::{Metric, MetricType, Value};
 use super::set::UniqueSet;
 use super::sketch::Sketch;
@@ -143,6 +144,17 @@ struct Entry {
     agg: Agg,
     /// Flushes since the last update (0: updated this interval).
     idle: u32,
+    /// The key's slice for sliced flushes (fits the entry's padding).
+    part: u8,
+}
+
+/// Keys are spread over this many parts by the top bits of their hash, so
+/// a large table can be flushed in slices ([`Table::flush_parts`]) with the
+/// output of each slice written before the next is formatted.
+pub const PARTS: u8 = 64;
+
+fn part_of(hash: u64) -> u8 {
+    (hash >> 58) as u8
 }
 
 /// FNV-1a over the key bytes: the keys are short, so a cheap hash beats
@@ -270,9 +282,14 @@ impl Table {
 
     /// Adds the samples of `m`, whose [`canonical_key`] is `key`.
     pub fn apply(&mut self, key: &[u8], m: &Metric<'_>) -> Result<(), Refused> {
+        self.apply_hashed(key, hash64(key), m)
+    }
+
+    /// [`Table::apply`] when the caller already has `hash64(key)`.
+    pub fn apply_hashed(&mut self, key: &[u8], hash: u64, m: &Metric<'_>) -> Result<(), Refused> {
         let entry = match self.map.get_mut(key) {
             Some(e) => e,
-            None => self.insert(key.into(), Agg::new(m.kind))?,
+            None => self.insert(key.into(), Agg::new(m.kind), part_of(hash))?,
         };
         entry.idle = 0;
         for v in m.values() {
@@ -281,11 +298,11 @@ impl Table {
         Ok(())
     }
 
-    fn insert(&mut self, key: Box<[u8]>, agg: Agg) -> Result<&mut Entry, Refused> {
+    fn insert(&mut self, key: Box<[u8]>, agg: Agg, part: u8) -> Result<&mut Entry, Refused> {
         if self.map.len() >= self.max_keys {
             return Err(Refused::TableFull);
         }
-        Ok(self.map.entry(key).or_insert(Entry { agg, idle: 0 }))
+        Ok(self.map.entry(key).or_insert(Entry { agg, idle: 0, part }))
     }
 
     /// Folds a partial aggregate (from [`Table::drain`] on another shard)
@@ -301,7 +318,8 @@ impl Table {
                 // what merging the deltas into a fresh gauge gives.
                 let mut fresh = Agg::new(kind_of(&key));
                 fresh.merge(&partial);
-                self.insert(key, fresh)?;
+                let part = part_of(hash64(&key));
+                self.insert(key, fresh, part)?;
             }
         }
         Ok(())
@@ -313,13 +331,33 @@ impl Table {
         self.map.drain().map(|(k, e)| (k, e.agg))
     }
 
+    /// Gives back the memory of an emptied table (after [`Table::drain`]),
+    /// so a burst of keys does not pin its peak size.
+    pub fn release_memory(&mut self) {
+        self.map.shrink_to_fit();
+    }
+
     /// Reports every live key to `emit`, then starts a new interval:
     /// deletes keys idle for more than `max_idle` flushes, resets the
     /// rest. Returns the number of keys deleted.
-    pub fn flush(&mut self, mut emit: impl FnMut(KeyView<'_>, Flushed<'_>)) -> usize {
+    pub fn flush(&mut self, emit: impl FnMut(KeyView<'_>, Flushed<'_>)) -> usize {
+        self.flush_parts(0..PARTS, emit)
+    }
+
+    /// [`Table::flush`] for the keys whose part is in `parts` only. Keys
+    /// added between two slices are flushed this interval if their part
+    /// is still to come, else next interval: never twice, never lost.
+    pub fn flush_parts(
+        &mut self,
+        parts: std::ops::Range<u8>,
+        mut emit: impl FnMut(KeyView<'_>, Flushed<'_>),
+    ) -> usize {
         let before = self.map.len();
         let max_idle = self.max_idle;
         self.map.retain(|key, e| {
+            if !parts.contains(&e.part) {
+                return true;
+            }
             if e.idle > max_idle {
                 return false;
             }
@@ -479,6 +517,31 @@ mod tests {
         assert_eq!(t.merge(k.clone().into(), Agg::Counter(1.0)), Err(Refused::TableFull));
         feed(&mut t, "a:5|c");
         assert_eq!(flush(&mut t), [row("a", "", 6.0, 0.0), row("b", "", 1.0, 0.0)]);
+    }
+
+    #[test]
+    fn sliced_flushes_report_each_key_once() {
+        let mut t = Table::new(1000, 10);
+        let lines: String = (0..300).map(|i| format!("k{i}:1|c\n")).collect();
+        feed(&mut t, &lines);
+        let mut seen = Vec::new();
+        for p in 0..PARTS / 8 {
+            // A key arriving between slices: counted exactly once overall.
+            feed(&mut t, &format!("late{p}:1|c"));
+            t.flush_parts(p * 8..(p + 1) * 8, |k, v| {
+                if let Flushed::Counter(c) = v {
+                    seen.push((String::from_utf8_lossy(k.name).into_owned(), c));
+                }
+            });
+        }
+        let late_now: f64 = flush(&mut t).iter().filter(|r| r.0.starts_with("late")).map(|r| r.2).sum();
+        let late_then: f64 = seen.iter().filter(|r| r.0.starts_with("late")).map(|r| r.1).sum();
+        assert_eq!(late_now + late_then, 8.0);
+        let mut names: Vec<&String> = seen.iter().filter(|r| r.0.starts_with('k')).map(|r| &r.0).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), 300);
+        assert!(seen.iter().filter(|r| r.0.starts_with('k')).all(|r| r.1 == 1.0));
     }
 
     #[test]
