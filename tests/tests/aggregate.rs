@@ -16,6 +16,7 @@ struct Sink {
     addr: SocketAddr,
     text: Arc<Mutex<String>>,
     stop: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
 }
 
 impl Sink {
@@ -29,13 +30,15 @@ impl Sink {
         let addr = listener.local_addr().expect("addr");
         let text = Arc::new(Mutex::new(String::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (t, flag) = (text.clone(), stop.clone());
+        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (t, flag, kept) = (text.clone(), stop.clone(), conns.clone());
         std::thread::spawn(move || {
             while !flag.load(Ordering::SeqCst) {
                 match listener.accept() {
                     Ok((mut s, _)) => {
                         let t = t.clone();
                         s.set_nonblocking(false).expect("blocking");
+                        kept.lock().expect("lock").push(s.try_clone().expect("clone"));
                         std::thread::spawn(move || {
                             let mut buf = [0u8; 65536];
                             while let Ok(n @ 1..) = s.read(&mut buf) {
@@ -47,7 +50,18 @@ impl Sink {
                 }
             }
         });
-        Sink { addr, text, stop }
+        Sink { addr, text, stop, conns }
+    }
+
+    /// Goes away like a restarting Graphite: stops listening and closes
+    /// every connection it accepted.
+    fn kill(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for c in self.conns.lock().expect("lock").drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+        // The accept thread drops the listener within a poll period.
+        std::thread::sleep(Duration::from_millis(50));
     }
 
     /// Every complete line as (path, value, timestamp).
@@ -338,7 +352,7 @@ fn max_keys_refuses_new_keys_only() {
 fn graphite_outage_is_bridged() {
     // Reserve a port for Graphite, then start the aggregator before it.
     let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
-    let missing = Sink { addr: port, text: Arc::default(), stop: Arc::default() };
+    let missing = Sink { addr: port, text: Arc::default(), stop: Arc::default(), conns: Arc::default() };
     let (_app, udp, _) = start(&missing, &["--flush-interval", "200ms"]);
     send_udp(udp, &["late.hits:7|c".to_owned()], 1);
     std::thread::sleep(Duration::from_millis(500));
@@ -393,4 +407,20 @@ fn bad_flags_are_refused() {
     ]);
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("--percentiles"), "{out}");
+}
+
+#[test]
+fn a_restarted_graphite_loses_nothing() {
+    let first = Sink::start();
+    let (_app, udp, _) = start(&first, &["--flush-interval", "2s"]);
+    send_udp(udp, &["restart.hits:1|c".to_owned()], 1);
+    first.eventually("the first interval", |s| s.sum("stats.counters.restart.hits.count") == 1.0);
+    // Right after a flush: the next one carries this, and Graphite
+    // restarts before it. Writing it on the old, closed connection would
+    // lose it; it must go to the new receiver.
+    send_udp(udp, &["restart.hits:5|c".to_owned()], 1);
+    first.kill();
+    let second = Sink::start_at(first.addr);
+    second
+        .eventually("the interval after the restart", |s| s.sum("stats.counters.restart.hits.count") == 5.0);
 }

@@ -127,7 +127,7 @@ impl Outbox {
     }
 
     async fn send(&self, payload: Vec<u8>) -> Result<(), (std::io::Error, Vec<u8>)> {
-        let existing = self.conn.borrow().clone();
+        let existing = self.conn.borrow().clone().filter(|c| still_open(c));
         let conn = match existing {
             Some(c) => c,
             None => match TcpStream::connect_timeout(self.addr, CONNECT_TIMEOUT).await {
@@ -144,5 +144,19 @@ impl Outbox {
             *self.conn.borrow_mut() = None;
             (e, payload)
         })
+    }
+}
+
+/// Whether a Graphite connection can still take a payload. Graphite never
+/// writes to us, so a readable socket means the receiver closed or reset it
+/// (a restart, say). Writing into such a socket would succeed locally and
+/// lose the whole payload with the reset that follows, so it is replaced
+/// before the write instead.
+fn still_open(conn: &TcpStream) -> bool {
+    let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    match socket2::SockRef::from(conn).recv_with_flags(&mut probe, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
+        Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+        Ok(0) => false,
+        Ok(_) => true,
     }
 }
