@@ -123,6 +123,7 @@ load-aggregate: build
 	scripts/load-aggregate.sh
 
 compare: build
+	$(CARGO) build --release -p netstack --example udp_count
 	scripts/compare/install-peers.sh
 	scripts/compare/compare.py
 

@@ -313,6 +313,34 @@ def aggregate():
     return out
 
 
+BARE = os.path.join(ROOT, "target", "release", "examples", "udp_count")
+
+
+def bare_loop():
+    """The reference: a bare blocking recv loop that only counts lines, under
+    the same unpaced counter blast; median over the rounds."""
+    if not os.path.exists(BARE):
+        log(f"== bare recv loop: skipped ({BARE} missing: cargo build --release -p netstack --example udp_count)")
+        return None
+    lines = 1_000_000 if QUICK else 2_000_000
+    log(f"== bare recv loop (counts lines only), counters, unpaced, {lines} lines")
+    got = []
+    for r in range(ROUNDS):
+        port = free_port()
+        name = f"udp-count-{r}"
+        p = start(name, [BARE, f"127.0.0.1:{port}", "1000"])
+        time.sleep(0.3)
+        j = loadgen("statsd", "--target", f"127.0.0.1:{port}", "--lines", str(lines), "--keys", "1000",
+                    "--types", "c", "--per-packet", "20")
+        p.wait(timeout=60)
+        with open(os.path.join(WORK, name + ".log")) as f:
+            m = re.search(r"lines (\d+)", f.read())
+        received = int(m.group(1)) / lines if m else 0.0
+        log(f"  bare loop: sent {j['rate_per_s']:.0f} lines/s, received {received:.4f}")
+        got.append({"sent": j["rate_per_s"], "received": received})
+    return {k: median([g[k] for g in got]) for k in ("sent", "received")}
+
+
 # (key, label, higher is better, format)
 ROWS = [
     ("rps", "req/s, wrk -t1 -c50", True, "{:.0f}"),
@@ -424,6 +452,7 @@ def main():
     only = os.environ.get("COMPARE_ONLY", "")
     res, rate = forward() if only in ("", "forward") else (None, 0.0)
     agg = aggregate() if only in ("", "aggregate") else None
+    bare = bare_loop() if only in ("", "aggregate") else None
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     report = (f"### make compare{' (COMPARE_QUICK=1)' if QUICK else ''}, {stamp}\n\n"
               f"Median of {ROUNDS} alternating round(s) of {SECONDS} s; {os.cpu_count()} CPUs shared by load "
@@ -443,10 +472,16 @@ def main():
                    + ", ".join(f"{s} {v:.0f} lines/s" for s, v in lossless.items()) + ".\n")
         log("\n" + text_table(ahead, arows))
         log("lossless lines/s: " + ", ".join(f"{s} {v:.0f}" for s, v in lossless.items()))
+    if bare is not None:
+        line = (f"Bare recv loop (counts lines only) under the same unpaced counter blast: sent "
+                f"{bare['sent']:.0f} lines/s, received {bare['received']:.4f} of them, so it keeps up with "
+                f"{bare['sent'] * bare['received']:.0f} lines/s.\n")
+        report += "\n" + line
+        log(line.rstrip())
     with open(os.path.join(WORK, "report.md"), "w") as f:
         f.write(report)
     with open(os.path.join(WORK, "raw.json"), "w") as f:
-        json.dump({"forward": res, "fixed_rate": rate, "aggregate": agg}, f, indent=1)
+        json.dump({"forward": res, "fixed_rate": rate, "aggregate": agg, "bare_loop": bare}, f, indent=1)
     log(f"\nwrote {WORK}/report.md, {WORK}/latency.svg, {WORK}/raw.json")
 
 
