@@ -29,7 +29,9 @@ fn main() -> std::io::Result<()> {
                 // Wait without limit for the first datagram, then end on idle.
                 socket.set_read_timeout(Some(Duration::from_millis(idle)))?;
             }
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => break,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                break
+            }
             Err(e) => return Err(e),
         }
     }
