@@ -210,9 +210,19 @@ fn workload() -> (Vec<String>, u64) {
 
 #[test]
 fn every_type_flushes_exact_values() {
+    every_type_exact_with(&[]);
+}
+
+#[test]
+fn every_type_flushes_exact_values_when_records_are_shipped() {
+    every_type_exact_with(&["--exchange", "records"]);
+}
+
+fn every_type_exact_with(extra: &[&str]) {
     let sink = Sink::start();
-    let (_app, udp, _) =
-        start(&sink, &["--flush-interval", "2s", "--max-line-length", "256", "--percentiles", "90,99"]);
+    let mut args = vec!["--flush-interval", "2s", "--max-line-length", "256", "--percentiles", "90,99"];
+    args.extend_from_slice(extra);
+    let (_app, udp, _) = start(&sink, &args);
     // Start right after a flush, so the whole workload lands in one interval.
     sink.wait_for("stats.aggregate.lines", 0.0).expect("first flush");
     let (datagrams, lines) = workload();

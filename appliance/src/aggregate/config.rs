@@ -60,11 +60,27 @@ impl ConfigError {
     }
 }
 
+/// How lines received by a shard that does not own their key reach the
+/// owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Exchange {
+    /// Aggregate locally into a partial table; ship the partials to the
+    /// owners once per flush (the default: measured faster).
+    #[default]
+    Partials,
+    /// Ship the raw lines to their owner in batches as they arrive; the
+    /// owner parses and aggregates them (the design ARCHITECTURE.md
+    /// sketched first; kept to measure against).
+    Records,
+}
+
 /// Everything the aggregate service needs.
 #[derive(Debug, Clone)]
 pub struct AggregateConfig {
     /// The service's name (logs, metrics).
     pub name: String,
+    /// How foreign lines reach their owner.
+    pub exchange: Exchange,
     /// Where statsd datagrams arrive (one `SO_REUSEPORT` socket per shard).
     pub listen_udp: Option<SocketAddr>,
     /// Where newline-separated statsd lines arrive over TCP.
@@ -107,6 +123,7 @@ impl Default for AggregateConfig {
     fn default() -> Self {
         AggregateConfig {
             name: "aggregate".into(),
+            exchange: Exchange::Partials,
             listen_udp: None,
             listen_tcp: None,
             flush_interval: Duration::from_secs(10),

@@ -31,10 +31,10 @@ use netstack::udp::{Datagram, UdpSocket};
 use shard::future::{join_all, select, Either};
 use shard::reactor::BufRing;
 
-use super::config::AggregateConfig;
+use super::config::{AggregateConfig, Exchange};
 use super::graphite::{self, Format};
 use super::hash::hash64;
-use super::parse::{DropReason, Line, Lines};
+use super::parse::{parse_line, DropReason, Line};
 use super::relay;
 use super::sink::Outbox;
 use super::stats::AggregateStats;
@@ -64,6 +64,10 @@ struct ShardState {
     /// Without a Graphite upstream, the last interval's output (Graphite
     /// plaintext), served on the admin endpoint as Prometheus samples.
     last_flush: Vec<u8>,
+    /// `Exchange::Records`: raw lines waiting to be shipped, per owner.
+    outgoing: Vec<Vec<u8>>,
+    /// `Exchange::Records`: batches on their way to an owner.
+    shipping: Vec<shard::JoinHandle<()>>,
 }
 
 thread_local! {
@@ -108,12 +112,14 @@ pub async fn gather_stats() -> Result<AggregateStats, shard::SubmitError> {
     .await
 }
 
-/// Parses `data` (whole lines) into this shard's tables.
+/// Parses `data` (whole lines) into this shard's tables (or, with
+/// `Exchange::Records`, the batches for the keys' owners).
 fn ingest(st: &mut ShardState, data: &[u8]) {
-    let ShardState { cfg, me, shards, owned, partial, stats, key, passthrough, .. } = st;
-    for line in Lines::new(data, cfg.max_line_length) {
+    let records = st.cfg.exchange == Exchange::Records;
+    let ShardState { cfg, me, shards, owned, partial, stats, key, passthrough, outgoing, .. } = st;
+    for raw in raw_lines(data) {
         stats.lines += 1;
-        match line {
+        match parse_line(raw, cfg.max_line_length) {
             Err(reason) => stats.dropped[reason.index()] += 1,
             Ok(Line::Event(raw)) | Ok(Line::ServiceCheck(raw)) => {
                 if raw.starts_with(b"_e") {
@@ -132,6 +138,12 @@ fn ingest(st: &mut ShardState, data: &[u8]) {
                 canonical_key(&m, key);
                 let hash = hash64(key);
                 let owner = (hash % *shards as u64) as usize;
+                if records && owner != *me {
+                    // The owner parses it again and counts it as a metric.
+                    outgoing[owner].extend_from_slice(raw);
+                    outgoing[owner].push(b'\n');
+                    continue;
+                }
                 let table = if owner == *me { &mut *owned } else { &mut *partial };
                 match table.apply_hashed(key, hash, &m) {
                     Ok(()) => stats.metrics += 1,
@@ -139,6 +151,65 @@ fn ingest(st: &mut ShardState, data: &[u8]) {
                 }
             }
         }
+    }
+}
+
+/// The non-empty lines of `data`, without `\n` or a trailing `\r` (as
+/// `parse::Lines` splits them), raw.
+fn raw_lines(data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    data.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l)).filter(|l| !l.is_empty())
+}
+
+/// Lines another shard received for keys this shard owns (already counted
+/// as lines there; valid, so each is a metric here).
+fn ingest_shipped(data: &[u8]) {
+    with(|st| {
+        let ShardState { cfg, owned, stats, key, .. } = st;
+        for raw in raw_lines(data) {
+            if let Ok(Line::Metric(m)) = parse_line(raw, cfg.max_line_length) {
+                canonical_key(&m, key);
+                match owned.apply_hashed(key, hash64(key), &m) {
+                    Ok(()) => stats.metrics += 1,
+                    Err(_) => stats.keys_refused += 1,
+                }
+            }
+        }
+    });
+}
+
+/// Records mode: bytes of lines a batch collects before it is shipped.
+const RECORD_BATCH: usize = 32 * 1024;
+
+/// Records mode: ships this shard's waiting lines to their owners (those
+/// over `min` bytes), each batch one message; the owners apply them.
+fn ship_records(min: usize) {
+    let Some(batches) = with(|st| {
+        let mut out = Vec::new();
+        for (owner, b) in st.outgoing.iter_mut().enumerate() {
+            if !b.is_empty() && b.len() >= min {
+                out.push((owner, std::mem::take(b)));
+            }
+        }
+        out
+    }) else {
+        return;
+    };
+    for (owner, batch) in batches {
+        let task = shard::spawn_local_named("statsd-ship", async move {
+            if let Err(e) = shard::submit_to(owner, move || async move { ingest_shipped(&batch) }).await {
+                tracing::warn!("aggregate: shipping lines to shard {owner}: {e}");
+            }
+        });
+        with(|st| st.shipping.push(task));
+    }
+}
+
+/// Records mode: everything received so far has reached its owner.
+async fn records_delivered() {
+    ship_records(0);
+    let tasks = with(|st| std::mem::take(&mut st.shipping)).unwrap_or_default();
+    for t in tasks {
+        let _ = t.await;
     }
 }
 
@@ -186,7 +257,10 @@ async fn recv_udp(fd: OwnedFd, buffers: u16, size: usize) -> io::Result<()> {
     loop {
         match select(shard::stopping(), rx.next()).await {
             Either::Left(()) => break,
-            Either::Right(Ok(d)) => on_datagram(&d),
+            Either::Right(Ok(d)) => {
+                on_datagram(&d);
+                ship_records(RECORD_BATCH);
+            }
             Either::Right(Err(e)) => {
                 tracing::warn!("statsd udp receive: {e}");
                 shard::time::sleep(Duration::from_millis(10)).await;
@@ -196,6 +270,7 @@ async fn recv_udp(fd: OwnedFd, buffers: u16, size: usize) -> io::Result<()> {
         if since_yield == 64 {
             // A busy socket always has a datagram ready; let the flush run.
             since_yield = 0;
+            ship_records(0);
             shard::yield_now().await;
         }
     }
@@ -207,6 +282,7 @@ async fn recv_udp(fd: OwnedFd, buffers: u16, size: usize) -> io::Result<()> {
             _ => break,
         }
     }
+    records_delivered().await;
     Ok(())
 }
 
@@ -254,7 +330,10 @@ async fn tcp_conn(conn: TcpStream, group: BufRing, max_line: usize) {
             }
         };
         match next {
-            Ok(Some(buf)) => lines.feed(&buf, feed_piece),
+            Ok(Some(buf)) => {
+                lines.feed(&buf, feed_piece);
+                ship_records(RECORD_BATCH);
+            }
             Ok(None) => break,
             Err(e) => {
                 tracing::debug!("statsd tcp receive: {e}");
@@ -269,8 +348,10 @@ fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// Phase 1 on one shard: its partials, one batch per owner, merged there.
+/// Phase 1 on one shard: its waiting records (records mode) and its
+/// partials, one batch per owner, merged there.
 async fn ship_partials() {
+    records_delivered().await;
     let Some(batches) = with(|st| {
         let mut batches: Vec<Vec<(Box<[u8]>, Agg)>> = (0..st.shards).map(|_| Vec::new()).collect();
         for (k, a) in st.partial.drain() {
@@ -492,6 +573,8 @@ pub async fn serve_shard(
         receivers: 0,
         done: false,
         last_flush: Vec::new(),
+        outgoing: (0..shards).map(|_| Vec::new()).collect(),
+        shipping: Vec::new(),
     };
     STATE.with(|s| *s.borrow_mut() = Some(state));
     let mut tasks = Vec::new();

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::{ConfigError, Source};
-use crate::aggregate::config::AggregateConfig;
+use crate::aggregate::config::{AggregateConfig, Exchange};
 use crate::aggregate::graphite::parse_percentiles;
 use crate::forward::upstream::parse_duration;
 
@@ -41,6 +41,9 @@ mod defaults {
     }
     pub fn max_line_length() -> usize {
         MAX_LINE_LENGTH
+    }
+    pub fn exchange() -> String {
+        "partials".into()
     }
 }
 
@@ -97,6 +100,12 @@ pub struct AggregateOptions {
     #[arg(long, default_value_t = defaults::MAX_LINE_LENGTH)]
     #[serde(default = "defaults::max_line_length")]
     pub max_line_length: usize,
+    /// How lines for keys another shard owns get there: `partials`
+    /// (aggregate locally, ship once per flush) or `records` (ship the lines
+    /// in batches as they arrive). See BENCHMARKS.md for the measurement.
+    #[arg(long, default_value = "partials")]
+    #[serde(default = "defaults::exchange")]
+    pub exchange: String,
 }
 
 impl AggregateOptions {
@@ -107,8 +116,14 @@ impl AggregateOptions {
         let duration = |field: &str, v: &str| parse_duration(v).map_err(|e| key(field).error(e));
         let percentiles = parse_percentiles(&self.percentiles)
             .map_err(|e| key("percentiles").error(format!("{:?}: {e}", self.percentiles)))?;
+        let exchange = match self.exchange.as_str() {
+            "partials" => Exchange::Partials,
+            "records" => Exchange::Records,
+            other => return Err(key("exchange").error(format!("{other:?}: expected partials or records"))),
+        };
         let cfg = AggregateConfig {
             name: self.name.clone(),
+            exchange,
             listen_udp: self.listen_udp,
             listen_tcp: self.listen_tcp,
             flush_interval: duration("flush_interval", &self.flush_interval)?,
