@@ -434,3 +434,24 @@ fn a_restarted_graphite_loses_nothing() {
     second
         .eventually("the interval after the restart", |s| s.sum("stats.counters.restart.hits.count") == 5.0);
 }
+
+#[test]
+fn idle_keys_are_deleted() {
+    let sink = Sink::start();
+    // Deleted after 600 ms without an update: two 300 ms intervals.
+    let (_app, udp, _) = start(&sink, &["--flush-interval", "300ms", "--delete-idle", "600ms"]);
+    let keys: Vec<String> = (0..20).map(|i| format!("idle.k{i}:1|c")).collect();
+    send_udp(udp, &keys, 4);
+    sink.eventually("every key held", |s| {
+        s.lines().iter().any(|(p, v, _)| p == "stats.aggregate.keys" && *v == 20.0)
+    });
+    sink.wait_for("stats.aggregate.keys_expired", 20.0).expect("every idle key deleted");
+    sink.wait_for("stats.aggregate.keys", 0.0).expect("no key left");
+    // Deleted keys are no longer flushed; a new update brings one back.
+    let flushed = |s: &Sink| s.lines().iter().filter(|(p, _, _)| p == "stats.counters.idle.k3.count").count();
+    let before = flushed(&sink);
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(flushed(&sink), before, "a deleted key is still flushed");
+    send_udp(udp, &["idle.k3:4|c".to_owned()], 1);
+    sink.eventually("the key comes back", |s| s.last("stats.counters.idle.k3.count") == Some(4.0));
+}
