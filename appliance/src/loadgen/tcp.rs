@@ -249,8 +249,11 @@ async fn stream_conn(
     let Some(s) = connect(&tally, target, timeout, &w).await else { return };
     let s = Rc::new(s);
     let reader = shard::spawn_local_named("loadgen-drain", drain(s.clone(), tally.clone()));
+    // A send is never cut off by the end of the run: one dropped after the
+    // kernel took its bytes would go uncounted while its echo is counted.
+    // The run ends between sends; a stalled target is bounded by `timeout`.
     while !w.over() {
-        match timeout_at(w.deadline, s.send(chunk)).await {
+        match shard::time::timeout(timeout, s.send(chunk)).await {
             Ok((Ok(n), _)) => {
                 tally.bytes_out.set(tally.bytes_out.get() + n as u64);
                 tally.ok_unmeasured(1);
@@ -259,7 +262,10 @@ async fn stream_conn(
                 tally.error(format!("send: {e}"));
                 break;
             }
-            Err(_) => break,
+            Err(_) => {
+                tally.error(format!("send: no progress within {timeout:?}"));
+                break;
+            }
         }
     }
     let _ = s.shutdown_write().await;
