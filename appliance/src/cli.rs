@@ -74,7 +74,7 @@ pub struct RunArgs {
     /// The TOML config file; SIGHUP re-reads it [default: the embedded example].
     #[arg(long, env = "APPLIANCE_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Runtime placement (overrides the file's [runtime]).
+    /// Runtime placement (overrides the file's `[runtime]` table).
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }

@@ -543,7 +543,7 @@ async fn busy(test: fn(&ShardState) -> bool) -> bool {
     any.await.unwrap_or(false)
 }
 
-/// Runs the service on this shard with its sockets (from [`bind`]);
+/// Runs the service on this shard with its sockets (bound by `crate::serve`);
 /// returns after the final flush. Must run on every shard of the runtime,
 /// shard 0 included (shard 0 drives the flush cycle); one aggregate
 /// service per process (the per-shard state is a thread-local).
