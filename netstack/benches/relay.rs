@@ -289,11 +289,9 @@ fn median<T>(runs: &[T], f: impl Fn(&T) -> f64) -> f64 {
 fn pin_to(cpu: usize) {
     // SAFETY: cpu_set_t is plain data; all zeroes is the empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: CPU_SET only sets a bit inside `set` (it ignores cpus beyond
-    // the set's size).
+    // SAFETY: CPU_SET only sets a bit inside `set` (it ignores cpus beyond the set's size).
     unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: pid 0 is the calling thread; `set` is a valid cpu_set_t of the
-    // size passed.
+    // SAFETY: pid 0 is the calling thread; `set` is a valid cpu_set_t of the size passed.
     let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
     if rc != 0 {
         eprintln!("warning: could not pin to cpu {cpu}: {}", io::Error::last_os_error());

@@ -336,11 +336,9 @@ fn fmt_count(n: u64) -> String {
 fn pin_to(cpu: usize) {
     // SAFETY: cpu_set_t is plain data; all zeroes is the empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: CPU_SET only sets a bit inside `set` (it ignores cpus beyond
-    // the set's size).
+    // SAFETY: CPU_SET only sets a bit inside `set` (it ignores cpus beyond the set's size).
     unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: pid 0 is the calling thread; `set` is a valid cpu_set_t of the
-    // size passed.
+    // SAFETY: pid 0 is the calling thread; `set` is a valid cpu_set_t of the size passed.
     let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
     if rc != 0 {
         eprintln!("warning: could not pin to cpu {cpu}: {}", io::Error::last_os_error());
@@ -682,8 +680,7 @@ fn sender(to: SocketAddr, mode: Mode, flags: Arc<Flags>) -> std::thread::JoinHan
                 fill(buf, sent + i as u64);
                 iov.iov_base = buf.as_mut_ptr().cast();
             }
-            // SAFETY: the first `n` headers point at live iovecs, which point
-            // at live buffers of DGRAM_LEN bytes; none moves during the call.
+            // SAFETY: the first `n` headers point at live iovecs, which point at live buffers of DGRAM_LEN bytes; none moves during the call.
             let rc = unsafe { libc::sendmmsg(sock.as_raw_fd(), hdrs.as_mut_ptr(), n as libc::c_uint, 0) };
             if rc < 0 {
                 let e = io::Error::last_os_error();

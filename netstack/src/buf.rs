@@ -207,9 +207,7 @@ impl BufPool {
                 budget >> 10
             );
         }
-        // SAFETY: every region is a mapping owned by this pool; the pool's
-        // Drop leaves mappings in place (leaks them) when registered, so
-        // they outlive the ring that pins them.
+        // SAFETY: every region is a mapping owned by this pool; the pool's Drop leaves mappings in place (leaks them) when registered, so they outlive the ring that pins them.
         match unsafe { shard::ops::register_buffers(&regions) } {
             Ok(()) => {
                 for (slot, &i) in chosen.iter().enumerate() {
@@ -305,8 +303,7 @@ impl Inner {
 
     fn ptr(&self, class: SizeClass, idx: u32) -> *mut u8 {
         let c = &self.classes[class.index()];
-        // SAFETY: idx < count (only indices from the free list exist), so
-        // the offset stays inside the class's mapping.
+        // SAFETY: idx < count (only indices from the free list exist), so the offset stays inside the class's mapping.
         unsafe { c.base.add(idx as usize * c.size) }
     }
 }
@@ -332,9 +329,7 @@ impl Drop for Inner {
             return;
         }
         for c in &self.classes {
-            // SAFETY: unregistered (or never registered), no buffer abroad
-            // (checked above), and every local PoolBuf holds an Rc, so none
-            // is alive either.
+            // SAFETY: unregistered (or never registered), no buffer abroad (checked above), and every local PoolBuf holds an Rc, so none is alive either.
             unsafe { shard::mem::unmap(c.base, c.size * c.count) };
         }
     }
@@ -384,8 +379,7 @@ impl PoolBuf {
     /// Appends as much of `data` as fits; returns how much was copied.
     pub fn extend_from_slice(&mut self, data: &[u8]) -> usize {
         let n = data.len().min(self.capacity() - self.len);
-        // SAFETY: the destination range len..len+n lies inside this
-        // buffer, which only this PoolBuf can reach.
+        // SAFETY: the destination range len..len+n lies inside this buffer, which only this PoolBuf can reach.
         unsafe {
             std::ptr::copy_nonoverlapping(data.as_ptr(), self.pool.ptr(self.class, self.idx).add(self.len), n)
         };
@@ -402,8 +396,7 @@ impl PoolBuf {
     pub fn into_send(self) -> SendBuf {
         self.pool.abroad.set(self.pool.abroad.get() + 1);
         let this = std::mem::ManuallyDrop::new(self);
-        // SAFETY: `this` is never dropped; the Rc is moved out exactly once
-        // and leaked into the SendBuf's raw pointer.
+        // SAFETY: `this` is never dropped; the Rc is moved out exactly once and leaked into the SendBuf's raw pointer.
         let pool = unsafe { std::ptr::read(&this.pool) };
         SendBuf {
             pool: Rc::into_raw(pool) as usize,
@@ -419,8 +412,7 @@ impl PoolBuf {
 impl Deref for PoolBuf {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // SAFETY: `len` bytes from the buffer's start are initialised and
-        // only this PoolBuf reaches the buffer.
+        // SAFETY: `len` bytes from the buffer's start are initialised and only this PoolBuf reaches the buffer.
         unsafe { std::slice::from_raw_parts(self.pool.ptr(self.class, self.idx), self.len) }
     }
 }
@@ -497,9 +489,7 @@ impl SendBuf {
 
     /// The data.
     pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: the buffer's mapping outlives every SendBuf (the pool
-        // leaks its mappings while buffers are abroad) and `len` bytes of
-        // it are initialised and owned by this handle.
+        // SAFETY: the buffer's mapping outlives every SendBuf (the pool leaks its mappings while buffers are abroad) and `len` bytes of it are initialised and owned by this handle.
         unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }
     }
 
@@ -509,9 +499,7 @@ impl SendBuf {
             return Err(self);
         }
         let this = std::mem::ManuallyDrop::new(self);
-        // SAFETY: we are on the home shard, the thread that owns the Rc;
-        // the pointer came from Rc::into_raw in into_send and is turned
-        // back exactly once (`this` is never dropped).
+        // SAFETY: we are on the home shard, the thread that owns the Rc; the pointer came from Rc::into_raw in into_send and is turned back exactly once (`this` is never dropped).
         let pool = unsafe { Rc::from_raw(this.pool as *const Inner) };
         pool.abroad.set(pool.abroad.get() - 1);
         Ok(PoolBuf { pool, class: this.class, idx: this.idx, len: this.len })

@@ -36,8 +36,7 @@ pub fn set_nodelay(fd: RawFd) -> io::Result<()> {
 
 fn borrow(fd: RawFd) -> std::os::fd::BorrowedFd<'static> {
     #[allow(unsafe_code)]
-    // SAFETY: only used for a setsockopt on a descriptor the caller owns
-    // and keeps open for the duration of the call.
+    // SAFETY: only used for a setsockopt on a descriptor the caller owns and keeps open for the duration of the call.
     unsafe {
         std::os::fd::BorrowedFd::borrow_raw(fd)
     }

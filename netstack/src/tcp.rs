@@ -110,8 +110,7 @@ pub struct TcpStream {
 
 fn owned(fd: RawFd) -> OwnedFd {
     #[allow(unsafe_code)]
-    // SAFETY: callers pass a descriptor the kernel just created for us
-    // (accept/socket) that nothing else owns.
+    // SAFETY: callers pass a descriptor the kernel just created for us (accept/socket) that nothing else owns.
     unsafe {
         OwnedFd::from_raw_fd(fd)
     }

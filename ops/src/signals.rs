@@ -61,8 +61,7 @@ impl Signals {
     pub fn wait(&self) -> Signal {
         loop {
             let mut sig: libc::c_int = 0;
-            // SAFETY: the set is initialised and blocked in this thread, and
-            // `sig` is a valid out-pointer.
+            // SAFETY: the set is initialised and blocked in this thread, and `sig` is a valid out-pointer.
             let rc = unsafe { libc::sigwait(&self.set.0, &mut sig) };
             if rc != 0 {
                 continue;

@@ -181,11 +181,9 @@ fn median(runs: &[Round], f: impl Fn(&Round) -> f64) -> f64 {
 fn pin_to(cpu: usize) -> io::Result<()> {
     // SAFETY: cpu_set_t is plain data; all zeroes is the empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: CPU_SET only sets a bit inside `set` (it ignores cpus beyond
-    // the set's size).
+    // SAFETY: CPU_SET only sets a bit inside `set` (it ignores cpus beyond the set's size).
     unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: pid 0 is the calling thread; `set` is a valid cpu_set_t of the
-    // size passed.
+    // SAFETY: pid 0 is the calling thread; `set` is a valid cpu_set_t of the size passed.
     let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
     if rc == 0 {
         Ok(())
@@ -284,8 +282,7 @@ async fn accept_loop(listener: OwnedFd) -> Result<(), String> {
         };
         match c.io_result() {
             Ok(fd) => {
-                // SAFETY: a successful accept returns a fresh descriptor that
-                // nobody else owns.
+                // SAFETY: a successful accept returns a fresh descriptor that nobody else owns.
                 let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
                 shard::spawn_local(connection(fd, group.clone())).detach();
             }
@@ -566,9 +563,9 @@ fn run_client(addr: SocketAddr, size: usize, server_tid: i32, ours: bool, ticks:
     let ep = unsafe { OwnedFd::from_raw_fd(ep) };
     for (i, c) in conns.iter().enumerate() {
         let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: i as u64 };
+        let (epfd, fd) = (ep.as_raw_fd(), c.stream.as_raw_fd());
         // SAFETY: both fds are open and `ev` is a valid event for the call.
-        let rc =
-            unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, c.stream.as_raw_fd(), &mut ev) };
+        let rc = unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, &mut ev) };
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }

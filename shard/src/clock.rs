@@ -10,8 +10,7 @@
 /// Monotonic nanoseconds at scheduler-tick resolution.
 pub(crate) fn coarse_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `ts` is a valid, exclusively borrowed timespec for the kernel
-    // (vDSO) to fill; CLOCK_MONOTONIC_COARSE exists on every Linux since 2.6.32.
+    // SAFETY: `ts` is a valid, exclusively borrowed timespec for the kernel (vDSO) to fill; CLOCK_MONOTONIC_COARSE exists on every Linux since 2.6.32.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
 }

@@ -7,8 +7,7 @@ use std::io;
 
 /// Maps `len` bytes of zeroed, private, read-write memory.
 pub fn map_anonymous(len: usize) -> io::Result<*mut u8> {
-    // SAFETY: an anonymous private mapping with no address hint has no
-    // preconditions; failure is reported as MAP_FAILED.
+    // SAFETY: an anonymous private mapping with no address hint has no preconditions; failure is reported as MAP_FAILED.
     let p = unsafe {
         libc::mmap(
             std::ptr::null_mut(),

@@ -55,10 +55,7 @@ pub(super) fn set_tcp_fastopen(fd: BorrowedFd<'_>, queue: u32) -> io::Result<()>
 /// `sock_fprog`), which is what makes the length below the right one.
 fn setsockopt<T>(fd: BorrowedFd<'_>, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
     let len = mem::size_of::<T>() as libc::socklen_t;
-    // SAFETY: `fd` is a live descriptor for the duration of the borrow;
-    // `value` points to `len` initialised bytes of the type the option
-    // expects; for `sock_fprog` its `filter` points to `len` live
-    // instructions, which the kernel copies before returning.
+    // SAFETY: `fd` is a live descriptor for the duration of the borrow; `value` points to `len` initialised bytes of the type the option expects; for `sock_fprog` its `filter` points to `len` live instructions, which the kernel copies before returning.
     let rc = unsafe { libc::setsockopt(fd.as_raw_fd(), level, name, (value as *const T).cast(), len) };
     if rc == 0 {
         Ok(())

@@ -56,9 +56,7 @@ impl<F: Future> Future for CatchUnwind<F> {
     type Output = Result<F::Output, JoinError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        // SAFETY: `inner` is structurally pinned: it is never moved out of
-        // `self`, and CatchUnwind has no Drop impl or Unpin impl of its own
-        // that could move it.
+        // SAFETY: `inner` is structurally pinned: it is never moved out of `self`, and CatchUnwind has no Drop impl or Unpin impl of its own that could move it.
         let inner = unsafe { self.map_unchecked_mut(|s| &mut s.inner) };
         match catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
             Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),

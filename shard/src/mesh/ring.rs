@@ -60,9 +60,7 @@ impl<T> Drop for Shared<T> {
         let mut pos = head;
         while pos != tail {
             self.slots[pos & mask].with_mut(|p| {
-                // SAFETY: `pos` lies in `released .. published`, whose slots
-                // hold initialised items nobody has moved out, and we are the
-                // only owner left.
+                // SAFETY: `pos` lies in `released .. published`, whose slots hold initialised items nobody has moved out, and we are the only owner left.
                 unsafe { (*p).assume_init_drop() }
             });
             pos = pos.wrapping_add(1);
@@ -129,10 +127,7 @@ impl<T> Producer<T> {
             }
         }
         self.shared.slots[self.pushed & self.mask].with_mut(|p| {
-            // SAFETY: `pushed - head_cache < capacity` and `head_cache <=
-            // released`, so `pushed` lies in the free region the producer owns,
-            // and the consumer's last read of this slot happened before the
-            // Acquire load that produced `head_cache`.
+            // SAFETY: `pushed - head_cache < capacity` and `head_cache <= released`, so `pushed` lies in the free region the producer owns, and the consumer's last read of this slot happened before the Acquire load that produced `head_cache`.
             unsafe { p.write(MaybeUninit::new(v)) }
         });
         self.pushed = self.pushed.wrapping_add(1);
@@ -192,8 +187,7 @@ impl<T> Drop for Producer<T> {
         let mut pos = self.published;
         while pos != self.pushed {
             self.shared.slots[pos & self.mask].with_mut(|p| {
-                // SAFETY: `pos` lies in `published .. pushed`: initialised,
-                // invisible to the consumer, owned by us.
+                // SAFETY: `pos` lies in `published .. pushed`: initialised, invisible to the consumer, owned by us.
                 unsafe { (*p).assume_init_drop() }
             });
             pos = pos.wrapping_add(1);
@@ -322,11 +316,7 @@ impl<T> Consumer<T> {
     unsafe fn take_visible(&mut self) -> T {
         debug_assert_ne!(self.popped, self.tail_cache);
         let v = self.shared.slots[self.popped & self.mask].with(|p| {
-            // SAFETY: `popped .. tail_cache` lies in `popped .. published`:
-            // initialised, and its writes were made visible by the Acquire load
-            // that produced `tail_cache`. Advancing `popped` right after keeps
-            // us from reading the moved-out value twice, and the producer does
-            // not reuse the slot until we release it.
+            // SAFETY: `popped .. tail_cache` lies in `popped .. published`: initialised, and its writes were made visible by the Acquire load that produced `tail_cache`. Advancing `popped` right after keeps us from reading the moved-out value twice, and the producer does not reuse the slot until we release it.
             unsafe { (*p).assume_init_read() }
         });
         self.popped = self.popped.wrapping_add(1);

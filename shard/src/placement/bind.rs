@@ -86,12 +86,7 @@ fn pin_libc(cpu: usize) -> Result<(), io::Error> {
     let words = (cpu / word_bits + 1).max(min_words);
     let mut mask: Vec<libc::c_ulong> = vec![0; words];
     mask[cpu / word_bits] |= 1 << (cpu % word_bits);
-    // SAFETY: `mask` is a live, initialised buffer of exactly
-    // `words * size_of::<c_ulong>()` bytes, the length we pass, and it is
-    // word-aligned like `cpu_set_t` (an array of `unsigned long`), whose bit
-    // layout (bit `i % word_bits` of word `i / word_bits`) we follow. The
-    // kernel only reads from it during the call, and pid 0 means the calling
-    // thread, so no other thread or memory is affected.
+    // SAFETY: `mask` is a live, initialised buffer of exactly `words * size_of::<c_ulong>()` bytes, the length we pass, and it is word-aligned like `cpu_set_t` (an array of `unsigned long`), whose bit layout (bit `i % word_bits` of word `i / word_bits`) we follow. The kernel only reads from it during the call, and pid 0 means the calling thread, so no other thread or memory is affected.
     let rc = unsafe {
         libc::sched_setaffinity(
             0,

@@ -95,9 +95,7 @@ impl BufRing {
         }
         inner.publish();
         context::with(|c| {
-            // SAFETY: `ring` is a page-aligned mapping of `entries`
-            // descriptors that lives as long as `Inner`, whose Drop
-            // unregisters the group before unmapping it.
+            // SAFETY: `ring` is a page-aligned mapping of `entries` descriptors that lives as long as `Inner`, whose Drop unregisters the group before unmapping it.
             unsafe { c.reactor.register_buf_ring(ring as u64, entries, bgid) }
         })?;
         inner.registered.set(true);
@@ -162,9 +160,7 @@ impl Inner {
     fn put(&self, bid: u16, publish: bool) {
         let tail = self.tail.get();
         let idx = usize::from(tail & (self.entries - 1));
-        // SAFETY: idx < entries, so the descriptor is inside the mapping; the
-        // kernel never writes descriptors beyond our tail, so this slot is
-        // ours until we advance the tail.
+        // SAFETY: idx < entries, so the descriptor is inside the mapping; the kernel never writes descriptors beyond our tail, so this slot is ours until we advance the tail.
         let entry = unsafe { &mut *self.ring.add(idx) };
         // SAFETY: bid < entries, so the offset stays inside `bufs`.
         let addr = unsafe { self.bufs.add(usize::from(bid) * self.buf_size) };
@@ -178,12 +174,9 @@ impl Inner {
     }
 
     fn publish(&self) {
-        // SAFETY: `ring` is the base of a live, initialised descriptor ring,
-        // which is what `BufRingEntry::tail` requires.
+        // SAFETY: `ring` is the base of a live, initialised descriptor ring, which is what `BufRingEntry::tail` requires.
         let tail = unsafe { BufRingEntry::tail(self.ring) } as *const AtomicU16;
-        // SAFETY: the tail field is a properly aligned u16 shared with the
-        // kernel; an atomic release store orders the descriptor writes above
-        // before the kernel can observe the new tail.
+        // SAFETY: the tail field is a properly aligned u16 shared with the kernel; an atomic release store orders the descriptor writes above before the kernel can observe the new tail.
         unsafe { (*tail).store(self.tail.get(), Ordering::Release) };
     }
 }
@@ -193,8 +186,7 @@ impl Drop for Inner {
         if self.registered.get() {
             let _ = context::try_with(|c| c.reactor.unregister_buf_ring(self.bgid));
         }
-        // SAFETY: the group is unregistered (or its ring is gone), and every
-        // ProvidedBuf holds an Rc to us, so no buffer is in use.
+        // SAFETY: the group is unregistered (or its ring is gone), and every ProvidedBuf holds an Rc to us, so no buffer is in use.
         unsafe {
             crate::mem::unmap(self.bufs, self.bufs_len);
             crate::mem::unmap(self.ring.cast(), self.ring_bytes);
@@ -230,10 +222,7 @@ impl ProvidedBuf {
 impl Deref for ProvidedBuf {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // SAFETY: the buffer is off the ring (the kernel handed it to us and
-        // will not write it until we put it back in Drop), the offset and
-        // length lie inside the mapping, and the kernel initialised `len`
-        // bytes of it.
+        // SAFETY: the buffer is off the ring (the kernel handed it to us and will not write it until we put it back in Drop), the offset and length lie inside the mapping, and the kernel initialised `len` bytes of it.
         unsafe {
             std::slice::from_raw_parts(
                 self.ring.bufs.add(usize::from(self.bid) * self.ring.buf_size),

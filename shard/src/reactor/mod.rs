@@ -157,8 +157,7 @@ impl Reactor {
     ) -> (u32, T) {
         let idx = self.slab.borrow_mut().insert(group);
         let entry = build(&mut data).user_data(u64::from(idx));
-        // SAFETY: the caller guarantees the entry only points at memory kept
-        // alive by `data` until the final completion.
+        // SAFETY: the caller guarantees the entry only points at memory kept alive by `data` until the final completion.
         if let Err(e) = unsafe { self.push(&entry) } {
             let errno = e.raw_os_error().unwrap_or(libc::EIO);
             let after = self.slab.borrow_mut().complete(idx, -errno, 0, false);
@@ -193,8 +192,7 @@ impl Reactor {
         let entry = opcode::Close::new(types::Fd(fd)).build().user_data(TAG_IGNORE);
         // SAFETY: a close entry carries no pointers.
         if unsafe { self.push(&entry) }.is_err() {
-            // SAFETY: the caller gave up the descriptor; closing it directly
-            // is the fallback when the ring cannot take the entry.
+            // SAFETY: the caller gave up the descriptor; closing it directly is the fallback when the ring cannot take the entry.
             unsafe { libc::close(fd) };
         }
     }
@@ -226,9 +224,7 @@ impl Reactor {
         let entry = opcode::Read::new(types::Fd(self.eventfd), self.eventfd_buf.as_ptr().cast(), 8)
             .build()
             .user_data(TAG_EVENTFD);
-        // SAFETY: the read targets `eventfd_buf`, a heap cell owned by the
-        // reactor; teardown cancels this read and waits for its completion
-        // (`quiesce`) before the reactor is dropped.
+        // SAFETY: the read targets `eventfd_buf`, a heap cell owned by the reactor; teardown cancels this read and waits for its completion (`quiesce`) before the reactor is dropped.
         if unsafe { self.push(&entry) }.is_ok() {
             self.eventfd_armed.set(true);
         }
@@ -349,9 +345,7 @@ impl Drop for Reactor {
 }
 
 pub(crate) fn new_eventfd() -> io::Result<OwnedFd> {
-    // SAFETY: eventfd has no memory preconditions; a negative return is an
-    // error. It stays blocking: io_uring reads of a non-blocking fd would
-    // fail with EAGAIN instead of waiting.
+    // SAFETY: eventfd has no memory preconditions; a negative return is an error. It stays blocking: io_uring reads of a non-blocking fd would fail with EAGAIN instead of waiting.
     let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
@@ -363,8 +357,7 @@ pub(crate) fn new_eventfd() -> io::Result<OwnedFd> {
 /// Writes the eventfd of another shard (or our own) to wake it.
 pub(crate) fn write_eventfd(fd: RawFd) {
     let one: u64 = 1;
-    // SAFETY: writes 8 bytes from a live u64 to a descriptor; a failure
-    // (EAGAIN on counter overflow) means the target is already awake.
+    // SAFETY: writes 8 bytes from a live u64 to a descriptor; a failure (EAGAIN on counter overflow) means the target is already awake.
     unsafe {
         libc::write(fd, (&one as *const u64).cast(), 8);
     }

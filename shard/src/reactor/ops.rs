@@ -75,8 +75,7 @@ unsafe impl IoBufMut for Vec<u8> {
     }
     unsafe fn set_init(&mut self, n: usize) {
         if n > self.len() {
-            // SAFETY: the caller guarantees the first `n` bytes are
-            // initialised and n <= capacity.
+            // SAFETY: the caller guarantees the first `n` bytes are initialised and n <= capacity.
             unsafe { self.set_len(n) };
         }
     }
@@ -215,8 +214,7 @@ async fn emit<B: IoBuf>(
     buf: B,
     entry: impl FnOnce(*const u8, u32) -> squeue::Entry,
 ) -> (io::Result<usize>, B) {
-    // SAFETY: the entry points at `buf`'s heap memory, owned by the op until
-    // its final completion.
+    // SAFETY: the entry points at `buf`'s heap memory, owned by the op until its final completion.
     let op = unsafe { start(buf, |b| entry(b.stable_ptr(), b.bytes_init().min(u32::MAX as usize) as u32)) };
     let (c, buf) = op.await;
     (c.io_result().map(|n| n as usize), buf)
@@ -239,8 +237,7 @@ pub async fn read<B: IoBufMut>(fd: RawFd, buf: B) -> (io::Result<usize>, B) {
 /// ran dry (re-arm after returning buffers).
 pub fn recv_multi(fd: RawFd, group: &BufRing) -> MultiOp<()> {
     let bgid = group.bgid();
-    // SAFETY: the entry carries no pointers; buffers belong to the group,
-    // which the slot keeps alive until the final completion.
+    // SAFETY: the entry carries no pointers; buffers belong to the group, which the slot keeps alive until the final completion.
     unsafe { start_multi((), Some(group.clone()), |_| opcode::RecvMulti::new(types::Fd(fd), bgid).build()) }
 }
 
@@ -251,8 +248,7 @@ pub fn recv_multi(fd: RawFd, group: &BufRing) -> MultiOp<()> {
 /// `Ok(None)` at end of stream; `ENOBUFS` when the group is empty.
 pub async fn recv_select(fd: RawFd, group: &BufRing) -> io::Result<Option<super::ProvidedBuf>> {
     let bgid = group.bgid();
-    // SAFETY: the entry carries no pointers; the buffer belongs to the
-    // group, which the operation's slot keeps alive until completion.
+    // SAFETY: the entry carries no pointers; the buffer belongs to the group, which the operation's slot keeps alive until completion.
     let op = unsafe {
         context::with(|c| {
             let (idx, data) = c.reactor.start((), Some(group.clone()), |_| {
@@ -380,8 +376,7 @@ pub fn close_later(fd: std::os::fd::OwnedFd) {
     use std::os::fd::IntoRawFd;
     let raw = fd.into_raw_fd();
     if context::try_with(|c| c.reactor.close_detached(raw)).is_none() {
-        // SAFETY: we own `raw` (taken from the OwnedFd above) and no shard
-        // ring can have operations queued on it from this thread.
+        // SAFETY: we own `raw` (taken from the OwnedFd above) and no shard ring can have operations queued on it from this thread.
         unsafe { libc::close(raw) };
     }
 }
@@ -460,8 +455,7 @@ pub fn recvmsg_multi(fd: RawFd, group: &BufRing) -> MultiOp<Box<libc::msghdr>> {
     // they fix the layout of every buffer it fills.
     hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     let bgid = group.bgid();
-    // SAFETY: the entry points at the boxed msghdr, owned by the operation
-    // (and parked in its slot if dropped) until the final completion.
+    // SAFETY: the entry points at the boxed msghdr, owned by the operation (and parked in its slot if dropped) until the final completion.
     unsafe {
         start_multi(hdr, Some(group.clone()), |h| {
             opcode::RecvMsgMulti::new(types::Fd(fd), &**h as *const libc::msghdr, bgid).build()
@@ -495,8 +489,7 @@ impl<'a> RecvMsgOut<'a> {
         let payload = &payload[..payload.len().min(payloadlen as usize)];
         let mut storage = AddrStorage::new();
         let n = (namelen as usize).min(size_of::<libc::sockaddr_storage>());
-        // SAFETY: copies at most sizeof(sockaddr_storage) bytes from `name`
-        // (which is that long) into the storage, which is that large.
+        // SAFETY: copies at most sizeof(sockaddr_storage) bytes from `name` (which is that long) into the storage, which is that large.
         unsafe {
             std::ptr::copy_nonoverlapping(
                 name.as_ptr(),
@@ -526,8 +519,7 @@ pub async fn recvmsg<B: IoBufMut>(fd: RawFd, buf: B) -> (io::Result<(usize, Opti
     // SAFETY: an all-zero msghdr/iovec is a valid "empty" value.
     let (hdr, iov) = unsafe { (MaybeUninit::zeroed().assume_init(), MaybeUninit::zeroed().assume_init()) };
     let state = Box::new(MsgState { hdr, iov, addr: AddrStorage::new(), buf });
-    // SAFETY: every pointer set here points into the boxed state (or the
-    // buffer's heap memory) owned by the op until completion.
+    // SAFETY: every pointer set here points into the boxed state (or the buffer's heap memory) owned by the op until completion.
     let op = unsafe {
         start(state, |s| {
             let init = s.buf.bytes_init();
@@ -559,8 +551,7 @@ pub async fn sendmsg<B: IoBuf>(fd: RawFd, buf: B, to: Option<SocketAddr>) -> (io
     let addr = to.map(AddrStorage::from_socket_addr).unwrap_or_default();
     let state = Box::new(MsgState { hdr, iov, addr, buf });
     let has_addr = to.is_some();
-    // SAFETY: every pointer set here points into the boxed state (or the
-    // buffer's heap memory) owned by the op until completion.
+    // SAFETY: every pointer set here points into the boxed state (or the buffer's heap memory) owned by the op until completion.
     let op = unsafe {
         start(state, |s| {
             s.iov.iov_base = s.buf.stable_ptr() as *mut libc::c_void;
@@ -616,8 +607,7 @@ impl AddrStorage {
                     sin_addr: libc::in_addr { s_addr: u32::from(*a.ip()).to_be() },
                     sin_zero: [0; 8],
                 };
-                // SAFETY: sockaddr_storage is larger than and suitably
-                // aligned for sockaddr_in.
+                // SAFETY: sockaddr_storage is larger than and suitably aligned for sockaddr_in.
                 unsafe { std::ptr::write((&mut s.storage as *mut libc::sockaddr_storage).cast(), sin) };
                 s.len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
             }
@@ -629,8 +619,7 @@ impl AddrStorage {
                     sin6_addr: libc::in6_addr { s6_addr: a.ip().octets() },
                     sin6_scope_id: a.scope_id(),
                 };
-                // SAFETY: sockaddr_storage is larger than and suitably
-                // aligned for sockaddr_in6.
+                // SAFETY: sockaddr_storage is larger than and suitably aligned for sockaddr_in6.
                 unsafe { std::ptr::write((&mut s.storage as *mut libc::sockaddr_storage).cast(), sin6) };
                 s.len = size_of::<libc::sockaddr_in6>() as libc::socklen_t;
             }
@@ -650,8 +639,7 @@ impl AddrStorage {
     pub fn to_socket_addr(&self) -> Option<SocketAddr> {
         match i32::from(self.storage.ss_family) {
             libc::AF_INET if self.len as usize >= size_of::<libc::sockaddr_in>() => {
-                // SAFETY: the family says the storage holds a sockaddr_in,
-                // and the storage is aligned for it.
+                // SAFETY: the family says the storage holds a sockaddr_in, and the storage is aligned for it.
                 let sin = unsafe { &*(self.addr_ptr().cast::<libc::sockaddr_in>()) };
                 let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
                 Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port))))

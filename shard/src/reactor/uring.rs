@@ -36,8 +36,7 @@ struct RsrcUpdate {
 fn register_ring_fd(fd: RawFd) -> Option<u32> {
     // offset u32::MAX: let the kernel pick a free slot and write it back.
     let mut up = RsrcUpdate { offset: u32::MAX, resv: 0, data: fd as u64 };
-    // SAFETY: `up` is a valid io_uring_rsrc_update the kernel reads and
-    // writes during the call only; nr_args is 1.
+    // SAFETY: `up` is a valid io_uring_rsrc_update the kernel reads and writes during the call only; nr_args is 1.
     let r = unsafe {
         libc::syscall(libc::SYS_io_uring_register, fd, REGISTER_RING_FDS, std::ptr::from_mut(&mut up), 1)
     };
@@ -50,8 +49,7 @@ impl Drop for Uring {
     fn drop(&mut self) {
         if let Some(index) = self.registered.take() {
             let mut up = RsrcUpdate { offset: index, resv: 0, data: 0 };
-            // SAFETY: as in `register_ring_fd`; unregistering an index we
-            // registered on this thread (a failure only leaks until exit).
+            // SAFETY: as in `register_ring_fd`; unregistering an index we registered on this thread (a failure only leaks until exit).
             let _ = unsafe {
                 libc::syscall(
                     libc::SYS_io_uring_register,
@@ -161,8 +159,7 @@ impl Uring {
     /// the memory until then.
     pub(crate) unsafe fn push(&mut self, entry: &squeue::Entry) -> io::Result<()> {
         loop {
-            // SAFETY: the caller guarantees the entry's memory outlives the
-            // operation, which is the only requirement of `push`.
+            // SAFETY: the caller guarantees the entry's memory outlives the operation, which is the only requirement of `push`.
             if unsafe { self.ring.submission().push(entry) }.is_ok() {
                 return Ok(());
             }
@@ -216,11 +213,10 @@ impl Uring {
             Some(index) => (index as libc::c_long, flags | ENTER_REGISTERED_RING),
             None => (self.ring.as_raw_fd() as libc::c_long, flags),
         };
-        // SAFETY: `fd` names our ring (by index or descriptor), and `arg` is
-        // null or points at `arg_size` bytes of a valid io_uring_getevents_arg
-        // (EXT_ARG is set exactly when it is) that outlives the call.
-        let r =
-            unsafe { libc::syscall(libc::SYS_io_uring_enter, fd, to_submit, wait_for, flags, arg, arg_size) };
+        let r = {
+            // SAFETY: `fd` names our ring (by index or descriptor), and `arg` is null or points at `arg_size` bytes of a valid io_uring_getevents_arg (EXT_ARG is set exactly when it is) that outlives the call.
+            unsafe { libc::syscall(libc::SYS_io_uring_enter, fd, to_submit, wait_for, flags, arg, arg_size) }
+        };
         if r < 0 {
             Err(io::Error::last_os_error())
         } else {
