@@ -19,52 +19,23 @@ use super::graphite::Sink;
 use super::report::{Summary, Tally};
 use super::{drive, mine, run_all, share, summary, Pacer, Window};
 
-/// A statsd metric type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Type {
-    /// `c`
-    Counter,
-    /// `g`
-    Gauge,
-    /// `ms`
-    Timer,
-    /// `h`
-    Histogram,
-    /// `d`
-    Distribution,
-    /// `s`
-    Set,
-}
+/// The metric types loadgen sends are the aggregator's own.
+pub use crate::aggregate::parse::MetricType as Type;
 
-impl Type {
-    /// The type's suffix on the wire.
-    pub fn code(self) -> &'static str {
-        match self {
-            Type::Counter => "c",
-            Type::Gauge => "g",
-            Type::Timer => "ms",
-            Type::Histogram => "h",
-            Type::Distribution => "d",
-            Type::Set => "s",
-        }
-    }
-
-    /// Parses `c,g,ms,h,d,s` (any subset, in any order).
-    pub fn parse_list(list: &str) -> anyhow::Result<Vec<Type>> {
-        let all = [Type::Counter, Type::Gauge, Type::Timer, Type::Histogram, Type::Distribution, Type::Set];
-        let types = list
-            .split(',')
-            .map(|t| {
-                all.into_iter().find(|x| x.code() == t.trim()).ok_or_else(|| {
-                    anyhow::anyhow!("--types {list:?}: unknown type {t:?} (expected some of c,g,ms,h,d,s)")
-                })
+/// Parses `c,g,ms,h,d,s` (any subset, in any order).
+pub fn parse_types(list: &str) -> anyhow::Result<Vec<Type>> {
+    let types = list
+        .split(',')
+        .map(|t| {
+            Type::ALL.into_iter().find(|x| x.code() == t.trim()).ok_or_else(|| {
+                anyhow::anyhow!("--types {list:?}: unknown type {t:?} (expected some of c,g,ms,h,d,s)")
             })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        if types.is_empty() {
-            anyhow::bail!("--types {list:?}: name at least one type");
-        }
-        Ok(types)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if types.is_empty() {
+        anyhow::bail!("--types {list:?}: name at least one type");
     }
+    Ok(types)
 }
 
 /// The graphite-side name of counter key `k` (what `lg.c.<k>` flushes as).
@@ -137,7 +108,7 @@ pub fn run(a: &StatsdArgs) -> anyhow::Result<Summary> {
     let cfg = Arc::new(StatsdConfig {
         target: a.common.target,
         sockets: a.sockets,
-        types: Type::parse_list(&a.types)?,
+        types: parse_types(&a.types)?,
         keys: a.keys,
         tags: a.tags,
         per_packet: a.per_packet,
@@ -253,7 +224,7 @@ mod tests {
 
     #[test]
     fn every_type_appears_and_counters_are_reported() {
-        let types = Type::parse_list("c,g,ms,h,d,s").unwrap();
+        let types = parse_types("c,g,ms,h,d,s").unwrap();
         let mut g = LineGen::new(types, 10, false, 0);
         let mut seen = Vec::new();
         let mut counter_sum = 0;
@@ -283,7 +254,7 @@ mod tests {
 
     #[test]
     fn unknown_types_are_refused_with_the_flag() {
-        let e = Type::parse_list("c,x").unwrap_err().to_string();
+        let e = parse_types("c,x").unwrap_err().to_string();
         assert!(e.contains("--types") && e.contains("\"x\""), "{e}");
     }
 }
