@@ -36,6 +36,9 @@
 //! `cargo bench -p netstack --bench udp`.
 #![allow(unsafe_code)]
 
+mod support;
+use support::{median, pin_to, thread_cpu};
+
 use std::io;
 use std::net::{SocketAddr, UdpSocket as StdUdp};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
@@ -300,20 +303,6 @@ fn fail(msg: &str) -> ! {
     std::process::exit(1);
 }
 
-fn median<T>(runs: &[T], f: impl Fn(&T) -> f64) -> f64 {
-    let mut v: Vec<f64> = runs.iter().map(f).collect();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 fn fmt_rate(x: f64) -> String {
     if x >= 1e6 {
         format!("{:.2} M/s", x / 1e6)
@@ -330,30 +319,6 @@ fn fmt_count(n: u64) -> String {
     } else {
         n.to_string()
     }
-}
-
-/// Pins the calling thread to `cpu`.
-fn pin_to(cpu: usize) {
-    // SAFETY: cpu_set_t is plain data; all zeroes is the empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: CPU_SET only sets a bit inside `set` (it ignores cpus beyond the set's size).
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: pid 0 is the calling thread; `set` is a valid cpu_set_t of the size passed.
-    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
-    if rc != 0 {
-        eprintln!("warning: could not pin to cpu {cpu}: {}", io::Error::last_os_error());
-    }
-}
-
-/// CPU time the calling thread has used.
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes a timespec into `ts`, which is live.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    if rc != 0 {
-        return Duration::ZERO;
-    }
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 // ------------------------------------------------------------- datagrams
