@@ -130,11 +130,6 @@ impl Drain {
         DrainGuard(self.0.clone())
     }
 
-    /// Connections open now.
-    pub fn open(&self) -> usize {
-        self.0.get()
-    }
-
     /// Waits until every connection has finished (checked every 20 ms: this
     /// only runs while draining).
     pub async fn finished(&self) {

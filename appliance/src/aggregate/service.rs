@@ -248,7 +248,7 @@ impl Drop for ReceiverGuard {
     }
 }
 
-async fn recv_udp(fd: OwnedFd, buffers: u16, size: usize) -> io::Result<()> {
+async fn recv_udp(fd: OwnedFd, buffers: u16, size: usize, records: bool) -> io::Result<()> {
     let _guard = ReceiverGuard::enter();
     let socket = UdpSocket::from_fd(fd)?;
     let group = BufRing::new(buffers, size)?;
@@ -259,7 +259,9 @@ async fn recv_udp(fd: OwnedFd, buffers: u16, size: usize) -> io::Result<()> {
             Either::Left(()) => break,
             Either::Right(Ok(d)) => {
                 on_datagram(&d);
-                ship_records(RECORD_BATCH);
+                if records {
+                    ship_records(RECORD_BATCH);
+                }
             }
             Either::Right(Err(e)) => {
                 tracing::warn!("statsd udp receive: {e}");
@@ -270,7 +272,9 @@ async fn recv_udp(fd: OwnedFd, buffers: u16, size: usize) -> io::Result<()> {
         if since_yield == 64 {
             // A busy socket always has a datagram ready; let the flush run.
             since_yield = 0;
-            ship_records(0);
+            if records {
+                ship_records(0);
+            }
             shard::yield_now().await;
         }
     }
@@ -286,13 +290,13 @@ async fn recv_udp(fd: OwnedFd, buffers: u16, size: usize) -> io::Result<()> {
     Ok(())
 }
 
-async fn accept_tcp(fd: OwnedFd, max_line: usize) -> io::Result<()> {
+async fn accept_tcp(fd: OwnedFd, max_line: usize, records: bool) -> io::Result<()> {
     let _guard = ReceiverGuard::enter();
     let listener = TcpListener::from_fd(fd)?;
     let group = BufRing::new(256, 16384)?;
     crate::serve::accept_until_stopped(&listener, |conn| {
         with(|st| st.stats.tcp_connections += 1);
-        shard::spawn_local_named("statsd-tcp", tcp_conn(conn, group.clone(), max_line)).detach();
+        shard::spawn_local_named("statsd-tcp", tcp_conn(conn, group.clone(), max_line, records)).detach();
     })
     .await;
     Ok(())
@@ -308,7 +312,7 @@ fn feed_piece(p: Piece<'_>) {
     });
 }
 
-async fn tcp_conn(conn: TcpStream, group: BufRing, max_line: usize) {
+async fn tcp_conn(conn: TcpStream, group: BufRing, max_line: usize, records: bool) {
     let _guard = ReceiverGuard::enter();
     let mut lines = StreamLines::new(max_line);
     let mut rx = conn.recv_stream(&group);
@@ -332,7 +336,9 @@ async fn tcp_conn(conn: TcpStream, group: BufRing, max_line: usize) {
         match next {
             Ok(Some(buf)) => {
                 lines.feed(&buf, feed_piece);
-                ship_records(RECORD_BATCH);
+                if records {
+                    ship_records(RECORD_BATCH);
+                }
             }
             Ok(None) => break,
             Err(e) => {
@@ -577,13 +583,16 @@ pub async fn serve_shard(
         shipping: Vec::new(),
     };
     STATE.with(|s| *s.borrow_mut() = Some(state));
+    let records = cfg.exchange == Exchange::Records;
     let mut tasks = Vec::new();
     if let Some(fd) = udp {
-        tasks
-            .push(shard::spawn_local_named("statsd-udp", recv_udp(fd, cfg.udp_buffers, cfg.udp_buffer_size)));
+        tasks.push(shard::spawn_local_named(
+            "statsd-udp",
+            recv_udp(fd, cfg.udp_buffers, cfg.udp_buffer_size, records),
+        ));
     }
     if let Some(fd) = tcp {
-        tasks.push(shard::spawn_local_named("statsd-accept", accept_tcp(fd, cfg.max_line_length)));
+        tasks.push(shard::spawn_local_named("statsd-accept", accept_tcp(fd, cfg.max_line_length, records)));
     }
     let cycle = (me == 0).then(|| shard::spawn_local_named("aggregate-flush", flush_cycle(cfg.clone())));
     let mut result = Ok(());

@@ -9,7 +9,6 @@ use serde::Deserialize;
 use super::{ConfigError, Source};
 use crate::aggregate::config::{AggregateConfig, Exchange};
 use crate::aggregate::graphite::parse_percentiles;
-use crate::forward::upstream::parse_duration;
 
 /// Defaults shared by the flags and the file.
 mod defaults {
@@ -113,7 +112,6 @@ impl AggregateOptions {
     /// depends on the shard count is checked again when the runtime starts.
     pub fn validate(&self, src: &Source) -> Result<Arc<AggregateConfig>, ConfigError> {
         let key = |field: &str| src.key(field);
-        let duration = |field: &str, v: &str| parse_duration(v).map_err(|e| key(field).error(e));
         let percentiles = parse_percentiles(&self.percentiles)
             .map_err(|e| key("percentiles").error(format!("{:?}: {e}", self.percentiles)))?;
         let exchange = match self.exchange.as_str() {
@@ -126,13 +124,13 @@ impl AggregateOptions {
             exchange,
             listen_udp: self.listen_udp,
             listen_tcp: self.listen_tcp,
-            flush_interval: duration("flush_interval", &self.flush_interval)?,
+            flush_interval: src.duration("flush_interval", &self.flush_interval)?,
             graphite: self.graphite,
             prefix: self.prefix.trim_end_matches('.').to_owned(),
             relays: self.relays.clone(),
             percentiles,
             max_keys: self.max_keys,
-            delete_idle: duration("delete_idle", &self.delete_idle)?,
+            delete_idle: src.duration("delete_idle", &self.delete_idle)?,
             flush_stdout: self.flush_stdout,
             max_line_length: self.max_line_length,
             ..AggregateConfig::default()

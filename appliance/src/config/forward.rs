@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::{ConfigError, Source};
 use crate::forward::health::HealthConfig;
-use crate::forward::upstream::{parse_duration, UpstreamSpec};
+use crate::forward::upstream::UpstreamSpec;
 use crate::forward::ForwardConfig;
 
 /// Defaults shared by the flags and the file.
@@ -124,7 +124,6 @@ impl ForwardOptions {
     /// Validates the options; every error names the flag or key.
     pub fn validate(&self, src: &Source) -> Result<Arc<ForwardConfig>, ConfigError> {
         let key = |field: &str| src.key(field);
-        let duration = |field: &str, v: &str| parse_duration(v).map_err(|e| key(field).error(e));
         if self.upstreams.is_empty() {
             return Err(key("upstreams").error("give at least one upstream HOST:PORT"));
         }
@@ -141,7 +140,7 @@ impl ForwardOptions {
             Some(v) => Some(v.parse().map_err(|e: String| key("proxy_protocol").error(e))?),
             None => None,
         };
-        let interval = duration("health_interval", &self.health_interval)?;
+        let interval = src.duration("health_interval", &self.health_interval)?;
         let passive = HealthConfig::default();
         let health = if interval.is_zero() || self.udp {
             None
@@ -167,8 +166,8 @@ impl ForwardOptions {
             listen: self.listen,
             upstreams,
             policy,
-            connect_timeout: duration("connect_timeout", &self.connect_timeout)?,
-            idle_timeout: duration("idle_timeout", &self.idle_timeout)?,
+            connect_timeout: src.duration("connect_timeout", &self.connect_timeout)?,
+            idle_timeout: src.duration("idle_timeout", &self.idle_timeout)?,
             max_conns: self.max_conns,
             retries: self.retries,
             proxy_protocol,

@@ -65,6 +65,11 @@ impl Source {
         }
     }
 
+    /// Parses the duration `value` of `field`, naming it in the error.
+    pub fn duration(&self, field: &str, value: &str) -> Result<Duration, ConfigError> {
+        duration(self.key(field), value)
+    }
+
     /// The name of element `i` of the list `field`.
     pub fn item(&self, field: &str, i: usize) -> Key {
         match self {

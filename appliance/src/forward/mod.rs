@@ -112,9 +112,7 @@ pub async fn serve(listener: OwnedFd, cfg: Arc<ForwardConfig>) -> io::Result<()>
         }
         let (state, open) = (state.clone(), drain.enter());
         shard::spawn_local_named("forward-conn", async move {
-            state.count(|s| s.active += 1);
             handle(&state, conn).await;
-            state.count(|s| s.active -= 1);
             state.leave();
             drop(open);
         })

@@ -9,7 +9,7 @@
 //! the upstream by [`UpstreamRef`] and settles with whatever pool is current
 //! when it ends.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -48,7 +48,6 @@ pub(crate) struct ShardState {
     conns: RefCell<ConnLimit>,
     stats: RefCell<ForwardStats>,
     pub(crate) group: BufRing,
-    generation: Cell<u64>,
 }
 
 impl ShardState {
@@ -72,7 +71,6 @@ impl ShardState {
             group: BufRing::new(cfg.buffers, cfg.buffer_size)?,
             pool: RefCell::new(pool),
             stats: RefCell::new(stats),
-            generation: Cell::new(0),
         }))
     }
 
@@ -108,6 +106,7 @@ impl ShardState {
         for (u, h) in s.upstreams.iter_mut().zip(&pool.health) {
             u.up = u64::from(h.is_eligible(now));
         }
+        s.active = u64::from(self.conns.borrow().active);
         s.relay_buffers_free = self.group.entries().saturating_sub(self.group.in_use()) as u64;
         s.relay_buffers_exhausted = self.group.exhausted();
         s
@@ -217,7 +216,6 @@ impl ShardState {
         *self.conns.borrow_mut() = ConnLimit { active, ..ConnLimit::for_shard(Some(cfg.max_conns), n, me) };
         self.stats.borrow_mut().upstreams = stats;
         *self.pool.borrow_mut() = Pool { cfg, generation, balancer, health, limits };
-        self.generation.set(generation);
         self.start_health_checks();
     }
 
@@ -242,7 +240,7 @@ impl ShardState {
                     if let Either::Left(()) = select(shard::stopping(), ticks.tick()).await {
                         return;
                     }
-                    if state.generation.get() != generation {
+                    if state.pool.borrow().generation != generation {
                         return;
                     }
                     let ok = netstack::tcp::TcpStream::connect_timeout(addr, hc.timeout).await.is_ok();

@@ -40,7 +40,7 @@ pub struct UpstreamStats {
 pub struct ForwardStats {
     /// Connections accepted.
     pub accepted: u64,
-    /// Connections open now.
+    /// Connections open now (the shard's held `--max-conns` slots).
     pub active: u64,
     /// Refused: the listener's share of --max-conns was used up.
     pub refused_over_limit: u64,
