@@ -351,7 +351,7 @@ fn upstreams(e: &mut Exposition, service: &str, names: &[&str], all: &[ForwardSt
         sum.merge(s);
     }
     type Field = fn(&crate::forward::stats::UpstreamStats) -> u64;
-    let families: [(&str, Kind, &str, Field); 7] = [
+    let families: [(&str, Kind, &str, Field); 8] = [
         ("appliance_forward_upstream_up", Kind::Gauge, "1 if the upstream is eligible.", |u| u.up),
         ("appliance_forward_upstream_active_connections", Kind::Gauge, "Connections open.", |u| u.active),
         ("appliance_forward_upstream_connections_total", Kind::Counter, "Connections relayed.", |u| u.total),
@@ -370,17 +370,15 @@ fn upstreams(e: &mut Exposition, service: &str, names: &[&str], all: &[ForwardSt
         ("appliance_forward_upstream_bytes_up_total", Kind::Counter, "Bytes client to upstream.", |u| {
             u.bytes_up
         }),
+        ("appliance_forward_upstream_bytes_down_total", Kind::Counter, "Bytes upstream to client.", |u| {
+            u.bytes_down
+        }),
     ];
     for (name, kind, help, f) in families {
         e.family(name, kind, help);
         for (u, s) in names.iter().zip(&sum.upstreams) {
             e.sample(name, &[("service", service), ("upstream", u)], f(s) as f64);
         }
-    }
-    let name = "appliance_forward_upstream_bytes_down_total";
-    e.family(name, Kind::Counter, "Bytes upstream to client.");
-    for (u, s) in names.iter().zip(&sum.upstreams) {
-        e.sample(name, &[("service", service), ("upstream", u)], s.bytes_down as f64);
     }
     let name = "appliance_forward_upstream_connect_seconds";
     e.family(name, Kind::Histogram, "Time to connect to the upstream.");
