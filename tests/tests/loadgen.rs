@@ -161,22 +161,29 @@ fn counting_http(close: bool) -> (SocketAddr, Arc<AtomicU64>) {
 
 #[test]
 fn http_keep_alive_counts_requests_exactly() {
-    let (addr, requests) = counting_http(false);
+    http_requests_counted_exactly(false, "3", 500, "2");
+}
+
+/// `tcp-rr --http` against a server that counts what it answered (closing
+/// after each response when `close`).
+fn http_requests_counted_exactly(close: bool, connections: &str, requests: u64, shards: &str) {
+    let (addr, answered) = counting_http(close);
+    let n = requests.to_string();
     let s = loadgen(&[
         "tcp-rr",
         "--http",
         "--target",
         &addr.to_string(),
         "--connections",
-        "3",
+        connections,
         "--requests",
-        "500",
+        &n,
         "--shards",
-        "2",
+        shards,
     ]);
-    assert_eq!(s["ok"], 500, "{s}");
+    assert_eq!(s["ok"], requests, "{s}");
     assert_eq!(s["errors"], 0, "{s}");
-    assert_eq!(requests.load(Ordering::SeqCst), 500);
+    assert_eq!(answered.load(Ordering::SeqCst), requests);
 }
 
 #[test]
@@ -435,22 +442,7 @@ fn udp_echo_and_blast_count_exactly() {
 
 #[test]
 fn http_connection_close_reconnects_and_still_counts_exactly() {
-    let (addr, requests) = counting_http(true);
-    let s = loadgen(&[
-        "tcp-rr",
-        "--http",
-        "--target",
-        &addr.to_string(),
-        "--connections",
-        "2",
-        "--requests",
-        "120",
-        "--shards",
-        "1",
-    ]);
-    assert_eq!(s["ok"], 120, "{s}");
-    assert_eq!(s["errors"], 0, "{s}");
-    assert_eq!(requests.load(Ordering::SeqCst), 120);
+    http_requests_counted_exactly(true, "2", 120, "1");
 }
 
 #[test]
