@@ -105,7 +105,18 @@ fn status_health_and_readiness_through_a_drain() {
     let up = Upstream::start(echo, 0);
     let (mut app, addr, admin) = forward_to(up.addr, &["--grace", "20s"]);
     assert_eq!(http_get(admin, "/healthz").expect("healthz").0, 200);
-    assert_eq!(http_get(admin, "/readyz").expect("readyz"), (200, "ready\n".into()));
+    // The admin endpoint answers as soon as it is bound; the shards start
+    // their services right after, and only then is the appliance ready.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = http_get(admin, "/readyz").expect("readyz");
+        if r == (200, "ready\n".into()) {
+            break;
+        }
+        assert_eq!(r, (503, "starting\n".into()), "before ready, only starting");
+        assert!(Instant::now() < deadline, "never ready");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let (status, body) = http_get(admin, "/status").expect("status");
     assert_eq!(status, 200);
     let json: serde_json::Value = serde_json::from_str(&body).expect("status is JSON");
