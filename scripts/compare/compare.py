@@ -295,9 +295,12 @@ def aggregate():
 
             def run(s):
                 udp, graphite = ports[s]
+                # The sink only listens while loadgen runs, so the appliance
+                # may be backing off (up to 5 s) when a run starts: settle
+                # longer than that. An exact run returns as soon as it is.
                 args = ["statsd", "--target", f"127.0.0.1:{udp}", "--lines", str(lines), "--keys", "1000",
                         "--types", types, "--per-packet", "20", "--verify-graphite", f"127.0.0.1:{graphite}",
-                        "--settle", "3s"]
+                        "--settle", "6s"]
                 if rate:
                     args += ["--rate", str(rate)]
                 j = loadgen(*args)
