@@ -187,6 +187,8 @@ pub struct Metric<'a> {
     pub container: Option<&'a [u8]>,
     /// The `T` unix timestamp, if any.
     pub timestamp: Option<u64>,
+    /// The first value, parsed while validating (most lines have one).
+    first: Value<'a>,
 }
 
 impl<'a> Metric<'a> {
@@ -194,7 +196,8 @@ impl<'a> Metric<'a> {
     pub fn values(&self) -> impl Iterator<Item = Value<'a>> + 'a {
         let kind = self.kind;
         // Every value was checked by `parse_line`, so none is skipped here.
-        self.raw_values.split(|&b| b == b':').filter_map(move |v| parse_value(v, kind))
+        let rest = self.raw_values.split(|&b| b == b':').skip(1).filter_map(move |v| parse_value(v, kind));
+        std::iter::once(self.first).chain(rest)
     }
 
     /// The tags, one by one.
@@ -280,11 +283,13 @@ pub fn parse_line(line: &[u8], max_len: usize) -> Result<Line<'_>, DropReason> {
     } else {
         DropReason::UnknownType
     })?;
-    if raw_values.split(|&b| b == b':').any(|v| parse_value(v, kind).is_none()) {
+    let mut values = raw_values.split(|&b| b == b':');
+    let first = values.next().and_then(|v| parse_value(v, kind)).ok_or(DropReason::BadValue)?;
+    if values.any(|v| parse_value(v, kind).is_none()) {
         return Err(DropReason::BadValue);
     }
     let mut metric =
-        Metric { name, kind, raw_values, rate: 1.0, tags: &[], container: None, timestamp: None };
+        Metric { name, kind, raw_values, rate: 1.0, tags: &[], container: None, timestamp: None, first };
     parse_fields(&mut metric, fields)?;
     Ok(Line::Metric(metric))
 }
@@ -337,6 +342,9 @@ fn parse_value(v: &[u8], kind: MetricType) -> Option<Value<'_>> {
 /// A finite decimal number: digits, one optional sign, `.`, exponent.
 /// `inf`, `nan` and hex are refused (std's parser accepts the first two).
 fn parse_f64(v: &[u8]) -> Option<f64> {
+    if let Some(f) = parse_plain(v) {
+        return Some(f);
+    }
     if v.is_empty() || !v.iter().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+' | b'e' | b'E'))
     {
         return None;
@@ -344,6 +352,45 @@ fn parse_f64(v: &[u8]) -> Option<f64> {
     // Only ASCII got here, so this is valid UTF-8.
     let s = std::str::from_utf8(v).ok()?;
     s.parse::<f64>().ok().filter(|f| f.is_finite())
+}
+
+/// Powers of ten that are exact doubles.
+const POW10: [f64; 19] =
+    [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18];
+
+/// The common case of [`parse_f64`] without std's general parser: an
+/// optional sign, at most 19 digits with at most one `.`, no exponent,
+/// and digits that make an integer below 2^53. Then the integer and the
+/// power of ten are both exact doubles and one IEEE division rounds
+/// correctly (Clinger's fast path), so the result is bit for bit what
+/// `str::parse` gives. `None` for anything else (the general parser
+/// decides).
+fn parse_plain(v: &[u8]) -> Option<f64> {
+    let (negative, digits) = match v.split_first()? {
+        (b'-', rest) => (true, rest),
+        (b'+', rest) => (false, rest),
+        _ => (false, v),
+    };
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    let (mut mantissa, mut point, mut seen) = (0u64, None, 0usize);
+    for (i, &b) in digits.iter().enumerate() {
+        match b {
+            b'0'..=b'9' => {
+                mantissa = mantissa * 10 + u64::from(b - b'0');
+                seen += 1;
+            }
+            b'.' if point.is_none() => point = Some(i),
+            _ => return None,
+        }
+    }
+    if seen == 0 || mantissa > 1 << 53 {
+        return None;
+    }
+    let decimals = point.map_or(0, |p| digits.len() - p - 1);
+    let value = mantissa as f64 / POW10[decimals];
+    Some(if negative { -value } else { value })
 }
 
 fn parse_u64(v: &[u8]) -> Option<u64> {
@@ -500,6 +547,25 @@ mod tests {
                     prop_assert_eq!(m.values().count(), m.raw_values.split(|&b| b == b':').count());
                 }
             }
+        }
+
+        /// The fast path gives std's answer bit for bit, and declines
+        /// (never differs) where it cannot.
+        #[test]
+        fn plain_numbers_parse_exactly_as_std(
+            sign in prop_oneof![Just(""), Just("-"), Just("+")],
+            int in "[0-9]{0,17}",
+            frac in proptest::option::of("[0-9]{0,12}"),
+        ) {
+            let text = match &frac {
+                Some(f) => format!("{sign}{int}.{f}"),
+                None => format!("{sign}{int}"),
+            };
+            let std = text.parse::<f64>().ok();
+            if let Some(fast) = parse_plain(text.as_bytes()) {
+                prop_assert_eq!(Some(fast.to_bits()), std.map(f64::to_bits), "{}", text);
+            }
+            prop_assert_eq!(parse_f64(text.as_bytes()).map(f64::to_bits), std.map(f64::to_bits), "{}", text);
         }
 
         #[test]

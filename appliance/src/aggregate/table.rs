@@ -29,8 +29,7 @@
 //! the allocator, ~32-48 bytes for typical names): ~100-150 bytes.
 //! `examples/aggregate_memory.rs` measures it.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use hashbrown::HashTable;
 
 use super::hash::hash64;
 use super::parse::{Metric, MetricType, Value};
@@ -157,26 +156,6 @@ fn part_of(hash: u64) -> u8 {
     (hash >> 58) as u8
 }
 
-/// FNV-1a over the key bytes: the keys are short, so a cheap hash beats
-/// SipHash; flooding one table only slows its shard.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct KeyHasher(u64);
-
-impl Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
-        for &b in bytes {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        self.0 = h;
-    }
-}
-
 /// A key as the table stores it, taken apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KeyView<'a> {
@@ -211,27 +190,32 @@ impl<'a> KeyView<'a> {
 /// byte order (duplicates kept). No allocation beyond `out`'s growth.
 pub fn canonical_key(m: &Metric<'_>, out: &mut Vec<u8>) {
     out.clear();
-    let t = MetricType::ALL.iter().position(|k| *k == m.kind).unwrap_or(0);
-    out.push(b'0' + t as u8);
+    // `MetricType` is declared in the order of `MetricType::ALL`.
+    out.push(b'0' + m.kind as u8);
     out.extend_from_slice(m.name);
-    let sorted = m.tag_iter().zip(m.tag_iter().skip(1)).all(|(a, b)| a <= b);
-    if sorted {
-        for tag in m.tag_iter() {
-            out.push(b'|');
-            out.extend_from_slice(tag);
-        }
+    if m.tags.is_empty() {
         return;
     }
-    // Selection by (bytes, position): tags are few, and this needs no
-    // scratch list.
-    let mut last: Option<(&[u8], usize)> = None;
-    loop {
-        let next =
-            m.tag_iter().enumerate().map(|(i, t)| (t, i)).filter(|c| last.is_none_or(|l| *c > l)).min();
-        let Some(c) = next else { break };
+    // Tags are few: sort references to them on the stack.
+    let mut few: [&[u8]; 16] = [&[]; 16];
+    let mut n = 0;
+    for tag in m.tag_iter() {
+        if n == few.len() {
+            let mut many: Vec<&[u8]> = m.tag_iter().collect();
+            many.sort_unstable();
+            return push_tags(out, &many);
+        }
+        few[n] = tag;
+        n += 1;
+    }
+    few[..n].sort_unstable();
+    push_tags(out, &few[..n]);
+}
+
+fn push_tags(out: &mut Vec<u8>, tags: &[&[u8]]) {
+    for tag in tags {
         out.push(b'|');
-        out.extend_from_slice(c.0);
-        last = Some(c);
+        out.extend_from_slice(tag);
     }
 }
 
@@ -258,7 +242,9 @@ pub enum Flushed<'a> {
 /// A shard's table of keys.
 #[derive(Debug)]
 pub struct Table {
-    map: HashMap<Box<[u8]>, Entry, BuildHasherDefault<KeyHasher>>,
+    /// Keys and their entries, placed by [`hash64`] of the key (the hash
+    /// the caller already computed for ownership, so a line hashes once).
+    map: HashTable<(Box<[u8]>, Entry)>,
     max_keys: usize,
     max_idle: u32,
 }
@@ -267,7 +253,7 @@ impl Table {
     /// A table of at most `max_keys` keys whose keys are deleted after more
     /// than `max_idle` flushes without an update.
     pub fn new(max_keys: usize, max_idle: u32) -> Table {
-        Table { map: HashMap::default(), max_keys, max_idle }
+        Table { map: HashTable::new(), max_keys, max_idle }
     }
 
     /// Keys held.
@@ -287,9 +273,9 @@ impl Table {
 
     /// [`Table::apply`] when the caller already has `hash64(key)`.
     pub fn apply_hashed(&mut self, key: &[u8], hash: u64, m: &Metric<'_>) -> Result<(), Refused> {
-        let entry = match self.map.get_mut(key) {
-            Some(e) => e,
-            None => self.insert(key.into(), Agg::new(m.kind), part_of(hash))?,
+        let entry = match self.map.find_mut(hash, |(k, _)| **k == *key) {
+            Some((_, e)) => e,
+            None => self.insert(key.into(), hash, Agg::new(m.kind))?,
         };
         entry.idle = 0;
         for v in m.values() {
@@ -298,18 +284,21 @@ impl Table {
         Ok(())
     }
 
-    fn insert(&mut self, key: Box<[u8]>, agg: Agg, part: u8) -> Result<&mut Entry, Refused> {
+    /// Adds a key known to be absent.
+    fn insert(&mut self, key: Box<[u8]>, hash: u64, agg: Agg) -> Result<&mut Entry, Refused> {
         if self.map.len() >= self.max_keys {
             return Err(Refused::TableFull);
         }
-        Ok(self.map.entry(key).or_insert(Entry { agg, idle: 0, part }))
+        let entry = Entry { agg, idle: 0, part: part_of(hash) };
+        Ok(&mut self.map.insert_unique(hash, (key, entry), rehash).into_mut().1)
     }
 
     /// Folds a partial aggregate (from [`Table::drain`] on another shard)
     /// into the key's aggregate.
     pub fn merge(&mut self, key: Box<[u8]>, partial: Agg) -> Result<(), Refused> {
-        match self.map.get_mut(&key) {
-            Some(e) => {
+        let hash = hash64(&key);
+        match self.map.find_mut(hash, |(k, _)| *k == key) {
+            Some((_, e)) => {
                 e.agg.merge(&partial);
                 e.idle = 0;
             }
@@ -318,8 +307,7 @@ impl Table {
                 // what merging the deltas into a fresh gauge gives.
                 let mut fresh = Agg::new(kind_of(&key));
                 fresh.merge(&partial);
-                let part = part_of(hash64(&key));
-                self.insert(key, fresh, part)?;
+                self.insert(key, hash, fresh)?;
             }
         }
         Ok(())
@@ -334,7 +322,7 @@ impl Table {
     /// Gives back the memory of an emptied table (after [`Table::drain`]),
     /// so a burst of keys does not pin its peak size.
     pub fn release_memory(&mut self) {
-        self.map.shrink_to_fit();
+        self.map.shrink_to_fit(rehash);
     }
 
     /// Reports every live key to `emit`, then starts a new interval:
@@ -354,7 +342,7 @@ impl Table {
     ) -> usize {
         let before = self.map.len();
         let max_idle = self.max_idle;
-        self.map.retain(|key, e| {
+        self.map.retain(|(key, e)| {
             if !parts.contains(&e.part) {
                 return true;
             }
@@ -378,6 +366,11 @@ impl Table {
         let heap: usize = self.map.iter().map(|(k, e)| k.len() + e.agg.heap_bytes()).sum();
         self.map.capacity() * slot + heap
     }
+}
+
+/// Where a slot goes when the table grows or shrinks.
+fn rehash(slot: &(Box<[u8]>, Entry)) -> u64 {
+    hash64(&slot.0)
 }
 
 fn kind_of(key: &[u8]) -> MetricType {
@@ -435,6 +428,18 @@ mod tests {
         let v = KeyView::parse(&k).unwrap();
         assert_eq!((v.kind, v.name, v.tags), (MetricType::Timer, &b"some.name"[..], &b"x:1|y:2"[..]));
         assert_eq!(v.tag_iter().collect::<Vec<_>>(), [&b"x:1"[..], b"y:2"]);
+        // Past the tags sorted on the stack.
+        let many: Vec<String> = (0..40).rev().map(|i| format!("t{i:02}")).collect();
+        let sorted: Vec<String> = (0..40).map(|i| format!("t{i:02}")).collect();
+        assert_eq!(key(&format!("m:1|c|#{}", many.join(","))), format!("0m|{}", sorted.join("|")).as_bytes());
+        // The type byte is the index in `MetricType::ALL`.
+        for (i, kind) in MetricType::ALL.into_iter().enumerate() {
+            assert_eq!(
+                KeyView::parse(&key(&format!("n:1|{}", kind.code()))).map(|v| v.kind),
+                Some(kind),
+                "{i}"
+            );
+        }
     }
 
     #[test]

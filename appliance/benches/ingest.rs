@@ -1,0 +1,113 @@
+//! What a shard spends per statsd line once the datagram is in memory:
+//! parse, canonical key, hash, table update (the work of the aggregate
+//! service's ingest loop, through the same public pieces), against the
+//! peer a bare receive loop does on the same bytes: counting newlines.
+//!
+//! `cargo bench -p appliance --bench ingest` prints ns per line for each
+//! mix and the ratio to counting. `-- --passes N` runs a fixed amount of
+//! work instead of timing (for `valgrind --tool=callgrind`, whose
+//! instruction counts do not depend on what else the machine is doing).
+//!
+//! The datagrams are what `appliance loadgen statsd` sends: 20 lines each,
+//! 1000 keys per type.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use appliance::aggregate::hash::hash64;
+use appliance::aggregate::parse::{parse_line, Line};
+use appliance::aggregate::table::{canonical_key, Table};
+use appliance::loadgen::statsd::{parse_types, LineGen};
+
+const PER_DATAGRAM: usize = 20;
+const DATAGRAMS: usize = 5_000;
+const KEYS: u32 = 1000;
+
+fn datagrams(types: &str, tags: bool) -> Vec<Vec<u8>> {
+    let types = parse_types(types).unwrap_or_default();
+    let mut gen = LineGen::new(types, KEYS, tags, 3);
+    (0..DATAGRAMS)
+        .map(|_| {
+            let mut d = Vec::with_capacity(1024);
+            for i in 0..PER_DATAGRAM {
+                if i > 0 {
+                    d.push(b'\n');
+                }
+                gen.next_line(&mut d);
+            }
+            d
+        })
+        .collect()
+}
+
+/// The bare loop's work: newline-terminated lines, plus an unterminated last.
+#[inline(never)]
+fn count_lines(data: &[u8]) -> u64 {
+    let n = data.iter().filter(|&&b| b == b'\n').count() as u64;
+    n + u64::from(data.last().is_some_and(|&b| b != b'\n'))
+}
+
+/// The shard's work per datagram (as `aggregate::service` does it for a
+/// key this shard owns).
+#[inline(never)]
+fn ingest(table: &mut Table, key: &mut Vec<u8>, data: &[u8]) -> u64 {
+    let mut applied = 0;
+    for raw in data.split(|&b| b == b'\n') {
+        if let Ok(Line::Metric(m)) = parse_line(raw, 1024) {
+            canonical_key(&m, key);
+            let hash = hash64(key);
+            if table.apply_hashed(key, hash, &m).is_ok() {
+                applied += 1;
+            }
+        }
+    }
+    applied
+}
+
+/// Runs `pass` over every datagram, `passes` times or (when `passes` is 0)
+/// for about `budget`; returns ns per line.
+fn measure(dgrams: &[Vec<u8>], passes: usize, budget: Duration, mut pass: impl FnMut(&[u8]) -> u64) -> f64 {
+    let lines = (dgrams.len() * PER_DATAGRAM) as f64;
+    let start = Instant::now();
+    let mut done = 0usize;
+    let mut seen = 0u64;
+    while (passes > 0 && done < passes) || (passes == 0 && start.elapsed() < budget) {
+        for d in dgrams {
+            seen += pass(black_box(d));
+        }
+        done += 1;
+    }
+    black_box(seen);
+    start.elapsed().as_nanos() as f64 / (lines * done as f64)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let passes = args
+        .iter()
+        .position(|a| a == "--passes")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0usize);
+    let budget = Duration::from_millis(700);
+    println!("ingest: ns per line over {DATAGRAMS} datagrams of {PER_DATAGRAM} lines, {KEYS} keys per type");
+    println!("{:<28} {:>10} {:>10} {:>8}", "mix", "count \\n", "ingest", "ratio");
+    for (name, types, tags) in
+        [("counters", "c", false), ("counters, tagged", "c", true), ("every type", "c,g,ms,h,d,s", false)]
+    {
+        let dgrams = datagrams(types, tags);
+        let mut table = Table::new(1_000_000, u32::MAX);
+        let mut key = Vec::with_capacity(256);
+        // Warm the table (the steady state has every key).
+        measure(&dgrams, 1, budget, |d| ingest(&mut table, &mut key, d));
+        let mut rounds = Vec::new();
+        for _ in 0..if passes > 0 { 1 } else { 5 } {
+            let bare = measure(&dgrams, passes, budget, count_lines);
+            let full = measure(&dgrams, passes, budget, |d| ingest(&mut table, &mut key, d));
+            rounds.push((bare, full));
+        }
+        rounds.sort_by(|a, b| a.1.total_cmp(&b.1));
+        let (bare, full) = rounds[rounds.len() / 2];
+        println!("{name:<28} {bare:>10.1} {full:>10.1} {:>7.1}x", full / bare);
+    }
+}
