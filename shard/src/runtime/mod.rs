@@ -18,6 +18,10 @@ use std::time::Duration;
 use thiserror::Error;
 
 use crate::executor::Home;
+
+/// [`Runtime::shared_state`]: what the shards share, their mesh endpoints,
+/// and the eventfds.
+type SharedState = (Arc<Shared>, Vec<mesh::Endpoint>, Vec<std::os::fd::OwnedFd>);
 use crate::mesh::{self, mail::Mailbox, MeshShared, WakeMode};
 use crate::placement::{self, PlacementError, PlacementOptions, Plan};
 
@@ -291,19 +295,16 @@ impl Runtime {
         RuntimeHandle { shared: Arc::new(OnceLock::new()) }
     }
 
-    /// As [`Runtime::run`], with a handle from [`Runtime::handle`].
-    pub fn run_with_handle<F, Fut, T>(self, handle: RuntimeHandle, main: F) -> Result<T, RuntimeError>
-    where
-        F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = T> + 'static,
-        T: Send + 'static,
-    {
+    /// What every shard shares (homes with their eventfds, the mesh), one
+    /// mesh endpoint per shard, and the eventfds, which the caller owns
+    /// until every shard is gone.
+    fn shared_state(&self) -> Result<SharedState, RuntimeError> {
         let n = self.plan.shards.len();
         let mut eventfds = Vec::with_capacity(n);
         let mut homes = Vec::with_capacity(n);
         for shard in 0..n {
             // Made here, before any shard runs, so foreign threads can wake
-            // a shard from the start; owned here until every shard is gone.
+            // a shard from the start.
             let fd = crate::reactor::new_eventfd().map_err(|source| RuntimeError::Uring { shard, source })?;
             homes.push(Arc::new(Home {
                 shard,
@@ -337,6 +338,18 @@ impl Runtime {
             ring_entries: self.cfg.ring_entries,
             idle_poll: self.cfg.idle_poll,
         });
+        Ok((shared, endpoints, eventfds))
+    }
+
+    /// As [`Runtime::run`], with a handle from [`Runtime::handle`].
+    pub fn run_with_handle<F, Fut, T>(self, handle: RuntimeHandle, main: F) -> Result<T, RuntimeError>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+        T: Send + 'static,
+    {
+        let n = self.plan.shards.len();
+        let (shared, endpoints, eventfds) = self.shared_state()?;
         let _ = handle.shared.set(shared.clone());
         let output: Arc<Mutex<Option<Result<T, RuntimeError>>>> = Arc::new(Mutex::new(None));
         let mut main = Some(main);
