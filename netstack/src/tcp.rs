@@ -209,6 +209,12 @@ impl TcpStream {
         ops::send(self.raw_fd(), buf).await
     }
 
+    /// Sends what fits now, without waiting for room: `WouldBlock` when
+    /// nothing fits (one call: may be partial).
+    pub async fn try_send<B: IoBuf>(&self, buf: B) -> (io::Result<usize>, B) {
+        ops::send_nowait(self.raw_fd(), buf).await
+    }
+
     /// Sends all of `buf`.
     pub async fn send_all<B: IoBuf>(&self, buf: B) -> (io::Result<()>, B) {
         send_all_with(self.raw_fd(), buf, false).await

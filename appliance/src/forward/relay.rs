@@ -3,10 +3,14 @@
 //!
 //! - Each direction receives into a buffer the kernel picks from the
 //!   shard's group when data arrives and sends that same buffer on: no
-//!   copy, no buffer held while idle, and at most one buffer per direction
-//!   (a slow reader throttles the writer: we stop receiving until the send
-//!   completed, so TCP flow control pushes back). Memory per connection is
-//!   therefore at most two group buffers, and nothing while idle.
+//!   copy, no buffer held while idle, at most one per direction.
+//! - A slow reader throttles the writer: we stop receiving until the send
+//!   completed, so TCP flow control pushes back. The group is shared by
+//!   the shard's connections, so a send that cannot go at once gives its
+//!   group buffer back and waits with a heap copy of what is left: slow
+//!   readers (a hundred stalled downloads, say) cannot hold the group and
+//!   stall every other connection of the shard. Memory per connection is
+//!   at most one buffer size per direction, nothing while idle.
 //! - Half-close: end of stream one way becomes a FIN the other way, and the
 //!   other direction keeps flowing.
 //! - A reset one way becomes a reset the other way (SO_LINGER 0 on close).
@@ -20,7 +24,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use netstack::tcp::TcpStream;
-use shard::reactor::BufRing;
+use shard::reactor::{BufRing, ProvidedBuf};
 
 /// How a relay ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,12 +137,28 @@ async fn pump(
         };
         activity.set(shard::time::coarse_now());
         let n = buf.len() as u64;
-        if let (Err(e), _) = to.send_all(buf).await {
+        if let Err(e) = forward(to, buf).await {
             return Half::Failed(classify(&e));
         }
         moved.set(moved.get() + n);
         activity.set(shard::time::coarse_now());
     }
+}
+
+/// Sends all of `buf` to `to`. Usually the socket has room and the one
+/// send that never waits is all it takes; otherwise the rest is copied out
+/// and the group buffer goes back before waiting for the reader.
+async fn forward(to: &TcpStream, buf: ProvidedBuf) -> io::Result<()> {
+    let (res, buf) = to.try_send(buf).await;
+    let sent = match res {
+        Ok(n) if n == buf.len() => return Ok(()),
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+        Err(e) => return Err(e),
+    };
+    let rest = buf[sent..].to_vec();
+    drop(buf);
+    to.send_all(rest).await.0
 }
 
 fn classify(e: &io::Error) -> Ended {

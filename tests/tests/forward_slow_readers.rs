@@ -1,0 +1,79 @@
+//! `appliance forward` with clients that stop reading: they must not hold
+//! the shard's relay buffers and stall everyone else's connections.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use appliance_tests::upstream::Upstream;
+use appliance_tests::Appliance;
+
+/// First byte `F`: writes without end (a download); anything else: echo.
+fn flood_or_echo(_: usize, mut s: TcpStream) {
+    let mut first = [0u8; 1];
+    if s.read_exact(&mut first).is_err() {
+        return;
+    }
+    if first[0] == b'F' {
+        let chunk = vec![0x5a; 64 * 1024];
+        while s.write_all(&chunk).is_ok() {}
+        return;
+    }
+    if s.write_all(&first).is_err() {
+        return;
+    }
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 || s.write_all(&buf[..n]).is_err() {
+            return;
+        }
+    }
+}
+
+#[test]
+fn stalled_downloads_do_not_stall_other_connections() {
+    let up = Upstream::start(flood_or_echo, 0);
+    let upstream = up.addr.to_string();
+    // One shard with 4 relay buffers, and twice as many stalled downloads.
+    let mut app = Appliance::start(&[
+        "forward",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &upstream,
+        "--shards",
+        "1",
+        "--no-pin",
+        "--health-interval",
+        "0",
+        "--buffers",
+        "4",
+        "--buffer-size",
+        "65536",
+    ])
+    .expect("start");
+    let addr: SocketAddr = app.wait_for_addr("forward listening on").expect("listening");
+    let stalled: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let mut s = TcpStream::connect(addr).expect("connect");
+            s.write_all(b"F").expect("ask for a download");
+            s
+        })
+        .collect();
+    // Let every download fill its socket buffers and stall.
+    std::thread::sleep(Duration::from_millis(700));
+    let mut c = TcpStream::connect(addr).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let start = Instant::now();
+    for round in 0..20u8 {
+        let msg = [b'e', round, round, round];
+        c.write_all(&msg).expect("send");
+        let mut back = [0u8; 4];
+        if let Err(e) = c.read_exact(&mut back) {
+            panic!("echo round {round} through the proxy: {e} (relay buffers held by stalled readers?)");
+        }
+        assert_eq!(back, msg);
+    }
+    assert!(start.elapsed() < Duration::from_secs(5));
+    drop(stalled);
+}
