@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use appliance_tests::upstream::Upstream;
-use appliance_tests::Appliance;
+use appliance_tests::{http_get, metric, Appliance};
 
 /// First byte `F`: writes without end (a download); anything else: echo.
 fn flood_or_echo(_: usize, mut s: TcpStream) {
@@ -35,24 +35,12 @@ fn stalled_downloads_do_not_stall_other_connections() {
     let up = Upstream::start(flood_or_echo, 0);
     let upstream = up.addr.to_string();
     // One shard with 4 relay buffers, and twice as many stalled downloads.
-    let mut app = Appliance::start(&[
-        "forward",
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        &upstream,
-        "--shards",
-        "1",
-        "--no-pin",
-        "--health-interval",
-        "0",
-        "--buffers",
-        "4",
-        "--buffer-size",
-        "65536",
-    ])
-    .expect("start");
+    let mut args = vec!["forward", "--listen", "127.0.0.1:0", "--upstream", &upstream, "--shards", "1"];
+    args.extend_from_slice(&["--no-pin", "--health-interval", "0", "--admin", "127.0.0.1:0"]);
+    args.extend_from_slice(&["--buffers", "4", "--buffer-size", "65536"]);
+    let mut app = Appliance::start(&args).expect("start");
     let addr: SocketAddr = app.wait_for_addr("forward listening on").expect("listening");
+    let admin: SocketAddr = app.wait_for_addr("admin listening on").expect("admin");
     let stalled: Vec<TcpStream> = (0..8)
         .map(|_| {
             let mut s = TcpStream::connect(addr).expect("connect");
@@ -75,5 +63,17 @@ fn stalled_downloads_do_not_stall_other_connections() {
         assert_eq!(back, msg);
     }
     assert!(start.elapsed() < Duration::from_secs(5));
+    // Each stalled download waited at least once; counted when it ends.
     drop(stalled);
+    let series = "appliance_forward_slow_reader_sends_total{service=\"forward\",shard=\"all\"}";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, text) = http_get(admin, "/metrics").expect("scrape");
+        let waited = metric(&text, series).unwrap_or(0.0);
+        if waited >= 8.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{series} = {waited}, want >= 8:\n{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

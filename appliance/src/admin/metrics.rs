@@ -325,6 +325,9 @@ fn forward(e: &mut Exposition, service: &str, all: &[ForwardStats]) {
         l,
         |s| s.relay_buffers_free,
     );
+    let help =
+        "Relay sends that found the reader's socket full and waited, bytes copied out of the relay buffer.";
+    each(e, all, "appliance_forward_slow_reader_sends_total", Counter, help, l, |s| s.slow_reader_sends);
     let help = "Receives that found the relay buffer ring empty and waited for a buffer.";
     each(e, all, "appliance_netstack_relay_buffers_exhausted_total", Counter, help, l, |s| {
         s.relay_buffers_exhausted

@@ -163,6 +163,7 @@ async fn handle(state: &ShardState, client: TcpStream) {
     state.count(|s| {
         s.bytes_up += moved.up;
         s.bytes_down += moved.down;
+        s.slow_reader_sends += moved.waited;
         match ended {
             Ended::Closed => {}
             Ended::Idle => s.idle_closed += 1,

@@ -46,6 +46,9 @@ pub struct Moved {
     pub up: u64,
     /// Upstream to client.
     pub down: u64,
+    /// Sends that found the reader's socket full and waited (with their
+    /// bytes copied out of the group buffer).
+    pub waited: u64,
 }
 
 /// One direction's outcome.
@@ -63,9 +66,9 @@ pub async fn relay(
     idle: Duration,
 ) -> (Ended, Moved) {
     let activity = Cell::new(shard::time::coarse_now());
-    let (up_bytes, down_bytes) = (Cell::new(0), Cell::new(0));
-    let mut up = pin!(pump(client, upstream, group, &activity, &up_bytes));
-    let mut down = pin!(pump(upstream, client, group, &activity, &down_bytes));
+    let (up_bytes, down_bytes, waited) = (Cell::new(0), Cell::new(0), Cell::new(0));
+    let mut up = pin!(pump(client, upstream, group, &activity, &up_bytes, &waited));
+    let mut down = pin!(pump(upstream, client, group, &activity, &down_bytes, &waited));
     let mut watchdog = pin!(watchdog(&activity, idle));
     let (mut up_done, mut down_done): (Option<Half>, Option<Half>) = (None, None);
     let mut idled = false;
@@ -91,7 +94,7 @@ pub async fn relay(
         Poll::Pending
     })
     .await;
-    let moved = Moved { up: up_bytes.get(), down: down_bytes.get() };
+    let moved = Moved { up: up_bytes.get(), down: down_bytes.get(), waited: waited.get() };
     let ended = match (&up_done, &down_done) {
         (Some(Half::Failed(e)), _) | (_, Some(Half::Failed(e))) => *e,
         _ if idled => Ended::Idle,
@@ -125,6 +128,7 @@ async fn pump(
     group: &BufRing,
     activity: &Cell<Duration>,
     moved: &Cell<u64>,
+    waited: &Cell<u64>,
 ) -> Half {
     loop {
         let buf = match from.recv_provided(group).await {
@@ -137,7 +141,7 @@ async fn pump(
         };
         activity.set(shard::time::coarse_now());
         let n = buf.len() as u64;
-        if let Err(e) = forward(to, buf).await {
+        if let Err(e) = forward(to, buf, waited).await {
             return Half::Failed(classify(&e));
         }
         moved.set(moved.get() + n);
@@ -147,8 +151,9 @@ async fn pump(
 
 /// Sends all of `buf` to `to`. Usually the socket has room and the one
 /// send that never waits is all it takes; otherwise the rest is copied out
-/// and the group buffer goes back before waiting for the reader.
-async fn forward(to: &TcpStream, buf: ProvidedBuf) -> io::Result<()> {
+/// and the group buffer goes back before waiting for the reader (counted
+/// in `waited`).
+async fn forward(to: &TcpStream, buf: ProvidedBuf, waited: &Cell<u64>) -> io::Result<()> {
     let (res, buf) = to.try_send(buf).await;
     let sent = match res {
         Ok(n) if n == buf.len() => return Ok(()),
@@ -158,6 +163,7 @@ async fn forward(to: &TcpStream, buf: ProvidedBuf) -> io::Result<()> {
     };
     let rest = buf[sent..].to_vec();
     drop(buf);
+    waited.set(waited.get() + 1);
     to.send_all(rest).await.0
 }
 

@@ -58,6 +58,9 @@ pub struct ForwardStats {
     pub bytes_up: u64,
     /// Bytes upstream -> client.
     pub bytes_down: u64,
+    /// Relay sends that found the reader's socket full and waited, their
+    /// bytes copied out so the relay buffer went back to the shard.
+    pub slow_reader_sends: u64,
     /// Relay buffers free in the shard's ring now (a gauge).
     pub relay_buffers_free: u64,
     /// Receives that found the relay buffer ring empty and waited.
@@ -81,6 +84,7 @@ impl ForwardStats {
         self.bad_proxy_headers += other.bad_proxy_headers;
         self.bytes_up += other.bytes_up;
         self.bytes_down += other.bytes_down;
+        self.slow_reader_sends += other.slow_reader_sends;
         self.relay_buffers_free += other.relay_buffers_free;
         self.relay_buffers_exhausted += other.relay_buffers_exhausted;
         self.udp.merge(&other.udp);
