@@ -7,8 +7,11 @@
 //! address, the transport, buffer sizes), is refused and reported (log,
 //! `/status`, `appliance_config_reloads_total{result="error"}`) and the old
 //! configuration stays. A good one is handed to shard 0 through a socket
-//! pair, and shard 0 applies it on every shard: upstream lists, weights,
-//! policies, timeouts and limits change without dropping a connection.
+//! pair, and shard 0 applies it on every shard: forward upstream lists,
+//! weights, policies, timeouts and limits change without dropping a
+//! connection; aggregate outputs (Graphite, relays, stdout), prefix,
+//! percentiles, flush interval and key limits change without losing a
+//! line (queued Graphite intervals follow a new Graphite address).
 
 use std::io::Write as _;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -98,8 +101,13 @@ pub fn reloadable(old: &AppConfig, new: &AppConfig) -> Result<(), String> {
             }
         }
         if let (Service::Aggregate(x), Service::Aggregate(y)) = (a, b) {
-            if format!("{x:?}") != format!("{y:?}") {
-                return restart("an aggregate service");
+            let fixed = |c: &crate::aggregate::AggregateConfig| {
+                (c.udp_buffers, c.udp_buffer_size, c.udp_socket_buffer, c.exchange, c.max_line_length)
+            };
+            if fixed(x) != fixed(y) {
+                return restart(
+                    "udp_buffers, udp_buffer_size, udp_socket_buffer, exchange or max_line_length",
+                );
             }
         }
         if let (Service::Echo(x), Service::Echo(y)) = (a, b) {
@@ -141,6 +149,9 @@ async fn apply(new: &AppConfig) -> Result<(), String> {
                 tracing::info!(service = %cfg.name, upstream = %u, "pool member");
             }
             crate::forward::reload(cfg.clone()).await?;
+        }
+        if let Service::Aggregate(cfg) = service {
+            crate::aggregate::service::reload(cfg.clone()).await?;
         }
     }
     Ok(())

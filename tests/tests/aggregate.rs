@@ -455,3 +455,71 @@ fn idle_keys_are_deleted() {
     send_udp(udp, &["idle.k3:4|c".to_owned()], 1);
     sink.eventually("the key comes back", |s| s.last("stats.counters.idle.k3.count") == Some(4.0));
 }
+
+/// `run --config` with one aggregate service flushing every second to
+/// `graphite` with `prefix`, and the admin endpoint.
+fn aggregate_config(graphite: SocketAddr, prefix: &str) -> String {
+    format!(
+        "[runtime]\nshards = 2\nno_pin = true\ngrace = \"5s\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n\
+         [[aggregate]]\nname = \"statsd\"\nlisten_udp = \"127.0.0.1:0\"\nflush_interval = \"1s\"\n\
+         graphite = \"{graphite}\"\nprefix = \"{prefix}\"\n"
+    )
+}
+
+/// Waits until `/status` shows `want` reloads of `key` (`ok` or `failed`).
+fn wait_reloads(admin: SocketAddr, key: &str, want: u64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = appliance_tests::http_get(admin, "/status").expect("status");
+        let json: serde_json::Value = serde_json::from_str(&body).expect("json");
+        if json["reloads"][key] == want {
+            return json["reloads"]["last_error"].as_str().unwrap_or_default().to_string();
+        }
+        assert!(Instant::now() < deadline, "reloads.{key} never reached {want}: {json:#}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sighup_moves_graphite_and_prefix_without_losing_a_line() {
+    let (first, second) = (Sink::start(), Sink::start());
+    let dir = std::env::temp_dir().join(format!("appliance-test-agg-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("appliance.toml");
+    std::fs::write(&path, aggregate_config(first.addr, "stats")).expect("write config");
+    let mut app = Appliance::start(&["run", "--config", path.to_str().expect("utf8")]).expect("start");
+    let udp = app.wait_for_addr("aggregate listening on udp").expect("udp address");
+    let admin = app.wait_for_addr("admin listening on").expect("admin address");
+
+    let burst = |n: usize| (0..n).map(|_| "moved:1|c".to_string()).collect::<Vec<_>>();
+    send_udp(udp, &burst(40), 8);
+    first.eventually("the first Graphite counts the first 40", |s| {
+        s.sum("stats.counters.moved.count") == 40.0
+    });
+
+    std::fs::write(&path, aggregate_config(second.addr, "tier")).expect("rewrite config");
+    app.signal(libc::SIGHUP);
+    wait_reloads(admin, "ok", 1);
+    send_udp(udp, &burst(60), 8);
+    second.eventually("the second Graphite counts the next 60 under the new prefix", |s| {
+        s.sum("tier.counters.moved.count") == 60.0
+    });
+    second.settle();
+    let total = first.sum("stats.counters.moved.count")
+        + second.sum("stats.counters.moved.count")
+        + second.sum("tier.counters.moved.count");
+    assert_eq!(total, 100.0, "every line counted once, wherever it went");
+    assert_eq!(first.sum("tier.counters.moved.count"), 0.0, "nothing new reaches the old Graphite");
+
+    // What needs a restart is refused, and the running configuration stays.
+    let restart = aggregate_config(second.addr, "tier") + "exchange = \"records\"\n";
+    std::fs::write(&path, restart).expect("rewrite config");
+    app.signal(libc::SIGHUP);
+    let error = wait_reloads(admin, "failed", 1);
+    assert!(error.contains("needs a restart") && error.contains("exchange"), "{error}");
+    send_udp(udp, &burst(5), 1);
+    second.eventually("still flushing under the reloaded prefix", |s| {
+        s.sum("tier.counters.moved.count") == 65.0
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}

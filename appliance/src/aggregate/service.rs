@@ -57,6 +57,8 @@ struct ShardState {
     key: Vec<u8>,
     passthrough: Vec<u8>,
     outbox: Option<Rc<Outbox>>,
+    /// Outboxes a reload replaced (their counters still count).
+    retired: Vec<Rc<Outbox>>,
     /// Receive tasks still running (0 after a drain).
     receivers: usize,
     /// The final flush is done: the shard's service may return.
@@ -89,7 +91,7 @@ pub fn shard_stats() -> AggregateStats {
     with(|st| {
         let mut s = st.stats.clone();
         s.keys = st.owned.len() as u64;
-        if let Some(o) = &st.outbox {
+        for o in st.outbox.iter().chain(&st.retired) {
             s.flush_errors += o.errors.get();
             s.intervals_dropped += o.dropped.get();
             s.graphite_lines += o.lines.get();
@@ -520,16 +522,26 @@ async fn report_stats(prefix: &str, ts: u64) {
 
 /// Shard 0's flush cycle; after a stop, the final flush once every
 /// receiver has drained, then the Graphite queues, then release the shards.
-async fn flush_cycle(cfg: Arc<AggregateConfig>) {
-    let deadline = (cfg.flush_interval / 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
+async fn flush_cycle() {
+    let current = || with(|st| st.cfg.clone());
+    let Some(mut cfg) = current() else { return };
     let mut ticks = shard::time::interval(cfg.flush_interval);
     ticks.tick().await;
     loop {
         if let Either::Left(()) = select(shard::stopping(), ticks.tick()).await {
             break;
         }
+        let deadline = (cfg.flush_interval / 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
         flush_all(&cfg.prefix, deadline).await;
+        // A reload takes effect from the next interval on.
+        let Some(now) = current() else { break };
+        if now.flush_interval != cfg.flush_interval {
+            ticks = shard::time::interval(now.flush_interval);
+            ticks.tick().await;
+        }
+        cfg = now;
     }
+    let cfg = current().unwrap_or(cfg);
     let until = Instant::now() + Duration::from_secs(3);
     while Instant::now() < until && busy(|st| st.receivers > 0).await {
         shard::time::sleep(Duration::from_millis(10)).await;
@@ -540,6 +552,50 @@ async fn flush_cycle(cfg: Arc<AggregateConfig>) {
         shard::time::sleep(Duration::from_millis(10)).await;
     }
     shard::invoke_on_all(|| async { with(|st| st.done = true) }).await;
+}
+
+fn format_of(cfg: &AggregateConfig) -> Format {
+    Format {
+        prefix: cfg.prefix.clone(),
+        percentiles: cfg.percentiles.clone(),
+        interval_secs: cfg.flush_interval.as_secs_f64(),
+    }
+}
+
+/// Applies a reloaded configuration on every shard: outputs (Graphite,
+/// relays, stdout), prefix, percentiles, flush interval and key limits.
+/// Queued Graphite intervals move to a new Graphite address. Sockets,
+/// buffers, the exchange and the line length need a restart (refused
+/// before this runs, see `reload::reloadable`). The interval being
+/// collected when the flush interval changes reports its rates over the
+/// new length.
+pub async fn reload(cfg: Arc<AggregateConfig>) -> Result<(), String> {
+    let results = shard::invoke_on_all(move || {
+        let cfg = cfg.clone();
+        async move {
+            with(|st| reconfigure(st, cfg)).ok_or_else(|| "the aggregate service is not running".to_string())
+        }
+    })
+    .await;
+    for (shard, r) in results.into_iter().enumerate() {
+        r.map_err(|e| format!("shard {shard}: {e}"))??;
+    }
+    Ok(())
+}
+
+fn reconfigure(st: &mut ShardState, cfg: Arc<AggregateConfig>) {
+    st.fmt = format_of(&cfg);
+    st.owned.set_limits(cfg.keys_per_shard(st.shards), cfg.max_idle_flushes());
+    st.partial.set_limits(cfg.keys_per_shard(st.shards), 0);
+    if (st.cfg.graphite, st.cfg.graphite_queue) != (cfg.graphite, cfg.graphite_queue) {
+        let next = cfg.graphite.map(|a| Outbox::new(a, cfg.graphite_queue));
+        if let Some(old) = st.outbox.take() {
+            old.retire_into(next.clone());
+            st.retired.push(old);
+        }
+        st.outbox = next;
+    }
+    st.cfg = cfg;
 }
 
 /// Whether `test` holds on any shard.
@@ -560,14 +616,9 @@ pub async fn serve_shard(
 ) -> io::Result<()> {
     let (me, shards) = (shard::shard_id(), shard::shard_count());
     let per_shard = cfg.keys_per_shard(shards);
-    let fmt = Format {
-        prefix: cfg.prefix.clone(),
-        percentiles: cfg.percentiles.clone(),
-        interval_secs: cfg.flush_interval.as_secs_f64(),
-    };
     let state = ShardState {
         cfg: cfg.clone(),
-        fmt,
+        fmt: format_of(&cfg),
         me,
         shards,
         owned: Table::new(per_shard, cfg.max_idle_flushes()),
@@ -576,6 +627,7 @@ pub async fn serve_shard(
         key: Vec::with_capacity(256),
         passthrough: Vec::new(),
         outbox: cfg.graphite.map(|a| Outbox::new(a, cfg.graphite_queue)),
+        retired: Vec::new(),
         receivers: 0,
         done: false,
         last_flush: Vec::new(),
@@ -594,7 +646,7 @@ pub async fn serve_shard(
     if let Some(fd) = tcp {
         tasks.push(shard::spawn_local_named("statsd-accept", accept_tcp(fd, cfg.max_line_length, records)));
     }
-    let cycle = (me == 0).then(|| shard::spawn_local_named("aggregate-flush", flush_cycle(cfg.clone())));
+    let cycle = (me == 0).then(|| shard::spawn_local_named("aggregate-flush", flush_cycle()));
     let mut result = Ok(());
     for t in tasks {
         match t.await {

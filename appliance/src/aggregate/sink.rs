@@ -30,6 +30,11 @@ pub struct Outbox {
     conn: RefCell<Option<Rc<TcpStream>>>,
     sending: Cell<bool>,
     healthy: Cell<bool>,
+    /// Replaced by a reload: the writer stops after its current payload.
+    retired: Cell<bool>,
+    /// Where payloads pushed after the reload go (a flush that started
+    /// before it); `None`: Graphite was removed, they are dropped.
+    successor: RefCell<Option<Rc<Outbox>>>,
     /// Failed connects and sends.
     pub errors: Cell<u64>,
     /// Intervals dropped from a full queue.
@@ -48,6 +53,8 @@ impl Outbox {
             conn: RefCell::default(),
             sending: Cell::new(false),
             healthy: Cell::new(true),
+            retired: Cell::new(false),
+            successor: RefCell::default(),
             errors: Cell::new(0),
             dropped: Cell::new(0),
             lines: Cell::new(0),
@@ -59,6 +66,13 @@ impl Outbox {
     /// entry (the queue limit counts intervals).
     pub fn push(self: &Rc<Self>, mut payload: Vec<u8>, lines: u64, ts: u64) {
         if payload.is_empty() {
+            return;
+        }
+        if self.retired.get() {
+            match self.successor.borrow().as_ref() {
+                Some(next) => next.push(payload, lines, ts),
+                None => self.dropped.set(self.dropped.get() + 1),
+            }
             return;
         }
         {
@@ -85,6 +99,21 @@ impl Outbox {
         }
     }
 
+    /// Hands every queued interval to `next` (a reload moved Graphite) and
+    /// stops this outbox's writer after the payload it is sending, if any
+    /// (which goes to `next` too if it fails). Without `next` (Graphite
+    /// removed) the queue is dropped and counted.
+    pub fn retire_into(&self, next: Option<Rc<Outbox>>) {
+        self.retired.set(true);
+        let queued = std::mem::take(&mut *self.queue.borrow_mut());
+        match &next {
+            Some(n) => queued.into_iter().for_each(|(p, lines, ts)| n.push(p, lines, ts)),
+            None => self.dropped.set(self.dropped.get() + queued.len() as u64),
+        }
+        *self.successor.borrow_mut() = next;
+        *self.conn.borrow_mut() = None;
+    }
+
     /// Bytes queued and not yet handed to the socket.
     pub fn pending_bytes(&self) -> usize {
         self.queue.borrow().iter().map(|q| q.0.len()).sum()
@@ -104,6 +133,9 @@ impl Outbox {
     async fn write_all(self: Rc<Self>) {
         let mut backoff = BACKOFF_MIN;
         loop {
+            if self.retired.get() {
+                break;
+            }
             let next = self.queue.borrow_mut().pop_front();
             let Some((payload, lines, ts)) = next else { break };
             match self.send(payload).await {
@@ -111,6 +143,12 @@ impl Outbox {
                     self.healthy.set(true);
                     self.lines.set(self.lines.get() + lines);
                     backoff = BACKOFF_MIN;
+                }
+                Err((_, payload)) if self.retired.get() => {
+                    // Replaced meanwhile: the successor (if any) takes it.
+                    self.errors.set(self.errors.get() + 1);
+                    self.push(payload, lines, ts);
+                    break;
                 }
                 Err((e, payload)) => {
                     tracing::warn!(graphite = %self.addr, "graphite: {e}; retrying in {backoff:?}");

@@ -256,6 +256,13 @@ impl Table {
         Table { map: HashTable::new(), max_keys, max_idle }
     }
 
+    /// New limits (a reload): a table above `max_keys` keeps its keys and
+    /// refuses new ones until it is below.
+    pub fn set_limits(&mut self, max_keys: usize, max_idle: u32) {
+        self.max_keys = max_keys;
+        self.max_idle = max_idle;
+    }
+
     /// Keys held.
     pub fn len(&self) -> usize {
         self.map.len()
