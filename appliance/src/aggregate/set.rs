@@ -167,12 +167,25 @@ mod tests {
         assert!((c - 513.0).abs() <= 3.0 * HLL_STANDARD_ERROR * 513.0, "{c}");
     }
 
+    /// The error is a random variable: over several member families its
+    /// spread matches the stated standard error, and no single estimate
+    /// is far out (one estimate past 3 standard errors happens 0.3% of
+    /// the time with any hash, so the bound per estimate is 4).
     #[test]
-    fn approximate_within_three_standard_errors() {
+    fn approximate_within_the_stated_error() {
         for n in [1_000u32, 5_000, 20_000, 100_000] {
-            let c = filled(0..n).count() as f64;
-            let err = (c - f64::from(n)).abs() / f64::from(n);
-            assert!(err <= 3.0 * HLL_STANDARD_ERROR, "n={n} estimate={c} err={err}");
+            let errs: Vec<f64> = (0..6)
+                .map(|family| {
+                    let mut s = UniqueSet::new();
+                    for i in 0..n {
+                        s.insert(format!("f{family}-member-{i}").as_bytes());
+                    }
+                    (s.count() as f64 - f64::from(n)) / f64::from(n)
+                })
+                .collect();
+            let rms = (errs.iter().map(|e| e * e).sum::<f64>() / errs.len() as f64).sqrt();
+            assert!(rms <= 1.5 * HLL_STANDARD_ERROR, "n={n} errors {errs:?}");
+            assert!(errs.iter().all(|e| e.abs() <= 4.0 * HLL_STANDARD_ERROR), "n={n} errors {errs:?}");
         }
     }
 

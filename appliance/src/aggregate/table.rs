@@ -280,7 +280,7 @@ impl Table {
 
     /// [`Table::apply`] when the caller already has `hash64(key)`.
     pub fn apply_hashed(&mut self, key: &[u8], hash: u64, m: &Metric<'_>) -> Result<(), Refused> {
-        let entry = match self.map.find_mut(hash, |(k, _)| **k == *key) {
+        let entry = match self.map.find_mut(slot_hash(hash), |(k, _)| **k == *key) {
             Some((_, e)) => e,
             None => self.insert(key.into(), hash, Agg::new(m.kind))?,
         };
@@ -297,14 +297,14 @@ impl Table {
             return Err(Refused::TableFull);
         }
         let entry = Entry { agg, idle: 0, part: part_of(hash) };
-        Ok(&mut self.map.insert_unique(hash, (key, entry), rehash).into_mut().1)
+        Ok(&mut self.map.insert_unique(slot_hash(hash), (key, entry), rehash).into_mut().1)
     }
 
     /// Folds a partial aggregate (from [`Table::drain`] on another shard)
     /// into the key's aggregate.
     pub fn merge(&mut self, key: Box<[u8]>, partial: Agg) -> Result<(), Refused> {
         let hash = hash64(&key);
-        match self.map.find_mut(hash, |(k, _)| *k == key) {
+        match self.map.find_mut(slot_hash(hash), |(k, _)| *k == key) {
             Some((_, e)) => {
                 e.agg.merge(&partial);
                 e.idle = 0;
@@ -375,9 +375,17 @@ impl Table {
     }
 }
 
+/// The table's hash of a key whose [`hash64`] is `hash`. Every key in an
+/// owner's table has the same `hash % shards`, so with 2^k shards the low k
+/// bits (where the table starts probing) would be constant; the rotation
+/// puts independent bits there.
+fn slot_hash(hash: u64) -> u64 {
+    hash.rotate_left(32)
+}
+
 /// Where a slot goes when the table grows or shrinks.
 fn rehash(slot: &(Box<[u8]>, Entry)) -> u64 {
-    hash64(&slot.0)
+    slot_hash(hash64(&slot.0))
 }
 
 fn kind_of(key: &[u8]) -> MetricType {

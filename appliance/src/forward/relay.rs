@@ -9,8 +9,11 @@
 //!   the shard's connections, so a send that cannot go at once gives its
 //!   group buffer back and waits with a heap copy of what is left: slow
 //!   readers (a hundred stalled downloads, say) cannot hold the group and
-//!   stall every other connection of the shard. Memory per connection is
-//!   at most one buffer size per direction, nothing while idle.
+//!   stall every other connection of the shard. The copies a shard holds
+//!   are capped at the size of the group (buffers x buffer size); past
+//!   that a stalled send keeps its group buffer (backpressure as before).
+//!   So memory per connection is at most one buffer size per direction,
+//!   nothing while idle, and per shard at most twice the group.
 //! - Half-close: end of stream one way becomes a FIN the other way, and the
 //!   other direction keeps flowing.
 //! - A reset one way becomes a reset the other way (SO_LINGER 0 on close).
@@ -141,7 +144,7 @@ async fn pump(
         };
         activity.set(shard::time::coarse_now());
         let n = buf.len() as u64;
-        if let Err(e) = forward(to, buf, waited).await {
+        if let Err(e) = forward(to, buf, group, waited).await {
             return Half::Failed(classify(&e));
         }
         moved.set(moved.get() + n);
@@ -149,11 +152,27 @@ async fn pump(
     }
 }
 
+thread_local! {
+    /// Bytes of slow-reader copies this shard holds now.
+    static COPIED: Cell<usize> = const { Cell::new(0) };
+}
+
+/// A slow-reader copy's share of [`COPIED`], given back when dropped (also
+/// when the relay is dropped mid-send).
+struct Copied(usize);
+
+impl Drop for Copied {
+    fn drop(&mut self) {
+        COPIED.with(|c| c.set(c.get().saturating_sub(self.0)));
+    }
+}
+
 /// Sends all of `buf` to `to`. Usually the socket has room and the one
 /// send that never waits is all it takes; otherwise the rest is copied out
 /// and the group buffer goes back before waiting for the reader (counted
-/// in `waited`).
-async fn forward(to: &TcpStream, buf: ProvidedBuf, waited: &Cell<u64>) -> io::Result<()> {
+/// in `waited`), unless the shard's copies already hold as much as the
+/// group: then the send waits with the group buffer.
+async fn forward(to: &TcpStream, buf: ProvidedBuf, group: &BufRing, waited: &Cell<u64>) -> io::Result<()> {
     let (res, buf) = to.try_send(buf).await;
     let sent = match res {
         Ok(n) if n == buf.len() => return Ok(()),
@@ -161,10 +180,23 @@ async fn forward(to: &TcpStream, buf: ProvidedBuf, waited: &Cell<u64>) -> io::Re
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
         Err(e) => return Err(e),
     };
-    let rest = buf[sent..].to_vec();
-    drop(buf);
     waited.set(waited.get() + 1);
-    to.send_all(rest).await.0
+    let rest = buf.len() - sent;
+    let budget = group.entries() * group.buf_size();
+    if COPIED.with(|c| c.get()) + rest > budget {
+        return send_from(to, buf, sent).await;
+    }
+    COPIED.with(|c| c.set(c.get() + rest));
+    let _share = Copied(rest);
+    let copy = buf[sent..].to_vec();
+    drop(buf);
+    to.send_all(copy).await.0
+}
+
+/// Sends `buf[from..]`, holding the group buffer until it is out.
+async fn send_from(to: &TcpStream, buf: ProvidedBuf, from: usize) -> io::Result<()> {
+    let end = buf.len();
+    to.send_all(shard::ops::Slice::new(buf, from, end)).await.0
 }
 
 fn classify(e: &io::Error) -> Ended {
