@@ -12,13 +12,13 @@ RELEASE_BIN := target/release/appliance
 LOOM_TARGET := target/loom
 
 .PHONY: help deps build run check test test-deps test-unit test-loom lint fmt bench bench-mesh bench-echo \
-	bench-netstack doc clean fuzz load-forward load-aggregate compare
+	bench-netstack bench-aggregate doc clean fuzz load-forward load-aggregate compare
 
 help:
 	@echo "make run     build and start the appliance on config/appliance.toml (echo :7000, forward :8080, statsd :8125, admin :9090)"
 	@echo "make check   validate config/appliance.toml (or CONFIG=FILE) without starting"
 	@echo "make test    run every test (unit, proptest, loom, runtime, end-to-end)"
-	@echo "make bench   runtime benchmarks against std/crossbeam/tokio peers, printed as ratios"
+	@echo "make bench   runtime, netstack and statsd-ingest benchmarks against their peers, printed as ratios"
 	@echo "make lint    cargo fmt --check and clippy -D warnings"
 	@echo "make fuzz    run each fuzz target FUZZ_SECONDS (default 30) s"
 	@echo "make deps    install the Debian packages the build needs (only those missing)"
@@ -82,7 +82,7 @@ fmt:
 doc: deps
 	RUSTDOCFLAGS=-Dwarnings $(CARGO) doc --workspace --no-deps
 
-bench: deps bench-mesh bench-echo bench-netstack
+bench: deps bench-mesh bench-echo bench-netstack bench-aggregate
 
 bench-mesh:
 	$(CARGO) bench -p shard --bench mesh
@@ -93,6 +93,11 @@ bench-echo:
 bench-netstack:
 	$(CARGO) bench -p netstack --bench udp
 	$(CARGO) bench -p netstack --bench relay
+
+# A statsd line's cost in a shard (parse, key, hash, table) against
+# counting newlines in the same datagrams.
+bench-aggregate:
+	$(CARGO) bench -p appliance --bench ingest
 
 
 # Fuzz the parsers of outside input (cargo-fuzz over libFuzzer): each target
