@@ -31,8 +31,7 @@
 //! `cargo bench -p netstack --bench relay`.
 #![allow(unsafe_code)]
 
-mod support;
-use support::{median, pin_to, thread_cpu};
+use bench_support::{fail, median, pin_to, quick, thread_cpu};
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
@@ -84,14 +83,6 @@ fn rounds() -> usize {
     } else {
         3
     }
-}
-
-/// `cargo bench` passes `--bench`; `cargo test --all-targets` does not, and
-/// then the benchmark runs as a quick smoke test (tiny counts, one round)
-/// so that the test suite checks it works without paying for a measurement.
-fn quick() -> bool {
-    static QUICK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *QUICK.get_or_init(|| !std::env::args().any(|a| a == "--bench"))
 }
 
 /// The relays.
@@ -267,11 +258,6 @@ fn main() {
          /proc/self/task ticks of io_uring worker threads (`iou-*`) seen at the end of the round"
     );
     println!("total bench time: {:.1} s", started.elapsed().as_secs_f64());
-}
-
-fn fail(msg: &str) -> ! {
-    eprintln!("error: {msg}");
-    std::process::exit(1);
 }
 
 /// CPU time of this process's io_uring worker threads (`iou-*`), from

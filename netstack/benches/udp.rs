@@ -36,8 +36,7 @@
 //! `cargo bench -p netstack --bench udp`.
 #![allow(unsafe_code)]
 
-mod support;
-use support::{median, pin_to, thread_cpu};
+use bench_support::{fail, fmt_count, fmt_rate, median, pin_to, quick, thread_cpu};
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket as StdUdp};
@@ -167,14 +166,6 @@ fn sides(mode: Mode) -> Vec<Side> {
 /// The rounds of one receiver in one mode.
 type SideRuns = (Side, Vec<Round>);
 
-/// `cargo bench` passes `--bench`; `cargo test --all-targets` does not, and
-/// then the benchmark runs as a quick smoke test (tiny counts, one round)
-/// so that the test suite checks it works without paying for a measurement.
-fn quick() -> bool {
-    static QUICK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *QUICK.get_or_init(|| !std::env::args().any(|a| a == "--bench"))
-}
-
 fn main() {
     let started = Instant::now();
     std::thread::spawn(|| {
@@ -296,29 +287,6 @@ fn main() {
          the runtime's idle poll unless idle_poll(0))"
     );
     println!("total bench time: {:.1} s", started.elapsed().as_secs_f64());
-}
-
-fn fail(msg: &str) -> ! {
-    eprintln!("error: {msg}");
-    std::process::exit(1);
-}
-
-fn fmt_rate(x: f64) -> String {
-    if x >= 1e6 {
-        format!("{:.2} M/s", x / 1e6)
-    } else {
-        format!("{:.1} k/s", x / 1e3)
-    }
-}
-
-fn fmt_count(n: u64) -> String {
-    if n >= 1_000_000 {
-        format!("{:.2} M", n as f64 / 1e6)
-    } else if n >= 10_000 {
-        format!("{:.1} k", n as f64 / 1e3)
-    } else {
-        n.to_string()
-    }
 }
 
 // ------------------------------------------------------------- datagrams

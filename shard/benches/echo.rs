@@ -31,6 +31,8 @@ use shard::ops::{self, Slice};
 use shard::reactor::{BufRing, ProvidedBuf};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
+use bench_support::{fail, median, quick, try_pin_to as pin_to};
+
 /// Connections per round.
 const CONNS: usize = 100;
 /// Message sizes.
@@ -62,14 +64,6 @@ const BUF_SIZE: usize = 4096;
 const STUCK: Duration = Duration::from_secs(5);
 /// The whole bench is aborted after this long.
 const WATCHDOG: Duration = Duration::from_secs(150);
-
-/// `cargo bench` passes `--bench`; `cargo test --all-targets` does not, and
-/// then the benchmark runs as a quick smoke test (tiny counts, one round)
-/// so that the test suite checks it works without paying for a measurement.
-fn quick() -> bool {
-    static QUICK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *QUICK.get_or_init(|| !std::env::args().any(|a| a == "--bench"))
-}
 
 fn main() {
     let started = Instant::now();
@@ -159,37 +153,6 @@ fn main() {
          seen during our rounds: {io_workers}"
     );
     println!("total bench time: {:.1} s", started.elapsed().as_secs_f64());
-}
-
-fn fail(msg: &str) -> ! {
-    eprintln!("error: {msg}");
-    std::process::exit(1);
-}
-
-fn median(runs: &[Round], f: impl Fn(&Round) -> f64) -> f64 {
-    let mut v: Vec<f64> = runs.iter().map(f).collect();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-/// Pins the calling thread to `cpu`.
-fn pin_to(cpu: usize) -> io::Result<()> {
-    // SAFETY: cpu_set_t is plain data; all zeroes is the empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: CPU_SET only sets a bit inside `set` (it ignores cpus beyond the set's size).
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: pid 0 is the calling thread; `set` is a valid cpu_set_t of the size passed.
-    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
 }
 
 fn gettid() -> i32 {

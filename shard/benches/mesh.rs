@@ -28,6 +28,8 @@ use std::time::{Duration, Instant};
 use shard::mesh::channel::channel;
 use shard::WakeMode;
 
+use bench_support::{fail, fmt_count, fmt_rate, median as median_by, pin_to, quick};
+
 /// Channel capacity of the headline comparison, the same for all three.
 const CAPACITY: usize = 1024;
 /// A large capacity, to show what the ring does when wake-ups are rare.
@@ -81,14 +83,6 @@ fn rounds() -> usize {
     } else {
         3
     }
-}
-
-/// `cargo bench` passes `--bench`; `cargo test --all-targets` does not, and
-/// then the benchmark runs as a quick smoke test (tiny counts, one round)
-/// so that the test suite checks it works without paying for a measurement.
-fn quick() -> bool {
-    static QUICK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *QUICK.get_or_init(|| !std::env::args().any(|a| a == "--bench"))
 }
 
 fn main() {
@@ -316,22 +310,6 @@ fn checked_calls(what: &str, run: Result<Run, String>) -> Run {
     run
 }
 
-fn fail(msg: &str) -> ! {
-    eprintln!("error: {msg}");
-    std::process::exit(1);
-}
-
-fn median_by(runs: &[Run], f: impl Fn(&Run) -> f64) -> f64 {
-    let mut v: Vec<f64> = runs.iter().map(f).collect();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 fn median(runs: &[Run]) -> f64 {
     median_by(runs, Run::per_sec)
 }
@@ -342,22 +320,6 @@ fn best(runs: &[Run]) -> f64 {
 
 fn rate(r: &Run) -> String {
     fmt_rate(r.per_sec())
-}
-
-fn fmt_rate(x: f64) -> String {
-    if x >= 1e6 {
-        format!("{:.2} M/s", x / 1e6)
-    } else {
-        format!("{:.1} k/s", x / 1e3)
-    }
-}
-
-fn fmt_count(n: u64) -> String {
-    if n >= 1_000_000 {
-        format!("{:.1} M", n as f64 / 1e6)
-    } else {
-        format!("{:.0} k", n as f64 / 1e3)
-    }
 }
 
 // ------------------------------------------------------------------ ours
@@ -476,19 +438,6 @@ fn ours_requests(mode: WakeMode, idle_poll: Option<Duration>) -> Result<Run, Str
 }
 
 // ----------------------------------------------------------------- peers
-
-/// Pins the calling thread to `cpu`.
-fn pin_to(cpu: usize) {
-    // SAFETY: cpu_set_t is plain data; all zeroes is the empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: CPU_SET only sets a bit inside `set` (it ignores cpus beyond the set's size).
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: pid 0 is the calling thread; `set` is a valid cpu_set_t of the size passed.
-    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
-    if rc != 0 {
-        eprintln!("warning: could not pin to cpu {cpu}: {}", std::io::Error::last_os_error());
-    }
-}
 
 /// A bounded channel between two threads.
 trait Pair {
