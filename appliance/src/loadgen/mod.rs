@@ -59,7 +59,7 @@ pub fn share(total: u64, parts: usize, i: usize) -> u64 {
 }
 
 /// The connections (or sockets) of this shard: `c` with `c mod shards == me`.
-pub fn mine(count: usize) -> impl Iterator<Item = usize> {
+fn mine(count: usize) -> impl Iterator<Item = usize> {
     (shard::shard_id()..count).step_by(shard::shard_count().max(1))
 }
 
@@ -98,16 +98,19 @@ impl Pacer {
     }
 }
 
-/// Runs `work` on every shard of a runtime built from `runtime`, bounded by
-/// `limit`, and returns the merged result and the wall time of the load.
+/// Runs `count` workers (connections, sockets) spread over the shards of a
+/// runtime built from `runtime`, worker `i` as `worker(tally, i, window)`
+/// on shard `i mod shards`, bounded by `limit`; returns the merged result
+/// and the wall time of the load.
 pub fn drive<W, Fut>(
     runtime: &RuntimeArgs,
     unit: &'static str,
     limit: Duration,
-    work: W,
+    count: usize,
+    worker: W,
 ) -> anyhow::Result<(ShardResult, Duration, usize)>
 where
-    W: Fn(Rc<Tally>, Window) -> Fut + Send + Sync + Clone + 'static,
+    W: Fn(Rc<Tally>, usize, Window) -> Fut + Send + Sync + Clone + 'static,
     Fut: Future<Output = ()> + 'static,
 {
     let rt = runtime.builder()?.grace(Duration::from_secs(1)).build()?;
@@ -123,10 +126,10 @@ where
         let window = Window { start, deadline: start + limit };
         let merged = shard::map_reduce(
             move || {
-                let (work, p) = (work.clone(), p.clone());
+                let (worker, p) = (worker.clone(), p.clone());
                 async move {
                     let tally = Rc::new(Tally::new(p));
-                    work(tally.clone(), window).await;
+                    run_all(&tally, mine(count), |i| worker(tally.clone(), i, window)).await;
                     tally.finish()
                 }
             },
@@ -144,7 +147,7 @@ where
 
 /// Spawns one task per item on this shard and waits for all of them; a
 /// task that panicked counts as an error.
-pub async fn run_all<I, F, Fut>(tally: &Rc<Tally>, items: I, task: F)
+async fn run_all<I, F, Fut>(tally: &Rc<Tally>, items: I, task: F)
 where
     I: IntoIterator<Item = usize>,
     F: Fn(usize) -> Fut,

@@ -17,7 +17,7 @@ use netstack::udp::UdpSocket;
 use super::args::{duration_flag, StatsdArgs};
 use super::graphite::Sink;
 use super::report::{Summary, Tally};
-use super::{drive, mine, run_all, share, summary, Pacer, Window};
+use super::{drive, share, summary, Pacer, Window};
 
 /// The metric types loadgen sends are the aggregator's own.
 pub use crate::aggregate::parse::MetricType as Type;
@@ -127,11 +127,8 @@ pub fn run(a: &StatsdArgs) -> anyhow::Result<Summary> {
     let settle = duration_flag("settle", &a.settle)?;
     let verify_limit = duration_flag("verify-timeout", &a.verify_timeout)?;
     let limit = a.common.limit(a.lines.is_some())?;
-    let out = drive(&a.common.runtime, "lines", limit, move |tally, w| {
-        let cfg = cfg.clone();
-        async move {
-            run_all(&tally.clone(), mine(cfg.sockets), |c| sender(tally.clone(), cfg.clone(), c, w)).await
-        }
+    let out = drive(&a.common.runtime, "lines", limit, a.sockets, move |tally, c, w| {
+        sender(tally, cfg.clone(), c, w)
     })?;
     let mut s = summary("statsd", "lines", a.common.target, a.sockets, out);
     let expected: HashMap<String, u64> = s

@@ -16,7 +16,7 @@ use shard::time::timeout_at;
 use super::args::{duration_flag, ConnectArgs, RrArgs, StreamArgs};
 use super::http::{request, ResponseReader};
 use super::report::{Summary, Tally};
-use super::{drive, mine, run_all, share, summary, Pacer, Window};
+use super::{drive, share, summary, Pacer, Window};
 
 /// A connection gives up after this many failures in a row.
 const MAX_FAILS: u32 = 100;
@@ -80,11 +80,8 @@ pub fn rr(a: &RrArgs) -> anyhow::Result<Summary> {
         timeout: duration_flag("timeout", &a.common.timeout)?,
     });
     let limit = a.common.limit(a.requests.is_some())?;
-    let out = drive(&a.common.runtime, "requests", limit, move |tally, w| {
-        let cfg = cfg.clone();
-        async move {
-            run_all(&tally.clone(), mine(cfg.conns), |c| rr_conn(tally.clone(), cfg.clone(), c, w)).await
-        }
+    let out = drive(&a.common.runtime, "requests", limit, a.connections, move |tally, c, w| {
+        rr_conn(tally, cfg.clone(), c, w)
     })?;
     let mut s = summary("tcp-rr", "requests", a.common.target, a.connections, out);
     s.extra.push(("protocol", if a.http { "http" } else { "echo" }.into()));
@@ -233,8 +230,8 @@ pub fn stream(a: &StreamArgs) -> anyhow::Result<Summary> {
     let (target, conns) = (a.common.target, a.connections);
     let timeout = duration_flag("timeout", &a.common.timeout)?;
     let limit = a.common.limit(false)?;
-    let out = drive(&a.common.runtime, "sends", limit, move |tally, w| async move {
-        run_all(&tally.clone(), mine(conns), |_| stream_conn(tally.clone(), target, chunk, timeout, w)).await
+    let out = drive(&a.common.runtime, "sends", limit, conns, move |tally, _, w| {
+        stream_conn(tally, target, chunk, timeout, w)
     })?;
     Ok(summary("tcp-stream", "sends", target, conns, out))
 }
@@ -305,11 +302,8 @@ pub fn connect_rate(a: &ConnectArgs) -> anyhow::Result<Summary> {
         timeout: duration_flag("timeout", &a.common.timeout)?,
     });
     let limit = a.common.limit(a.requests.is_some())?;
-    let out = drive(&a.common.runtime, "connections", limit, move |tally, w| {
-        let cfg = cfg.clone();
-        async move {
-            run_all(&tally.clone(), mine(cfg.conns), |c| connect_loop(tally.clone(), cfg.clone(), c, w)).await
-        }
+    let out = drive(&a.common.runtime, "connections", limit, a.connections, move |tally, c, w| {
+        connect_loop(tally, cfg.clone(), c, w)
     })?;
     let mut s = summary("connect", "connections", a.common.target, a.connections, out);
     let round_trip = if a.http {

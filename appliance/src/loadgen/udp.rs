@@ -14,7 +14,7 @@ use shard::time::timeout_at;
 
 use super::args::{duration_flag, UdpArgs};
 use super::report::{Summary, Tally};
-use super::{drive, mine, run_all, share, summary, Pacer, Window};
+use super::{drive, share, summary, Pacer, Window};
 
 #[derive(Debug)]
 struct UdpConfig {
@@ -49,11 +49,8 @@ pub fn run(a: &UdpArgs) -> anyhow::Result<Summary> {
         timeout: duration_flag("timeout", &a.common.timeout)?,
     });
     let limit = a.common.limit(a.requests.is_some())?;
-    let out = drive(&a.common.runtime, "datagrams", limit, move |tally, w| {
-        let cfg = cfg.clone();
-        async move {
-            run_all(&tally.clone(), mine(cfg.sockets), |c| sender(tally.clone(), cfg.clone(), c, w)).await
-        }
+    let out = drive(&a.common.runtime, "datagrams", limit, a.sockets, move |tally, c, w| {
+        sender(tally, cfg.clone(), c, w)
     })?;
     let mut s = summary("udp", "datagrams", a.common.target, a.sockets, out);
     s.extra.push(("echo", a.echo.into()));
