@@ -15,9 +15,9 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use appliance::aggregate::hash::hash64;
 use appliance::aggregate::parse::{parse_line, Line};
 use appliance::aggregate::table::{canonical_key, Table};
+use appliance::hash::hash64;
 use appliance::loadgen::statsd::{parse_types, LineGen};
 
 const PER_DATAGRAM: usize = 20;

@@ -23,6 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod echo;
 pub mod forward;
+pub mod hash;
 pub mod loadgen;
 pub mod reload;
 pub mod serve;

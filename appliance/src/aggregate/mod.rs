@@ -22,7 +22,6 @@
 
 pub mod config;
 pub mod graphite;
-pub mod hash;
 pub mod parse;
 pub mod relay;
 pub mod service;

@@ -25,9 +25,9 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
-use super::hash::{hash64, hash64_with};
 use super::parse::MetricType;
 use super::table::{Flushed, KeyView};
+use crate::hash::{hash64, hash64_with};
 
 /// The relay for `key` among `relays` (rendezvous hashing); `None` if
 /// there are none.

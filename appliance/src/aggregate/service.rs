@@ -33,13 +33,13 @@ use shard::reactor::BufRing;
 
 use super::config::{AggregateConfig, Exchange};
 use super::graphite::{self, Format};
-use super::hash::hash64;
 use super::parse::{parse_line, DropReason, Line};
 use super::relay;
 use super::sink::Outbox;
 use super::stats::AggregateStats;
 use super::stream::{Piece, StreamLines};
 use super::table::{canonical_key, Agg, Table, PARTS};
+use crate::hash::hash64;
 
 /// Events and service checks held for relays per shard and interval.
 const PASSTHROUGH_LIMIT: usize = 1 << 20;

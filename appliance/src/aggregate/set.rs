@@ -15,7 +15,7 @@
 //! assert_eq!(s.count(), 2);
 //! ```
 
-use super::hash::hash64;
+use crate::hash::hash64;
 
 /// Distinct members counted exactly.
 pub const EXACT_LIMIT: usize = 512;

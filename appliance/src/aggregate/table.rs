@@ -31,10 +31,10 @@
 
 use hashbrown::HashTable;
 
-use super::hash::hash64;
 use super::parse::{Metric, MetricType, Value};
 use super::set::UniqueSet;
 use super::sketch::Sketch;
+use crate::hash::hash64;
 
 /// One key's aggregate for the current interval (and a gauge's value).
 #[derive(Debug, Clone, PartialEq)]

@@ -6,9 +6,9 @@
 //!
 //! Every shard builds its own copy of the table from the same upstream list
 //! and must pick the same upstream for the same client, so everything here
-//! is deterministic and the hashes are written out (FNV-1a finished with the
-//! SplitMix64 mixer) instead of borrowed from `std`, whose `DefaultHasher`
-//! is randomly keyed per process and not promised stable across releases.
+//! is deterministic and the hash is the crate's stable one (`crate::hash`,
+//! seeded per use) instead of `std`'s `DefaultHasher`, which is randomly
+//! keyed per process and not promised stable across releases.
 //!
 //! Choices the paper leaves open:
 //!
@@ -273,15 +273,10 @@ pub fn client_key(ip: IpAddr) -> u64 {
     }
 }
 
-/// A stable 64-bit hash: FNV-1a over the bytes from a seeded basis, then
-/// the SplitMix64 finaliser, because FNV's low bits (the ones `% M` keeps)
-/// avalanche poorly on short inputs like an IPv4 address.
-pub fn hash64(seed: u64, bytes: &[u8]) -> u64 {
-    mix64(fnv1a(0xcbf2_9ce4_8422_2325 ^ seed, bytes))
-}
-
-fn fnv1a(basis: u64, bytes: &[u8]) -> u64 {
-    bytes.iter().fold(basis, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
+/// The stable seeded hash (`crate::hash`): every shard and every instance
+/// builds the same table and maps a client the same way.
+fn hash64(seed: u64, bytes: &[u8]) -> u64 {
+    crate::hash::hash64_with(seed, bytes)
 }
 
 /// The SplitMix64 output function (Steele, Lea, Flood 2014): a bijection on
@@ -323,20 +318,12 @@ mod tests {
         clients.iter().map(|&k| names[table.lookup(k).unwrap()].clone()).collect()
     }
 
-    #[test]
-    fn fnv1a_matches_the_published_vectors() {
-        let basis = 0xcbf2_9ce4_8422_2325;
-        assert_eq!(fnv1a(basis, b""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(fnv1a(basis, b"a"), 0xaf63_dc4c_8601_ec8c);
-        assert_eq!(fnv1a(basis, b"foobar"), 0x8594_4171_f739_67e8);
-    }
-
     /// All shards, and the process after a restart, must agree: pin the
     /// outputs so an accidental change to the hash fails here.
     #[test]
     fn client_keys_are_stable() {
-        assert_eq!(client_key(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))), 0x72b9_17cf_1b2c_60d6);
-        assert_eq!(client_key("2001:db8::1".parse().unwrap()), 0xb601_14c9_2bc3_4950);
+        assert_eq!(client_key(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))), 0xed1c_3530_e96a_2d4e);
+        assert_eq!(client_key("2001:db8::1".parse().unwrap()), 0xf070_a3d8_0528_3979);
         let mapped = IpAddr::V6(Ipv4Addr::new(192, 0, 2, 1).to_ipv6_mapped());
         assert_eq!(client_key(mapped), client_key(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))));
         assert_ne!(client_key(IpAddr::V6(Ipv6Addr::LOCALHOST)), client_key(IpAddr::V4(Ipv4Addr::LOCALHOST)));

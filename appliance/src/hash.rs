@@ -1,5 +1,7 @@
 //! One 64-bit hash for everything that must agree across shards and
-//! processes: key ownership, relay choice and set members. Eight bytes
+//! processes: the aggregator's key ownership, relay choice and set
+//! members, and Maglev's table and client keys (seeded, with
+//! [`hash64_with`]). Eight bytes
 //! per step (xor, multiply by an odd constant, rotate; the last word
 //! zero-padded), then one more step with the length (so zero padding
 //! cannot make two lengths collide), then the murmur3 finaliser so every output bit depends on
