@@ -94,7 +94,7 @@ struct Class {
 
 struct Inner {
     classes: [Class; 3],
-    home: usize,
+    home: Home,
     /// Buffers out as `SendBuf` on other shards: the mappings must outlive them.
     abroad: Cell<usize>,
     registration: RefCell<String>,
@@ -161,12 +161,8 @@ impl BufPool {
             Ok(c) => c,
             Err(_) => unreachable!("exactly three classes were built"),
         };
-        let inner = Inner {
-            classes,
-            home: shard::shard_id(),
-            abroad: Cell::new(0),
-            registration: RefCell::default(),
-        };
+        let inner =
+            Inner { classes, home: Home::current(), abroad: Cell::new(0), registration: RefCell::default() };
         let pool = BufPool { inner: Rc::new(inner) };
         let note = if cfg.register { pool.register() } else { "registration disabled".to_string() };
         // Part of the startup report: where registered buffers did not fit,
@@ -459,7 +455,7 @@ unsafe impl IoBufMut for PoolBuf {
 pub struct SendBuf {
     /// `Rc<Inner>` turned into a raw pointer: only dereferenced on `home`.
     pool: usize,
-    home: usize,
+    home: Home,
     class: SizeClass,
     idx: u32,
     len: usize,
@@ -467,9 +463,37 @@ pub struct SendBuf {
 }
 
 // SAFETY: the only shard-local part is the pool pointer, which is
-// dereferenced (turned back into an Rc) only on the home shard, in
-// `return_home`; the buffer bytes belong to this handle alone.
+// dereferenced (turned back into an Rc) only on the thread that made the
+// pool (`into_local` compares thread identities); the buffer bytes belong
+// to this handle alone.
 unsafe impl Send for SendBuf {}
+
+/// Where a pool lives: its shard, its runtime and its thread. The thread
+/// is what makes turning the pool pointer back into an `Rc` sound; the
+/// runtime says whether the mesh can carry a buffer there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Home {
+    shard: usize,
+    runtime: u64,
+    thread: std::thread::ThreadId,
+}
+
+impl Home {
+    fn current() -> Home {
+        Home { shard: shard::shard_id(), runtime: shard::runtime_id(), thread: std::thread::current().id() }
+    }
+
+    /// Whether this thread is the pool's own.
+    fn is_here(&self) -> bool {
+        std::thread::current().id() == self.thread
+    }
+
+    /// Whether this thread is a shard of the pool's runtime, so that
+    /// `submit_to(self.shard)` reaches the pool's thread.
+    fn reachable(&self) -> bool {
+        shard::on_shard() && shard::runtime_id() == self.runtime
+    }
+}
 
 impl fmt::Debug for SendBuf {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -484,7 +508,7 @@ impl fmt::Debug for SendBuf {
 impl SendBuf {
     /// The shard the buffer belongs to.
     pub fn home(&self) -> usize {
-        self.home
+        self.home.shard
     }
 
     /// The data.
@@ -493,13 +517,15 @@ impl SendBuf {
         unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }
     }
 
-    /// Back on the home shard: a `PoolBuf` again. `None` elsewhere.
+    /// On the pool's own thread: a `PoolBuf` again. Anywhere else
+    /// (another shard, or shard 0 of another runtime in this process), the
+    /// handle back.
     pub fn into_local(self) -> Result<PoolBuf, SendBuf> {
-        if !shard::on_shard() || shard::shard_id() != self.home {
+        if !self.home.is_here() {
             return Err(self);
         }
         let this = std::mem::ManuallyDrop::new(self);
-        // SAFETY: we are on the home shard, the thread that owns the Rc; the pointer came from Rc::into_raw in into_send and is turned back exactly once (`this` is never dropped).
+        // SAFETY: this is the pool's own thread (checked above by thread identity), the one that owns the Rc; the pointer came from Rc::into_raw in into_send and is turned back exactly once (`this` is never dropped).
         let pool = unsafe { Rc::from_raw(this.pool as *const Inner) };
         pool.abroad.set(pool.abroad.get() - 1);
         Ok(PoolBuf { pool, class: this.class, idx: this.idx, len: this.len })
@@ -523,12 +549,14 @@ impl Drop for SendBuf {
         match moved.into_local() {
             Ok(local) => drop(local),
             Err(foreign) => {
-                if shard::on_shard() {
-                    let home = foreign.home;
+                if foreign.home.reachable() {
+                    let home = foreign.home.shard;
                     shard::spawn_local(shard::submit_to(home, move || async move { drop(foreign) })).detach();
                 } else {
-                    // Off any shard (the runtime is gone): nowhere to
-                    // return it; the pool's mappings are leaked anyway.
+                    // Off the pool's runtime (it is gone, or this is
+                    // another one): nowhere to return it. The pool leaks its
+                    // mappings while buffers are abroad, so the bytes stay
+                    // valid; the buffer is lost to the pool.
                     std::mem::forget(foreign);
                 }
             }

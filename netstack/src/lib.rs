@@ -27,6 +27,11 @@
 
 pub mod backend;
 pub mod buf;
+
+/// Marks a type as bound to the shard thread that made it (`!Send`,
+/// `!Sync`): its descriptor's operations and its close go through that
+/// shard's ring, so it must not be used or dropped from another.
+pub(crate) type ShardBound = std::marker::PhantomData<std::rc::Rc<()>>;
 pub mod listener;
 pub mod steer;
 pub mod tcp;

@@ -2,7 +2,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
 
 use crate::steer::{self, ListenOptions};
 
@@ -26,20 +26,6 @@ fn one(mut fds: Vec<OwnedFd>) -> io::Result<OwnedFd> {
 /// The address a socket is bound to (to learn an ephemeral port).
 pub fn local_addr(fd: &OwnedFd) -> io::Result<SocketAddr> {
     steer::local_addr(fd)
-}
-
-/// Sets `TCP_NODELAY` on an accepted or connected stream.
-pub fn set_nodelay(fd: RawFd) -> io::Result<()> {
-    let borrowed = borrow(fd);
-    socket2::SockRef::from(&borrowed).set_tcp_nodelay(true)
-}
-
-fn borrow(fd: RawFd) -> std::os::fd::BorrowedFd<'static> {
-    #[allow(unsafe_code)]
-    // SAFETY: only used for a setsockopt on a descriptor the caller owns and keeps open for the duration of the call.
-    unsafe {
-        std::os::fd::BorrowedFd::borrow_raw(fd)
-    }
 }
 
 #[cfg(test)]

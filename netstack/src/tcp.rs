@@ -25,11 +25,14 @@ use shard::ops::{self, IoBuf, IoBufMut, Slice};
 use shard::reactor::{BufRing, MultiOp, ProvidedBuf};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
+use crate::ShardBound;
+
 /// A listening socket of this shard (one of a `SO_REUSEPORT` group).
 #[derive(Debug)]
 pub struct TcpListener {
     fd: OwnedFd,
     local: SocketAddr,
+    _shard: ShardBound,
 }
 
 impl TcpListener {
@@ -42,7 +45,7 @@ impl TcpListener {
     /// Wraps a listening socket made elsewhere (it must be non-blocking).
     pub fn from_fd(fd: OwnedFd) -> io::Result<TcpListener> {
         let local = crate::listener::local_addr(&fd)?;
-        Ok(TcpListener { fd, local })
+        Ok(TcpListener { fd, local, _shard: ShardBound::default() })
     }
 
     /// The bound address (with the real port when bound to port 0).
@@ -53,7 +56,7 @@ impl TcpListener {
     /// Accepts one connection, with the peer's address.
     pub async fn accept(&self) -> io::Result<(TcpStream, Option<SocketAddr>)> {
         let (fd, peer) = ops::accept(self.fd.as_raw_fd()).await?;
-        Ok((TcpStream::from_fd(owned(fd)), peer))
+        Ok((TcpStream::from_fd(fd), peer))
     }
 
     /// Accepted connections as a stream, from one multishot accept that is
@@ -85,12 +88,15 @@ impl Incoming<'_> {
         loop {
             let fd = self.listener.fd.as_raw_fd();
             let op = self.op.get_or_insert_with(|| ops::accept_multi(fd));
-            let Some(c) = op.next().await else {
+            let Some(mut c) = op.next().await else {
                 self.op = None;
                 continue;
             };
             match c.io_result() {
-                Ok(fd) => return Ok(TcpStream::from_fd(owned(fd as RawFd))),
+                Ok(_) => match c.take_fd() {
+                    Some(fd) => return Ok(TcpStream::from_fd(fd)),
+                    None => return Err(io::Error::other("accept completed without a descriptor")),
+                },
                 Err(e)
                     if matches!(e.raw_os_error(), Some(libc::ECONNABORTED | libc::EPERM | libc::EPROTO)) => {}
                 Err(e) => {
@@ -106,6 +112,7 @@ impl Incoming<'_> {
 #[derive(Debug)]
 pub struct TcpStream {
     fd: Option<OwnedFd>,
+    _shard: ShardBound,
 }
 
 fn owned(fd: RawFd) -> OwnedFd {
@@ -119,7 +126,7 @@ fn owned(fd: RawFd) -> OwnedFd {
 impl TcpStream {
     /// Wraps a connected, non-blocking socket.
     pub fn from_fd(fd: OwnedFd) -> TcpStream {
-        TcpStream { fd: Some(fd) }
+        TcpStream { fd: Some(fd), _shard: ShardBound::default() }
     }
 
     /// Connects to `addr`.

@@ -17,6 +17,7 @@ use shard::reactor::{BufRing, Completion, MultiOp, ProvidedBuf};
 pub struct UdpSocket {
     fd: Option<OwnedFd>,
     local: SocketAddr,
+    _shard: crate::ShardBound,
 }
 
 impl UdpSocket {
@@ -42,7 +43,7 @@ impl UdpSocket {
     /// Wraps a bound, non-blocking datagram socket.
     pub fn from_fd(fd: OwnedFd) -> io::Result<UdpSocket> {
         let local = crate::listener::local_addr(&fd)?;
-        Ok(UdpSocket { fd: Some(fd), local })
+        Ok(UdpSocket { fd: Some(fd), local, _shard: crate::ShardBound::default() })
     }
 
     /// The bound address.

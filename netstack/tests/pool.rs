@@ -128,6 +128,43 @@ fn buffers_dropped_on_another_shard_go_home() {
         .expect("run");
 }
 
+/// Shard 0 of a second runtime in the same process is not the buffer's
+/// home: it must not rebuild the pool's `Rc` there (that was allowed when
+/// the check compared shard numbers), and dropping the buffer there must
+/// neither touch the pool nor loop between shards.
+#[test]
+fn a_buffer_on_shard_0_of_another_runtime_is_not_home() {
+    use std::sync::mpsc;
+    let (to_b, at_b) = mpsc::channel::<netstack::buf::SendBuf>();
+    let (verdict_tx, verdict) = mpsc::channel::<bool>();
+    let b = std::thread::spawn(move || {
+        runtime(1)
+            .run(move || async move {
+                let buf = at_b.recv_timeout(Duration::from_secs(10)).expect("a buffer from runtime A");
+                assert_eq!(buf.home(), 0, "both runtimes have a shard 0");
+                let back = buf.into_local();
+                let foreign = back.is_err();
+                // Dropped here: a shard, but not of the pool's runtime.
+                drop(back);
+                shard::time::sleep(Duration::from_millis(20)).await;
+                verdict_tx.send(foreign).expect("verdict");
+            })
+            .expect("runtime B")
+    });
+    runtime(1)
+        .run(move || async move {
+            let pool = BufPool::new(PoolConfig { counts: [4, 1, 1], register: false }).expect("pool");
+            let mut buf = pool.try_alloc(SizeClass::Small).expect("buffer");
+            buf.extend_from_slice(b"abroad");
+            to_b.send(buf.into_send()).expect("send to B");
+            let foreign = verdict.recv_timeout(Duration::from_secs(10)).expect("runtime B answered");
+            assert!(foreign, "into_local on another runtime's shard 0 must refuse");
+            assert_eq!(pool.report().classes[0].in_use, 1, "the pool was not touched from the other runtime");
+        })
+        .expect("runtime A");
+    b.join().expect("runtime B thread");
+}
+
 #[test]
 fn zero_copy_send_from_a_registered_buffer() {
     let _one_at_a_time = REGISTRATION.lock().unwrap_or_else(|p| p.into_inner());

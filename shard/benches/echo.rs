@@ -238,17 +238,16 @@ async fn accept_loop(listener: OwnedFd) -> Result<(), String> {
     let group = BufRing::new(BUFFERS, BUF_SIZE).map_err(|e| format!("buffer ring: {e}"))?;
     let mut accepts = ops::accept_multi(listener.as_raw_fd());
     loop {
-        let Some(c) = accepts.next().await else {
+        let Some(mut c) = accepts.next().await else {
             // The kernel ended the multishot accept: arm a new one.
             accepts = ops::accept_multi(listener.as_raw_fd());
             continue;
         };
-        match c.io_result() {
-            Ok(fd) => {
-                // SAFETY: a successful accept returns a fresh descriptor that nobody else owns.
-                let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+        match c.io_result().map(|_| c.take_fd()) {
+            Ok(Some(fd)) => {
                 shard::spawn_local(connection(fd, group.clone())).detach();
             }
+            Ok(None) => eprintln!("accept: completion without a descriptor"),
             Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
                 shard::time::sleep(Duration::from_millis(10)).await;
             }

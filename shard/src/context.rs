@@ -54,6 +54,19 @@ pub(crate) fn with<R>(f: impl FnOnce(&Context) -> R) -> R {
     }
 }
 
+/// Runs `f` with the current shard's context itself, for values that keep
+/// a (weak) reference to their shard, like operations.
+///
+/// # Panics
+/// Off a shard thread, as [`with`].
+pub(crate) fn with_rc<R>(f: impl FnOnce(&Rc<Context>) -> R) -> R {
+    let r = CURRENT.try_with(|c| c.borrow().as_ref().map(f)).ok().flatten();
+    match r {
+        Some(r) => r,
+        None => panic!("this operation must run on a shard thread (inside shard::Runtime::run)"),
+    }
+}
+
 /// Runs `f` with the current shard's context, if this thread is a shard.
 pub(crate) fn try_with<R>(f: impl FnOnce(&Context) -> R) -> Option<R> {
     let ctx = CURRENT.try_with(|c| c.borrow().clone()).ok().flatten()?;

@@ -147,7 +147,7 @@ fn dropping_an_accept_cancels_it() {
             wait_until_no_ops_in_flight().await;
             let _client = std::net::TcpStream::connect(addr).expect("connect");
             let (conn, peer) = shard::ops::accept(fd).await.expect("accept");
-            assert!(conn >= 0);
+            assert!(conn.as_raw_fd() >= 0);
             assert!(peer.is_some());
             drop(listener);
         })

@@ -83,13 +83,13 @@ fn accept_reports_the_peer_and_multishot_accepts_many() {
         let client = TcpStream::connect(addr).expect("connect");
         let (fd, peer) = ops::accept(lfd).await.expect("accept");
         assert_eq!(peer, Some(client.local_addr().expect("local")));
-        // SAFETY-free: accept returned a descriptor we now own.
-        drop(owned(fd));
+        drop(fd);
         let mut multi = ops::accept_multi(lfd);
         let clients: Vec<TcpStream> = (0..5).map(|_| TcpStream::connect(addr).expect("connect")).collect();
         for _ in 0..clients.len() {
-            let c = multi.next().await.expect("an accept completion");
-            drop(owned(c.io_result().expect("accepted") as i32));
+            let mut c = multi.next().await.expect("an accept completion");
+            c.io_result().expect("accepted");
+            drop(c.take_fd().expect("the completion owns the accepted descriptor"));
         }
         drop(listener);
     });

@@ -146,11 +146,14 @@ impl BufRing {
     }
 
     /// Takes ownership of buffer `bid` that a completion reported filled
-    /// with `len` bytes.
-    pub(crate) fn take(&self, bid: u16, len: usize) -> ProvidedBuf {
-        debug_assert!(bid < self.inner.entries);
+    /// with `len` bytes. Neither is trusted past the group's bounds: an id
+    /// outside the group gives `None`, a length is clamped to the buffer.
+    pub(crate) fn take(&self, bid: u16, len: usize) -> Option<ProvidedBuf> {
+        if bid >= self.inner.entries {
+            return None;
+        }
         self.inner.out.set(self.inner.out.get() + 1);
-        ProvidedBuf { ring: self.inner.clone(), bid, len: len.min(self.inner.buf_size) }
+        Some(ProvidedBuf { ring: self.inner.clone(), bid, len: len.min(self.inner.buf_size) })
     }
 }
 

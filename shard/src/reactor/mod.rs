@@ -143,6 +143,7 @@ impl Reactor {
 
     /// Starts an operation: allocates a slot, builds the entry from the data
     /// the operation will own and queues it for the next submission.
+    /// `yields_fd`: a successful result is a new descriptor (see `slab`).
     ///
     /// # Safety
     /// The entry returned by `build` may only point into heap memory owned
@@ -153,9 +154,10 @@ impl Reactor {
         &self,
         mut data: T,
         group: Option<BufRing>,
+        yields_fd: bool,
         build: impl FnOnce(&mut T) -> squeue::Entry,
     ) -> (u32, T) {
-        let idx = self.slab.borrow_mut().insert(group);
+        let idx = self.slab.borrow_mut().insert(group, yields_fd);
         let entry = build(&mut data).user_data(u64::from(idx));
         // SAFETY: the caller guarantees the entry only points at memory kept alive by `data` until the final completion.
         if let Err(e) = unsafe { self.push(&entry) } {

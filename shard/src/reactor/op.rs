@@ -4,19 +4,54 @@
 //!
 //! Dropping either while the kernel still holds the operation parks its
 //! memory in the reactor and submits a cancel: see `slab.rs`.
+//!
+//! An operation holds its shard's context (weakly), the way monoio's ops
+//! hold their driver: a slot index only means something on the ring that
+//! issued it, so an operation is `!Send` by construction and polls and
+//! drops through its own reactor, never through whatever shard the
+//! current thread happens to be. The reference is weak because the
+//! context (through its slab's wakers) holds the tasks that hold the
+//! operations: a strong one would be a cycle that keeps a finished shard's
+//! ring alive.
+//!
+//! ```compile_fail,E0277
+//! // An operation cannot leave the shard that issued it.
+//! fn needs_send<T: Send>(_: T) {}
+//! needs_send(shard::ops::recv(0, Vec::with_capacity(16)));
+//! ```
+//!
+//! ```compile_fail,E0277
+//! fn needs_send<T: Send>(_: T) {}
+//! needs_send(shard::ops::accept_multi(0));
+//! ```
 
 use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
+use std::rc::{Rc, Weak};
 use std::task::{Context, Poll};
 
 use super::slab::Completion;
-use crate::context;
+use crate::context::Context as Shard;
+
+/// The shard an operation was issued on.
+type Home = Weak<Shard>;
+
+/// The issuing shard, for a poll. Polling happens only from that shard's
+/// executor (an operation is `!Send`), which runs inside the shard's
+/// context: it cannot be gone while one of its tasks is being polled.
+fn alive(home: &Home) -> Rc<Shard> {
+    match home.upgrade() {
+        Some(ctx) => ctx,
+        None => panic!("an operation was polled after its shard's runtime was torn down"),
+    }
+}
 
 /// A single-shot operation in flight. Resolves to the completion and the
 /// owned data handed in when it was started (buffers come back this way).
 #[must_use = "an operation does nothing useful unless awaited"]
 pub struct Op<T: 'static> {
+    home: Home,
     idx: u32,
     data: Option<T>,
 }
@@ -28,8 +63,8 @@ impl<T: 'static> std::fmt::Debug for Op<T> {
 }
 
 impl<T: 'static> Op<T> {
-    pub(crate) fn new(idx: u32, data: T) -> Op<T> {
-        Op { idx, data: Some(data) }
+    pub(crate) fn new(home: Home, idx: u32, data: T) -> Op<T> {
+        Op { home, idx, data: Some(data) }
     }
 }
 
@@ -41,8 +76,7 @@ impl<T: 'static> Future for Op<T> {
     type Output = (Completion, T);
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let idx = self.idx;
-        let done = context::with(|c| c.reactor.slab_mut().take_final(idx, cx.waker()));
+        let done = alive(&self.home).reactor.slab_mut().take_final(self.idx, cx.waker());
         match done {
             Some(completion) => match self.data.take() {
                 Some(data) => Poll::Ready((completion, data)),
@@ -56,7 +90,7 @@ impl<T: 'static> Future for Op<T> {
 impl<T: 'static> Drop for Op<T> {
     fn drop(&mut self) {
         if let Some(data) = self.data.take() {
-            abandon(self.idx, Box::new(data));
+            abandon(&self.home, self.idx, Some(Box::new(data)));
         }
     }
 }
@@ -64,6 +98,7 @@ impl<T: 'static> Drop for Op<T> {
 /// A multishot operation: each completion is one item, `None` ends it.
 #[must_use = "a multishot operation does nothing useful unless polled"]
 pub struct MultiOp<T: 'static> {
+    home: Home,
     idx: u32,
     data: Option<T>,
     ended: bool,
@@ -78,8 +113,8 @@ impl<T: 'static> std::fmt::Debug for MultiOp<T> {
 impl<T: 'static> Unpin for MultiOp<T> {}
 
 impl<T: 'static> MultiOp<T> {
-    pub(crate) fn new(idx: u32, data: T) -> MultiOp<T> {
-        MultiOp { idx, data: Some(data), ended: false }
+    pub(crate) fn new(home: Home, idx: u32, data: T) -> MultiOp<T> {
+        MultiOp { home, idx, data: Some(data), ended: false }
     }
 
     /// Polls for the next completion; `Ready(None)` once the kernel posted
@@ -89,8 +124,8 @@ impl<T: 'static> MultiOp<T> {
         if self.ended {
             return Poll::Ready(None);
         }
-        let idx = self.idx;
-        match context::with(|c| c.reactor.slab_mut().take_next(idx, cx.waker())) {
+        let next = alive(&self.home).reactor.slab_mut().take_next(self.idx, cx.waker());
+        match next {
             Ok(Some(c)) => Poll::Ready(Some(c)),
             Ok(None) => {
                 self.ended = true;
@@ -112,10 +147,10 @@ impl<T: 'static> MultiOp<T> {
         if self.ended {
             return None;
         }
-        let idx = self.idx;
         // A no-op waker: whoever waits next polls with its own waker, and
         // that poll looks at the queue before sleeping, so nothing is missed.
-        match context::with(|c| c.reactor.slab_mut().take_next(idx, std::task::Waker::noop())) {
+        let next = alive(&self.home).reactor.slab_mut().take_next(self.idx, std::task::Waker::noop());
+        match next {
             Ok(Some(c)) => Some(c),
             Ok(None) => {
                 self.ended = true;
@@ -135,7 +170,7 @@ impl<T: 'static> Drop for MultiOp<T> {
     fn drop(&mut self) {
         if !self.ended {
             let data = self.data.take().map(|d| Box::new(d) as Box<dyn Any>);
-            abandon_boxed(self.idx, data);
+            abandon(&self.home, self.idx, data);
         }
     }
 }
@@ -153,13 +188,18 @@ impl<T: 'static> Future for NextCompletion<'_, T> {
     }
 }
 
-fn abandon<T: 'static>(idx: u32, data: Box<T>) {
-    abandon_boxed(idx, Some(data as Box<dyn Any>));
-}
-
-fn abandon_boxed(idx: u32, data: Option<Box<dyn Any>>) {
-    // Off a shard (the runtime already tore down) nothing can be in flight:
-    // teardown waits for every operation before dropping the ring.
-    let leftovers = context::try_with(|c| c.reactor.abandon(idx, data));
-    drop(leftovers);
+/// The owner of slot `idx` went away: hand its memory to the reactor, which
+/// keeps it until the kernel's final completion.
+fn abandon(home: &Home, idx: u32, data: Option<Box<dyn Any>>) {
+    match home.upgrade() {
+        Some(ctx) => {
+            let leftovers = ctx.reactor.abandon(idx, data);
+            drop(leftovers);
+        }
+        // The shard is gone. Its teardown cancelled every operation and
+        // waited for their completions, but gave up after a bound; if this
+        // one was still in flight then, the kernel may yet write into
+        // `data`, so it is leaked, never freed.
+        None => std::mem::forget(data),
+    }
 }

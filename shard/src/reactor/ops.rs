@@ -12,7 +12,8 @@
 use std::io;
 use std::mem::{size_of, MaybeUninit};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::RawFd;
+use std::os::fd::{OwnedFd, RawFd};
+use std::rc::Rc;
 use std::time::Duration;
 
 use io_uring::{opcode, squeue, types};
@@ -46,10 +47,12 @@ pub unsafe trait IoBufMut: IoBuf {
     fn stable_mut_ptr(&mut self) -> *mut u8;
     /// Capacity in bytes.
     fn bytes_total(&mut self) -> usize;
-    /// Marks the first `n` bytes initialised.
+    /// Marks the first `n` bytes initialised. Implementations never grow
+    /// past `bytes_total`, whatever `n` says: a count reported by the
+    /// kernel is trusted only up to the memory that was handed to it.
     ///
     /// # Safety
-    /// The first `n` bytes must have been initialised.
+    /// The first `min(n, bytes_total)` bytes must have been initialised.
     unsafe fn set_init(&mut self, n: usize);
 }
 
@@ -74,8 +77,9 @@ unsafe impl IoBufMut for Vec<u8> {
         self.capacity()
     }
     unsafe fn set_init(&mut self, n: usize) {
+        let n = n.min(self.capacity());
         if n > self.len() {
-            // SAFETY: the caller guarantees the first `n` bytes are initialised and n <= capacity.
+            // SAFETY: n <= capacity (clamped above) and the caller guarantees the first `n` bytes are initialised.
             unsafe { self.set_len(n) };
         }
     }
@@ -157,10 +161,27 @@ unsafe impl<B: IoBuf> IoBuf for Slice<B> {
 /// As [`super::Reactor::start`]: the entry may only point into memory owned
 /// by `data`'s heap allocations.
 unsafe fn start<T: 'static>(data: T, build: impl FnOnce(&mut T) -> squeue::Entry) -> Op<T> {
-    context::with(|c| {
+    // SAFETY: forwarded from the caller's contract.
+    unsafe { start_with(data, Slot::Plain, build) }
+}
+
+/// What a slot's completions carry besides a result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Slot {
+    /// Nothing: the result is a count or a status.
+    Plain,
+    /// A new descriptor (accept): owned by the completion, closed if
+    /// nobody takes it.
+    Fd,
+}
+
+/// # Safety
+/// As [`start`].
+unsafe fn start_with<T: 'static>(data: T, slot: Slot, build: impl FnOnce(&mut T) -> squeue::Entry) -> Op<T> {
+    context::with_rc(|c| {
         // SAFETY: forwarded from the caller's contract.
-        let (idx, data) = unsafe { c.reactor.start(data, None, build) };
-        Op::new(idx, data)
+        let (idx, data) = unsafe { c.reactor.start(data, None, slot == Slot::Fd, build) };
+        Op::new(Rc::downgrade(c), idx, data)
     })
 }
 
@@ -169,12 +190,13 @@ unsafe fn start<T: 'static>(data: T, build: impl FnOnce(&mut T) -> squeue::Entry
 unsafe fn start_multi<T: 'static>(
     data: T,
     group: Option<BufRing>,
+    slot: Slot,
     build: impl FnOnce(&mut T) -> squeue::Entry,
 ) -> MultiOp<T> {
-    context::with(|c| {
+    context::with_rc(|c| {
         // SAFETY: forwarded from the caller's contract.
-        let (idx, data) = unsafe { c.reactor.start(data, group, build) };
-        MultiOp::new(idx, data)
+        let (idx, data) = unsafe { c.reactor.start(data, group, slot == Slot::Fd, build) };
+        MultiOp::new(Rc::downgrade(c), idx, data)
     })
 }
 
@@ -201,12 +223,19 @@ async fn fill<B: IoBufMut>(
     };
     let (c, mut buf) = op.await;
     let res = c.io_result().map(|n| n as usize);
-    if let Ok(n) = res {
-        let init = buf.bytes_init() + n;
-        // SAFETY: the kernel wrote `n` bytes right after the initialised part.
-        unsafe { buf.set_init(init) };
-    }
+    let res = res.map(|n| mark_written(&mut buf, n));
     (res, buf)
+}
+
+/// Marks `n` bytes the kernel reported written after the initialised part
+/// of `buf`; returns how many were accepted (never past the capacity
+/// offered to the kernel, whatever it reported).
+fn mark_written<B: IoBufMut>(buf: &mut B, n: usize) -> usize {
+    let init = buf.bytes_init();
+    let n = n.min(buf.bytes_total().saturating_sub(init));
+    // SAFETY: the kernel wrote `n` bytes right after the initialised part, and `n` is within the spare capacity it was given.
+    unsafe { buf.set_init(init + n) };
+    n
 }
 
 /// Runs an operation that reads the initialised bytes of `buf`.
@@ -238,7 +267,11 @@ pub async fn read<B: IoBufMut>(fd: RawFd, buf: B) -> (io::Result<usize>, B) {
 pub fn recv_multi(fd: RawFd, group: &BufRing) -> MultiOp<()> {
     let bgid = group.bgid();
     // SAFETY: the entry carries no pointers; buffers belong to the group, which the slot keeps alive until the final completion.
-    unsafe { start_multi((), Some(group.clone()), |_| opcode::RecvMulti::new(types::Fd(fd), bgid).build()) }
+    unsafe {
+        start_multi((), Some(group.clone()), Slot::Plain, |_| {
+            opcode::RecvMulti::new(types::Fd(fd), bgid).build()
+        })
+    }
 }
 
 /// One `recv(2)` into a buffer the kernel picks from `group` when data
@@ -250,14 +283,14 @@ pub async fn recv_select(fd: RawFd, group: &BufRing) -> io::Result<Option<super:
     let bgid = group.bgid();
     // SAFETY: the entry carries no pointers; the buffer belongs to the group, which the operation's slot keeps alive until completion.
     let op = unsafe {
-        context::with(|c| {
-            let (idx, data) = c.reactor.start((), Some(group.clone()), |_| {
+        context::with_rc(|c| {
+            let (idx, data) = c.reactor.start((), Some(group.clone()), false, |_| {
                 opcode::Recv::new(types::Fd(fd), std::ptr::null_mut(), 0)
                     .buf_group(bgid)
                     .build()
                     .flags(squeue::Flags::BUFFER_SELECT)
             });
-            Op::new(idx, data)
+            Op::new(Rc::downgrade(c), idx, data)
         })
     };
     let (c, ()) = op.await;
@@ -325,28 +358,32 @@ pub fn unregister_buffers() -> io::Result<()> {
 }
 
 /// `accept4(2)`; returns the new fd (non-blocking, close-on-exec) and the
-/// peer address.
-pub async fn accept(fd: RawFd) -> io::Result<(RawFd, Option<SocketAddr>)> {
+/// peer address. A connection accepted after this future was dropped is
+/// closed, not leaked.
+pub async fn accept(fd: RawFd) -> io::Result<(OwnedFd, Option<SocketAddr>)> {
     let storage = Box::new(AddrStorage::new());
     // SAFETY: the entry points into the boxed address storage owned by the op.
     let op = unsafe {
-        start(storage, |s| {
+        start_with(storage, Slot::Fd, |s| {
             opcode::Accept::new(types::Fd(fd), s.addr_mut_ptr(), &mut s.len)
                 .flags(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)
                 .build()
         })
     };
-    let (c, storage) = op.await;
-    let new_fd = c.io_result()? as RawFd;
+    let (mut c, storage) = op.await;
+    c.io_result()?;
+    let new_fd = c.take_fd().ok_or_else(|| io::Error::other("accept completed without a descriptor"))?;
     Ok((new_fd, storage.to_socket_addr()))
 }
 
-/// Multishot `accept4(2)`: one completion per accepted connection, its
-/// result the new fd. Peer addresses are not reported in this mode.
+/// Multishot `accept4(2)`: one completion per accepted connection, which
+/// owns the new fd ([`Completion::take_fd`]); a completion dropped with its
+/// fd, or left queued when the operation is dropped, closes it. Peer
+/// addresses are not reported in this mode.
 pub fn accept_multi(fd: RawFd) -> MultiOp<()> {
     // SAFETY: the entry carries no pointers.
     unsafe {
-        start_multi((), None, |_| {
+        start_multi((), None, Slot::Fd, |_| {
             opcode::AcceptMulti::new(types::Fd(fd)).flags(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK).build()
         })
     }
@@ -466,7 +503,7 @@ pub fn recvmsg_multi(fd: RawFd, group: &BufRing) -> MultiOp<Box<libc::msghdr>> {
     let bgid = group.bgid();
     // SAFETY: the entry points at the boxed msghdr, owned by the operation (and parked in its slot if dropped) until the final completion.
     unsafe {
-        start_multi(hdr, Some(group.clone()), |h| {
+        start_multi(hdr, Some(group.clone()), Slot::Plain, |h| {
             opcode::RecvMsgMulti::new(types::Fd(fd), &**h as *const libc::msghdr, bgid).build()
         })
     }
@@ -545,11 +582,7 @@ pub async fn recvmsg<B: IoBufMut>(fd: RawFd, buf: B) -> (io::Result<(usize, Opti
     let res = c.io_result().map(|n| n as usize);
     state.addr.len = state.hdr.msg_namelen;
     let addr = state.addr.to_socket_addr();
-    if let Ok(n) = res {
-        let init = state.buf.bytes_init() + n;
-        // SAFETY: the kernel wrote `n` bytes right after the initialised part.
-        unsafe { state.buf.set_init(init) };
-    }
+    let res = res.map(|n| mark_written(&mut state.buf, n));
     (res.map(|n| (n, addr)), state.buf)
 }
 
@@ -666,5 +699,28 @@ impl AddrStorage {
             }
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A count the kernel reports is trusted only up to the memory it was
+    /// given: whatever it says, a buffer never grows past its capacity.
+    #[test]
+    fn a_reported_count_never_grows_a_buffer_past_its_capacity() {
+        // Initialised memory (zeroes), so claiming it initialised is true.
+        let mut v = vec![0u8; 16];
+        v.truncate(4);
+        let cap = v.capacity();
+        // SAFETY: every byte up to the capacity was initialised by `vec!` above; the count past it is what the implementation must clamp.
+        unsafe { v.set_init(cap + 4096) };
+        assert_eq!(v.len(), cap);
+        let mut w = vec![0u8; 8];
+        w.clear();
+        let accepted = mark_written(&mut w, 1 << 20);
+        assert_eq!(accepted, w.capacity());
+        assert!(w.len() <= w.capacity());
     }
 }

@@ -9,9 +9,17 @@
 //!   Only then is `keep` dropped, so the kernel never writes freed memory.
 //! - *done*: the final completion arrived; the slot is freed as soon as the
 //!   future has taken what it wants (or immediately if ignored).
+//!
+//! What the kernel hands back is owned from the moment its completion is
+//! recorded: a picked buffer becomes a [`ProvidedBuf`], a new descriptor
+//! (accept) an `OwnedFd`. So a completion nobody takes (the operation was
+//! dropped, or ended with completions still queued) returns the buffer to
+//! its ring and closes the descriptor instead of leaking them.
+#![allow(unsafe_code)]
 
 use std::any::Any;
 use std::collections::VecDeque;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::task::Waker;
 
 use super::bufring::{BufRing, ProvidedBuf};
@@ -25,9 +33,18 @@ pub struct Completion {
     pub flags: u32,
     /// The buffer the kernel picked, for buffer-select operations.
     pub buf: Option<ProvidedBuf>,
+    /// The descriptor the kernel created, for operations that make one
+    /// (accept): closed when the completion is dropped unless taken.
+    fd: Option<OwnedFd>,
 }
 
 impl Completion {
+    /// Takes the descriptor this completion carries (an accepted
+    /// connection), if any; otherwise it is closed with the completion.
+    pub fn take_fd(&mut self) -> Option<OwnedFd> {
+        self.fd.take()
+    }
+
     /// The result as `io::Result`, with `-errno` turned into an error.
     pub fn io_result(&self) -> std::io::Result<u32> {
         if self.result < 0 {
@@ -47,6 +64,8 @@ pub(crate) struct Slot {
     ignored: bool,
     keep: Option<Box<dyn Any>>,
     group: Option<BufRing>,
+    /// Successful results are new descriptors, owned by the completion.
+    yields_fd: bool,
     in_use: bool,
 }
 
@@ -67,7 +86,7 @@ pub(crate) struct Slab {
 }
 
 impl Slab {
-    pub(crate) fn insert(&mut self, group: Option<BufRing>) -> u32 {
+    pub(crate) fn insert(&mut self, group: Option<BufRing>, yields_fd: bool) -> u32 {
         self.live += 1;
         let idx = match self.free.pop() {
             Some(i) => i,
@@ -79,6 +98,7 @@ impl Slab {
         let slot = &mut self.slots[idx as usize];
         slot.in_use = true;
         slot.group = group;
+        slot.yields_fd = yields_fd;
         idx
     }
 
@@ -99,10 +119,16 @@ impl Slab {
             return Aftermath::default();
         };
         let buf = match (&slot.group, io_uring::cqueue::buffer_select(flags)) {
-            (Some(g), Some(bid)) => Some(g.take(bid, result.max(0) as usize)),
+            (Some(g), Some(bid)) => g.take(bid, result.max(0) as usize),
             _ => None,
         };
-        let completion = Completion { result, flags, buf };
+        let fd = if slot.yields_fd && result >= 0 {
+            // SAFETY: for an operation that creates descriptors, a non-negative result is a descriptor the kernel just installed in our table for this completion alone; nothing else knows its number yet.
+            Some(unsafe { OwnedFd::from_raw_fd(result) })
+        } else {
+            None
+        };
+        let completion = Completion { result, flags, buf, fd };
         if slot.ignored {
             let mut after = Aftermath { dropped: Some(completion), ..Aftermath::default() };
             if !more {
@@ -198,7 +224,7 @@ mod tests {
     #[test]
     fn multishot_completions_keep_arrival_order() {
         let mut slab = Slab::default();
-        let idx = slab.insert(None);
+        let idx = slab.insert(None, false);
         for r in [1, 2, 3] {
             drop(slab.complete(idx, r, 0, true));
         }
@@ -212,7 +238,7 @@ mod tests {
     #[test]
     fn abandoned_slot_keeps_memory_until_the_final_completion() {
         let mut slab = Slab::default();
-        let idx = slab.insert(None);
+        let idx = slab.insert(None, false);
         let keep: Box<dyn Any> = Box::new(vec![0u8; 16]);
         let (in_flight, back, _) = slab.abandon(idx, Some(keep));
         assert!(in_flight && back.is_none(), "memory stays parked while in flight");

@@ -60,6 +60,13 @@ pub fn shard_count() -> usize {
     context::with(|c| c.count)
 }
 
+/// The runtime this shard belongs to: a process-unique number, so values
+/// that must go home (a pool buffer, say) can tell shard 0 of their own
+/// runtime from shard 0 of another one in the same process.
+pub fn runtime_id() -> u64 {
+    context::with(|c| c.shared.id)
+}
+
 /// Whether the calling thread is a shard.
 pub fn on_shard() -> bool {
     context::try_with(|_| ()).is_some()
