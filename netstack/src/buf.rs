@@ -375,10 +375,9 @@ impl PoolBuf {
     /// Appends as much of `data` as fits; returns how much was copied.
     pub fn extend_from_slice(&mut self, data: &[u8]) -> usize {
         let n = data.len().min(self.capacity() - self.len);
-        // SAFETY: the destination range len..len+n lies inside this buffer, which only this PoolBuf can reach.
-        unsafe {
-            std::ptr::copy_nonoverlapping(data.as_ptr(), self.pool.ptr(self.class, self.idx).add(self.len), n)
-        };
+        let dst = self.pool.ptr(self.class, self.idx).wrapping_add(self.len);
+        // SAFETY: the destination range len..len+n lies inside this buffer (n fits the capacity left), which only this PoolBuf can reach.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), dst, n) };
         self.len += n;
         n
     }

@@ -22,12 +22,16 @@ fn limit_memlock() {
     let lim = libc::rlimit { rlim_cur: 3 << 20, rlim_max: libc::RLIM_INFINITY };
     let mut cur = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     #[allow(unsafe_code)]
-    // SAFETY: getrlimit/setrlimit read and write valid rlimit structs.
+    // SAFETY: getrlimit writes a valid rlimit struct we own.
     unsafe {
-        libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut cur);
-        let lim = libc::rlimit { rlim_cur: lim.rlim_cur.min(cur.rlim_cur), rlim_max: cur.rlim_max };
-        libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim);
-    }
+        libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut cur)
+    };
+    let lim = libc::rlimit { rlim_cur: lim.rlim_cur.min(cur.rlim_cur), rlim_max: cur.rlim_max };
+    #[allow(unsafe_code)]
+    // SAFETY: setrlimit reads a valid rlimit struct.
+    unsafe {
+        libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim)
+    };
 }
 
 #[test]

@@ -60,8 +60,10 @@ impl<T> Drop for Shared<T> {
         let mut pos = head;
         while pos != tail {
             self.slots[pos & mask].with_mut(|p| {
-                // SAFETY: `pos` lies in `released .. published`, whose slots hold initialised items nobody has moved out, and we are the only owner left.
-                unsafe { (*p).assume_init_drop() }
+                // SAFETY: the cell hands out a valid pointer to its slot, and we are the only owner left.
+                let slot = unsafe { &mut *p };
+                // SAFETY: `pos` lies in `released .. published`, whose slots hold initialised items nobody has moved out.
+                unsafe { slot.assume_init_drop() }
             });
             pos = pos.wrapping_add(1);
         }
@@ -187,8 +189,10 @@ impl<T> Drop for Producer<T> {
         let mut pos = self.published;
         while pos != self.pushed {
             self.shared.slots[pos & self.mask].with_mut(|p| {
-                // SAFETY: `pos` lies in `published .. pushed`: initialised, invisible to the consumer, owned by us.
-                unsafe { (*p).assume_init_drop() }
+                // SAFETY: the cell hands out a valid pointer to its slot; slots in `published .. pushed` are invisible to the consumer, so the access is exclusive.
+                let slot = unsafe { &mut *p };
+                // SAFETY: `pos` lies in `published .. pushed`: initialised and owned by us.
+                unsafe { slot.assume_init_drop() }
             });
             pos = pos.wrapping_add(1);
         }
@@ -316,8 +320,10 @@ impl<T> Consumer<T> {
     unsafe fn take_visible(&mut self) -> T {
         debug_assert_ne!(self.popped, self.tail_cache);
         let v = self.shared.slots[self.popped & self.mask].with(|p| {
-            // SAFETY: `popped .. tail_cache` lies in `popped .. published`: initialised, and its writes were made visible by the Acquire load that produced `tail_cache`. Advancing `popped` right after keeps us from reading the moved-out value twice, and the producer does not reuse the slot until we release it.
-            unsafe { (*p).assume_init_read() }
+            // SAFETY: the cell hands out a valid pointer to its slot, which the producer does not touch until we release it.
+            let slot = unsafe { &*p };
+            // SAFETY: `popped .. tail_cache` lies in `popped .. published`: initialised, and its writes were made visible by the Acquire load that produced `tail_cache`. Advancing `popped` right after keeps us from reading the moved-out value twice.
+            unsafe { slot.assume_init_read() }
         });
         self.popped = self.popped.wrapping_add(1);
         v

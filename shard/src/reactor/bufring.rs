@@ -163,10 +163,12 @@ impl Inner {
     fn put(&self, bid: u16, publish: bool) {
         let tail = self.tail.get();
         let idx = usize::from(tail & (self.entries - 1));
-        // SAFETY: idx < entries, so the descriptor is inside the mapping; the kernel never writes descriptors beyond our tail, so this slot is ours until we advance the tail.
-        let entry = unsafe { &mut *self.ring.add(idx) };
-        // SAFETY: bid < entries, so the offset stays inside `bufs`.
-        let addr = unsafe { self.bufs.add(usize::from(bid) * self.buf_size) };
+        // In the mapping: idx < entries.
+        let slot = self.ring.wrapping_add(idx);
+        // SAFETY: `slot` is a descriptor inside the live mapping (idx < entries); the kernel never writes descriptors beyond our tail, so this one is ours until we advance the tail.
+        let entry = unsafe { &mut *slot };
+        // Inside `bufs`: bid < entries.
+        let addr = self.bufs.wrapping_add(usize::from(bid) * self.buf_size);
         entry.set_addr(addr as u64);
         entry.set_len(self.buf_size as u32);
         entry.set_bid(bid);
@@ -190,10 +192,9 @@ impl Drop for Inner {
             let _ = context::try_with(|c| c.reactor.unregister_buf_ring(self.bgid));
         }
         // SAFETY: the group is unregistered (or its ring is gone), and every ProvidedBuf holds an Rc to us, so no buffer is in use.
-        unsafe {
-            crate::mem::unmap(self.bufs, self.bufs_len);
-            crate::mem::unmap(self.ring.cast(), self.ring_bytes);
-        }
+        unsafe { crate::mem::unmap(self.bufs, self.bufs_len) };
+        // SAFETY: as above: nothing, kernel or ours, reads the descriptors any more.
+        unsafe { crate::mem::unmap(self.ring.cast(), self.ring_bytes) };
     }
 }
 
@@ -225,13 +226,9 @@ impl ProvidedBuf {
 impl Deref for ProvidedBuf {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // SAFETY: the buffer is off the ring (the kernel handed it to us and will not write it until we put it back in Drop), the offset and length lie inside the mapping, and the kernel initialised `len` bytes of it.
-        unsafe {
-            std::slice::from_raw_parts(
-                self.ring.bufs.add(usize::from(self.bid) * self.ring.buf_size),
-                self.len,
-            )
-        }
+        let start = self.ring.bufs.wrapping_add(usize::from(self.bid) * self.ring.buf_size);
+        // SAFETY: the buffer is off the ring (the kernel handed it to us and will not write it until we put it back in Drop), `start` and `len` lie inside the mapping (bid < entries, len <= buf_size, both checked in `take`), and the kernel initialised `len` bytes of it.
+        unsafe { std::slice::from_raw_parts(start, self.len) }
     }
 }
 

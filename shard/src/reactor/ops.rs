@@ -215,9 +215,8 @@ async fn fill<B: IoBufMut>(
     let op = unsafe {
         start(buf, |b| {
             let len = b.bytes_total() - b.bytes_init();
-            // In bounds: bytes_init <= bytes_total (the enclosing unsafe
-            // block's contract covers this pointer arithmetic).
-            let ptr = b.stable_mut_ptr().add(b.bytes_init());
+            // In bounds: bytes_init <= bytes_total.
+            let ptr = b.stable_mut_ptr().wrapping_add(b.bytes_init());
             entry(ptr, len.min(u32::MAX as usize) as u32)
         })
     };
@@ -495,8 +494,7 @@ pub async fn msg_ring(ring_fd: RawFd, result: i32, user_data: u64) -> io::Result
 /// `io_uring_recvmsg_out` header, the source address, then the payload.
 /// Decode it with [`RecvMsgOut::parse`].
 pub fn recvmsg_multi(fd: RawFd, group: &BufRing) -> MultiOp<Box<libc::msghdr>> {
-    // SAFETY: an all-zero msghdr is a valid "empty" value.
-    let mut hdr: Box<libc::msghdr> = Box::new(unsafe { MaybeUninit::zeroed().assume_init() });
+    let mut hdr: Box<libc::msghdr> = Box::new(zeroed_msghdr());
     // Only the name and control lengths matter to the multishot variant:
     // they fix the layout of every buffer it fills.
     hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
@@ -552,6 +550,16 @@ impl<'a> RecvMsgOut<'a> {
     }
 }
 
+fn zeroed_msghdr() -> libc::msghdr {
+    // SAFETY: msghdr is plain data; all-zero is the valid empty header (no name, no iovecs, no control).
+    unsafe { MaybeUninit::zeroed().assume_init() }
+}
+
+fn zeroed_iovec() -> libc::iovec {
+    // SAFETY: iovec is plain data; all-zero is a valid empty vector.
+    unsafe { MaybeUninit::zeroed().assume_init() }
+}
+
 /// State for `recvmsg(2)`/`sendmsg(2)`: header, one iovec, peer address.
 struct MsgState<B> {
     hdr: libc::msghdr,
@@ -562,14 +570,13 @@ struct MsgState<B> {
 
 /// `recvmsg(2)` into the spare capacity of `buf`, with the source address.
 pub async fn recvmsg<B: IoBufMut>(fd: RawFd, buf: B) -> (io::Result<(usize, Option<SocketAddr>)>, B) {
-    // SAFETY: an all-zero msghdr/iovec is a valid "empty" value.
-    let (hdr, iov) = unsafe { (MaybeUninit::zeroed().assume_init(), MaybeUninit::zeroed().assume_init()) };
+    let (hdr, iov) = (zeroed_msghdr(), zeroed_iovec());
     let state = Box::new(MsgState { hdr, iov, addr: AddrStorage::new(), buf });
     // SAFETY: every pointer set here points into the boxed state (or the buffer's heap memory) owned by the op until completion.
     let op = unsafe {
         start(state, |s| {
             let init = s.buf.bytes_init();
-            s.iov.iov_base = s.buf.stable_mut_ptr().add(init).cast();
+            s.iov.iov_base = s.buf.stable_mut_ptr().wrapping_add(init).cast();
             s.iov.iov_len = s.buf.bytes_total() - init;
             s.hdr.msg_iov = &mut s.iov;
             s.hdr.msg_iovlen = 1;
@@ -588,8 +595,7 @@ pub async fn recvmsg<B: IoBufMut>(fd: RawFd, buf: B) -> (io::Result<(usize, Opti
 
 /// `sendmsg(2)` of `buf` to `to` (or the connected peer when `None`).
 pub async fn sendmsg<B: IoBuf>(fd: RawFd, buf: B, to: Option<SocketAddr>) -> (io::Result<usize>, B) {
-    // SAFETY: an all-zero msghdr/iovec is a valid "empty" value.
-    let (hdr, iov) = unsafe { (MaybeUninit::zeroed().assume_init(), MaybeUninit::zeroed().assume_init()) };
+    let (hdr, iov) = (zeroed_msghdr(), zeroed_iovec());
     let addr = to.map(AddrStorage::from_socket_addr).unwrap_or_default();
     let state = Box::new(MsgState { hdr, iov, addr, buf });
     let has_addr = to.is_some();
