@@ -146,7 +146,11 @@ fn dropping_an_accept_cancels_it() {
             h.abort();
             wait_until_no_ops_in_flight().await;
             let _client = std::net::TcpStream::connect(addr).expect("connect");
-            let (conn, peer) = shard::ops::accept(fd).await.expect("accept");
+            // Bounded: if the aborted accept had taken the connection, this
+            // one would wait for ever.
+            let accepted = shard::time::timeout(Duration::from_secs(5), shard::ops::accept(fd)).await;
+            let (conn, peer) =
+                accepted.expect("the aborted accept did not take the connection").expect("accept");
             assert!(conn.as_raw_fd() >= 0);
             assert!(peer.is_some());
             drop(listener);
