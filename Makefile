@@ -6,8 +6,9 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 DEB_PACKAGES := libhwloc-dev libudev-dev pkg-config
-# Tools the tests use when present (promtool checks the /metrics exposition).
-TEST_PACKAGES := prometheus
+# Tools the tests use when present (promtool checks the /metrics exposition;
+# redis-server is the real upstream of the send/expect health check test).
+TEST_PACKAGES := prometheus redis-server
 RELEASE_BIN := target/release/appliance
 LOOM_TARGET := target/loom
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::{ConfigError, Source};
-use crate::forward::health::HealthConfig;
+use crate::forward::health::{self, Exchange, Expect, HealthConfig};
 use crate::forward::upstream::UpstreamSpec;
 use crate::forward::ForwardConfig;
 
@@ -99,6 +99,19 @@ pub struct ForwardOptions {
     #[arg(long, default_value = defaults::HEALTH_INTERVAL)]
     #[serde(default = "defaults::health_interval")]
     pub health_interval: String,
+    /// Bytes a health check sends once connected, with escapes \r \n \t
+    /// \0 \\ \xHH (e.g. `PING\r\n` for Redis, or
+    /// `GET /health HTTP/1.0\r\n\r\n`); without it a check is a connect.
+    #[arg(long)]
+    #[serde(default)]
+    pub health_send: Option<String>,
+    /// What the response to a health check must contain within its first
+    /// 4 KiB (same escapes; e.g. `+PONG` or `HTTP/1.1 200`); a check whose
+    /// response lacks it, or that gets none within the check timeout,
+    /// fails.
+    #[arg(long)]
+    #[serde(default)]
+    pub health_expect: Option<String>,
     /// Forward UDP datagrams (a session per client) instead of TCP
     /// connections; active health checks are TCP connects, so they are
     /// off for UDP (passive ejection still applies).
@@ -124,6 +137,34 @@ pub struct ForwardOptions {
 }
 
 impl ForwardOptions {
+    /// The send/expect part of the active check; refused where no check runs.
+    fn health_exchange(&self, src: &Source, checks_on: bool) -> Result<Exchange, ConfigError> {
+        let mut exchange = Exchange::default();
+        for (field, value) in [("health_send", &self.health_send), ("health_expect", &self.health_expect)] {
+            let Some(text) = value else { continue };
+            let bytes = health::unescape(text).map_err(|e| src.key(field).error(format!("{text:?}: {e}")))?;
+            if !checks_on {
+                let why = if self.udp {
+                    "health checks are off for --udp"
+                } else {
+                    "health checks are off (interval 0)"
+                };
+                return Err(src.key(field).error(format!("{text:?}: {why}")));
+            }
+            if field == "health_send" {
+                exchange.send = bytes;
+            } else if bytes.is_empty() {
+                return Err(src.key(field).error("\"\": give the bytes the response must contain"));
+            } else if bytes.len() > Exchange::WINDOW {
+                let max = Exchange::WINDOW;
+                return Err(src.key(field).error(format!("{} bytes: at most {max}", bytes.len())));
+            } else {
+                exchange.expect = Some(Expect::new(bytes, Exchange::WINDOW));
+            }
+        }
+        Ok(exchange)
+    }
+
     /// Validates the options; every error names the flag or key.
     pub fn validate(&self, src: &Source) -> Result<Arc<ForwardConfig>, ConfigError> {
         let key = |field: &str| src.key(field);
@@ -153,6 +194,7 @@ impl ForwardOptions {
                 .map_err(|e| key("health_interval").error(format!("{:?}: {e}", self.health_interval)))?;
             Some(cfg)
         };
+        let exchange = self.health_exchange(src, health.is_some())?;
         if self.max_conns == 0 {
             return Err(key("max_conns").error("0: must be at least 1"));
         }
@@ -176,6 +218,7 @@ impl ForwardOptions {
             proxy_protocol,
             accept_proxy: self.accept_proxy,
             health,
+            exchange,
             passive,
             buffers: self.buffers,
             buffer_size: self.buffer_size,

@@ -396,6 +396,65 @@ pub fn check_offset(position: usize, count: usize, interval: Duration) -> Durati
     Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
 }
 
+/// What an active check says and expects beyond the connect, as HAProxy's
+/// `tcp-check send` / `expect string`: e.g. `PING\r\n` and `+PONG` for
+/// Redis, or an HTTP request line and `HTTP/1.1 200`. Empty: the connect
+/// alone is the check.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Exchange {
+    /// Bytes sent once connected (may be empty: a banner check).
+    pub send: Vec<u8>,
+    /// What the response must contain; `None`: sending is enough.
+    pub expect: Option<Expect>,
+}
+
+impl Exchange {
+    /// How much of a response a check reads before it gives up looking:
+    /// a status line or a short reply sits well within it.
+    pub const WINDOW: usize = 4096;
+
+    /// Whether the check is a bare connect.
+    pub fn is_connect_only(&self) -> bool {
+        self.send.is_empty() && self.expect.is_none()
+    }
+}
+
+/// Decodes the escapes an operator writes in a flag or a TOML string for a
+/// check's bytes: `\r`, `\n`, `\t`, `\0`, `\\` and `\xHH`. Anything else
+/// after a backslash is an error naming it.
+pub fn unescape(text: &str) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut bytes = text.bytes();
+    while let Some(b) = bytes.next() {
+        if b != b'\\' {
+            out.push(b);
+            continue;
+        }
+        match bytes.next() {
+            Some(b'r') => out.push(b'\r'),
+            Some(b'n') => out.push(b'\n'),
+            Some(b't') => out.push(b'\t'),
+            Some(b'0') => out.push(0),
+            Some(b'\\') => out.push(b'\\'),
+            Some(b'x') => {
+                let hex = [bytes.next(), bytes.next()];
+                let digits = match hex {
+                    [Some(h), Some(l)] => {
+                        std::str::from_utf8(&[h, l]).ok().and_then(|d| u8::from_str_radix(d, 16).ok())
+                    }
+                    _ => None,
+                };
+                out.push(digits.ok_or("\\x needs two hex digits (e.g. \\x00)")?);
+            }
+            Some(c) => {
+                return Err(format!("unknown escape \\{} (use \\r, \\n, \\t, \\0, \\\\ or \\xHH)", c as char))
+            }
+            None => return Err("a trailing backslash (write \\\\ for one)".into()),
+        }
+    }
+    Ok(out)
+}
+
 /// The outcome of matching a check's response so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Match {
@@ -619,6 +678,17 @@ mod tests {
             [Duration::ZERO, Duration::from_millis(500), secs(1), Duration::from_millis(1500)]
         );
         assert_eq!(check_offset(0, 0, secs(2)), Duration::ZERO);
+    }
+
+    #[test]
+    fn escapes_decode_as_an_operator_writes_them() {
+        assert_eq!(unescape(r"PING\r\n").unwrap(), b"PING\r\n");
+        assert_eq!(unescape("PING\r\n").unwrap(), b"PING\r\n", "real control characters pass");
+        assert_eq!(unescape(r"a\\b\x00\x7f\t").unwrap(), b"a\\b\0\x7f\t");
+        assert!(unescape(r"\q").unwrap_err().contains(r"\q"));
+        assert!(unescape(r"\x4").is_err());
+        assert!(unescape(r"\xzz").is_err());
+        assert!(unescape("trailing\\").is_err());
     }
 
     #[test]

@@ -67,6 +67,8 @@ pub struct ForwardConfig {
     pub accept_proxy: bool,
     /// Active checks (None: disabled) and passive ejection.
     pub health: Option<HealthConfig>,
+    /// What an active check sends and expects after connecting.
+    pub exchange: health::Exchange,
     /// Passive ejection settings when active checks are off.
     pub passive: HealthConfig,
     /// Relay buffers per shard.

@@ -230,8 +230,10 @@ impl ShardState {
         let plan = health::check_plan(cfg.upstreams.len(), shard::shard_count());
         let mine = plan.get(shard::shard_id()).cloned().unwrap_or_default();
         let count = mine.len();
+        let exchange = Rc::new(cfg.exchange.clone());
         for (position, i) in mine.into_iter().enumerate() {
             let (state, addr, name) = (self.clone(), cfg.upstreams[i].addr, cfg.name.clone());
+            let exchange = exchange.clone();
             let offset = health::check_offset(position, count, hc.interval);
             shard::spawn_local_named("health-check", async move {
                 shard::time::sleep(offset).await;
@@ -243,7 +245,7 @@ impl ShardState {
                     if state.pool.borrow().generation != generation {
                         return;
                     }
-                    let ok = netstack::tcp::TcpStream::connect_timeout(addr, hc.timeout).await.is_ok();
+                    let ok = check_once(addr, hc.timeout, &exchange).await;
                     let t = {
                         let mut pool = state.pool.borrow_mut();
                         if pool.generation != generation {
@@ -260,6 +262,40 @@ impl ShardState {
             .detach();
         }
     }
+}
+
+/// One active check: connect, then the exchange (if any), all within
+/// `timeout`. Reads at most the expectation's window, whatever the
+/// upstream sends.
+async fn check_once(
+    addr: std::net::SocketAddr,
+    timeout: std::time::Duration,
+    exchange: &health::Exchange,
+) -> bool {
+    let check = async {
+        let Ok(conn) = netstack::tcp::TcpStream::connect(addr).await else { return false };
+        if exchange.is_connect_only() {
+            return true;
+        }
+        if !exchange.send.is_empty() && conn.send_all(exchange.send.clone()).await.0.is_err() {
+            return false;
+        }
+        let Some(expect) = &exchange.expect else { return true };
+        let mut received = Vec::with_capacity(expect.window());
+        loop {
+            match expect.matches(&received) {
+                health::Match::Yes => return true,
+                health::Match::No => return false,
+                health::Match::NeedMore => {}
+            }
+            let (n, back) = conn.recv(received).await;
+            received = back;
+            if !matches!(n, Ok(n) if n > 0) {
+                return false;
+            }
+        }
+    };
+    shard::time::timeout(timeout, check).await.unwrap_or(false)
 }
 
 /// Per-shard seed for the random policies and starting positions.
