@@ -117,7 +117,7 @@ pub struct TcpStream {
 
 fn owned(fd: RawFd) -> OwnedFd {
     #[allow(unsafe_code)]
-    // SAFETY: callers pass a descriptor the kernel just created for us (accept/socket) that nothing else owns.
+    // SAFETY: the one caller (Pipe::new) passes descriptors pipe2 just created for us, which nothing else owns.
     unsafe {
         OwnedFd::from_raw_fd(fd)
     }
