@@ -198,11 +198,14 @@ impl EchoOptions {
 }
 
 impl RuntimeArgs {
-    /// The runtime builder these flags describe.
-    pub fn builder(&self) -> anyhow::Result<shard::Builder> {
+    /// The runtime these settings describe, planned on this machine (as
+    /// `run` does, binding nothing). Errors name the setting through `key`
+    /// (`--cpus`, or `runtime.cpus` when it came from the file).
+    pub fn plan(&self, key: &dyn Fn(&str) -> Key) -> Result<shard::Runtime, ConfigError> {
+        let placement = |e: shard::placement::PlacementError| key(e.setting().unwrap_or("cpus")).error(e);
         let mut opts = shard::placement::PlacementOptions { shards: self.shards, ..Default::default() };
         if let Some(list) = &self.cpus {
-            opts.cpus = Some(shard::placement::parse_cpu_list(list)?);
+            opts.cpus = Some(shard::placement::parse_cpu_list(list).map_err(placement)?);
         }
         opts.pin = !self.no_pin;
         opts.nic = self.nic.clone();
@@ -211,10 +214,38 @@ impl RuntimeArgs {
             Wake::Eventfd => shard::WakeMode::EventFd,
         };
         let idle_poll = match &self.idle_poll {
-            Some(v) => crate::config::duration(Key("--idle-poll".into()), v)?,
+            Some(v) => crate::config::duration(key("idle_poll"), v)?,
             None => Duration::ZERO,
         };
-        Ok(shard::Builder::new().placement(opts).wake_mode(wake).idle_poll(idle_poll))
+        let grace = self.grace(key("grace"))?;
+        let builder = shard::Builder::new().placement(opts).wake_mode(wake).idle_poll(idle_poll).grace(grace);
+        builder.build().map_err(|e| match e {
+            shard::RuntimeError::Placement(p) => placement(p),
+            other => key("shards").error(other),
+        })
+    }
+
+    /// The names of these settings as flags (`--cpus`).
+    pub fn flag(field: &str) -> Key {
+        Source::Flags.key(field)
+    }
+
+    /// How `field` is named when these flags override a file's
+    /// `[runtime]` table: the flag if it was given, else the file key.
+    pub fn key_over_file(&self, field: &str) -> Key {
+        let given = match field {
+            "shards" => self.shards.is_some(),
+            "cpus" => self.cpus.is_some(),
+            "nic" => self.nic.is_some(),
+            "idle_poll" => self.idle_poll.is_some(),
+            "grace" => self.grace.is_some(),
+            _ => false,
+        };
+        if given {
+            Self::flag(field)
+        } else {
+            Key(format!("runtime.{field}"))
+        }
     }
 
     /// These settings with every one given in `over` taking precedence.

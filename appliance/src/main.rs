@@ -23,7 +23,7 @@ fn main() -> ExitCode {
     let result = match (&cli.command, cfg) {
         (Command::Topology(args), _) => topology(args),
         (Command::Loadgen(args), _) => appliance::loadgen::run(args.mode.clone()),
-        (_, Some(cfg)) => appliance::serve::run(cfg, path),
+        (_, Some((cfg, rt))) => appliance::serve::run(cfg, rt, path),
         (_, None) => Ok(()),
     };
     match result {
@@ -35,64 +35,72 @@ fn main() -> ExitCode {
     }
 }
 
-type Configured = (Option<AppConfig>, Option<std::path::PathBuf>);
+type Configured = (Option<(AppConfig, shard::Runtime)>, Option<std::path::PathBuf>);
+
+/// How a runtime setting is named in errors (`--cpus` or `runtime.cpus`).
+type KeyOf = Box<dyn Fn(&str) -> Key>;
 
 /// Validates the command line (and file) and sets up logging; `Ok(None)`
-/// when there is nothing left to do (`check`).
+/// when there is nothing left to do (`check`). `check` and `run` go through
+/// the same validation, the runtime plan included, before anything binds.
 fn configure(cli: &Cli) -> Result<Option<Configured>, String> {
+    let err = |e: ConfigError| e.to_string();
     let (file, path) = match &cli.command {
         Command::Run(args) => match &args.config {
-            Some(p) => (FileConfig::load(p).map_err(|e| e.to_string())?, Some(p.clone())),
+            Some(p) => (FileConfig::load(p).map_err(err)?, Some(p.clone())),
             None => (FileConfig::parse(config::DEFAULT).map_err(|e| format!("embedded default: {e}"))?, None),
         },
         Command::Check(args) => {
-            let cfg = FileConfig::load(&args.config).and_then(|f| f.validate()).map_err(|e| e.to_string())?;
+            let file = FileConfig::load(&args.config).map_err(err)?;
+            file.log.resolve(None, None).map_err(err)?;
+            let cfg = file.validate().map_err(err)?;
+            cfg.preflight(&|f: &str| Key(format!("runtime.{f}"))).map_err(err)?;
             println!("{}: ok ({} services)", args.config.display(), cfg.services.len());
             return Ok(None);
         }
         _ => (FileConfig::default(), None),
     };
-    let level = cli.log_level.clone().or(file.log.level.clone()).unwrap_or_else(|| "info".into());
-    let format = cli.log_format.clone().or(file.log.format.clone()).unwrap_or_else(|| "human".into());
-    let format = format.parse().map_err(|e: ops::logging::LogError| e.to_string())?;
+    let (level, format) =
+        file.log.resolve(cli.log_level.as_deref(), cli.log_format.as_deref()).map_err(err)?;
     ops::logging::init(&level, format).map_err(|e| e.to_string())?;
-    let cfg = match &cli.command {
+    let (mut cfg, key): (AppConfig, KeyOf) = match &cli.command {
         Command::Run(args) => {
-            let mut cfg = file.validate().map_err(|e| e.to_string())?;
+            let mut cfg = file.validate().map_err(err)?;
             cfg.runtime = cfg.runtime.merged(&args.runtime);
-            cfg.grace = cfg.runtime.grace(Key("--grace".into())).map_err(|e| e.to_string())?;
-            Some(cfg)
+            let over = args.runtime.clone();
+            cfg.grace = cfg.runtime.grace(over.key_over_file("grace")).map_err(err)?;
+            (cfg, Box::new(move |f: &str| over.key_over_file(f)))
         }
         Command::Echo(args) => {
-            args.options.validate(&Source::Flags).map_err(|e| e.to_string())?;
-            Some(from_flags(&args.runtime, Service::Echo(args.options.clone()))?)
+            args.options.validate(&Source::Flags).map_err(err)?;
+            (from_flags(&args.runtime, Service::Echo(args.options.clone()))?, Box::new(RuntimeArgs::flag))
         }
         Command::Forward(args) => {
-            let cfg = args.options.validate(&Source::Flags).map_err(|e| e.to_string())?;
-            Some(from_flags(&args.runtime, Service::Forward(cfg))?)
+            let cfg = args.options.validate(&Source::Flags).map_err(err)?;
+            (from_flags(&args.runtime, Service::Forward(cfg))?, Box::new(RuntimeArgs::flag))
         }
         Command::Aggregate(args) => {
-            let cfg = args.options.validate(&Source::Flags).map_err(|e| e.to_string())?;
-            Some(from_flags(&args.runtime, Service::Aggregate(cfg))?)
+            let cfg = args.options.validate(&Source::Flags).map_err(err)?;
+            (from_flags(&args.runtime, Service::Aggregate(cfg))?, Box::new(RuntimeArgs::flag))
         }
-        Command::Topology(_) | Command::Check(_) | Command::Loadgen(_) => None,
+        Command::Topology(_) | Command::Check(_) | Command::Loadgen(_) => return Ok(Some((None, path))),
     };
-    let mut cfg = cfg;
-    if let (Some(cfg), Some(listen)) = (cfg.as_mut(), cli.admin) {
+    if let Some(listen) = cli.admin {
         let admin = AdminOptions { listen, allow_remote: cli.admin_allow_remote };
-        cfg.admin = Some(admin.validate(Key("--admin".into())).map_err(|e| e.to_string())?);
+        cfg.admin = Some(admin.validate(Key("--admin".into())).map_err(err)?);
     }
-    Ok(Some((cfg, path)))
+    let rt = cfg.preflight(&*key).map_err(err)?;
+    Ok(Some((Some((cfg, rt)), path)))
 }
 
 /// A configuration of one service given by flags.
 fn from_flags(runtime: &RuntimeArgs, service: Service) -> Result<AppConfig, String> {
     let grace = runtime.grace(Key("--grace".into())).map_err(|e: ConfigError| e.to_string())?;
-    Ok(AppConfig { runtime: runtime.clone(), grace, admin: None, services: vec![service] })
+    Ok(AppConfig { runtime: runtime.clone(), grace, admin: None, services: vec![service], from_file: false })
 }
 
 fn topology(args: &RuntimeArgs) -> anyhow::Result<()> {
-    let rt = args.builder()?.build()?;
+    let rt = args.plan(&RuntimeArgs::flag)?;
     print!("{}", rt.plan());
     println!();
     print!("{}", shard::probe());

@@ -102,12 +102,10 @@ pub fn reloadable(old: &AppConfig, new: &AppConfig) -> Result<(), String> {
         }
         if let (Service::Aggregate(x), Service::Aggregate(y)) = (a, b) {
             let fixed = |c: &crate::aggregate::AggregateConfig| {
-                (c.udp_buffers, c.udp_buffer_size, c.udp_socket_buffer, c.exchange, c.max_line_length)
+                (c.udp_buffers, c.max_datagram, c.udp_socket_buffer, c.exchange, c.max_line_length)
             };
             if fixed(x) != fixed(y) {
-                return restart(
-                    "udp_buffers, udp_buffer_size, udp_socket_buffer, exchange or max_line_length",
-                );
+                return restart("udp_buffers, max_datagram, udp_socket_buffer, exchange or max_line_length");
             }
         }
         if let (Service::Echo(x), Service::Echo(y)) = (a, b) {

@@ -39,19 +39,16 @@ pub struct Listening {
     pub addr: SocketAddr,
 }
 
-/// Runs every service of `cfg` until a signal drains them. `path` is the
+/// Runs every service of `cfg` on `rt` (planned and checked by
+/// [`AppConfig::preflight`]) until a signal drains them. `path` is the
 /// config file SIGHUP re-reads (none: reloads are refused).
-pub fn run(cfg: AppConfig, path: Option<PathBuf>) -> anyhow::Result<()> {
+pub fn run(cfg: AppConfig, rt: shard::Runtime, path: Option<PathBuf>) -> anyhow::Result<()> {
     let signals = ops::signals::Signals::block().context("blocking signals")?;
-    let rt = cfg.runtime.builder()?.grace(cfg.grace).build()?;
     let shards = rt.shards();
     crate::startup::report(rt.plan(), &cfg);
     let mut bound = Vec::new();
     let mut listening = Vec::new();
     for service in &cfg.services {
-        if let Service::Aggregate(a) = service {
-            a.validate(shards).map_err(|e| anyhow::anyhow!("aggregate {:?}: {}: {e}", a.name, e.field()))?;
-        }
         let mut groups = Vec::new();
         for (listen, udp) in service.listens() {
             let (fds, addr) = bind(service, listen, udp, shards)?;

@@ -34,25 +34,52 @@ impl FromStr for LogFormat {
 #[derive(Debug, Error)]
 pub enum LogError {
     /// The level or filter did not parse.
-    #[error("--log-level \"{0}\": not a level or filter (expected error, warn, info, debug, trace or a RUST_LOG-style filter)")]
+    #[error(
+        "\"{0}\": not a log level (expected error, warn, info, debug, trace or off, or a filter of \
+         them such as info,appliance=debug)"
+    )]
     Filter(String),
     /// Unknown format name.
-    #[error("--log-format \"{0}\": unknown format (expected human or json)")]
+    #[error("\"{0}\": unknown log format (expected human or json)")]
     Format(String),
     /// A global subscriber was already installed.
     #[error("logging was already initialised")]
     AlreadySet,
 }
 
-/// Installs the global subscriber, writing to stderr.
+/// Checks a log level as an operator gives it (`--log-level`, `[log]
+/// level`): one of the levels, or a filter directive (`info,appliance=debug`)
+/// whose every part names a level. A typo (`verbose`) is an error: the
+/// filter would otherwise take it for a module name and log nothing.
+pub fn check_level(level: &str) -> Result<(), LogError> {
+    const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+    let ok = !level.trim().is_empty()
+        && level.split(',').all(|part| {
+            let lvl = part.rsplit_once('=').map_or(part, |(_, l)| l).trim();
+            LEVELS.contains(&lvl.to_ascii_lowercase().as_str())
+        });
+    if ok && EnvFilter::try_new(level).is_ok() {
+        Ok(())
+    } else {
+        Err(LogError::Filter(level.to_string()))
+    }
+}
+
+/// Installs the global subscriber, writing to stderr; colours only when
+/// stderr is a terminal (a file or journald gets plain text).
 pub fn init(level: &str, format: LogFormat) -> Result<(), LogError> {
+    use std::io::IsTerminal;
     let filter = match std::env::var("RUST_LOG") {
         Ok(v) if !v.is_empty() => EnvFilter::try_new(&v).map_err(|_| LogError::Filter(v))?,
-        _ => EnvFilter::try_new(level).map_err(|_| LogError::Filter(level.to_string()))?,
+        _ => {
+            check_level(level)?;
+            EnvFilter::try_new(level).map_err(|_| LogError::Filter(level.to_string()))?
+        }
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_thread_names(true);
     let result = match format {
         LogFormat::Human => builder.try_init(),

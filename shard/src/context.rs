@@ -27,6 +27,9 @@ pub(crate) struct Context {
     pub poll_window: Cell<std::time::Duration>,
     /// Set once the runtime asked this shard to stop.
     pub stopping: Cell<bool>,
+    /// Once stopping: when the grace period ends and what is left is
+    /// cancelled.
+    pub stop_deadline: Cell<Option<std::time::Instant>>,
     pub stop_waiters: crate::sync::waiters::WaiterSet,
 }
 

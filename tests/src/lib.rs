@@ -10,6 +10,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod graphite;
 pub mod upstream;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -35,14 +35,15 @@ pub enum ConfigError {
     /// The Graphite queue holds no interval.
     #[error("graphite queue of {0} intervals: must be at least 1")]
     Queue(usize),
-    /// Receive buffers too few or too small.
-    #[error("udp receive buffers {count} x {size} bytes: need at least 1 x 512")]
-    Buffers {
-        /// Buffers per shard.
-        count: u16,
-        /// Bytes each.
-        size: usize,
-    },
+    /// The Graphite queue's byte bound is below one interval's worth.
+    #[error("{0} bytes: must be at least 1048576 (1 MiB)")]
+    QueueBytes(usize),
+    /// The largest datagram accepted is out of range.
+    #[error("{0} bytes: must be between 512 and 65536")]
+    MaxDatagram(usize),
+    /// No receive buffers.
+    #[error("0 udp receive buffers: need at least 1")]
+    Buffers,
 }
 
 impl ConfigError {
@@ -55,7 +56,9 @@ impl ConfigError {
             ConfigError::MaxKeys { .. } => "max_keys",
             ConfigError::MaxLineLength(_) => "max_line_length",
             ConfigError::Queue(_) => "graphite_queue",
-            ConfigError::Buffers { .. } => "udp_buffers",
+            ConfigError::QueueBytes(_) => "graphite_queue_bytes",
+            ConfigError::MaxDatagram(_) => "max_datagram",
+            ConfigError::Buffers => "udp_buffers",
         }
     }
 }
@@ -105,19 +108,30 @@ pub struct AggregateConfig {
     pub flush_stdout: bool,
     /// Longer lines are dropped (counted), never truncated.
     pub max_line_length: usize,
-    /// Flush intervals each shard holds for an unreachable Graphite; older
-    /// ones are dropped (counted).
+    /// Flush intervals held for an unreachable Graphite; older ones are
+    /// dropped (counted).
     pub graphite_queue: usize,
+    /// Bytes of held intervals at most, across shards (each shard holds
+    /// its share): bounds the memory an outage costs, whatever the key
+    /// count. The newest interval is always kept.
+    pub graphite_queue_bytes: usize,
     /// UDP receive buffers per shard.
     pub udp_buffers: u16,
     /// `SO_RCVBUF` of each shard's UDP socket: absorbs bursts while the
     /// shard is busy (a table growing, a flush). The kernel caps it at
     /// `net.core.rmem_max`.
     pub udp_socket_buffer: usize,
-    /// Bytes per UDP receive buffer (larger datagrams are truncated: their
-    /// cut last line is dropped as too long, the complete lines are kept).
-    pub udp_buffer_size: usize,
+    /// The largest datagram payload received whole; a larger one is cut
+    /// there (counted as `truncated`; its cut last line is dropped as too
+    /// long, its complete lines are kept). Each receive buffer is this
+    /// large plus the kernel's header; only the pages a datagram touches
+    /// become resident.
+    pub max_datagram: usize,
 }
+
+/// The largest UDP payload over IPv4 (65,535 less the IP and UDP headers):
+/// by default every datagram is received whole, as statsd_exporter does.
+pub const MAX_UDP_PAYLOAD: usize = 65_507;
 
 impl Default for AggregateConfig {
     fn default() -> Self {
@@ -136,9 +150,10 @@ impl Default for AggregateConfig {
             flush_stdout: false,
             max_line_length: 4096,
             graphite_queue: 6,
+            graphite_queue_bytes: 256 << 20,
             udp_socket_buffer: 8 << 20,
             udp_buffers: 512,
-            udp_buffer_size: 9216,
+            max_datagram: MAX_UDP_PAYLOAD,
         }
     }
 }
@@ -164,10 +179,21 @@ impl AggregateConfig {
         if self.graphite_queue == 0 {
             return Err(ConfigError::Queue(self.graphite_queue));
         }
-        if self.udp_buffers == 0 || self.udp_buffer_size < 512 {
-            return Err(ConfigError::Buffers { count: self.udp_buffers, size: self.udp_buffer_size });
+        if self.graphite_queue_bytes < 1 << 20 {
+            return Err(ConfigError::QueueBytes(self.graphite_queue_bytes));
+        }
+        if !(512..=65536).contains(&self.max_datagram) {
+            return Err(ConfigError::MaxDatagram(self.max_datagram));
+        }
+        if self.udp_buffers == 0 {
+            return Err(ConfigError::Buffers);
         }
         Ok(())
+    }
+
+    /// Each shard's share of `graphite_queue_bytes`.
+    pub fn queue_bytes_per_shard(&self, shards: usize) -> usize {
+        self.graphite_queue_bytes / shards.max(1)
     }
 
     /// Each shard's share of `max_keys`.
@@ -205,7 +231,9 @@ mod tests {
         assert!(AggregateConfig { flush_interval: Duration::from_millis(1), ..ok() }.validate(1).is_err());
         assert!(AggregateConfig { max_line_length: 8, ..ok() }.validate(1).is_err());
         assert!(AggregateConfig { graphite_queue: 0, ..ok() }.validate(1).is_err());
-        assert!(AggregateConfig { udp_buffer_size: 100, ..ok() }.validate(1).is_err());
+        assert!(AggregateConfig { max_datagram: 100, ..ok() }.validate(1).is_err());
+        assert!(AggregateConfig { max_datagram: 70_000, ..ok() }.validate(1).is_err());
+        assert!(AggregateConfig { graphite_queue_bytes: 1000, ..ok() }.validate(1).is_err());
     }
 
     #[test]

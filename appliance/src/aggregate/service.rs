@@ -13,10 +13,16 @@
 //! relay datagrams). This moves one record per key per shard per interval
 //! instead of one per line, which is what makes it the fast choice.
 //!
-//! Shutdown: on SIGTERM receivers stop, drain what has already arrived (a
-//! UDP socket until 50 ms of quiet, a TCP connection until it is quiet for
-//! 100 ms or closed), and only then does shard 0 run the final flush and
-//! wait for the Graphite queues to empty, so nothing counted is lost.
+//! Shutdown, within the runtime's grace period: on SIGTERM the receivers
+//! keep reading what clients already sent (a UDP socket until 50 ms of
+//! quiet, a TCP connection until it closes or is quiet for 100 ms), for at
+//! most half of the grace; then they stop reading (a TCP client still
+//! sending sees its connection reset, not a clean close). Only when every
+//! receiver has stopped do the shards seal their tables and shard 0 run the
+//! final flush, so whatever was read is flushed, and the final counters
+//! agree with the flushed totals. The rest of the grace goes to Graphite;
+//! intervals it still has not taken by then are reported lost (a warning
+//! and `intervals_dropped`), and the final counters are logged.
 
 use std::cell::RefCell;
 use std::io::{self, Write as _};
@@ -29,6 +35,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use netstack::tcp::{TcpListener, TcpStream};
 use netstack::udp::{Datagram, UdpSocket};
 use shard::future::{join_all, select, Either};
+use shard::ops::RecvMsgOut;
 use shard::reactor::BufRing;
 
 use super::config::{AggregateConfig, Exchange};
@@ -61,6 +68,8 @@ struct ShardState {
     retired: Vec<Rc<Outbox>>,
     /// Receive tasks still running (0 after a drain).
     receivers: usize,
+    /// The final flush has begun: nothing more is read into the tables.
+    sealed: bool,
     /// The final flush is done: the shard's service may return.
     done: bool,
     /// Without a Graphite upstream, the last interval's output (Graphite
@@ -219,10 +228,19 @@ async fn records_delivered() {
 /// is dropped as too long.
 fn on_datagram(d: &Datagram) {
     with(|st| {
+        if st.sealed {
+            return;
+        }
         st.stats.datagrams += 1;
         let mut payload = d.payload();
         if d.truncated() {
             st.stats.truncated += 1;
+            let (service, max) = (&st.cfg.name, st.cfg.max_datagram);
+            ops::warn_limited!(
+                %service,
+                "a datagram larger than max_datagram ({max} bytes) was cut there: its last line is dropped \
+                 (counted as truncated); raise max_datagram"
+            );
             let end = payload.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
             if end < payload.len() {
                 st.stats.lines += 1;
@@ -280,16 +298,37 @@ async fn recv_udp(fd: OwnedFd, buffers: u16, size: usize, records: bool) -> io::
             shard::yield_now().await;
         }
     }
-    // Stopping: take what has arrived, until 50 ms of quiet (at most 1 s).
-    let end = Instant::now() + Duration::from_secs(1);
-    while Instant::now() < end {
-        match shard::time::timeout(Duration::from_millis(50), rx.next()).await {
+    // Stopping: take what has arrived, until 50 ms of quiet or the end of
+    // the receiving part of the grace.
+    let end = receive_deadline();
+    while let Some(wait) = drain_wait(end, Duration::from_millis(50)) {
+        match shard::time::timeout(wait, rx.next()).await {
             Ok(Ok(d)) => on_datagram(&d),
             _ => break,
         }
     }
     records_delivered().await;
     Ok(())
+}
+
+/// When receivers stop reading after a stop: half of what is left of the
+/// grace period, so the other half is the final flush's.
+fn receive_deadline() -> Instant {
+    let now = Instant::now();
+    match shard::stop_deadline() {
+        Some(d) => now + d.saturating_duration_since(now) / 2,
+        None => now,
+    }
+}
+
+/// How long a draining receiver may wait for more (`quiet` at most), or
+/// `None` once it must stop: past `end`, or the tables are sealed.
+fn drain_wait(end: Instant, quiet: Duration) -> Option<Duration> {
+    let left = end.saturating_duration_since(Instant::now());
+    if left.is_zero() || with(|st| st.sealed).unwrap_or(true) {
+        return None;
+    }
+    Some(left.min(quiet))
 }
 
 async fn accept_tcp(fd: OwnedFd, max_line: usize, records: bool) -> io::Result<()> {
@@ -306,6 +345,7 @@ async fn accept_tcp(fd: OwnedFd, max_line: usize, records: bool) -> io::Result<(
 
 fn feed_piece(p: Piece<'_>) {
     with(|st| match p {
+        _ if st.sealed => {}
         Piece::Lines(lines) => ingest(st, lines),
         Piece::TooLong => {
             st.stats.lines += 1;
@@ -318,18 +358,22 @@ async fn tcp_conn(conn: TcpStream, group: BufRing, max_line: usize, records: boo
     let _guard = ReceiverGuard::enter();
     let mut lines = StreamLines::new(max_line);
     let mut rx = conn.recv_stream(&group);
-    let mut stopping = false;
+    let mut drain_until = None;
     loop {
-        let next = if stopping {
-            // Draining: what the client already sent, until it goes quiet.
-            match shard::time::timeout(Duration::from_millis(100), rx.next()).await {
+        let next = if let Some(end) = drain_until {
+            // Draining: what the client sends until it closes or goes
+            // quiet, for the receiving part of the grace at most. Then the
+            // connection is closed unread (a client still sending sees a
+            // reset): nothing read after the final flush could be flushed.
+            let Some(wait) = drain_wait(end, Duration::from_millis(100)) else { break };
+            match shard::time::timeout(wait, rx.next()).await {
                 Ok(r) => r,
                 Err(_) => break,
             }
         } else {
             match select(shard::stopping(), rx.next()).await {
                 Either::Left(()) => {
-                    stopping = true;
+                    drain_until = Some(receive_deadline());
                     continue;
                 }
                 Either::Right(r) => r,
@@ -541,17 +585,51 @@ async fn flush_cycle() {
         }
         cfg = now;
     }
-    let cfg = current().unwrap_or(cfg);
-    let until = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < until && busy(|st| st.receivers > 0).await {
-        shard::time::sleep(Duration::from_millis(10)).await;
-    }
-    flush_all(&cfg.prefix, Duration::from_secs(5)).await;
-    let until = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < until && busy(|st| st.outbox.as_ref().is_some_and(|o| !o.is_idle())).await {
-        shard::time::sleep(Duration::from_millis(10)).await;
-    }
+    final_flush(current().unwrap_or(cfg)).await;
     shard::invoke_on_all(|| async { with(|st| st.done = true) }).await;
+}
+
+/// After a stop: wait for every receiver to stop reading (they stop by
+/// themselves at the receive deadline; a little slack, then the tables are
+/// sealed regardless), flush once more, give Graphite the rest of the
+/// grace, then report what it did not take and the final counters.
+async fn final_flush(cfg: Arc<AggregateConfig>) {
+    let stop_deadline = shard::stop_deadline().unwrap_or_else(|| Instant::now() + Duration::from_secs(5));
+    let receivers_by = receive_deadline() + Duration::from_millis(200);
+    while Instant::now() < receivers_by && busy(|st| st.receivers > 0).await {
+        shard::time::sleep(Duration::from_millis(10)).await;
+    }
+    shard::invoke_on_all(|| async { with(|st| st.sealed = true) }).await;
+    // The main task ends a little before the runtime's deadline: finish
+    // before it, so the report below is written.
+    let finish_by = stop_deadline.checked_sub(Duration::from_millis(200)).unwrap_or(stop_deadline);
+    let flush_deadline = finish_by.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
+    flush_all(&cfg.prefix, flush_deadline).await;
+    while Instant::now() < finish_by && busy(|st| st.outbox.as_ref().is_some_and(|o| !o.is_idle())).await {
+        shard::time::sleep(Duration::from_millis(10)).await;
+    }
+    let lost = shard::map_reduce(
+        || async { with(|st| st.outbox.as_ref().map(|o| o.abandon())).flatten().unwrap_or((0, 0)) },
+        (0, 0),
+        |a, b| (a.0 + b.0, a.1 + b.1),
+    )
+    .await
+    .unwrap_or((0, 0));
+    if lost.0 > 0 {
+        let graphite = cfg.graphite.map(|a| a.to_string()).unwrap_or_default();
+        tracing::warn!(
+            service = %cfg.name,
+            %graphite,
+            intervals = lost.0,
+            lines = lost.1,
+            "graphite did not take the last flush intervals before the grace period ended: they are lost \
+             (raise [runtime] grace, or fix Graphite)"
+        );
+    }
+    if let Ok(total) = gather_stats().await {
+        let fields: Vec<String> = total.pairs().into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+        tracing::info!(service = %cfg.name, "aggregate stopped, final counters: {}", fields.join(" "));
+    }
 }
 
 fn format_of(cfg: &AggregateConfig) -> Format {
@@ -587,8 +665,10 @@ fn reconfigure(st: &mut ShardState, cfg: Arc<AggregateConfig>) {
     st.fmt = format_of(&cfg);
     st.owned.set_limits(cfg.keys_per_shard(st.shards), cfg.max_idle_flushes());
     st.partial.set_limits(cfg.keys_per_shard(st.shards), 0);
-    if (st.cfg.graphite, st.cfg.graphite_queue) != (cfg.graphite, cfg.graphite_queue) {
-        let next = cfg.graphite.map(|a| Outbox::new(a, cfg.graphite_queue));
+    let queue = |c: &AggregateConfig| (c.graphite, c.graphite_queue, c.graphite_queue_bytes);
+    if queue(&st.cfg) != queue(&cfg) {
+        let next =
+            cfg.graphite.map(|a| Outbox::new(a, cfg.graphite_queue, cfg.queue_bytes_per_shard(st.shards)));
         if let Some(old) = st.outbox.take() {
             old.retire_into(next.clone());
             st.retired.push(old);
@@ -626,9 +706,10 @@ pub async fn serve_shard(
         stats: AggregateStats::default(),
         key: Vec::with_capacity(256),
         passthrough: Vec::new(),
-        outbox: cfg.graphite.map(|a| Outbox::new(a, cfg.graphite_queue)),
+        outbox: cfg.graphite.map(|a| Outbox::new(a, cfg.graphite_queue, cfg.queue_bytes_per_shard(shards))),
         retired: Vec::new(),
         receivers: 0,
+        sealed: false,
         done: false,
         last_flush: Vec::new(),
         outgoing: (0..shards).map(|_| Vec::new()).collect(),
@@ -640,7 +721,7 @@ pub async fn serve_shard(
     if let Some(fd) = udp {
         tasks.push(shard::spawn_local_named(
             "statsd-udp",
-            recv_udp(fd, cfg.udp_buffers, cfg.udp_buffer_size, records),
+            recv_udp(fd, cfg.udp_buffers, cfg.max_datagram + RecvMsgOut::PAYLOAD_OFFSET, records),
         ));
     }
     if let Some(fd) = tcp {

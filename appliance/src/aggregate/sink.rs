@@ -1,8 +1,9 @@
 //! A shard's Graphite connection: flush payloads queue here and one task
 //! writes them over TCP, connecting on demand and reconnecting with
 //! exponential backoff (100 ms to 5 s). The queue holds at most `limit`
-//! intervals; when Graphite is away longer, the oldest interval is dropped
-//! and counted. A payload cut by a failed send is sent again whole
+//! intervals and `limit_bytes` bytes (the newest interval is always kept);
+//! when Graphite is away longer, the oldest interval is dropped and
+//! counted. A payload cut by a failed send is sent again whole
 //! (Graphite keeps the last value per path and timestamp, so a repeat is
 //! harmless).
 
@@ -26,6 +27,7 @@ type Queued = (Vec<u8>, u64, u64);
 pub struct Outbox {
     addr: SocketAddr,
     limit: usize,
+    limit_bytes: usize,
     queue: RefCell<VecDeque<Queued>>,
     conn: RefCell<Option<Rc<TcpStream>>>,
     sending: Cell<bool>,
@@ -44,11 +46,13 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    /// An outbox for `addr` holding at most `limit` intervals.
-    pub fn new(addr: SocketAddr, limit: usize) -> Rc<Outbox> {
+    /// An outbox for `addr` holding at most `limit` intervals of at most
+    /// `limit_bytes` in all.
+    pub fn new(addr: SocketAddr, limit: usize, limit_bytes: usize) -> Rc<Outbox> {
         Rc::new(Outbox {
             addr,
             limit: limit.max(1),
+            limit_bytes,
             queue: RefCell::default(),
             conn: RefCell::default(),
             sending: Cell::new(false),
@@ -93,8 +97,11 @@ impl Outbox {
 
     fn trim(&self) {
         let mut q = self.queue.borrow_mut();
-        while q.len() > self.limit {
-            q.pop_front();
+        let mut bytes: usize = q.iter().map(|e| e.0.len()).sum();
+        while q.len() > self.limit || (q.len() > 1 && bytes > self.limit_bytes) {
+            if let Some(old) = q.pop_front() {
+                bytes -= old.0.len();
+            }
             self.dropped.set(self.dropped.get() + 1);
         }
     }
@@ -112,6 +119,16 @@ impl Outbox {
         }
         *self.successor.borrow_mut() = next;
         *self.conn.borrow_mut() = None;
+    }
+
+    /// Gives up on everything queued (shutdown, Graphite still away): the
+    /// intervals are counted as dropped. Returns `(intervals, lines)`.
+    pub fn abandon(&self) -> (u64, u64) {
+        let queued = std::mem::take(&mut *self.queue.borrow_mut());
+        let lines = queued.iter().map(|q| q.1).sum();
+        let n = queued.len() as u64;
+        self.dropped.set(self.dropped.get() + n);
+        (n, lines)
     }
 
     /// Bytes queued and not yet handed to the socket.

@@ -44,6 +44,15 @@ mod defaults {
     pub fn exchange() -> String {
         "partials".into()
     }
+    pub fn graphite_queue() -> usize {
+        6
+    }
+    pub fn graphite_queue_bytes() -> usize {
+        256 << 20
+    }
+    pub fn max_datagram() -> usize {
+        crate::aggregate::config::MAX_UDP_PAYLOAD
+    }
 }
 
 /// A statsd aggregator (flags, or an `[[aggregate]]` table).
@@ -70,6 +79,23 @@ pub struct AggregateOptions {
     #[arg(long)]
     #[serde(default)]
     pub graphite: Option<SocketAddr>,
+    /// Flush intervals held while Graphite is unreachable (per shard);
+    /// older ones are dropped and counted. With a 10 s flush, 6 rides out
+    /// a minute: raise it for longer outages.
+    #[arg(long, default_value_t = defaults::graphite_queue())]
+    #[serde(default = "defaults::graphite_queue")]
+    pub graphite_queue: usize,
+    /// Bytes of held intervals at most, across all shards (the newest
+    /// interval is always kept): the memory a Graphite outage may cost.
+    #[arg(long, default_value_t = defaults::graphite_queue_bytes())]
+    #[serde(default = "defaults::graphite_queue_bytes")]
+    pub graphite_queue_bytes: usize,
+    /// The largest UDP datagram received whole (bytes of payload, up to
+    /// 65536); a larger one is cut there and counted as truncated, its
+    /// complete lines kept.
+    #[arg(long, default_value_t = defaults::max_datagram())]
+    #[serde(default = "defaults::max_datagram")]
+    pub max_datagram: usize,
     /// Global prefix of Graphite paths.
     #[arg(long, default_value = defaults::PREFIX)]
     #[serde(default = "defaults::prefix")]
@@ -133,6 +159,9 @@ impl AggregateOptions {
             delete_idle: src.duration("delete_idle", &self.delete_idle)?,
             flush_stdout: self.flush_stdout,
             max_line_length: self.max_line_length,
+            graphite_queue: self.graphite_queue,
+            graphite_queue_bytes: self.graphite_queue_bytes,
+            max_datagram: self.max_datagram,
             ..AggregateConfig::default()
         };
         cfg.validate(1).map_err(|e| key(e.field()).error(e))?;

@@ -212,6 +212,61 @@ pub struct AppConfig {
     pub admin: Option<SocketAddr>,
     /// Services, in file order.
     pub services: Vec<Service>,
+    /// Whether the services came from a file (errors name `aggregate[0].x`)
+    /// or flags (`--x`).
+    pub from_file: bool,
+}
+
+impl AppConfig {
+    /// What can only be checked with the machine in view: plans the
+    /// runtime and checks the settings that depend on its shard count.
+    /// `check` and `run` both call it, before anything binds, so `check`
+    /// accepts exactly what `run` accepts. `runtime_key` names a runtime
+    /// setting as the user gave it (`--cpus`, or `runtime.cpus`).
+    pub fn preflight(&self, runtime_key: &dyn Fn(&str) -> Key) -> Result<shard::Runtime, ConfigError> {
+        let rt = self.runtime.plan(runtime_key)?;
+        let shards = rt.shards();
+        for (i, service) in self.services.iter().enumerate() {
+            if let Service::Aggregate(a) = service {
+                a.validate(shards).map_err(|e| self.source_of(i).key(e.field()).error(e))?;
+            }
+        }
+        Ok(rt)
+    }
+
+    /// Where service `i` was configured.
+    fn source_of(&self, i: usize) -> Source {
+        if !self.from_file {
+            return Source::Flags;
+        }
+        let kind = self.services[i].kind();
+        let index = self.services[..i].iter().filter(|s| s.kind() == kind).count();
+        Source::File { section: kind, index }
+    }
+}
+
+impl LogOptions {
+    /// Checks the level and format, naming the flag or key each came from
+    /// (the flags, `cli_level` and `cli_format`, win over the file).
+    pub fn resolve(
+        &self,
+        cli_level: Option<&str>,
+        cli_format: Option<&str>,
+    ) -> Result<(String, ops::logging::LogFormat), ConfigError> {
+        let (level, level_key) = match (cli_level, &self.level) {
+            (Some(l), _) => (l.to_string(), "--log-level"),
+            (None, Some(l)) => (l.clone(), "log.level"),
+            (None, None) => ("info".to_string(), "--log-level"),
+        };
+        ops::logging::check_level(&level).map_err(|e| Key(level_key.into()).error(e))?;
+        let (format, format_key) = match (cli_format, &self.format) {
+            (Some(f), _) => (f.to_string(), "--log-format"),
+            (None, Some(f)) => (f.clone(), "log.format"),
+            (None, None) => ("human".to_string(), "--log-format"),
+        };
+        let format = format.parse().map_err(|e: ops::logging::LogError| Key(format_key.into()).error(e))?;
+        Ok((level, format))
+    }
 }
 
 impl FileConfig {
@@ -265,6 +320,7 @@ impl FileConfig {
             runtime: self.runtime.clone(),
             admin,
             services,
+            from_file: true,
         })
     }
 }

@@ -113,7 +113,8 @@ where
     W: Fn(Rc<Tally>, usize, Window) -> Fut + Send + Sync + Clone + 'static,
     Fut: Future<Output = ()> + 'static,
 {
-    let rt = runtime.builder()?.grace(Duration::from_secs(1)).build()?;
+    let runtime = RuntimeArgs { grace: Some("1s".into()), ..runtime.clone() };
+    let rt = runtime.plan(&RuntimeArgs::flag)?;
     for w in &rt.plan().warnings {
         tracing::warn!("{w}");
     }

@@ -35,7 +35,7 @@ pub use sysfs::{format_cpu_list, nic_numa_node, parse_cpu_list, read_sysfs};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlacementError {
     /// A `--cpus` list has an entry that is not a cpu number or range.
-    #[error("--cpus \"{list}\": {problem} (expected a list like 0-3,8)")]
+    #[error("\"{list}\": {problem} (expected a list like 0-3,8)")]
     BadCpuList {
         /// The whole list as given.
         list: String,
@@ -45,11 +45,11 @@ pub enum PlacementError {
         problem: String,
     },
     /// `--cpus` was given but lists no cpu.
-    #[error("--cpus is empty: list at least one cpu, like 0-3")]
+    #[error("empty: list at least one cpu, like 0-3")]
     EmptyCpuList,
     /// `--cpus` names a cpu this process may not run on (or that does not exist).
     #[error(
-        "--cpus: cpu {cpu} is not available to this process (available: {available}; \
+        "cpu {cpu} is not available to this process (available: {available}; \
          see taskset or the cgroup cpuset)"
     )]
     UnknownCpu {
@@ -59,15 +59,15 @@ pub enum PlacementError {
         available: String,
     },
     /// `--cpus` names a cpu twice.
-    #[error("--cpus: cpu {cpu} is listed twice (each shard needs its own cpu)")]
+    #[error("cpu {cpu} is listed twice (each shard needs its own cpu)")]
     DuplicateCpu {
         /// The repeated cpu.
         cpu: usize,
     },
     /// `--shards` and `--cpus` disagree on the number of shards.
     #[error(
-        "--shards {shards} does not match --cpus, which lists {cpus} cpus \
-         (drop --shards or make them equal)"
+        "{shards} does not match the cpu list, which names {cpus} cpus \
+         (drop the shard count or make them equal)"
     )]
     ShardsCpusMismatch {
         /// The `--shards` value.
@@ -76,12 +76,12 @@ pub enum PlacementError {
         cpus: usize,
     },
     /// `--shards 0`.
-    #[error("--shards 0: at least one shard is needed (omit --shards for one per cpu)")]
+    #[error("0: at least one shard is needed (omit it for one per cpu)")]
     ZeroShards,
     /// More shards than PUs while pinning.
     #[error(
-        "--shards {shards}: only {pus} cpus are available to pin shards to \
-         (use --shards {pus} or fewer, or --no-pin to oversubscribe)"
+        "{shards}: only {pus} cpus are available to pin shards to \
+         (use {pus} or fewer, or --no-pin / no_pin = true to oversubscribe)"
     )]
     TooManyShards {
         /// Shards asked for.
@@ -140,6 +140,24 @@ pub enum PlacementError {
         /// What the OS said.
         reason: String,
     },
+}
+
+impl PlacementError {
+    /// The setting the error is about (`"cpus"` or `"shards"`), for the
+    /// caller to name it as the user gave it (a flag or a file key); the
+    /// message itself names no flag.
+    pub fn setting(&self) -> Option<&'static str> {
+        match self {
+            PlacementError::BadCpuList { .. }
+            | PlacementError::EmptyCpuList
+            | PlacementError::UnknownCpu { .. }
+            | PlacementError::DuplicateCpu { .. } => Some("cpus"),
+            PlacementError::ShardsCpusMismatch { .. }
+            | PlacementError::ZeroShards
+            | PlacementError::TooManyShards { .. } => Some("shards"),
+            _ => None,
+        }
+    }
 }
 
 /// Reads the machine, resolves `opts.nic` and plans the placement.

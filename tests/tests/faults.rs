@@ -1,0 +1,242 @@
+//! The fault suite: one test per defect a hostile test run found, each
+//! starting the real binary and reproducing the fault as it was reported
+//! (HAProxy's regression tests are the model). Each failed on the code
+//! before its fix; the comment above it gives the report and the figure.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+use appliance_tests::graphite::Sink;
+use appliance_tests::Appliance;
+
+/// `appliance aggregate` on 2 shards with a Graphite sink and `extra`
+/// flags; returns it with its UDP and TCP addresses.
+fn aggregate(graphite: SocketAddr, extra: &[&str]) -> (Appliance, SocketAddr, SocketAddr) {
+    let graphite = graphite.to_string();
+    let mut args = vec![
+        "aggregate",
+        "--listen-udp",
+        "127.0.0.1:0",
+        "--listen-tcp",
+        "127.0.0.1:0",
+        "--graphite",
+        &graphite,
+        "--shards",
+        "2",
+        "--no-pin",
+    ];
+    args.extend_from_slice(extra);
+    let mut app = Appliance::start(&args).expect("start aggregate");
+    let udp = app.wait_for_addr("aggregate listening on udp").expect("udp line");
+    let tcp = app.wait_for_addr("aggregate listening on tcp").expect("tcp line");
+    (app, udp, tcp)
+}
+
+/// The `key=value` counters of the "final counters" log line.
+fn final_counter(output: &str, name: &str) -> Option<u64> {
+    let line = output.lines().rev().find(|l| l.contains("final counters"))?;
+    line.split_whitespace().find_map(|w| w.strip_prefix(&format!("{name}="))?.trim_matches('"').parse().ok())
+}
+
+/// One TCP statsd client sending `rate` lines/s of `line` for `secs`
+/// seconds (in 10 ms bursts); returns how many lines the kernel took.
+fn tcp_sender(to: SocketAddr, line: &'static str, rate: usize, secs: u64) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut c = TcpStream::connect(to).expect("connect");
+        let burst = line.repeat(rate / 100);
+        let per_burst = (rate / 100) as u64;
+        let start = Instant::now();
+        let mut sent = 0u64;
+        for i in 0..secs * 100 {
+            if c.write_all(burst.as_bytes()).is_err() {
+                break;
+            }
+            sent += per_burst;
+            let next = start + Duration::from_millis(10 * (i + 1));
+            std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        }
+        sent
+    })
+}
+
+/// Reported: after SIGTERM, lines a TCP client keeps sending were read but
+/// never flushed (the final flush waited a fixed ~3 s whatever the grace
+/// was): at 100k lines/s for 6 s with SIGTERM 2 s in, about 490k of 600k
+/// lines reached Graphite with a grace of 4, 10 or 20 s alike. Now the
+/// receivers read for half of the grace, then the tables are sealed and
+/// flushed: with a 12 s grace every line the client sent reaches Graphite,
+/// and the final counters agree with the flushed totals.
+#[test]
+fn sigterm_flushes_every_line_a_tcp_client_sent_within_the_grace() {
+    let sink = Sink::start();
+    let (mut app, _, tcp) = aggregate(sink.addr, &["--flush-interval", "1s", "--grace", "12s"]);
+    let client = tcp_sender(tcp, "drain.k:1|c\n", 100_000, 6);
+    std::thread::sleep(Duration::from_secs(2));
+    app.signal(libc::SIGTERM);
+    let sent = client.join().expect("client");
+    let status = app.wait_exit(Duration::from_secs(20)).expect("exits within the grace");
+    assert!(status.success(), "{status:?}");
+    sink.settle();
+    let out = app.output();
+    let flushed = sink.sum("stats.counters.drain.k.count") as u64;
+    assert_eq!(sent, 600_000, "the client was never refused");
+    assert_eq!(flushed, sent, "every line sent reached Graphite\n{out}");
+    assert_eq!(final_counter(&out, "metrics"), Some(flushed), "final counters agree with Graphite\n{out}");
+}
+
+/// The same fault with a grace shorter than the client's sending: the
+/// receivers stop reading at half the grace and the client is cut off
+/// (reset, not a clean close), but whatever was read is flushed: the final
+/// counters, the last reported `aggregate.metrics` and Graphite agree, and
+/// the process is gone within the grace.
+#[test]
+fn sigterm_with_a_short_grace_flushes_what_it_read_and_stops_reading() {
+    let sink = Sink::start();
+    let (mut app, _, tcp) = aggregate(sink.addr, &["--flush-interval", "1s", "--grace", "3s"]);
+    let client = tcp_sender(tcp, "short.k:1|c\n", 100_000, 8);
+    std::thread::sleep(Duration::from_secs(1));
+    let signalled = Instant::now();
+    app.signal(libc::SIGTERM);
+    let status = app.wait_exit(Duration::from_secs(20)).expect("exits");
+    let took = signalled.elapsed();
+    let sent = client.join().expect("client");
+    assert!(status.success(), "{status:?}");
+    assert!(took < Duration::from_millis(3_500), "gone within the 3 s grace: {took:?}");
+    sink.settle();
+    let out = app.output();
+    let flushed = sink.sum("stats.counters.short.k.count") as u64;
+    assert!(sent < 800_000, "the client was cut off, not served for ever ({sent} lines)");
+    assert!(flushed > 0 && flushed <= sent);
+    assert_eq!(final_counter(&out, "metrics"), Some(flushed), "{out}");
+    assert_eq!(sink.last("stats.aggregate.metrics"), Some(flushed as f64));
+}
+
+/// Reported: SIGTERM while Graphite is down waited out the grace and exited
+/// 0 with no word of the intervals it held. Now the loss is logged with its
+/// size and counted in the final counters; the number of held intervals is
+/// a setting (`--graphite-queue`).
+#[test]
+fn sigterm_while_graphite_is_down_reports_the_lost_intervals() {
+    let down: SocketAddr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("reserve a port");
+        l.local_addr().expect("addr")
+    };
+    let (mut app, udp, _) =
+        aggregate(down, &["--flush-interval", "200ms", "--grace", "2s", "--graphite-queue", "3"]);
+    let s = UdpSocket::bind("127.0.0.1:0").expect("client");
+    for _ in 0..10 {
+        s.send_to(b"lost.k:1|c", udp).expect("send");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    app.signal(libc::SIGTERM);
+    let status = app.wait_exit(Duration::from_secs(10)).expect("exits within the grace");
+    assert!(status.success(), "{status:?}");
+    let out = app.output();
+    let warning = out.lines().find(|l| l.contains("did not take the last flush intervals"));
+    assert!(warning.is_some_and(|w| w.contains("intervals=")), "the loss is logged:\n{out}");
+    let dropped = final_counter(&out, "intervals_dropped").expect("final counters");
+    // Five intervals' worth of data, three held per shard at most.
+    assert!(dropped >= 3, "held and older intervals are counted lost: {dropped}\n{out}");
+}
+
+/// Reported: datagrams over 9,216 bytes were cut, with only a counter to
+/// say so. Now a datagram up to `max_datagram` (default 65,507, any UDP
+/// datagram) is taken whole; a larger one is cut there, counted and
+/// logged, its complete lines kept.
+#[test]
+fn large_datagrams_are_received_whole_up_to_the_configured_maximum() {
+    let sink = Sink::start();
+    let (mut app, udp, _) = aggregate(sink.addr, &["--flush-interval", "200ms", "--max-datagram", "20000"]);
+    let s = UdpSocket::bind("127.0.0.1:0").expect("client");
+    let line = "big.k:1|c\n";
+    let whole = line.repeat(1_900); // 19,000 bytes: over the old 9,216
+    s.send_to(whole.as_bytes(), udp).expect("send");
+    let cut = line.repeat(2_500); // 25,000 bytes: over the maximum
+    s.send_to(cut.as_bytes(), udp).expect("send");
+    let kept = 20_000 / line.len();
+    let want = 1_900 + kept as u64;
+    sink.eventually("both datagrams counted", |s| s.sum("stats.counters.big.k.count") as u64 == want);
+    sink.eventually("the cut is counted", |s| s.last("stats.aggregate.truncated") == Some(1.0));
+    assert!(app.output().contains("larger than max_datagram"), "the cut is logged");
+}
+
+/// A config file in a temporary directory, removed on drop.
+struct TempConfig(std::path::PathBuf);
+
+impl TempConfig {
+    fn new(name: &str, text: &str) -> TempConfig {
+        let dir = std::env::temp_dir().join(format!("appliance-faults-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write config");
+        TempConfig(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().expect("utf-8 path")
+    }
+}
+
+impl Drop for TempConfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Reported: `check` accepted what `run` rejected (`format = "xml"`,
+/// `cpus = "0-99"`, `shards = 64`, `max_keys` below the shard count), and
+/// errors named `--cpus` for a `[runtime] cpus` key. Now both go through
+/// one validation, the runtime plan included, and name the key once.
+#[test]
+fn check_refuses_what_run_refuses_naming_the_key() {
+    let echo = "[[echo]]\nlisten = \"127.0.0.1:0\"\n";
+    let cases = [
+        (format!("[log]\nformat = \"xml\"\n{echo}"), "log.format"),
+        (format!("[log]\nlevel = \"verbose\"\n{echo}"), "log.level"),
+        (format!("[runtime]\ncpus = \"0-99\"\n{echo}"), "runtime.cpus"),
+        (format!("[runtime]\nshards = 64\n{echo}"), "runtime.shards"),
+        (
+            "[runtime]\nshards = 2\nno_pin = true\n[[aggregate]]\nlisten_udp = \"127.0.0.1:0\"\n\
+             flush_stdout = true\nmax_keys = 1\n"
+                .to_string(),
+            "aggregate[0].max_keys",
+        ),
+    ];
+    for (i, (text, key)) in cases.iter().enumerate() {
+        let file = TempConfig::new(&format!("case{i}.toml"), text);
+        for verb in ["check", "run"] {
+            let (code, out) = appliance_tests::run_to_end(&[verb, "--config", file.path()]);
+            assert_eq!(code, Some(2), "{verb} must refuse {key}: {out}");
+            assert!(out.contains(&format!("{key}: ")), "{verb} names {key}: {out}");
+            assert_eq!(out.matches(key).count(), 1, "{verb} says it once: {out}");
+            assert!(!out.contains("--cpus") && !out.contains("--shards"), "not a flag: {out}");
+        }
+    }
+}
+
+/// Reported: a typo in the log level (`verbose`) silenced all logging.
+#[test]
+fn an_unknown_log_level_is_refused() {
+    let (code, out) = appliance_tests::run_to_end(&[
+        "echo",
+        "--listen",
+        "127.0.0.1:0",
+        "--no-pin",
+        "--log-level",
+        "verbose",
+    ]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("--log-level") && out.contains("verbose"), "{out}");
+}
+
+/// Reported: human-format logs carried ANSI colour codes into files.
+#[test]
+fn logs_to_a_file_or_pipe_carry_no_colour_codes() {
+    let mut app =
+        Appliance::start(&["echo", "--listen", "127.0.0.1:0", "--no-pin", "--shards", "1"]).expect("echo");
+    app.wait_for_addr("echo listening on").expect("listening");
+    let out = app.output();
+    assert!(out.contains("placement"), "the startup report was logged before:\n{out}");
+    assert!(!out.contains('\u{1b}'), "no escape codes in piped logs:\n{out}");
+}
