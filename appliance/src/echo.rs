@@ -19,7 +19,7 @@ pub async fn serve(listener: OwnedFd, buffers: u16, buffer_size: usize) -> io::R
     let listener = TcpListener::from_fd(listener)?;
     let group = BufRing::new(buffers, buffer_size)?;
     let drain = crate::serve::Drain::default();
-    crate::serve::accept_until_stopped(&listener, |conn| {
+    crate::serve::accept_until_stopped(listener, |conn| {
         let (group, open) = (group.clone(), drain.enter());
         shard::spawn_local_named("echo-conn", async move {
             connection(conn, group).await;

@@ -237,15 +237,23 @@ fn bind_admin(addr: SocketAddr) -> anyhow::Result<(OwnedFd, SocketAddr)> {
 /// Accepts on `listener` until the runtime is asked to stop, handing each
 /// connection to `on_conn`. Running out of descriptors backs off briefly
 /// instead of spinning; per-connection accept errors are skipped.
+///
+/// On a stop it stops listening: the connections clients already made (in
+/// the backlog or taken by the kernel's accept) go to `on_conn` like any
+/// other, then the listener is closed, so a new connection is refused at
+/// once rather than left hanging in a backlog nobody reads.
 pub async fn accept_until_stopped(
-    listener: &netstack::tcp::TcpListener,
+    listener: netstack::tcp::TcpListener,
     mut on_conn: impl FnMut(netstack::tcp::TcpStream),
 ) {
     use shard::future::{select, Either};
     let mut incoming = listener.incoming();
     loop {
         match select(shard::stopping(), incoming.next()).await {
-            Either::Left(()) => return,
+            Either::Left(()) => {
+                incoming.take_ready().into_iter().for_each(&mut on_conn);
+                return;
+            }
             Either::Right(Ok(conn)) => on_conn(conn),
             Either::Right(Err(e)) => {
                 ops::warn_limited!("accept: {e}; backing off");

@@ -80,6 +80,43 @@ pub struct Incoming<'a> {
 }
 
 impl Incoming<'_> {
+    /// The connections already waiting, without waiting for more: those
+    /// the multishot accept has taken and those still in the kernel's
+    /// backlog. For a drain that stops listening: serve (or close) what
+    /// clients already connected, then drop the listener so that new
+    /// connections are refused at once instead of hanging in a backlog
+    /// nobody reads.
+    pub fn take_ready(&mut self) -> Vec<TcpStream> {
+        let mut ready = Vec::new();
+        if let Some(op) = self.op.as_mut() {
+            while let Some(mut c) = op.try_next() {
+                if let (Ok(_), Some(fd)) = (c.io_result(), c.take_fd()) {
+                    ready.push(TcpStream::from_fd(fd));
+                }
+            }
+        }
+        // Cancel the multishot accept before draining the backlog, so the
+        // two do not race for the same connections.
+        self.op = None;
+        let listener = SockRef::from(&self.listener.fd);
+        loop {
+            match listener.accept() {
+                Ok((socket, _)) => {
+                    if socket.set_nonblocking(true).is_ok() {
+                        ready.push(TcpStream::from_fd(socket.into()));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ECONNABORTED | libc::EPROTO)) => {}
+                // WouldBlock: the backlog is empty; anything else (out of
+                // descriptors): what is left is refused when the listener
+                // closes.
+                Err(_) => break,
+            }
+        }
+        ready
+    }
+
     /// The next accepted connection. Errors that concern one connection
     /// only (the peer reset it while queued) are skipped; errors that say
     /// the process is out of descriptors are returned, so the caller can

@@ -24,9 +24,18 @@ use std::time::{Duration, Instant};
 /// the running test). It is built (or found up to date) once per test
 /// process, because `cargo test -p appliance-tests` alone does not rebuild
 /// another package's binary.
+///
+/// `APPLIANCE_TEST_BINARY` points the tests at another build instead (an
+/// older commit's, to see a regression test fail on the code before its
+/// fix).
 pub fn binary() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT.get_or_init(build).clone()
+    BUILT
+        .get_or_init(|| match std::env::var_os("APPLIANCE_TEST_BINARY") {
+            Some(path) => PathBuf::from(path),
+            None => build(),
+        })
+        .clone()
 }
 
 fn build() -> PathBuf {

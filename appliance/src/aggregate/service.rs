@@ -335,7 +335,7 @@ async fn accept_tcp(fd: OwnedFd, max_line: usize, records: bool) -> io::Result<(
     let _guard = ReceiverGuard::enter();
     let listener = TcpListener::from_fd(fd)?;
     let group = BufRing::new(256, 16384)?;
-    crate::serve::accept_until_stopped(&listener, |conn| {
+    crate::serve::accept_until_stopped(listener, |conn| {
         with(|st| st.stats.tcp_connections += 1);
         shard::spawn_local_named("statsd-tcp", tcp_conn(conn, group.clone(), max_line, records)).detach();
     })

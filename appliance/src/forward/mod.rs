@@ -105,7 +105,7 @@ pub async fn serve(listener: OwnedFd, cfg: Arc<ForwardConfig>) -> io::Result<()>
     }
     let listener = TcpListener::from_fd(listener)?;
     let drain = crate::serve::Drain::default();
-    crate::serve::accept_until_stopped(&listener, |conn| {
+    crate::serve::accept_until_stopped(listener, |conn| {
         state.count(|s| s.accepted += 1);
         if !state.try_admit() {
             state.count(|s| s.refused_over_limit += 1);

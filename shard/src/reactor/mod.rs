@@ -305,8 +305,10 @@ impl Reactor {
 
     /// Cancels every operation still in flight and waits (up to `limit`) for
     /// their final completions, so no memory the kernel may write is freed.
+    /// `after_turn` runs after each wait: the caller drops the tasks the
+    /// completions woke, whose operations hold their slots until dropped.
     /// Returns how many operations were still in flight when time ran out.
-    pub(crate) fn quiesce(&self, limit: Duration) -> usize {
+    pub(crate) fn quiesce(&self, limit: Duration, mut after_turn: impl FnMut()) -> usize {
         let deadline = std::time::Instant::now() + limit;
         let cancel_all = opcode::AsyncCancel2::new(types::CancelBuilder::any()).build().user_data(TAG_IGNORE);
         // SAFETY: a cancel entry carries no pointers.
@@ -320,6 +322,7 @@ impl Reactor {
             if self.turn(true, Some((deadline - now).min(Duration::from_millis(50)))).is_err() {
                 return pending;
             }
+            after_turn();
             // Operations started while we were waiting (a dropped future's
             // cleanup, say) need cancelling too.
             // SAFETY: as above.

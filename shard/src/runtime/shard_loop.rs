@@ -250,8 +250,11 @@ fn teardown(ctx: &Context) {
     ctx.timers.clear();
     cancelled += ctx.mesh.discard_incoming();
     cancelled += ctx.executor.drop_queued();
-    let left = ctx.reactor.quiesce(Duration::from_secs(2));
-    cancelled += ctx.executor.drop_queued();
+    // A cancelled operation completes and wakes its task; that task's
+    // future (and so the operation's slot) goes only when it is dropped.
+    let mut dropped = 0;
+    let left = ctx.reactor.quiesce(Duration::from_secs(2), || dropped += ctx.executor.drop_queued());
+    cancelled += dropped + ctx.executor.drop_queued();
     ctx.mesh.flush();
     let _ = ctx.reactor.turn(false, None);
     // Exit barrier: after it, nobody sends to anybody.
