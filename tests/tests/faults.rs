@@ -294,3 +294,84 @@ fn a_draining_forward_refuses_new_connections_and_keeps_its_grace() {
     assert!(status.success(), "{status:?}");
     assert!(took < Duration::from_millis(3_500), "the drain keeps its 3 s grace: {took:?}\n{}", app.output());
 }
+
+/// `appliance forward` with `extra` flags in front of `upstream`, with an
+/// admin endpoint; returns it with its listening and admin addresses.
+fn forward(upstream: SocketAddr, extra: &[&str]) -> (Appliance, SocketAddr, SocketAddr) {
+    let up = upstream.to_string();
+    let mut args = vec![
+        "forward",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &up,
+        "--shards",
+        "2",
+        "--no-pin",
+        "--health-interval",
+        "0",
+        "--admin",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(extra);
+    let mut app = Appliance::start(&args).expect("forward");
+    let addr = app.wait_for_addr("forward listening on").expect("listening");
+    let admin = app.wait_for_addr("admin listening on").expect("admin");
+    (app, addr, admin)
+}
+
+fn scrape(admin: SocketAddr, series: &str) -> Option<f64> {
+    let (_, text) = appliance_tests::http_get(admin, "/metrics").expect("metrics");
+    appliance_tests::metric(&text, series)
+}
+
+/// Reported: with `--accept-proxy`, a client that sent part of a PROXY
+/// header was never timed out (150 s observed with `--idle-timeout 5s`).
+/// Now the header must be complete within `--proxy-header-timeout`; the
+/// client is closed and counted.
+#[test]
+fn a_partial_proxy_header_is_timed_out_and_counted() {
+    use appliance_tests::upstream::{echo, Upstream};
+    use std::io::Read;
+    let up = Upstream::start(echo, 0);
+    let (_app, addr, admin) = forward(up.addr, &["--accept-proxy", "--proxy-header-timeout", "500ms"]);
+    let mut slow = TcpStream::connect(addr).expect("connect");
+    slow.write_all(b"PROXY TCP4 192.0.2.1 19").expect("half a header");
+    slow.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    let r = slow.read(&mut buf);
+    assert!(
+        matches!(r, Ok(0)) || r.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "{r:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(4), "closed by the header timeout, not left open");
+    let series = "appliance_forward_proxy_header_timeouts_total{service=\"forward\",shard=\"all\"}";
+    assert_eq!(scrape(admin, series), Some(1.0));
+}
+
+/// Reported: `--accept-proxy --proxy-protocol v1` announced the listener's
+/// address as the destination instead of the one the client's own header
+/// named. Now the original destination is passed on.
+#[test]
+fn a_proxy_chain_passes_the_original_destination_on() {
+    use appliance_tests::upstream::Upstream;
+    use std::io::Read;
+    fn reflect(_: usize, mut s: TcpStream) {
+        s.set_read_timeout(Some(Duration::from_millis(500))).expect("timeout");
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while !line.ends_with(b"\r\n") && matches!(s.read(&mut byte), Ok(1)) {
+            line.push(byte[0]);
+        }
+        let _ = s.write_all(&line);
+    }
+    let up = Upstream::start(reflect, 0);
+    let (_app, addr, _) = forward(up.addr, &["--accept-proxy", "--proxy-protocol", "v1"]);
+    let mut c = TcpStream::connect(addr).expect("connect");
+    c.write_all(b"PROXY TCP4 192.0.2.1 198.51.100.7 5000 443\r\n").expect("header");
+    c.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let mut got = String::new();
+    let _ = c.read_to_string(&mut got);
+    assert_eq!(got, "PROXY TCP4 192.0.2.1 198.51.100.7 5000 443\r\n");
+}

@@ -312,6 +312,15 @@ fn forward(e: &mut Exposition, service: &str, all: &[ForwardStats]) {
         l,
         |s| s.bad_proxy_headers,
     );
+    each(
+        e,
+        all,
+        "appliance_forward_proxy_header_timeouts_total",
+        Counter,
+        "Clients closed because their PROXY header was not complete within proxy_header_timeout.",
+        l,
+        |s| s.proxy_header_timeouts,
+    );
     let help = "Bytes relayed (up: client to upstream).";
     let name = "appliance_forward_bytes_total";
     each(e, all, name, Counter, help, &[("service", service), ("direction", "up")], |s| s.bytes_up);

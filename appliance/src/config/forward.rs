@@ -21,6 +21,7 @@ mod defaults {
     pub const MAX_CONNS: u32 = 100_000;
     pub const RETRIES: u32 = 2;
     pub const HEALTH_INTERVAL: &str = "2s";
+    pub const PROXY_HEADER_TIMEOUT: &str = "5s";
     pub const BUFFERS: u16 = 128;
     pub const BUFFER_SIZE: usize = 256 * 1024;
 
@@ -44,6 +45,9 @@ mod defaults {
     }
     pub fn health_interval() -> String {
         HEALTH_INTERVAL.into()
+    }
+    pub fn proxy_header_timeout() -> String {
+        PROXY_HEADER_TIMEOUT.into()
     }
     pub fn buffers() -> u16 {
         BUFFERS
@@ -95,6 +99,12 @@ pub struct ForwardOptions {
     #[arg(long)]
     #[serde(default)]
     pub accept_proxy: bool,
+    /// With --accept-proxy: a client whose header is not complete this long
+    /// after connecting is closed (and counted); the header is also bounded
+    /// to 4 KiB.
+    #[arg(long, default_value = defaults::PROXY_HEADER_TIMEOUT)]
+    #[serde(default = "defaults::proxy_header_timeout")]
+    pub proxy_header_timeout: String,
     /// Check every upstream this often (TCP connect); 0 disables checks.
     #[arg(long, default_value = defaults::HEALTH_INTERVAL)]
     #[serde(default = "defaults::health_interval")]
@@ -217,6 +227,7 @@ impl ForwardOptions {
             retries: self.retries,
             proxy_protocol,
             accept_proxy: self.accept_proxy,
+            proxy_header_timeout: nonzero(src, "proxy_header_timeout", &self.proxy_header_timeout)?,
             health,
             exchange,
             passive,
@@ -225,4 +236,13 @@ impl ForwardOptions {
             udp: self.udp,
         }))
     }
+}
+
+/// A duration that must be above zero.
+fn nonzero(src: &Source, field: &str, value: &str) -> Result<std::time::Duration, ConfigError> {
+    let d = src.duration(field, value)?;
+    if d.is_zero() {
+        return Err(src.key(field).error(format!("{value:?}: must be above zero (e.g. 5s)")));
+    }
+    Ok(d)
 }

@@ -65,6 +65,8 @@ pub struct ForwardConfig {
     pub proxy_protocol: Option<proxy_header::Version>,
     /// Read a PROXY header from clients.
     pub accept_proxy: bool,
+    /// How long a client may take to send its PROXY header.
+    pub proxy_header_timeout: Duration,
     /// Active checks (None: disabled) and passive ejection.
     pub health: Option<HealthConfig>,
     /// What an active check sends and expects after connecting.
@@ -129,17 +131,21 @@ pub async fn serve(listener: OwnedFd, cfg: Arc<ForwardConfig>) -> io::Result<()>
 async fn handle(state: &ShardState, client: TcpStream) {
     let _ = client.set_nodelay(true);
     let cfg = state.cfg();
-    let (peer, early) = if cfg.accept_proxy {
-        match proxy_header::read_inbound(&client).await {
-            Ok(inbound) => (inbound.client.or_else(|| client.peer_addr().ok()), inbound.rest),
+    let (peer, dest, early) = if cfg.accept_proxy {
+        match proxy_header::read_inbound(&client, cfg.proxy_header_timeout).await {
+            Ok(inbound) => (inbound.client.or_else(|| client.peer_addr().ok()), inbound.dest, inbound.rest),
             Err(e) => {
-                state.count(|s| s.bad_proxy_headers += 1);
+                if e.kind() == io::ErrorKind::TimedOut {
+                    state.count(|s| s.proxy_header_timeouts += 1);
+                } else {
+                    state.count(|s| s.bad_proxy_headers += 1);
+                }
                 tracing::debug!("inbound PROXY header: {e}");
                 return;
             }
         }
     } else {
-        (client.peer_addr().ok(), Vec::new())
+        (client.peer_addr().ok(), None, Vec::new())
     };
     let Some((u, upstream)) = connect(state, &cfg, peer).await else {
         state.count(|s| s.refused_no_upstream += 1);
@@ -148,7 +154,9 @@ async fn handle(state: &ShardState, client: TcpStream) {
     };
     let mut preamble = Vec::new();
     if let (Some(version), Some(peer)) = (cfg.proxy_protocol, peer) {
-        let local = client.local_addr().unwrap_or(cfg.listen);
+        // The destination the client's own header named, if any: a chain
+        // of proxies keeps the original one.
+        let local = dest.unwrap_or_else(|| client.local_addr().unwrap_or(cfg.listen));
         preamble = proxy_header::encode(version, peer, local);
     }
     preamble.extend_from_slice(&early);

@@ -57,23 +57,40 @@ const MAX_HEADER: usize = 4096;
 pub struct Inbound {
     /// The real client, when the header carried IP addresses.
     pub client: Option<SocketAddr>,
+    /// The address the client connected to, as the header said: passed on
+    /// when we announce the client upstream, so a chain of proxies keeps
+    /// the original destination.
+    pub dest: Option<SocketAddr>,
     /// Bytes received after the header: the start of the client's stream.
     pub rest: Vec<u8>,
 }
 
-/// Reads and strips the PROXY header at the start of `conn`.
-pub async fn read_inbound(conn: &TcpStream) -> Result<Inbound, io::Error> {
+/// Reads and strips the PROXY header at the start of `conn`, within
+/// `timeout` (a client that sends part of a header and stops is cut off,
+/// as HAProxy's `timeout client` does) and [`MAX_HEADER`] bytes. A timeout
+/// is `ErrorKind::TimedOut`.
+pub async fn read_inbound(conn: &TcpStream, timeout: std::time::Duration) -> Result<Inbound, io::Error> {
+    match shard::time::timeout(timeout, read_header(conn)).await {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no complete PROXY header within {timeout:?}"),
+        )),
+    }
+}
+
+async fn read_header(conn: &TcpStream) -> Result<Inbound, io::Error> {
     let mut buf: Vec<u8> = Vec::with_capacity(256);
     loop {
         match proxy::parse(&buf) {
             Ok(parsed) => {
-                let client = match parsed.header.addresses {
-                    Addresses::V4 { src, .. } => Some(SocketAddr::V4(src)),
-                    Addresses::V6 { src, .. } => Some(SocketAddr::V6(src)),
-                    _ => None,
+                let (client, dest) = match parsed.header.addresses {
+                    Addresses::V4 { src, dst } => (Some(SocketAddr::V4(src)), Some(SocketAddr::V4(dst))),
+                    Addresses::V6 { src, dst } => (Some(SocketAddr::V6(src)), Some(SocketAddr::V6(dst))),
+                    _ => (None, None),
                 };
                 let rest = buf[parsed.header_len..].to_vec();
-                return Ok(Inbound { client, rest });
+                return Ok(Inbound { client, dest, rest });
             }
             Err(ProxyError::Incomplete { needed }) if buf.len() + needed <= MAX_HEADER => {
                 // Read in chunks: whatever arrives past the header is the

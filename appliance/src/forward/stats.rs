@@ -54,6 +54,8 @@ pub struct ForwardStats {
     pub idle_closed: u64,
     /// Bad inbound PROXY headers.
     pub bad_proxy_headers: u64,
+    /// Clients closed because their PROXY header was not complete in time.
+    pub proxy_header_timeouts: u64,
     /// Bytes client -> upstream.
     pub bytes_up: u64,
     /// Bytes upstream -> client.
@@ -82,6 +84,7 @@ impl ForwardStats {
         self.resets += other.resets;
         self.idle_closed += other.idle_closed;
         self.bad_proxy_headers += other.bad_proxy_headers;
+        self.proxy_header_timeouts += other.proxy_header_timeouts;
         self.bytes_up += other.bytes_up;
         self.bytes_down += other.bytes_down;
         self.slow_reader_sends += other.slow_reader_sends;
