@@ -72,6 +72,7 @@ fn refused(app: &App, error: String) {
 fn prepare(app: &App) -> Result<AppConfig, String> {
     let path = app.path.as_ref().ok_or("started without --config: there is no file to reload")?;
     let new = FileConfig::load(path).and_then(|f| f.validate()).map_err(|e| e.to_string())?;
+    new.check_for_shards(app.placement.len()).map_err(|e| e.to_string())?;
     reloadable(&app.config(), &new)?;
     Ok(new)
 }
@@ -133,7 +134,11 @@ pub async fn serve(hup: OwnedFd, app: Arc<App>) {
             Ok(()) => {
                 tracing::info!("SIGHUP: configuration reloaded");
                 *app.config() = new;
-                app.reloads().ok += 1;
+                let mut r = app.reloads();
+                r.ok += 1;
+                // The running configuration is the file now: an older
+                // refusal no longer describes it.
+                r.last_error = None;
             }
             Err(e) => refused(&app, e),
         }

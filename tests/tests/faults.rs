@@ -375,3 +375,34 @@ fn a_proxy_chain_passes_the_original_destination_on() {
     let _ = c.read_to_string(&mut got);
     assert_eq!(got, "PROXY TCP4 192.0.2.1 198.51.100.7 5000 443\r\n");
 }
+
+/// Reported: `/status` kept the previous reload error after a successful
+/// reload. Now a reload that applies clears it.
+#[test]
+fn a_good_reload_clears_the_last_reload_error() {
+    let good = "[runtime]\nshards = 1\nno_pin = true\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+                [[echo]]\nname = \"e\"\nlisten = \"127.0.0.1:0\"\n";
+    let file = TempConfig::new("reload.toml", good);
+    let mut app = Appliance::start(&["run", "--config", file.path()]).expect("run");
+    let admin = app.wait_for_addr("admin listening on").expect("admin");
+    let status = |want: &str, n: u64| -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, body) = appliance_tests::http_get(admin, "/status").expect("status");
+            let json: serde_json::Value = serde_json::from_str(&body).expect("json");
+            if json["reloads"][want] == n {
+                return json;
+            }
+            assert!(Instant::now() < deadline, "reloads.{want} never reached {n}: {json}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    std::fs::write(&file.0, good.replace("[[echo]]", "[[echo]]\nbuffers = 3")).expect("bad file");
+    app.signal(libc::SIGHUP);
+    let json = status("failed", 1);
+    assert!(json["reloads"]["last_error"].as_str().is_some_and(|e| e.contains("buffers")), "{json}");
+    std::fs::write(&file.0, good).expect("good file");
+    app.signal(libc::SIGHUP);
+    let json = status("ok", 1);
+    assert!(json["reloads"]["last_error"].is_null(), "cleared by the good reload: {json}");
+}

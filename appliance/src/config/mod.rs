@@ -225,13 +225,19 @@ impl AppConfig {
     /// setting as the user gave it (`--cpus`, or `runtime.cpus`).
     pub fn preflight(&self, runtime_key: &dyn Fn(&str) -> Key) -> Result<shard::Runtime, ConfigError> {
         let rt = self.runtime.plan(runtime_key)?;
-        let shards = rt.shards();
+        self.check_for_shards(rt.shards())?;
+        Ok(rt)
+    }
+
+    /// The settings that depend on the shard count (a reload checks them
+    /// against the running runtime's).
+    pub fn check_for_shards(&self, shards: usize) -> Result<(), ConfigError> {
         for (i, service) in self.services.iter().enumerate() {
             if let Service::Aggregate(a) = service {
                 a.validate(shards).map_err(|e| self.source_of(i).key(e.field()).error(e))?;
             }
         }
-        Ok(rt)
+        Ok(())
     }
 
     /// Where service `i` was configured.
