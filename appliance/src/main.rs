@@ -88,6 +88,7 @@ fn configure(cli: &Cli) -> Result<Option<Configured>, String> {
     if let Some(listen) = cli.admin {
         let admin = AdminOptions { listen, allow_remote: cli.admin_allow_remote };
         cfg.admin = Some(admin.validate(Key("--admin".into())).map_err(err)?);
+        config::check_admin_port(listen, &cfg.services, Key("--admin".into())).map_err(err)?;
     }
     let rt = cfg.preflight(&*key).map_err(err)?;
     Ok(Some((Some((cfg, rt)), path)))

@@ -213,12 +213,15 @@ fn bind(
         // them: a big receive buffer absorbs the stall (8 MiB by default).
         opts.recv_buffer = Some(cfg.udp_socket_buffer);
     }
+    let what = || format!("{} {:?}: listen {listen}: cannot bind", service.kind(), service.name());
+    // Our group is ours: a second process on the same port would join it
+    // and take part of the traffic.
+    netstack::steer::ensure_free(listen, udp).with_context(what)?;
     let bound = if udp {
         netstack::steer::bind_udp_group(listen, shards, &opts)
     } else {
         netstack::steer::bind_group(listen, shards, &opts)
     };
-    let what = || format!("{} {:?}: listen {listen}: cannot bind", service.kind(), service.name());
     let listeners = bound.with_context(what)?;
     let addr = netstack::steer::local_addr(&listeners[0]).with_context(what)?;
     Ok((listeners, addr))
@@ -227,6 +230,7 @@ fn bind(
 /// The admin listener (one socket, served by shard 0).
 fn bind_admin(addr: SocketAddr) -> anyhow::Result<(OwnedFd, SocketAddr)> {
     let opts = netstack::steer::ListenOptions::default();
+    netstack::steer::ensure_free(addr, false).with_context(|| format!("--admin {addr}: cannot listen"))?;
     let mut fds = netstack::steer::bind_group(addr, 1, &opts)
         .with_context(|| format!("--admin {addr}: cannot listen"))?;
     let fd = fds.pop().context("admin listener")?;

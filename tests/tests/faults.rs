@@ -406,3 +406,69 @@ fn a_good_reload_clears_the_last_reload_error() {
     let json = status("ok", 1);
     assert!(json["reloads"]["last_error"].is_null(), "cleared by the good reload: {json}");
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// Reported: the admin endpoint on an aggregate's TCP port passed `check`,
+/// started, and split the traffic (statsd lines answered with HTTP 400 and
+/// lost); `0.0.0.0:8080` and `127.0.0.1:8080` in one file both started.
+/// Now both are refused by `check` and `run`, naming the key.
+#[test]
+fn colliding_ports_in_one_file_are_refused() {
+    let p = free_port();
+    let admin_on_statsd = format!(
+        "[admin]\nlisten = \"127.0.0.1:{p}\"\n[[aggregate]]\nlisten_tcp = \"127.0.0.1:{p}\"\nflush_stdout = true\n"
+    );
+    let wildcard_and_loopback = format!(
+        "[[echo]]\nname = \"a\"\nlisten = \"0.0.0.0:{p}\"\n[[echo]]\nname = \"b\"\nlisten = \"127.0.0.1:{p}\"\n"
+    );
+    for (i, (text, key)) in
+        [(admin_on_statsd, "admin.listen"), (wildcard_and_loopback, "b.listen")].iter().enumerate()
+    {
+        let file = TempConfig::new(&format!("ports{i}.toml"), text);
+        for verb in ["check", "run"] {
+            let (code, out) = appliance_tests::run_to_end(&[verb, "--config", file.path()]);
+            assert_eq!(code, Some(2), "{verb} refuses:\n{text}\n{out}");
+            assert!(out.contains(key), "{verb} names {key}: {out}");
+        }
+    }
+}
+
+/// Reported: a second appliance process on the same ports started without
+/// error and took half the connections (every socket joined one
+/// `SO_REUSEPORT` group). Now it refuses to start, and the first one keeps
+/// every connection.
+#[test]
+fn a_second_process_cannot_join_the_port_group() {
+    use appliance_tests::upstream::{identify, Upstream};
+    use std::io::Read;
+    let up = Upstream::start(identify, 7);
+    let (p, up_s) = (free_port(), up.addr.to_string());
+    let listen = format!("127.0.0.1:{p}");
+    let args = [
+        "forward",
+        "--listen",
+        &listen,
+        "--upstream",
+        &up_s,
+        "--shards",
+        "1",
+        "--no-pin",
+        "--health-interval",
+        "0",
+    ];
+    let mut first = Appliance::start(&args).expect("first");
+    first.wait_for_addr("forward listening on").expect("first listens");
+    let (code, out) = appliance_tests::run_to_end(&args);
+    assert_eq!(code, Some(1), "the second process must not start: {out}");
+    assert!(out.contains("already in use"), "{out}");
+    for _ in 0..10 {
+        let mut c = TcpStream::connect(("127.0.0.1", p)).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let mut id = [0u8; 1];
+        c.read_exact(&mut id).expect("served by the first process");
+        assert_eq!(id[0], 7);
+    }
+}

@@ -321,6 +321,9 @@ impl FileConfig {
             Some(a) => Some(a.validate(Key("admin.listen".into()))?),
             None => None,
         };
+        if let Some(admin) = admin {
+            check_admin_port(admin, &services, Key("admin.listen".into()))?;
+        }
         Ok(AppConfig {
             grace: self.runtime.grace(Key("runtime.grace".into()))?,
             runtime: self.runtime.clone(),
@@ -342,13 +345,42 @@ fn check_unique(services: &[Service]) -> Result<(), ConfigError> {
                 );
             }
             for (la, ua) in a.listens() {
-                if b.listens().iter().any(|&(lb, ub)| ua == ub && la.port() != 0 && la == lb) {
+                if let Some(&(lb, _)) = b.listens().iter().find(|&&(lb, ub)| ua == ub && overlap(la, lb)) {
                     let key = Key(format!("{}.listen", a.name()));
-                    return Err(
-                        key.error(format!("{la} is also used by {:?}; give each its own port", b.name()))
-                    );
+                    let same = if la == lb { String::new() } else { format!(" (as {lb})") };
+                    return Err(key.error(format!(
+                        "{la} is also used by {:?}{same}; give each its own port",
+                        b.name()
+                    )));
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+/// Whether two listening addresses take the same connections: the same
+/// port (not 0) on the same IP, or on a wildcard that covers the other
+/// (`0.0.0.0:8080` covers `127.0.0.1:8080`; `[::]` covers IPv4 too, as it
+/// is bound dual-stack).
+pub fn overlap(a: SocketAddr, b: SocketAddr) -> bool {
+    if a.port() == 0 || a.port() != b.port() {
+        return false;
+    }
+    let covers = |w: SocketAddr, x: SocketAddr| w.ip().is_unspecified() && (w.is_ipv6() || x.is_ipv4());
+    a.ip() == b.ip() || covers(a, b) || covers(b, a)
+}
+
+/// The admin endpoint must not share a TCP port with a service (its
+/// clients would get HTTP answers and the service would lose them).
+pub fn check_admin_port(admin: SocketAddr, services: &[Service], key: Key) -> Result<(), ConfigError> {
+    for s in services {
+        if let Some((l, _)) = s.listens().into_iter().find(|&(l, udp)| !udp && overlap(admin, l)) {
+            return Err(key.error(format!(
+                "{admin} is also where {} {:?} listens ({l}); give the admin endpoint its own port",
+                s.kind(),
+                s.name()
+            )));
         }
     }
     Ok(())
@@ -363,4 +395,23 @@ fn line_of(text: &str, offset: usize) -> String {
 /// Parses a duration flag or key.
 pub fn duration(key: Key, value: &str) -> Result<Duration, ConfigError> {
     parse_duration(value).map_err(|e| key.error(e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::overlap;
+
+    #[test]
+    fn listening_addresses_overlap_on_the_same_port_or_a_covering_wildcard() {
+        let a = |s: &str| s.parse().unwrap();
+        assert!(overlap(a("127.0.0.1:8080"), a("127.0.0.1:8080")));
+        assert!(overlap(a("0.0.0.0:8080"), a("127.0.0.1:8080")));
+        assert!(overlap(a("127.0.0.1:8080"), a("0.0.0.0:8080")));
+        assert!(overlap(a("[::]:8080"), a("127.0.0.1:8080")), "[::] is dual-stack");
+        assert!(overlap(a("[::]:8080"), a("[::1]:8080")));
+        assert!(!overlap(a("0.0.0.0:8080"), a("[::1]:8080")), "an IPv4 wildcard covers no IPv6");
+        assert!(!overlap(a("127.0.0.1:8080"), a("127.0.0.2:8080")));
+        assert!(!overlap(a("127.0.0.1:8080"), a("127.0.0.1:8081")));
+        assert!(!overlap(a("127.0.0.1:0"), a("127.0.0.1:0")), "port 0 picks distinct ports");
+    }
 }

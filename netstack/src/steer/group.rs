@@ -72,6 +72,38 @@ pub fn bind_udp_group(addr: SocketAddr, n: usize, opts: &ListenOptions) -> io::R
     bind_members(addr, n, opts, Kind::Udp)
 }
 
+/// Whether `addr` is free for a new group: fails with `AddrInUse` when
+/// another socket (another process's group, say) already holds it. A
+/// `SO_REUSEPORT` group admits any socket of the same user that asks, so
+/// binding alone would silently share the port with a second instance,
+/// each taking part of the traffic; a server that means to own its port
+/// checks here first. The probe has no `SO_REUSEPORT`, so any listener (TCP)
+/// or bound socket (UDP) on the address, or on a wildcard covering it,
+/// conflicts; lingering TCP connections (TIME_WAIT, or a previous process's
+/// accepted ones) do not. Port 0 is always free. (A process binding between
+/// this check and the group's bind is not caught.)
+pub fn ensure_free(addr: SocketAddr, udp: bool) -> io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let (ty, proto) = if udp { (Type::DGRAM, Protocol::UDP) } else { (Type::STREAM, Protocol::TCP) };
+    let probe = Socket::new(Domain::for_address(addr), ty.cloexec(), Some(proto))?;
+    if !udp {
+        // TCP: what is left of earlier connections must not count.
+        probe.set_reuse_address(true)?;
+    }
+    if let Some(only) = v6_only_for(addr, None) {
+        probe.set_only_v6(only)?;
+    }
+    match probe.bind(&SockAddr::from(addr)) {
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("{addr} is already in use by another socket (another process?)"),
+        )),
+        other => other,
+    }
+}
+
 /// Applies the per-connection options to an accepted socket (today
 /// `TCP_NODELAY` when `opts.nodelay`). Buffer sizes need nothing here: they
 /// are inherited from the listener.
