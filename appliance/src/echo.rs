@@ -14,12 +14,20 @@ use netstack::tcp::{TcpListener, TcpStream};
 use shard::reactor::BufRing;
 
 /// Serves connections on `listener` until the runtime stops and the
-/// connections have finished.
-pub async fn serve(listener: OwnedFd, buffers: u16, buffer_size: usize) -> io::Result<()> {
+/// connections have finished; at most `max_conns` at once (more are reset
+/// at once).
+pub async fn serve(listener: OwnedFd, buffers: u16, buffer_size: usize, max_conns: usize) -> io::Result<()> {
     let listener = TcpListener::from_fd(listener)?;
     let group = BufRing::new(buffers, buffer_size)?;
     let drain = crate::serve::Drain::default();
     crate::serve::accept_until_stopped(listener, |conn| {
+        if drain.open() >= max_conns {
+            ops::warn_limited!(
+                "echo: {max_conns} connections open on this shard (the descriptor budget): refused"
+            );
+            let _ = conn.set_reset_on_close();
+            return;
+        }
         let (group, open) = (group.clone(), drain.enter());
         shard::spawn_local_named("echo-conn", async move {
             connection(conn, group).await;

@@ -9,6 +9,8 @@
 //! - [`reload`]: signals and SIGHUP reloads;
 //! - [`admin`]: `/metrics`, `/status`, `/healthz`, `/readyz`;
 //! - [`startup`]: the startup report;
+//! - [`fds`]: the descriptor budget (what `RLIMIT_NOFILE` leaves for
+//!   connections, shared between the services);
 //! - [`echo`]: a TCP echo service (the bundled upstream for demos, tests
 //!   and benchmarks);
 //! - [`forward`]: the L4 load balancer;
@@ -22,6 +24,7 @@ pub mod aggregate;
 pub mod cli;
 pub mod config;
 pub mod echo;
+pub mod fds;
 pub mod forward;
 pub mod hash;
 pub mod loadgen;

@@ -24,6 +24,9 @@ use crate::{aggregate, echo, forward, reload};
 struct Bound {
     service: Service,
     groups: Vec<Vec<OwnedFd>>,
+    /// Connections per shard at most, from the descriptor budget (for the
+    /// services without a limit of their own).
+    conn_limit: usize,
 }
 
 /// Where a service listens, for the startup lines and `/status`.
@@ -42,10 +45,12 @@ pub struct Listening {
 /// Runs every service of `cfg` on `rt` (planned and checked by
 /// [`AppConfig::preflight`]) until a signal drains them. `path` is the
 /// config file SIGHUP re-reads (none: reloads are refused).
-pub fn run(cfg: AppConfig, rt: shard::Runtime, path: Option<PathBuf>) -> anyhow::Result<()> {
+pub fn run(mut cfg: AppConfig, rt: shard::Runtime, path: Option<PathBuf>) -> anyhow::Result<()> {
     let signals = ops::signals::Signals::block().context("blocking signals")?;
     let shards = rt.shards();
-    crate::startup::report(rt.plan(), &cfg);
+    let budget = crate::fds::Budget::new(&cfg, shards, crate::fds::nofile());
+    let warnings = budget.apply(&mut cfg);
+    crate::startup::report(rt.plan(), &cfg, &budget, &warnings);
     let mut bound = Vec::new();
     let mut listening = Vec::new();
     for service in &cfg.services {
@@ -56,7 +61,8 @@ pub fn run(cfg: AppConfig, rt: shard::Runtime, path: Option<PathBuf>) -> anyhow:
             listening.push(Listening { service: service.name().into(), kind: service.kind(), proto, addr });
             groups.push(fds);
         }
-        bound.push(Bound { service: service.clone(), groups });
+        let conn_limit = budget.per_shard(bound.len(), shards);
+        bound.push(Bound { service: service.clone(), groups, conn_limit });
     }
     let admin = match cfg.admin {
         Some(addr) => Some(bind_admin(addr)?),
@@ -121,6 +127,11 @@ pub struct Drain(Rc<Cell<usize>>);
 pub struct DrainGuard(Rc<Cell<usize>>);
 
 impl Drain {
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.0.get()
+    }
+
     /// Counts a connection until the guard is dropped.
     pub fn enter(&self) -> DrainGuard {
         self.0.set(self.0.get() + 1);
@@ -145,7 +156,7 @@ impl Drop for DrainGuard {
 /// Starts every service on every shard and waits for them all to end.
 async fn run_services(app: &Arc<App>, bound: Vec<Bound>) -> anyhow::Result<()> {
     let shards = shard::shard_count();
-    let mut per_shard: Vec<Vec<(Service, Vec<OwnedFd>)>> = (0..shards).map(|_| Vec::new()).collect();
+    let mut per_shard: Vec<Vec<(Service, Vec<OwnedFd>, usize)>> = (0..shards).map(|_| Vec::new()).collect();
     for b in bound {
         let mut mine: Vec<Vec<OwnedFd>> = (0..shards).map(|_| Vec::new()).collect();
         for group in b.groups {
@@ -154,7 +165,7 @@ async fn run_services(app: &Arc<App>, bound: Vec<Bound>) -> anyhow::Result<()> {
             }
         }
         for (shard, fds) in mine.into_iter().enumerate() {
-            per_shard[shard].push((b.service.clone(), fds));
+            per_shard[shard].push((b.service.clone(), fds, b.conn_limit));
         }
     }
     let mut waits = Vec::new();
@@ -163,9 +174,9 @@ async fn run_services(app: &Arc<App>, bound: Vec<Bound>) -> anyhow::Result<()> {
         waits.push(shard::submit_to(shard, move || async move {
             let tasks: Vec<_> = services
                 .into_iter()
-                .map(|(service, fds)| {
+                .map(|(service, fds, conn_limit)| {
                     let name = service.name().to_string();
-                    let task = shard::spawn_local_named("service", start(service, fds));
+                    let task = shard::spawn_local_named("service", start(service, fds, conn_limit));
                     async move { task.await.map_err(|e| e.to_string()).and_then(|r| r).map_err(|e| (name, e)) }
                 })
                 .collect();
@@ -184,17 +195,20 @@ async fn run_services(app: &Arc<App>, bound: Vec<Bound>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One service on this shard, with its sockets in `listens()` order.
-async fn start(service: Service, fds: Vec<OwnedFd>) -> Result<(), String> {
+/// One service on this shard, with its sockets in `listens()` order and
+/// its share of the descriptor budget (forward's is in its `max_conns`).
+async fn start(service: Service, fds: Vec<OwnedFd>, conn_limit: usize) -> Result<(), String> {
     let mut fds = fds.into_iter();
     let missing = || "listener missing".to_string();
     let r = match service {
-        Service::Echo(o) => echo::serve(fds.next().ok_or_else(missing)?, o.buffers, o.buffer_size).await,
+        Service::Echo(o) => {
+            echo::serve(fds.next().ok_or_else(missing)?, o.buffers, o.buffer_size, conn_limit).await
+        }
         Service::Forward(cfg) => forward::serve(fds.next().ok_or_else(missing)?, cfg).await,
         Service::Aggregate(cfg) => {
             let udp = cfg.listen_udp.and_then(|_| fds.next());
             let tcp = cfg.listen_tcp.and_then(|_| fds.next());
-            aggregate::service::serve_shard(udp, tcp, cfg).await
+            aggregate::service::serve_shard(udp, tcp, cfg, conn_limit).await
         }
     };
     r.map_err(|e| e.to_string())

@@ -2,10 +2,11 @@
 //! node), io_uring features, and the process limits, with a warning and
 //! the fix when they are too low for the configuration.
 
-use crate::config::{AppConfig, Service};
+use crate::config::AppConfig;
+use crate::fds::Budget;
 
-/// Logs the report.
-pub fn report(plan: &shard::placement::Plan, cfg: &AppConfig) {
+/// Logs the report, with the descriptor budget and its warnings.
+pub fn report(plan: &shard::placement::Plan, cfg: &AppConfig, budget: &Budget, warnings: &[String]) {
     tracing::info!(version = env!("CARGO_PKG_VERSION"), shards = plan.shards.len(), "appliance starting");
     for p in &plan.shards {
         tracing::info!(
@@ -32,13 +33,23 @@ pub fn report(plan: &shard::placement::Plan, cfg: &AppConfig) {
     let nofile = soft_limit(&limits, "Max open files");
     let memlock = soft_limit(&limits, "Max locked memory");
     tracing::info!(nofile = ?nofile, memlock_bytes = ?memlock, "limits");
-    let needed = fds_needed(cfg);
-    if let Some(n) = nofile.filter(|n| *n < needed) {
-        tracing::warn!(
-            "RLIMIT_NOFILE is {n} but the configured max_conns need about {needed} descriptors \
-             (two per relayed connection): raise it (ulimit -n, or LimitNOFILE= in the systemd unit) \
-             or lower max_conns; connections beyond it fail to accept"
-        );
+    tracing::info!(
+        nofile = budget.nofile,
+        reserved = budget.reserve,
+        "descriptor budget: the rest is shared by the services' connections (see docs/operations.md)"
+    );
+    for (service, share) in cfg.services.iter().zip(&budget.shares) {
+        if let Some(share) = share {
+            tracing::info!(
+                service = service.name(),
+                descriptors = share.fds,
+                connections = share.conns,
+                "budget"
+            );
+        }
+    }
+    for w in warnings {
+        tracing::warn!("{w}");
     }
     if let Some(m) = memlock.filter(|m| *m < 8 << 20) {
         tracing::warn!(
@@ -48,21 +59,8 @@ pub fn report(plan: &shard::placement::Plan, cfg: &AppConfig) {
     }
 }
 
-/// Descriptors the configuration may need at its limits.
-fn fds_needed(cfg: &AppConfig) -> u64 {
-    let conns: u64 = cfg
-        .services
-        .iter()
-        .map(|s| match s {
-            Service::Forward(f) => 2 * u64::from(f.max_conns),
-            Service::Echo(_) | Service::Aggregate(_) => 0,
-        })
-        .sum();
-    conns + 64 * cfg.services.len() as u64
-}
-
 /// The soft limit on a `/proc/self/limits` line (None: unlimited or absent).
-fn soft_limit(limits: &str, name: &str) -> Option<u64> {
+pub(crate) fn soft_limit(limits: &str, name: &str) -> Option<u64> {
     let line = limits.lines().find(|l| l.starts_with(name))?;
     line[name.len()..].split_whitespace().next()?.parse().ok()
 }

@@ -66,8 +66,20 @@ pub struct Appliance {
 impl Appliance {
     /// Starts `appliance ARGS...`, capturing stdout and stderr lines.
     pub fn start(args: &[&str]) -> std::io::Result<Appliance> {
-        let mut child = Command::new(binary())
-            .args(args)
+        Appliance::spawn(Command::new(binary()).args(args))
+    }
+
+    /// Starts `appliance ARGS...` with a descriptor limit of `nofile`
+    /// (through util-linux `prlimit`, so the test process keeps its own).
+    pub fn start_with_nofile(nofile: u64, args: &[&str]) -> std::io::Result<Appliance> {
+        let limit = format!("--nofile={nofile}:{nofile}");
+        let mut cmd = Command::new("prlimit");
+        cmd.arg(limit).arg("--").arg(binary()).args(args);
+        Appliance::spawn(&mut cmd)
+    }
+
+    fn spawn(cmd: &mut Command) -> std::io::Result<Appliance> {
+        let mut child = cmd
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

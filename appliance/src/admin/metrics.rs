@@ -74,6 +74,8 @@ fn aggregate(e: &mut Exposition, service: &str, all: &[crate::aggregate::stats::
     each(e, all, "appliance_aggregate_tcp_connections_total", Counter, "TCP connections accepted.", l, |s| {
         s.tcp_connections
     });
+    let help = "TCP connections refused: the shard's share of the descriptor budget was in use.";
+    each(e, all, "appliance_aggregate_tcp_refused_total", Counter, help, l, |s| s.tcp_refused);
     each(e, all, "appliance_aggregate_lines_total", Counter, "Non-empty lines received.", l, |s| s.lines);
     each(e, all, "appliance_aggregate_metrics_total", Counter, "Metric lines accepted.", l, |s| s.metrics);
     each(e, all, "appliance_aggregate_events_total", Counter, "DogStatsD events seen.", l, |s| s.events);
@@ -312,6 +314,10 @@ fn forward(e: &mut Exposition, service: &str, all: &[ForwardStats]) {
         l,
         |s| s.bad_proxy_headers,
     );
+    let help = "Upstream connects that failed on our side (descriptors, ports, memory), not the upstream's.";
+    each(e, all, "appliance_forward_local_connect_errors_total", Counter, help, l, |s| {
+        s.local_connect_errors
+    });
     each(
         e,
         all,
@@ -342,6 +348,10 @@ fn forward(e: &mut Exposition, service: &str, all: &[ForwardStats]) {
         s.relay_buffers_exhausted
     });
     each(e, all, "appliance_forward_udp_sessions", Gauge, "UDP sessions open.", l, |s| s.udp.sessions_active);
+    let help = "New UDP clients dropped: the shard's share of max_conns sessions was in use.";
+    each(e, all, "appliance_forward_udp_sessions_refused_total", Counter, help, l, |s| {
+        s.udp.sessions_refused
+    });
     each(e, all, "appliance_forward_udp_sessions_total", Counter, "UDP sessions created.", l, |s| {
         s.udp.sessions_created
     });

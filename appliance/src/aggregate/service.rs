@@ -331,13 +331,26 @@ fn drain_wait(end: Instant, quiet: Duration) -> Option<Duration> {
     Some(left.min(quiet))
 }
 
-async fn accept_tcp(fd: OwnedFd, max_line: usize, records: bool) -> io::Result<()> {
+async fn accept_tcp(fd: OwnedFd, max_line: usize, records: bool, max_conns: usize) -> io::Result<()> {
     let _guard = ReceiverGuard::enter();
     let listener = TcpListener::from_fd(fd)?;
     let group = BufRing::new(256, 16384)?;
+    let open = crate::serve::Drain::default();
     crate::serve::accept_until_stopped(listener, |conn| {
+        if open.open() >= max_conns {
+            // The shard's share of the descriptor budget is in use.
+            with(|st| st.stats.tcp_refused += 1);
+            let _ = conn.set_reset_on_close();
+            return;
+        }
+        let counted = open.enter();
         with(|st| st.stats.tcp_connections += 1);
-        shard::spawn_local_named("statsd-tcp", tcp_conn(conn, group.clone(), max_line, records)).detach();
+        let task = tcp_conn(conn, group.clone(), max_line, records);
+        shard::spawn_local_named("statsd-tcp", async move {
+            task.await;
+            drop(counted);
+        })
+        .detach();
     })
     .await;
     Ok(())
@@ -693,6 +706,7 @@ pub async fn serve_shard(
     udp: Option<OwnedFd>,
     tcp: Option<OwnedFd>,
     cfg: Arc<AggregateConfig>,
+    max_conns: usize,
 ) -> io::Result<()> {
     let (me, shards) = (shard::shard_id(), shard::shard_count());
     let per_shard = cfg.keys_per_shard(shards);
@@ -725,7 +739,8 @@ pub async fn serve_shard(
         ));
     }
     if let Some(fd) = tcp {
-        tasks.push(shard::spawn_local_named("statsd-accept", accept_tcp(fd, cfg.max_line_length, records)));
+        let accept = accept_tcp(fd, cfg.max_line_length, records, max_conns);
+        tasks.push(shard::spawn_local_named("statsd-accept", accept));
     }
     let cycle = (me == 0).then(|| shard::spawn_local_named("aggregate-flush", flush_cycle()));
     let mut result = Ok(());

@@ -12,6 +12,9 @@ pub struct AggregateStats {
     pub truncated: u64,
     /// TCP connections accepted.
     pub tcp_connections: u64,
+    /// TCP connections refused: the shard's share of the descriptor budget
+    /// was in use.
+    pub tcp_refused: u64,
     /// Non-empty lines seen.
     pub lines: u64,
     /// Metric lines accepted.
@@ -49,6 +52,7 @@ impl AggregateStats {
         self.datagrams += o.datagrams;
         self.truncated += o.truncated;
         self.tcp_connections += o.tcp_connections;
+        self.tcp_refused += o.tcp_refused;
         self.lines += o.lines;
         self.metrics += o.metrics;
         self.events += o.events;
@@ -77,6 +81,7 @@ impl AggregateStats {
             ("datagrams", self.datagrams),
             ("truncated", self.truncated),
             ("tcp_connections", self.tcp_connections),
+            ("tcp_refused", self.tcp_refused),
             ("lines", self.lines),
             ("metrics", self.metrics),
             ("events", self.events),

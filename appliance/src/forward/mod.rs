@@ -211,6 +211,14 @@ async fn connect(
                 state.connect_result(&u, true);
                 return Some((u, conn));
             }
+            Err(e) if is_local(&e) => {
+                // Our shortage, not the upstream's failure: neither its
+                // error count nor its health hears of it.
+                ops::warn_limited!(service = %cfg.name, upstream = %u.addr, "connect: {e} (on our side)");
+                state.count(|s| s.local_connect_errors += 1);
+                state.release(&u);
+                return None;
+            }
             Err(e) => {
                 tracing::debug!(service = %cfg.name, upstream = %u.addr, "connect: {e}");
                 state.count_upstream(&u, |s| s.connect_errors += 1);
@@ -220,6 +228,15 @@ async fn connect(
         }
     }
     None
+}
+
+/// Whether a failed connect failed on our side (out of descriptors, local
+/// ports or kernel memory) rather than at the upstream.
+pub(crate) fn is_local(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EADDRNOTAVAIL)
+    )
 }
 
 /// Applies a reloaded configuration of the service `cfg.name` on every

@@ -245,7 +245,9 @@ impl ShardState {
                     if state.pool.borrow().generation != generation {
                         return;
                     }
-                    let ok = check_once(addr, hc.timeout, &exchange).await;
+                    // A check that failed on our side (no descriptor, say)
+                    // says nothing about the upstream.
+                    let Some(ok) = check_once(addr, hc.timeout, &exchange).await else { continue };
                     let t = {
                         let mut pool = state.pool.borrow_mut();
                         if pool.generation != generation {
@@ -266,14 +268,23 @@ impl ShardState {
 
 /// One active check: connect, then the exchange (if any), all within
 /// `timeout`. Reads at most the expectation's window, whatever the
-/// upstream sends.
+/// upstream sends. `None`: the check could not be made for a reason on our
+/// side (out of descriptors, say), which says nothing about the upstream.
 async fn check_once(
     addr: std::net::SocketAddr,
     timeout: std::time::Duration,
     exchange: &health::Exchange,
-) -> bool {
+) -> Option<bool> {
+    let started = std::time::Instant::now();
+    let conn = match shard::time::timeout(timeout, netstack::tcp::TcpStream::connect(addr)).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) if super::is_local(&e) => {
+            ops::warn_limited!(upstream = %addr, "health check: {e} (on our side: the check is skipped)");
+            return None;
+        }
+        Ok(Err(_)) | Err(_) => return Some(false),
+    };
     let check = async {
-        let Ok(conn) = netstack::tcp::TcpStream::connect(addr).await else { return false };
         if exchange.is_connect_only() {
             return true;
         }
@@ -295,7 +306,8 @@ async fn check_once(
             }
         }
     };
-    shard::time::timeout(timeout, check).await.unwrap_or(false)
+    let left = timeout.saturating_sub(started.elapsed());
+    Some(shard::time::timeout(left, check).await.unwrap_or(false))
 }
 
 /// Per-shard seed for the random policies and starting positions.

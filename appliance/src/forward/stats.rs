@@ -44,8 +44,12 @@ pub struct ForwardStats {
     pub active: u64,
     /// Refused: the listener's share of --max-conns was used up.
     pub refused_over_limit: u64,
-    /// Refused: no upstream was eligible.
+    /// Refused: no upstream was eligible (or one could not be reached for
+    /// a reason on our side, see `local_connect_errors`).
     pub refused_no_upstream: u64,
+    /// Upstream connects that failed on our side (out of descriptors,
+    /// ports or memory): never counted against the upstream's health.
+    pub local_connect_errors: u64,
     /// Connects retried on another upstream.
     pub retries: u64,
     /// Relays that ended in a reset, on idle, or on another error.
@@ -80,6 +84,7 @@ impl ForwardStats {
         self.active += other.active;
         self.refused_over_limit += other.refused_over_limit;
         self.refused_no_upstream += other.refused_no_upstream;
+        self.local_connect_errors += other.local_connect_errors;
         self.retries += other.retries;
         self.resets += other.resets;
         self.idle_closed += other.idle_closed;

@@ -9,6 +9,14 @@
 //! address. A session ends after `--idle-timeout` without a datagram either
 //! way. Client datagrams arrive through the burst-oriented datagram
 //! backend, so a kernel-bypass backend can replace the socket.
+//!
+//! Sessions are a table keyed by outside input, so they are bounded: a
+//! session takes one of the shard's `max_conns` slots (and one descriptor);
+//! a new client beyond it has its datagrams dropped and counted
+//! (`sessions_refused`) until a session ends. Any UDP datagram (up to
+//! 65,507 bytes) is relayed whole in both directions: the receive buffers
+//! are the shard's (two rings of 256), not the sessions', so an idle
+//! session holds none, and only the pages a datagram fills become resident.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -34,6 +42,9 @@ pub struct UdpStats {
     pub sessions_active: u64,
     /// Sessions closed by the idle timeout.
     pub sessions_expired: u64,
+    /// New clients whose datagrams were dropped: the shard's share of
+    /// `max_conns` sessions was in use.
+    pub sessions_refused: u64,
     /// Datagrams client -> upstream.
     pub datagrams_up: u64,
     /// Datagrams upstream -> client.
@@ -49,6 +60,7 @@ impl UdpStats {
         self.sessions_created += o.sessions_created;
         self.sessions_active += o.sessions_active;
         self.sessions_expired += o.sessions_expired;
+        self.sessions_refused += o.sessions_refused;
         self.datagrams_up += o.datagrams_up;
         self.datagrams_down += o.datagrams_down;
         self.dropped += o.dropped;
@@ -61,13 +73,21 @@ struct Session {
     last: Rc<Cell<Instant>>,
 }
 
+/// The largest UDP payload (over IPv4): every datagram is relayed whole.
+const MAX_DATAGRAM: usize = 65_507;
+/// Receive buffers per direction and shard.
+const BUFFERS: u16 = 256;
+
+type Sessions = Rc<RefCell<HashMap<SocketAddr, Session>>>;
+
 /// Serves UDP sessions on this shard's socket until the runtime stops.
 pub(crate) async fn serve(listener: OwnedFd, state: Rc<ShardState>) -> io::Result<()> {
+    let size = MAX_DATAGRAM + shard::ops::RecvMsgOut::PAYLOAD_OFFSET;
     let replies = Rc::new(UdpSocket::from_fd(listener.try_clone()?)?);
-    let mut backend = KernelUdp::new(UdpSocket::from_fd(listener)?, 1024, 2048)?;
-    let sessions: Rc<RefCell<HashMap<SocketAddr, Session>>> = Rc::default();
+    let mut backend = KernelUdp::new(UdpSocket::from_fd(listener)?, BUFFERS, size)?;
+    let sessions: Sessions = Rc::default();
     shard::spawn_local_named("udp-expiry", expire(sessions.clone(), state.clone())).detach();
-    let group = BufRing::new(1024, 2048)?;
+    let group = BufRing::new(BUFFERS, size)?;
     let mut burst: Vec<Received<netstack::udp::Datagram>> = Vec::with_capacity(64);
     loop {
         let got = match select(shard::stopping(), backend.recv_burst(&mut burst, 64)).await {
@@ -98,11 +118,11 @@ pub(crate) async fn serve(listener: OwnedFd, state: Rc<ShardState>) -> io::Resul
     }
 }
 
-/// The client's session, created (upstream picked, socket connected, reply
-/// task started) on its first datagram.
+/// The client's session, created (a slot taken, upstream picked, socket
+/// connected, reply task started) on its first datagram.
 fn session(
     state: &Rc<ShardState>,
-    sessions: &Rc<RefCell<HashMap<SocketAddr, Session>>>,
+    sessions: &Sessions,
     replies: &Rc<UdpSocket>,
     group: &BufRing,
     client: SocketAddr,
@@ -110,12 +130,20 @@ fn session(
     if let Some(s) = sessions.borrow().get(&client) {
         return Some((s.socket.clone(), s.last.clone()));
     }
-    let upstream = state.pick(Some(client), &[])?;
+    if !state.try_admit() {
+        state.count_udp(|s| s.sessions_refused += 1);
+        return None;
+    }
+    let Some(upstream) = state.pick(Some(client), &[]) else {
+        state.leave();
+        return None;
+    };
     let socket = match UdpSocket::connected(upstream.addr) {
         Ok(s) => Rc::new(s),
         Err(e) => {
             tracing::debug!(upstream = %upstream.addr, "udp session socket: {e}");
             state.release(&upstream);
+            state.leave();
             return None;
         }
     };
@@ -130,11 +158,26 @@ fn session(
         (replies.clone(), group.clone(), sessions.clone(), socket.clone(), last.clone(), state.clone());
     shard::spawn_local_named("udp-replies", async move {
         relay_replies(&state, &sock, &replies, &group, client, &last2).await;
-        // The session was expired (its socket closed) or failed: forget it.
-        sessions.borrow_mut().remove(&client);
+        // The session failed, or was expired (already ended then).
+        end(&state, &sessions, client, false);
     })
     .detach();
     Some((socket, last))
+}
+
+/// Ends `client`'s session if it is still open: its slot, its upstream
+/// and its counters, once.
+fn end(state: &ShardState, sessions: &Sessions, client: SocketAddr, expired: bool) -> Option<Session> {
+    let s = sessions.borrow_mut().remove(&client)?;
+    state.release(&s.upstream);
+    state.leave();
+    state.count(|c| {
+        c.udp.sessions_active -= 1;
+        if expired {
+            c.udp.sessions_expired += 1;
+        }
+    });
+    Some(s)
 }
 
 /// Sends every reply from the upstream back to the client.
@@ -175,7 +218,7 @@ async fn relay_replies(
 
 /// Ends sessions idle for longer than `idle`, once a second (or sooner for
 /// short timeouts).
-async fn expire(sessions: Rc<RefCell<HashMap<SocketAddr, Session>>>, state: Rc<ShardState>) {
+async fn expire(sessions: Sessions, state: Rc<ShardState>) {
     let idle = state.cfg().idle_timeout;
     let mut ticks = shard::time::interval(idle.min(Duration::from_secs(1)).max(Duration::from_millis(10)));
     loop {
@@ -190,14 +233,10 @@ async fn expire(sessions: Rc<RefCell<HashMap<SocketAddr, Session>>>, state: Rc<S
             .map(|(c, _)| *c)
             .collect();
         for client in expired {
-            let Some(s) = sessions.borrow_mut().remove(&client) else { continue };
-            state.release(&s.upstream);
-            // Closing the session's socket ends its reply task.
+            let Some(s) = end(&state, &sessions, client, true) else { continue };
+            // Cancelling the session's receive ends its reply task, which
+            // drops the socket.
             let _ = shard::ops::cancel_fd(s.socket.raw_fd()).await;
-            state.count(|c| {
-                c.udp.sessions_active -= 1;
-                c.udp.sessions_expired += 1;
-            });
         }
     }
 }

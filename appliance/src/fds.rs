@@ -1,0 +1,190 @@
+//! The descriptor budget: what `RLIMIT_NOFILE` leaves for connections once
+//! the process's own needs are reserved, and how it is shared.
+//!
+//! Without it, a flood of idle clients could take every descriptor: then
+//! the health checker could not open a socket and marked healthy upstreams
+//! down, and connects to upstreams failed for want of a descriptor, not
+//! because of the upstream. So the appliance sizes its own limits:
+//!
+//! - a **reserve** for what it must always be able to open: the runtime
+//!   (rings, eventfds), every listener, the admin endpoint and its clients,
+//!   one health check per upstream, Graphite and relay sockets, logging and
+//!   the rest of the process;
+//! - the remainder is shared between the services that accept connections
+//!   (forward: two descriptors a connection, one a UDP session; echo and
+//!   aggregate TCP: one), water-filling: a service that needs less than an
+//!   equal share (a forward with a small `max_conns`) leaves the rest to
+//!   the others. A forward's `max_conns` is capped to its share (warned at
+//!   start); echo and aggregate TCP get their share as a connection limit.
+//!
+//! Connections over a limit are refused at once (reset) and counted.
+
+use crate::config::{AppConfig, Service};
+
+/// Descriptors every process needs whatever it runs: stdio, the signal
+/// thread's pipe, logging, `/proc` reads, hwloc.
+const BASE: u64 = 64;
+/// Per shard: its io_uring, its eventfd, and slack for short-lived ones.
+const PER_SHARD: u64 = 8;
+/// The admin endpoint's listener and its connection bound.
+const ADMIN: u64 = 1 + 64;
+
+/// What one service gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Share {
+    /// Descriptors for its connections.
+    pub fds: u64,
+    /// Connections (or UDP sessions) at most, across all shards.
+    pub conns: u64,
+}
+
+/// The budget of one configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Budget {
+    /// The soft `RLIMIT_NOFILE` it was made for.
+    pub nofile: u64,
+    /// Descriptors kept for the process's own needs.
+    pub reserve: u64,
+    /// Per service, in configuration order (`None`: it takes no connections).
+    pub shares: Vec<Option<Share>>,
+}
+
+/// Descriptors one connection of `service` takes, and how many it asks
+/// for (`None`: no limit of its own).
+fn demand(service: &Service) -> Option<(u64, Option<u64>)> {
+    match service {
+        Service::Forward(f) if f.udp => Some((1, Some(u64::from(f.max_conns)))),
+        Service::Forward(f) => Some((2, Some(u64::from(f.max_conns)))),
+        Service::Echo(_) => Some((1, None)),
+        Service::Aggregate(a) => a.listen_tcp.map(|_| (1, None)),
+    }
+}
+
+/// The descriptors the process keeps for itself.
+fn reserve(cfg: &AppConfig, shards: usize) -> u64 {
+    let shards = shards as u64;
+    let mut r = BASE + PER_SHARD * shards + if cfg.admin.is_some() { ADMIN } else { 0 };
+    for s in &cfg.services {
+        r += s.listens().len() as u64 * shards;
+        match s {
+            Service::Forward(f) => r += f.upstreams.len() as u64,
+            Service::Aggregate(a) => r += (1 + a.relays.len() as u64) * shards,
+            Service::Echo(_) => {}
+        }
+    }
+    r
+}
+
+impl Budget {
+    /// The budget for `cfg` on `shards` shards under a soft limit of `nofile`.
+    pub fn new(cfg: &AppConfig, shards: usize, nofile: u64) -> Budget {
+        let reserve = reserve(cfg, shards);
+        let mut left = nofile.saturating_sub(reserve);
+        let demands: Vec<_> = cfg.services.iter().map(demand).collect();
+        let mut shares = vec![None; demands.len()];
+        // Water-filling: smallest asks first, each at most an equal part of
+        // what is left.
+        let mut order: Vec<usize> = (0..demands.len()).filter(|&i| demands[i].is_some()).collect();
+        let wanted =
+            |i: usize| demands[i].map_or(0, |(per, n)| n.map_or(u64::MAX, |n| n.saturating_mul(per)));
+        order.sort_by_key(|&i| wanted(i));
+        let mut takers = order.len() as u64;
+        for i in order {
+            let Some((per, _)) = demands[i] else { continue };
+            let fds = wanted(i).min(left / takers.max(1));
+            left -= fds;
+            takers -= 1;
+            shares[i] = Some(Share { fds, conns: fds / per });
+        }
+        Budget { nofile, reserve, shares }
+    }
+
+    /// Caps every forward's `max_conns` to its share; returns one warning
+    /// per service whose configured limit does not fit.
+    pub fn apply(&self, cfg: &mut AppConfig) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for (service, share) in cfg.services.iter_mut().zip(&self.shares) {
+            let (Service::Forward(f), Some(share)) = (service, share) else { continue };
+            let cap = u32::try_from(share.conns).unwrap_or(u32::MAX).max(1);
+            if f.max_conns > cap {
+                warnings.push(format!(
+                    "forward {:?}: max_conns {} needs more descriptors than RLIMIT_NOFILE {} leaves it \
+                     ({} after the reserve of {}): capped at {cap} connections; raise the limit \
+                     (LimitNOFILE= in the systemd unit) or lower max_conns",
+                    f.name, f.max_conns, self.nofile, share.fds, self.reserve
+                ));
+                let mut capped = (**f).clone();
+                capped.max_conns = cap;
+                *f = std::sync::Arc::new(capped);
+            }
+        }
+        warnings
+    }
+
+    /// The connection limit of service `i` on each of `shards` shards
+    /// (at least one), for services without a limit of their own.
+    pub fn per_shard(&self, i: usize, shards: usize) -> usize {
+        let conns = self.shares.get(i).copied().flatten().map_or(u64::MAX, |s| s.conns);
+        usize::try_from(conns / shards.max(1) as u64).unwrap_or(usize::MAX).max(1)
+    }
+}
+
+/// The process's soft `RLIMIT_NOFILE` (`u64::MAX` when unlimited).
+pub fn nofile() -> u64 {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    crate::startup::soft_limit(&limits, "Max open files").unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::FileConfig;
+
+    fn config(text: &str) -> AppConfig {
+        FileConfig::parse(text).and_then(|f| f.validate()).expect("config")
+    }
+
+    const TWO: &str = "[[forward]]\nname = \"big\"\nlisten = \"127.0.0.1:1\"\nupstreams = [\"127.0.0.1:2\"]\n\
+                       [[forward]]\nname = \"small\"\nlisten = \"127.0.0.1:3\"\nupstreams = [\"127.0.0.1:4\"]\n\
+                       max_conns = 100\n[[echo]]\nlisten = \"127.0.0.1:5\"\n";
+
+    #[test]
+    fn the_reserve_comes_first_and_small_asks_leave_the_rest_to_others() {
+        let cfg = config(TWO);
+        let b = Budget::new(&cfg, 2, 20_000);
+        // 64 + 8 x 2 shards + 3 listeners x 2 shards + 2 upstreams.
+        assert_eq!(b.reserve, 64 + 16 + 6 + 2);
+        let left = 20_000 - b.reserve;
+        let small = b.shares[1].expect("small");
+        assert_eq!(small, Share { fds: 200, conns: 100 }, "asks for less than a third: gets it all");
+        let (big, echo) = (b.shares[0].expect("big"), b.shares[2].expect("echo"));
+        assert_eq!(big.fds + echo.fds + small.fds, left - (left - 200) % 2, "nothing left unshared");
+        assert_eq!(big.conns, big.fds / 2);
+        assert_eq!(echo.conns, echo.fds);
+    }
+
+    #[test]
+    fn a_forward_that_does_not_fit_is_capped_with_a_warning() {
+        let mut cfg = config(TWO);
+        let b = Budget::new(&cfg, 2, 20_000);
+        let warnings = b.apply(&mut cfg);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("\"big\"") && warnings[0].contains("max_conns 100000"), "{warnings:?}");
+        let Service::Forward(big) = &cfg.services[0] else { panic!("forward") };
+        assert_eq!(u64::from(big.max_conns), b.shares[0].expect("share").conns);
+        let Service::Forward(small) = &cfg.services[1] else { panic!("forward") };
+        assert_eq!(small.max_conns, 100, "a limit that fits stays");
+        assert!(b.per_shard(2, 2) >= 1);
+    }
+
+    #[test]
+    fn a_tiny_limit_still_gives_one_connection_and_never_underflows() {
+        let mut cfg = config(TWO);
+        let b = Budget::new(&cfg, 4, 10);
+        assert!(b.shares.iter().flatten().all(|s| s.fds == 0));
+        b.apply(&mut cfg);
+        let Service::Forward(big) = &cfg.services[0] else { panic!("forward") };
+        assert_eq!(big.max_conns, 1);
+        assert_eq!(b.per_shard(2, 4), 1);
+    }
+}
