@@ -20,7 +20,7 @@ pub struct Cli {
     #[arg(long, global = true, env = "APPLIANCE_LOG_FORMAT")]
     pub log_format: Option<String>,
     /// Serve /metrics, /status, /healthz and /readyz here (e.g. 127.0.0.1:9090).
-    #[arg(long, global = true, env = "APPLIANCE_ADMIN")]
+    #[arg(long, value_parser = crate::config::parse_addr, global = true, env = "APPLIANCE_ADMIN")]
     pub admin: Option<SocketAddr>,
     /// Allow a non-loopback --admin address (the endpoint has no authentication).
     #[arg(long, global = true, env = "APPLIANCE_ADMIN_ALLOW_REMOTE")]
@@ -158,7 +158,7 @@ pub struct EchoOptions {
     #[serde(default = "echo_name")]
     pub name: String,
     /// Address to listen on (port 0 picks a free port, printed at startup).
-    #[arg(long, default_value = "127.0.0.1:7000")]
+    #[arg(long, value_parser = crate::config::parse_addr, default_value = "127.0.0.1:7000")]
     pub listen: SocketAddr,
     /// Receive buffers per shard (provided-buffer ring entries).
     #[arg(long, default_value_t = 1024)]

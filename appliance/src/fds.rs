@@ -144,9 +144,21 @@ mod tests {
         FileConfig::parse(text).and_then(|f| f.validate()).expect("config")
     }
 
+    /// The position of the service `name` (validation orders services by kind).
+    fn at(cfg: &AppConfig, name: &str) -> usize {
+        cfg.services.iter().position(|s| s.name() == name).expect("service")
+    }
+
+    fn max_conns(cfg: &AppConfig, name: &str) -> u32 {
+        match &cfg.services[at(cfg, name)] {
+            Service::Forward(f) => f.max_conns,
+            _ => panic!("{name} is not a forward"),
+        }
+    }
+
     const TWO: &str = "[[forward]]\nname = \"big\"\nlisten = \"127.0.0.1:1\"\nupstreams = [\"127.0.0.1:2\"]\n\
                        [[forward]]\nname = \"small\"\nlisten = \"127.0.0.1:3\"\nupstreams = [\"127.0.0.1:4\"]\n\
-                       max_conns = 100\n[[echo]]\nlisten = \"127.0.0.1:5\"\n";
+                       max_conns = 100\n[[echo]]\nname = \"echo\"\nlisten = \"127.0.0.1:5\"\n";
 
     #[test]
     fn the_reserve_comes_first_and_small_asks_leave_the_rest_to_others() {
@@ -155,11 +167,12 @@ mod tests {
         // 64 + 8 x 2 shards + 3 listeners x 2 shards + 2 upstreams.
         assert_eq!(b.reserve, 64 + 16 + 6 + 2);
         let left = 20_000 - b.reserve;
-        let small = b.shares[1].expect("small");
-        assert_eq!(small, Share { fds: 200, conns: 100 }, "asks for less than a third: gets it all");
-        let (big, echo) = (b.shares[0].expect("big"), b.shares[2].expect("echo"));
-        assert_eq!(big.fds + echo.fds + small.fds, left - (left - 200) % 2, "nothing left unshared");
-        assert_eq!(big.conns, big.fds / 2);
+        let share = |name| b.shares[at(&cfg, name)].expect("a share");
+        assert_eq!(share("small"), Share { fds: 200, conns: 100 }, "asks for less than a third: gets it all");
+        let (big, echo) = (share("big"), share("echo"));
+        assert_eq!(big.fds + echo.fds + 200, left, "nothing left unshared");
+        assert!(big.fds.abs_diff(echo.fds) <= 1, "the rest split evenly: {big:?} {echo:?}");
+        assert_eq!(big.conns, big.fds / 2, "two descriptors a forwarded connection");
         assert_eq!(echo.conns, echo.fds);
     }
 
@@ -170,11 +183,12 @@ mod tests {
         let warnings = b.apply(&mut cfg);
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(warnings[0].contains("\"big\"") && warnings[0].contains("max_conns 100000"), "{warnings:?}");
-        let Service::Forward(big) = &cfg.services[0] else { panic!("forward") };
-        assert_eq!(u64::from(big.max_conns), b.shares[0].expect("share").conns);
-        let Service::Forward(small) = &cfg.services[1] else { panic!("forward") };
-        assert_eq!(small.max_conns, 100, "a limit that fits stays");
-        assert!(b.per_shard(2, 2) >= 1);
+        assert_eq!(u64::from(max_conns(&cfg, "big")), b.shares[at(&cfg, "big")].expect("share").conns);
+        assert_eq!(max_conns(&cfg, "small"), 100, "a limit that fits stays");
+        assert_eq!(
+            b.per_shard(at(&cfg, "echo"), 2) as u64,
+            b.shares[at(&cfg, "echo")].expect("share").conns / 2
+        );
     }
 
     #[test]
@@ -183,8 +197,7 @@ mod tests {
         let b = Budget::new(&cfg, 4, 10);
         assert!(b.shares.iter().flatten().all(|s| s.fds == 0));
         b.apply(&mut cfg);
-        let Service::Forward(big) = &cfg.services[0] else { panic!("forward") };
-        assert_eq!(big.max_conns, 1);
-        assert_eq!(b.per_shard(2, 4), 1);
+        assert_eq!(max_conns(&cfg, "big"), 1);
+        assert_eq!(b.per_shard(at(&cfg, "echo"), 4), 1);
     }
 }

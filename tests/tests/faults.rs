@@ -611,3 +611,42 @@ fn udp_sessions_are_bounded_and_refusals_counted() {
         scrape(admin, "appliance_forward_udp_sessions_refused_total{service=\"forward\",shard=\"all\"}");
     assert_eq!(refused, Some((12 - answered) as f64));
 }
+
+/// Reported: bad addresses (`listen`, `graphite`, `relays`) and type errors
+/// named only a line and a Rust type. Now they name the key, the value and
+/// the form expected, in a file and on the command line.
+#[test]
+fn bad_values_name_the_key_the_value_and_the_form() {
+    let cases = [
+        (
+            "[[forward]]\nname = \"web\"\nlisten = \"localhost:8080\"\nupstreams = [\"127.0.0.1:7000\"]\n",
+            vec!["forward[0].listen", "localhost:8080", "IP:PORT"],
+        ),
+        (
+            "[[aggregate]]\nlisten_udp = \"127.0.0.1:0\"\ngraphite = \"graphite.local:2003\"\n",
+            vec!["aggregate[0].graphite", "graphite.local:2003", "IP:PORT"],
+        ),
+        (
+            "[[echo]]\nlisten = \"127.0.0.1:0\"\nbuffers = \"many\"\n",
+            vec!["echo[0].buffers", "many", "a whole number"],
+        ),
+    ];
+    for (i, (text, wanted)) in cases.iter().enumerate() {
+        let file = TempConfig::new(&format!("values{i}.toml"), text);
+        let (code, out) = appliance_tests::run_to_end(&["check", "--config", file.path()]);
+        assert_eq!(code, Some(2), "{out}");
+        for w in wanted {
+            assert!(out.contains(w), "{w:?} in: {out}");
+        }
+    }
+    let (code, out) = appliance_tests::run_to_end(&[
+        "aggregate",
+        "--listen-udp",
+        "127.0.0.1:0",
+        "--flush-stdout",
+        "--relay",
+        "relay.local:8125",
+    ]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("--relay") && out.contains("relay.local:8125") && out.contains("IP:PORT"), "{out}");
+}

@@ -64,11 +64,11 @@ pub struct AggregateOptions {
     #[serde(default = "defaults::name")]
     pub name: String,
     /// UDP address for statsd datagrams (port 0 picks one, printed at startup).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::config::parse_addr)]
     #[serde(default)]
     pub listen_udp: Option<SocketAddr>,
     /// TCP address for newline-separated statsd lines.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::config::parse_addr)]
     #[serde(default)]
     pub listen_tcp: Option<SocketAddr>,
     /// Flush every shard this often (e.g. 10s, 500ms).
@@ -76,7 +76,7 @@ pub struct AggregateOptions {
     #[serde(default = "defaults::flush_interval")]
     pub flush_interval: String,
     /// Graphite plaintext receiver, HOST:PORT.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::config::parse_addr)]
     #[serde(default)]
     pub graphite: Option<SocketAddr>,
     /// Flush intervals held while Graphite is unreachable (per shard);
@@ -102,7 +102,7 @@ pub struct AggregateOptions {
     pub prefix: String,
     /// A next-tier statsd aggregator (UDP); repeat for several (keys are
     /// hashed consistently across them).
-    #[arg(long = "relay")]
+    #[arg(long = "relay", value_parser = crate::config::parse_addr)]
     #[serde(default)]
     pub relays: Vec<SocketAddr>,
     /// Timer percentiles to report (upper_N, mean_N, sum_N).

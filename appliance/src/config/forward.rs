@@ -66,7 +66,7 @@ pub struct ForwardOptions {
     #[serde(default = "defaults::name")]
     pub name: String,
     /// Address to listen on (port 0 picks a free port, printed at startup).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::config::parse_addr)]
     pub listen: SocketAddr,
     /// An upstream: `HOST:PORT[,weight=N][,max-conns=N]`; repeat for a pool.
     #[arg(long = "upstream", required = true)]

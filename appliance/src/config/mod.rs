@@ -210,7 +210,7 @@ pub struct AppConfig {
     pub grace: Duration,
     /// The admin endpoint, if any.
     pub admin: Option<SocketAddr>,
-    /// Services, in file order.
+    /// Services by kind (echo, forward, aggregate), each kind in file order.
     pub services: Vec<Service>,
     /// Whether the services came from a file (errors name `aggregate[0].x`)
     /// or flags (`--x`).
@@ -276,11 +276,27 @@ impl LogOptions {
 }
 
 impl FileConfig {
-    /// Parses TOML text; syntax and unknown keys are reported with the line.
+    /// Parses TOML text. An error names the line and, where the error is
+    /// about a value, the key it belongs to (`forward[0].listen`), the
+    /// value as written and the form expected.
     pub fn parse(text: &str) -> Result<FileConfig, ConfigError> {
         toml::from_str(text).map_err(|e| {
-            let key = e.span().map(|s| line_of(text, s.start)).unwrap_or_default();
-            ConfigError { key, message: e.message().trim_end().to_string() }
+            let Some(span) = e.span() else {
+                return ConfigError { key: String::new(), message: e.message().trim_end().to_string() };
+            };
+            let line = line_of(text, span.start);
+            let message = e.message().trim_end();
+            match key_at(text, span.start) {
+                Some(key) => {
+                    let value = text.get(span.clone()).unwrap_or_default().trim();
+                    let message = match expected_form(message) {
+                        Some(form) => format!("{value}: {message} (expected {form})"),
+                        None => format!("{value}: {message}"),
+                    };
+                    ConfigError { key: format!("{line}: {key}"), message }
+                }
+                None => ConfigError { key: line, message: message.to_string() },
+            }
         })
     }
 
@@ -386,10 +402,67 @@ pub fn check_admin_port(admin: SocketAddr, services: &[Service], key: Key) -> Re
     Ok(())
 }
 
+/// The dotted key (`forward[1].listen`, `runtime.shards`) whose value
+/// covers byte `offset` of a config file, from the table headers above it
+/// and the nearest `key =` at or before it. `None` outside any `key = value`.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let before = &text[..offset.min(text.len())];
+    let mut table = String::new();
+    let mut counts: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut key = None;
+    for line in before.lines() {
+        let line = line.trim();
+        if let Some(name) = line.strip_prefix("[[").and_then(|l| l.split("]]").next()) {
+            let n = counts.entry(name.trim().to_string()).or_insert(0);
+            table = format!("{}[{}]", name.trim(), *n);
+            *n += 1;
+            key = None;
+        } else if let Some(name) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
+            table = name.trim().to_string();
+            key = None;
+        } else if let Some((k, _)) = line.split_once('=') {
+            let k = k.trim();
+            if !k.is_empty() && !k.starts_with('#') && k.chars().all(|c| c.is_alphanumeric() || c == '_') {
+                key = Some(k.to_string());
+            }
+        }
+    }
+    let key = key?;
+    Some(if table.is_empty() { key } else { format!("{table}.{key}") })
+}
+
+/// The form a value should take, for serde's messages about values.
+fn expected_form(message: &str) -> Option<&'static str> {
+    if message.contains("socket address") {
+        Some("IP:PORT, e.g. 127.0.0.1:8080; host names are not resolved")
+    } else if ["expected u8", "expected u16", "expected u32", "expected u64", "expected usize"]
+        .iter()
+        .any(|t| message.contains(t))
+    {
+        Some("a whole number, without quotes")
+    } else if message.contains("expected a boolean") {
+        Some("true or false, without quotes")
+    } else if message.contains("expected a string") {
+        Some("a quoted string")
+    } else if message.contains("expected a sequence") {
+        Some("a list, e.g. [\"a\", \"b\"]")
+    } else {
+        None
+    }
+}
+
 /// `:LINE` of a byte offset, for error messages.
 fn line_of(text: &str, offset: usize) -> String {
     let line = text[..offset.min(text.len())].matches('\n').count() + 1;
     format!(":{line}")
+}
+
+/// Parses an `IP:PORT` flag, saying what is expected when it is not one
+/// (clap names the flag and the value).
+pub fn parse_addr(value: &str) -> Result<SocketAddr, String> {
+    value
+        .parse()
+        .map_err(|_| "expected IP:PORT, e.g. 127.0.0.1:8080 (host names are not resolved)".to_string())
 }
 
 /// Parses a duration flag or key.
@@ -399,7 +472,19 @@ pub fn duration(key: Key, value: &str) -> Result<Duration, ConfigError> {
 
 #[cfg(test)]
 mod tests {
-    use super::overlap;
+    use super::{key_at, overlap};
+
+    #[test]
+    fn an_offset_is_named_by_its_table_and_key() {
+        let text = "[runtime]\nshards = 2\n[[forward]]\nname = \"a\"\n[[forward]]\nlisten = \"x\"\n\
+                    upstreams = [\n  \"y\",\n]\n";
+        let at = |needle: &str| key_at(text, text.find(needle).unwrap());
+        assert_eq!(at("2\n").as_deref(), Some("runtime.shards"));
+        assert_eq!(at("\"a\"").as_deref(), Some("forward[0].name"));
+        assert_eq!(at("\"x\"").as_deref(), Some("forward[1].listen"));
+        assert_eq!(at("\"y\"").as_deref(), Some("forward[1].upstreams"), "inside a multi-line list");
+        assert_eq!(key_at(text, 0), None, "a header is no key");
+    }
 
     #[test]
     fn listening_addresses_overlap_on_the_same_port_or_a_covering_wildcard() {
