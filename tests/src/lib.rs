@@ -174,6 +174,30 @@ impl Drop for Appliance {
     }
 }
 
+/// Starts `appliance aggregate` on 2 shards, UDP and TCP on ephemeral
+/// loopback ports, flushing to `graphite`, with `extra` flags; returns it
+/// with its UDP and TCP addresses.
+pub fn start_aggregate(graphite: SocketAddr, extra: &[&str]) -> (Appliance, SocketAddr, SocketAddr) {
+    let graphite = graphite.to_string();
+    let mut args = vec![
+        "aggregate",
+        "--listen-udp",
+        "127.0.0.1:0",
+        "--listen-tcp",
+        "127.0.0.1:0",
+        "--graphite",
+        &graphite,
+        "--shards",
+        "2",
+        "--no-pin",
+    ];
+    args.extend_from_slice(extra);
+    let mut app = Appliance::start(&args).expect("start aggregate");
+    let udp = app.wait_for_addr("aggregate listening on udp").expect("udp address");
+    let tcp = app.wait_for_addr("aggregate listening on tcp").expect("tcp address");
+    (app, udp, tcp)
+}
+
 /// Runs `appliance ARGS...` to completion (bounded), returning its exit
 /// code and combined output.
 pub fn run_to_end(args: &[&str]) -> (Option<i32>, String) {

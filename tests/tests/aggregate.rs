@@ -10,27 +10,9 @@ use std::time::{Duration, Instant};
 use appliance_tests::graphite::Sink;
 use appliance_tests::Appliance;
 
-/// Starts `appliance aggregate --shards 2` with `extra` flags; returns it
-/// with its UDP and TCP addresses.
+/// Starts the aggregator flushing to `sink`, with `extra` flags.
 fn start(sink: &Sink, extra: &[&str]) -> (Appliance, SocketAddr, SocketAddr) {
-    let graphite = sink.addr.to_string();
-    let mut args = vec![
-        "aggregate",
-        "--listen-udp",
-        "127.0.0.1:0",
-        "--listen-tcp",
-        "127.0.0.1:0",
-        "--graphite",
-        &graphite,
-        "--shards",
-        "2",
-        "--no-pin",
-    ];
-    args.extend_from_slice(extra);
-    let mut app = Appliance::start(&args).expect("start appliance");
-    let udp = app.wait_for_addr("aggregate listening on udp").expect("udp address");
-    let tcp = app.wait_for_addr("aggregate listening on tcp").expect("tcp address");
-    (app, udp, tcp)
+    appliance_tests::start_aggregate(sink.addr, extra)
 }
 
 /// Sends `datagrams` round-robin from `ports` different source sockets.

@@ -8,30 +8,7 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use appliance_tests::graphite::Sink;
-use appliance_tests::Appliance;
-
-/// `appliance aggregate` on 2 shards with a Graphite sink and `extra`
-/// flags; returns it with its UDP and TCP addresses.
-fn aggregate(graphite: SocketAddr, extra: &[&str]) -> (Appliance, SocketAddr, SocketAddr) {
-    let graphite = graphite.to_string();
-    let mut args = vec![
-        "aggregate",
-        "--listen-udp",
-        "127.0.0.1:0",
-        "--listen-tcp",
-        "127.0.0.1:0",
-        "--graphite",
-        &graphite,
-        "--shards",
-        "2",
-        "--no-pin",
-    ];
-    args.extend_from_slice(extra);
-    let mut app = Appliance::start(&args).expect("start aggregate");
-    let udp = app.wait_for_addr("aggregate listening on udp").expect("udp line");
-    let tcp = app.wait_for_addr("aggregate listening on tcp").expect("tcp line");
-    (app, udp, tcp)
-}
+use appliance_tests::{start_aggregate, Appliance};
 
 /// The `key=value` counters of the "final counters" log line.
 fn final_counter(output: &str, name: &str) -> Option<u64> {
@@ -70,7 +47,7 @@ fn tcp_sender(to: SocketAddr, line: &'static str, rate: usize, secs: u64) -> std
 #[test]
 fn sigterm_flushes_every_line_a_tcp_client_sent_within_the_grace() {
     let sink = Sink::start();
-    let (mut app, _, tcp) = aggregate(sink.addr, &["--flush-interval", "1s", "--grace", "12s"]);
+    let (mut app, _, tcp) = start_aggregate(sink.addr, &["--flush-interval", "1s", "--grace", "12s"]);
     let client = tcp_sender(tcp, "drain.k:1|c\n", 100_000, 6);
     std::thread::sleep(Duration::from_secs(2));
     app.signal(libc::SIGTERM);
@@ -93,7 +70,7 @@ fn sigterm_flushes_every_line_a_tcp_client_sent_within_the_grace() {
 #[test]
 fn sigterm_with_a_short_grace_flushes_what_it_read_and_stops_reading() {
     let sink = Sink::start();
-    let (mut app, _, tcp) = aggregate(sink.addr, &["--flush-interval", "1s", "--grace", "3s"]);
+    let (mut app, _, tcp) = start_aggregate(sink.addr, &["--flush-interval", "1s", "--grace", "3s"]);
     let client = tcp_sender(tcp, "short.k:1|c\n", 100_000, 8);
     std::thread::sleep(Duration::from_secs(1));
     let signalled = Instant::now();
@@ -123,7 +100,7 @@ fn sigterm_while_graphite_is_down_reports_the_lost_intervals() {
         l.local_addr().expect("addr")
     };
     let (mut app, udp, _) =
-        aggregate(down, &["--flush-interval", "200ms", "--grace", "2s", "--graphite-queue", "3"]);
+        start_aggregate(down, &["--flush-interval", "200ms", "--grace", "2s", "--graphite-queue", "3"]);
     let s = UdpSocket::bind("127.0.0.1:0").expect("client");
     for _ in 0..10 {
         s.send_to(b"lost.k:1|c", udp).expect("send");
@@ -147,7 +124,8 @@ fn sigterm_while_graphite_is_down_reports_the_lost_intervals() {
 #[test]
 fn large_datagrams_are_received_whole_up_to_the_configured_maximum() {
     let sink = Sink::start();
-    let (mut app, udp, _) = aggregate(sink.addr, &["--flush-interval", "200ms", "--max-datagram", "20000"]);
+    let (mut app, udp, _) =
+        start_aggregate(sink.addr, &["--flush-interval", "200ms", "--max-datagram", "20000"]);
     let s = UdpSocket::bind("127.0.0.1:0").expect("client");
     let line = "big.k:1|c\n";
     let whole = line.repeat(1_900); // 19,000 bytes: over the old 9,216
@@ -251,23 +229,7 @@ fn a_draining_forward_refuses_new_connections_and_keeps_its_grace() {
     use appliance_tests::upstream::{echo, Upstream};
     use std::io::Read;
     let up = Upstream::start(echo, 0);
-    let up_s = up.addr.to_string();
-    let mut app = Appliance::start(&[
-        "forward",
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        &up_s,
-        "--shards",
-        "2",
-        "--no-pin",
-        "--grace",
-        "3s",
-        "--health-interval",
-        "0",
-    ])
-    .expect("forward");
-    let addr = app.wait_for_addr("forward listening on").expect("listening");
+    let (mut app, addr, _) = forward(up.addr, &["--grace", "3s"]);
     // Keeps the drain busy for the whole grace.
     let mut idle = TcpStream::connect(addr).expect("connect");
     idle.write_all(b"ping").expect("write");
@@ -295,9 +257,14 @@ fn a_draining_forward_refuses_new_connections_and_keeps_its_grace() {
     assert!(took < Duration::from_millis(3_500), "the drain keeps its 3 s grace: {took:?}\n{}", app.output());
 }
 
-/// `appliance forward` with `extra` flags in front of `upstream`, with an
-/// admin endpoint; returns it with its listening and admin addresses.
-fn forward(upstream: SocketAddr, extra: &[&str]) -> (Appliance, SocketAddr, SocketAddr) {
+/// `appliance forward` on 2 shards in front of `upstream`, with an admin
+/// endpoint and `extra` flags, under a descriptor limit of `nofile` when
+/// given; returns it with its listening and admin addresses.
+fn forward_limited(
+    nofile: Option<u64>,
+    upstream: SocketAddr,
+    extra: &[&str],
+) -> (Appliance, SocketAddr, SocketAddr) {
     let up = upstream.to_string();
     let mut args = vec![
         "forward",
@@ -308,16 +275,25 @@ fn forward(upstream: SocketAddr, extra: &[&str]) -> (Appliance, SocketAddr, Sock
         "--shards",
         "2",
         "--no-pin",
-        "--health-interval",
-        "0",
         "--admin",
         "127.0.0.1:0",
     ];
     args.extend_from_slice(extra);
-    let mut app = Appliance::start(&args).expect("forward");
+    let started = match nofile {
+        Some(n) => Appliance::start_with_nofile(n, &args),
+        None => Appliance::start(&args),
+    };
+    let mut app = started.expect("forward");
     let addr = app.wait_for_addr("forward listening on").expect("listening");
     let admin = app.wait_for_addr("admin listening on").expect("admin");
     (app, addr, admin)
+}
+
+/// [`forward_limited`] without a descriptor limit and without health checks.
+fn forward(upstream: SocketAddr, extra: &[&str]) -> (Appliance, SocketAddr, SocketAddr) {
+    let mut flags = vec!["--health-interval", "0"];
+    flags.extend_from_slice(extra);
+    forward_limited(None, upstream, &flags)
 }
 
 fn scrape(admin: SocketAddr, series: &str) -> Option<f64> {
@@ -489,27 +465,7 @@ fn descriptor_exhaustion_refuses_clients_and_never_fails_the_upstream() {
         return;
     }
     let up = Upstream::start(echo, 0);
-    let up_s = up.addr.to_string();
-    let mut app = Appliance::start_with_nofile(
-        400,
-        &[
-            "forward",
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            &up_s,
-            "--shards",
-            "2",
-            "--no-pin",
-            "--admin",
-            "127.0.0.1:0",
-            "--health-interval",
-            "100ms",
-        ],
-    )
-    .expect("forward");
-    let addr = app.wait_for_addr("forward listening on").expect("listening");
-    let admin = app.wait_for_addr("admin listening on").expect("admin");
+    let (mut app, addr, admin) = forward_limited(Some(400), up.addr, &["--health-interval", "100ms"]);
     assert!(app.output().contains("capped at"), "the cap is warned at start:\n{}", app.output());
     // 300 clients would need 600 descriptors: about half fit.
     let mut served = Vec::new();
