@@ -15,10 +15,10 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use appliance::aggregate::parse::{parse_line, Line};
-use appliance::aggregate::table::{canonical_key, Table};
-use appliance::hash::hash64;
 use appliance::loadgen::statsd::{parse_types, LineGen};
+use cores::hash::hash64;
+use cores::statsd::parse::{parse_line, Line};
+use cores::statsd::table::{canonical_key, Table};
 
 const PER_DATAGRAM: usize = 20;
 const DATAGRAMS: usize = 5_000;

@@ -3,8 +3,8 @@
 //! prints the process's resident-set growth per key and the table's own
 //! estimate. `cargo run --release -p appliance --example aggregate_memory [KEYS]`.
 
-use appliance::aggregate::parse::{parse_line, Line};
-use appliance::aggregate::table::{canonical_key, Table};
+use cores::statsd::parse::{parse_line, Line};
+use cores::statsd::table::{canonical_key, Table};
 
 fn rss_bytes() -> usize {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();

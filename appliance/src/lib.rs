@@ -26,7 +26,6 @@ pub mod config;
 pub mod echo;
 pub mod fds;
 pub mod forward;
-pub mod hash;
 pub mod loadgen;
 pub mod reload;
 pub mod serve;

@@ -90,7 +90,7 @@ fn aggregate(e: &mut Exposition, service: &str, all: &[crate::aggregate::stats::
     );
     let name = "appliance_aggregate_dropped_total";
     let help = "Malformed lines dropped, by reason.";
-    for reason in crate::aggregate::parse::DropReason::ALL {
+    for reason in cores::statsd::parse::DropReason::ALL {
         let labels = &[("service", service), ("reason", reason.as_str())];
         each(e, all, name, Counter, help, labels, |s| s.dropped[reason.index()]);
     }

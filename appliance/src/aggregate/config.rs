@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use super::graphite::Percentile;
+use cores::statsd::graphite::Percentile;
 
 /// Why a configuration was refused; each names the setting.
 #[derive(Debug, Error, PartialEq)]
@@ -144,7 +144,7 @@ impl Default for AggregateConfig {
             graphite: None,
             prefix: "stats".into(),
             relays: Vec::new(),
-            percentiles: super::graphite::parse_percentiles("50,90,95,99").unwrap_or_default(),
+            percentiles: cores::statsd::graphite::parse_percentiles("50,90,95,99").unwrap_or_default(),
             max_keys: 1_000_000,
             delete_idle: Duration::from_secs(300),
             flush_stdout: false,

@@ -1,16 +1,10 @@
 //! `aggregate`: a statsd / DogStatsD aggregator (the job of etsy statsd or
 //! brubeck), shared-nothing across shards.
 //!
-//! Layers, bottom up (all but the last are sans-IO and tested without
-//! sockets):
+//! The protocol logic is sans-IO, in the `cores` crate
+//! ([`cores::statsd`]: parsing, the key table, sketches and sets, Graphite
+//! and relay output). Here:
 //!
-//! - [`parse`]: statsd/DogStatsD lines parsed in place, drops by reason;
-//! - [`stream`]: lines out of a TCP byte stream;
-//! - [`sketch`], [`set`]: mergeable timer sketch (1 % relative error) and
-//!   unique counts (exact, then HyperLogLog);
-//! - [`table`]: a shard's keys and their per-interval aggregates;
-//! - [`graphite`], [`relay`]: flush output (Graphite plaintext with etsy
-//!   names, statsd lines for a next tier);
 //! - [`config`], [`stats`]: settings and counters;
 //! - [`sink`], [`service`]: the Graphite connection, receivers, the flush
 //!   cycle and shutdown (see [`service`] for the cross-shard design).
@@ -21,16 +15,9 @@
 //! (`crate::config::AggregateOptions`).
 
 pub mod config;
-pub mod graphite;
-pub mod parse;
-pub mod relay;
 pub mod service;
-pub mod set;
 pub mod sink;
-pub mod sketch;
 pub mod stats;
-pub mod stream;
-pub mod table;
 
 pub use config::{AggregateConfig, ConfigError};
 pub use service::gather_stats;

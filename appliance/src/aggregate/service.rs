@@ -39,14 +39,14 @@ use shard::ops::RecvMsgOut;
 use shard::reactor::BufRing;
 
 use super::config::{AggregateConfig, Exchange};
-use super::graphite::{self, Format};
-use super::parse::{parse_line, DropReason, Line};
-use super::relay;
 use super::sink::Outbox;
 use super::stats::AggregateStats;
-use super::stream::{Piece, StreamLines};
-use super::table::{canonical_key, Agg, Table, PARTS};
-use crate::hash::hash64;
+use cores::hash::hash64;
+use cores::statsd::graphite::{self, Format};
+use cores::statsd::parse::{parse_line, DropReason, Line};
+use cores::statsd::relay;
+use cores::statsd::stream::{Piece, StreamLines};
+use cores::statsd::table::{canonical_key, Agg, Table, PARTS};
 
 /// Events and service checks held for relays per shard and interval.
 const PASSTHROUGH_LIMIT: usize = 1 << 20;

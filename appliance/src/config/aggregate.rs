@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::{ConfigError, Source};
 use crate::aggregate::config::{AggregateConfig, Exchange};
-use crate::aggregate::graphite::parse_percentiles;
+use cores::statsd::graphite::parse_percentiles;
 
 /// Defaults shared by the flags and the file.
 mod defaults {

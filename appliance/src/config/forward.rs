@@ -8,9 +8,9 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::{ConfigError, Source};
-use crate::forward::health::{self, Exchange, Expect, HealthConfig};
-use crate::forward::upstream::UpstreamSpec;
 use crate::forward::ForwardConfig;
+use cores::pool::health::{self, Exchange, Expect, HealthConfig};
+use cores::pool::upstream::UpstreamSpec;
 
 /// Defaults shared by the flags and the file.
 mod defaults {

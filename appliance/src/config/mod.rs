@@ -31,9 +31,9 @@ use serde::Deserialize;
 
 use crate::aggregate::AggregateConfig;
 use crate::cli::{EchoOptions, RuntimeArgs};
-use crate::forward::upstream::parse_duration;
 use crate::forward::ForwardConfig;
 pub use aggregate::AggregateOptions;
+use cores::pool::upstream::parse_duration;
 pub use forward::ForwardOptions;
 
 /// The embedded default configuration (`config/appliance.toml`).

@@ -15,16 +15,11 @@
 //! `maglev` (policies), `health` (rise/fall, ejection), `limits`, `upstream`
 //! (the `--upstream` syntax); this file and `relay` do the I/O.
 
-pub mod balance;
-pub mod health;
-pub mod limits;
-pub mod maglev;
 pub mod proxy_header;
 pub mod relay;
 mod state;
 pub mod stats;
 pub mod udp;
-pub mod upstream;
 
 use std::cell::RefCell;
 use std::io;
@@ -36,11 +31,11 @@ use std::time::{Duration, Instant};
 
 use netstack::tcp::{TcpListener, TcpStream};
 
-use balance::Policy;
-use health::HealthConfig;
+use cores::pool::balance::Policy;
+use cores::pool::health::HealthConfig;
+use cores::pool::upstream::UpstreamSpec;
 use relay::Ended;
 use state::{ShardState, UpstreamRef};
-use upstream::UpstreamSpec;
 
 /// A validated forward configuration, shared read-only by all shards.
 #[derive(Debug, Clone)]
@@ -70,7 +65,7 @@ pub struct ForwardConfig {
     /// Active checks (None: disabled) and passive ejection.
     pub health: Option<HealthConfig>,
     /// What an active check sends and expects after connecting.
-    pub exchange: health::Exchange,
+    pub exchange: cores::pool::health::Exchange,
     /// Passive ejection settings when active checks are off.
     pub passive: HealthConfig,
     /// Relay buffers per shard.

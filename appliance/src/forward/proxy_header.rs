@@ -67,7 +67,7 @@ pub struct Inbound {
 
 /// Reads and strips the PROXY header at the start of `conn`, within
 /// `timeout` (a client that sends part of a header and stops is cut off,
-/// as HAProxy's `timeout client` does) and [`MAX_HEADER`] bytes. A timeout
+/// as HAProxy's `timeout client` does) and 4 KiB. A timeout
 /// is `ErrorKind::TimedOut`.
 pub async fn read_inbound(conn: &TcpStream, timeout: std::time::Duration) -> Result<Inbound, io::Error> {
     match shard::time::timeout(timeout, read_header(conn)).await {

@@ -19,11 +19,11 @@ use std::time::Instant;
 use shard::future::{select, Either};
 use shard::reactor::BufRing;
 
-use super::balance::Balancer;
-use super::health::{self, Health, Transition};
-use super::limits::{ConnLimit, UpstreamLimits};
 use super::stats::{ForwardStats, UpstreamStats};
 use super::ForwardConfig;
+use cores::pool::balance::Balancer;
+use cores::pool::health::{self, Health, Transition};
+use cores::pool::limits::{ConnLimit, UpstreamLimits};
 
 /// The upstream a connection uses, valid across reloads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

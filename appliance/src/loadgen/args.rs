@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 
 use crate::cli::RuntimeArgs;
-use crate::forward::upstream::parse_duration;
+use cores::pool::upstream::parse_duration;
 
 /// The kinds of load.
 #[derive(Debug, Clone, Subcommand)]

@@ -20,7 +20,7 @@ use super::report::{Summary, Tally};
 use super::{drive, share, summary, Pacer, Window};
 
 /// The metric types loadgen sends are the aggregator's own.
-pub use crate::aggregate::parse::MetricType as Type;
+pub use cores::statsd::parse::MetricType as Type;
 
 /// Parses `c,g,ms,h,d,s` (any subset, in any order).
 pub fn parse_types(list: &str) -> anyhow::Result<Vec<Type>> {

@@ -4,7 +4,7 @@
 //! into its lines must give the same results line by line.
 #![no_main]
 
-use appliance::aggregate::parse::{parse_line, Line, Lines};
+use cores::statsd::parse::{parse_line, Line, Lines};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -21,7 +21,7 @@
 //! A line longer than the limit is dropped, never truncated.
 //!
 //! ```
-//! use appliance::aggregate::parse::{Lines, Line, MetricType, Value};
+//! use cores::statsd::parse::{Lines, Line, MetricType, Value};
 //! let mut lines = Lines::new(b"hits:2|c|@0.5|#env:prod\nbad\n", 1024);
 //! let Some(Ok(Line::Metric(m))) = lines.next() else { panic!() };
 //! assert_eq!((m.name, m.kind, m.rate), (&b"hits"[..], MetricType::Counter, 0.5));

@@ -109,8 +109,8 @@ pub fn datagrams(lines: &[u8], max: usize) -> Vec<&[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregate::parse::{Line, Lines};
-    use crate::aggregate::table::{canonical_key, Flushed, Table};
+    use crate::statsd::parse::{Line, Lines};
+    use crate::statsd::table::{canonical_key, Flushed, Table};
 
     /// Aggregates `input`, relays it as statsd lines, aggregates those in a
     /// second tier, and returns the second tier's flush.

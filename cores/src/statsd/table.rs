@@ -395,7 +395,7 @@ fn kind_of(key: &[u8]) -> MetricType {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregate::parse::{parse_line, Line};
+    use crate::statsd::parse::{parse_line, Line};
 
     fn feed(t: &mut Table, lines: &str) {
         let mut key = Vec::new();

@@ -202,7 +202,7 @@ fn clean_tag(s: &[u8], out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregate::sketch::Sketch;
+    use crate::statsd::sketch::Sketch;
 
     fn fmt() -> Format {
         Format {
@@ -232,7 +232,7 @@ mod tests {
             lines(MetricType::Gauge, "temp", "", Flushed::Gauge(-1.5)),
             ["stats.gauges.temp -1.5 1700000000"]
         );
-        let mut users = crate::aggregate::set::UniqueSet::new();
+        let mut users = crate::statsd::set::UniqueSet::new();
         for m in [&b"a"[..], b"b", b"c", b"a"] {
             users.insert(m);
         }

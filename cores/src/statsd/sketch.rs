@@ -22,7 +22,7 @@
 //! `mean` are weighted too, so `mean = sum / count` holds).
 //!
 //! ```
-//! use appliance::aggregate::sketch::Sketch;
+//! use cores::statsd::sketch::Sketch;
 //! let mut s = Sketch::new();
 //! for v in 1..=1000 { s.add(f64::from(v), 1.0); }
 //! let p99 = s.quantile(0.99).unwrap();

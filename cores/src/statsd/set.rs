@@ -9,7 +9,7 @@
 //! merge: two sets merge into the count of their union.
 //!
 //! ```
-//! use appliance::aggregate::set::UniqueSet;
+//! use cores::statsd::set::UniqueSet;
 //! let mut s = UniqueSet::new();
 //! for m in [&b"a"[..], b"b", b"a"] { s.insert(m); }
 //! assert_eq!(s.count(), 2);

@@ -1,0 +1,14 @@
+//! The statsd / DogStatsD aggregator's core, bottom up: [`parse`] (lines in
+//! place, drops by reason), [`stream`] (lines out of a byte stream),
+//! [`sketch`] and [`set`] (mergeable timer sketch with 1 % relative error,
+//! exact-then-HyperLogLog unique counts), [`table`] (a shard's keys and
+//! their per-interval aggregates), then the outputs [`graphite`] and
+//! [`relay`].
+
+pub mod graphite;
+pub mod parse;
+pub mod relay;
+pub mod set;
+pub mod sketch;
+pub mod stream;
+pub mod table;
