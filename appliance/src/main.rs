@@ -7,8 +7,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use appliance::cli::{Cli, Command, RuntimeArgs};
-use appliance::config::{self, AdminOptions, AppConfig, ConfigError, FileConfig, Key, Service, Source};
+use appliance::cli::{Cli, Command};
+use appliance::config::{
+    self, AdminOptions, AppConfig, ConfigError, FileConfig, Key, RuntimeArgs, Service, Source,
+};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -23,7 +25,7 @@ fn main() -> ExitCode {
     let result = match (&cli.command, cfg) {
         (Command::Topology(args), _) => topology(args),
         (Command::Loadgen(args), _) => appliance::loadgen::run(args.mode.clone()),
-        (_, Some((cfg, rt))) => appliance::serve::run(cfg, rt, path),
+        (_, Some((cfg, rt))) => appliance::app::run(cfg, rt, path),
         (_, None) => Ok(()),
     };
     match result {

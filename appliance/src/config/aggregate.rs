@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::{ConfigError, Source};
-use crate::aggregate::config::{AggregateConfig, Exchange};
+use crate::services::aggregate::config::{AggregateConfig, Exchange};
 use cores::statsd::graphite::parse_percentiles;
 
 /// Defaults shared by the flags and the file.
@@ -51,7 +51,7 @@ mod defaults {
         256 << 20
     }
     pub fn max_datagram() -> usize {
-        crate::aggregate::config::MAX_UDP_PAYLOAD
+        crate::services::aggregate::config::MAX_UDP_PAYLOAD
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::{ConfigError, Source};
-use crate::forward::ForwardConfig;
+use crate::services::forward::ForwardConfig;
 use cores::pool::health::{self, Exchange, Expect, HealthConfig};
 use cores::pool::upstream::UpstreamSpec;
 

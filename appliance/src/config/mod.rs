@@ -19,7 +19,9 @@
 //! binary as the default of `appliance run`.
 
 pub mod aggregate;
+pub mod echo;
 pub mod forward;
+pub mod runtime;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -29,12 +31,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::aggregate::AggregateConfig;
-use crate::cli::{EchoOptions, RuntimeArgs};
-use crate::forward::ForwardConfig;
+use crate::services::aggregate::AggregateConfig;
+use crate::services::forward::ForwardConfig;
 pub use aggregate::AggregateOptions;
 use cores::pool::upstream::parse_duration;
+pub use echo::EchoOptions;
 pub use forward::ForwardOptions;
+pub use runtime::{RuntimeArgs, Wake};
 
 /// The embedded default configuration (`config/appliance.toml`).
 pub const DEFAULT: &str = include_str!("../../../config/appliance.toml");

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 
-use crate::cli::RuntimeArgs;
+use crate::config::RuntimeArgs;
 use cores::pool::upstream::parse_duration;
 
 /// The kinds of load.

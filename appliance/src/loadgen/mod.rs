@@ -34,7 +34,7 @@ use anyhow::Context as _;
 pub use args::Mode;
 use report::{Progress, ShardResult, Summary, Tally};
 
-use crate::cli::RuntimeArgs;
+use crate::config::RuntimeArgs;
 
 /// The time window every shard's load shares.
 #[derive(Debug, Clone, Copy)]

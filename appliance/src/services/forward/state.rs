@@ -85,7 +85,7 @@ impl ShardState {
     }
 
     /// Updates this shard's UDP counters.
-    pub(crate) fn count_udp(&self, f: impl FnOnce(&mut super::udp::UdpStats)) {
+    pub(crate) fn count_udp(&self, f: impl FnOnce(&mut super::stats::UdpStats)) {
         f(&mut self.stats.borrow_mut().udp);
     }
 

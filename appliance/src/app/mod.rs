@@ -3,21 +3,25 @@
 //! `SO_REUSEPORT` group, resolving port 0 once) and the admin endpoint,
 //! start every service on every shard, and turn signals into a drain
 //! (SIGTERM/SIGINT), an immediate exit (a second one, or SIGQUIT) or a
-//! reload (SIGHUP, see [`crate::reload`]).
+//! reload (SIGHUP, see [`reload`]).
 
-use std::cell::Cell;
+pub mod admin;
+pub mod fds;
+pub mod reload;
+pub mod startup;
+pub mod state;
+
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 
-use crate::admin::App;
+use crate::app::state::App;
 use crate::config::{AppConfig, Service};
-use crate::{aggregate, echo, forward, reload};
+use crate::services::{aggregate, echo, forward};
 
 /// A service with its listeners: `groups[g][shard]`, one group per
 /// address it listens on (aggregate: UDP then TCP), one socket per shard.
@@ -48,9 +52,9 @@ pub struct Listening {
 pub fn run(mut cfg: AppConfig, rt: shard::Runtime, path: Option<PathBuf>) -> anyhow::Result<()> {
     let signals = ops::signals::Signals::block().context("blocking signals")?;
     let shards = rt.shards();
-    let budget = crate::fds::Budget::new(&cfg, shards, crate::fds::nofile());
+    let budget = crate::app::fds::Budget::new(&cfg, shards, crate::app::fds::nofile());
     let warnings = budget.apply(&mut cfg);
-    crate::startup::report(rt.plan(), &cfg, &budget, &warnings);
+    crate::app::startup::report(rt.plan(), &cfg, &budget, &warnings);
     let mut bound = Vec::new();
     let mut listening = Vec::new();
     for service in &cfg.services {
@@ -90,7 +94,7 @@ async fn main(app: Arc<App>, bound: Vec<Bound>, admin: Option<OwnedFd>, hup: Own
     let (done_tx, done_rx) = shard::sync::oneshot::channel::<()>();
     let admin_task = admin.map(|fd| {
         let app = app.clone();
-        shard::spawn_local_named("admin", async move { crate::admin::serve(fd, app, done_rx).await })
+        shard::spawn_local_named("admin", async move { crate::app::admin::serve(fd, app, done_rx).await })
     });
     shard::spawn_local_named("reload", reload::serve(hup, app.clone())).detach();
     let grace = app.config().grace;
@@ -115,42 +119,6 @@ async fn grace_over(grace: Duration) {
     shard::stopping().await;
     let margin = (grace / 10).min(Duration::from_millis(100));
     shard::time::sleep(grace.saturating_sub(margin)).await;
-}
-
-/// Connections a service has open on this shard, so that it can wait for
-/// them to finish when draining.
-#[derive(Debug, Clone, Default)]
-pub struct Drain(Rc<Cell<usize>>);
-
-/// One open connection of a [`Drain`].
-#[derive(Debug)]
-pub struct DrainGuard(Rc<Cell<usize>>);
-
-impl Drain {
-    /// Connections open now.
-    pub fn open(&self) -> usize {
-        self.0.get()
-    }
-
-    /// Counts a connection until the guard is dropped.
-    pub fn enter(&self) -> DrainGuard {
-        self.0.set(self.0.get() + 1);
-        DrainGuard(self.0.clone())
-    }
-
-    /// Waits until every connection has finished (checked every 20 ms: this
-    /// only runs while draining).
-    pub async fn finished(&self) {
-        while self.0.get() > 0 {
-            shard::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for DrainGuard {
-    fn drop(&mut self) {
-        self.0.set(self.0.get().saturating_sub(1));
-    }
 }
 
 /// Starts every service on every shard and waits for them all to end.
@@ -250,33 +218,4 @@ fn bind_admin(addr: SocketAddr) -> anyhow::Result<(OwnedFd, SocketAddr)> {
     let fd = fds.pop().context("admin listener")?;
     let local = netstack::steer::local_addr(&fd).with_context(|| format!("--admin {addr}"))?;
     Ok((fd, local))
-}
-
-/// Accepts on `listener` until the runtime is asked to stop, handing each
-/// connection to `on_conn`. Running out of descriptors backs off briefly
-/// instead of spinning; per-connection accept errors are skipped.
-///
-/// On a stop it stops listening: the connections clients already made (in
-/// the backlog or taken by the kernel's accept) go to `on_conn` like any
-/// other, then the listener is closed, so a new connection is refused at
-/// once rather than left hanging in a backlog nobody reads.
-pub async fn accept_until_stopped(
-    listener: netstack::tcp::TcpListener,
-    mut on_conn: impl FnMut(netstack::tcp::TcpStream),
-) {
-    use shard::future::{select, Either};
-    let mut incoming = listener.incoming();
-    loop {
-        match select(shard::stopping(), incoming.next()).await {
-            Either::Left(()) => {
-                incoming.take_ready().into_iter().for_each(&mut on_conn);
-                return;
-            }
-            Either::Right(Ok(conn)) => on_conn(conn),
-            Either::Right(Err(e)) => {
-                ops::warn_limited!("accept: {e}; backing off");
-                shard::time::sleep(std::time::Duration::from_millis(10)).await;
-            }
-        }
-    }
 }

@@ -19,8 +19,8 @@ use shard::reactor::BufRing;
 pub async fn serve(listener: OwnedFd, buffers: u16, buffer_size: usize, max_conns: usize) -> io::Result<()> {
     let listener = TcpListener::from_fd(listener)?;
     let group = BufRing::new(buffers, buffer_size)?;
-    let drain = crate::serve::Drain::default();
-    crate::serve::accept_until_stopped(listener, |conn| {
+    let drain = crate::services::accept::Drain::default();
+    crate::services::accept::accept_until_stopped(listener, |conn| {
         if drain.open() >= max_conns {
             ops::warn_limited!(
                 "echo: {max_conns} connections open on this shard (the descriptor budget): refused"

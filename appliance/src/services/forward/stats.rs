@@ -4,8 +4,6 @@
 
 use std::time::Duration;
 
-pub use super::udp::UdpStats;
-
 /// Connect-time histogram bucket upper bounds, in microseconds (powers of 4
 /// from 64 us to ~4 s), plus an overflow bucket.
 pub const CONNECT_BUCKETS_US: [u64; 9] = [64, 256, 1024, 4096, 16_384, 65_536, 262_144, 1_048_576, 4_194_304];
@@ -120,6 +118,40 @@ impl ForwardStats {
 pub fn bucket(t: Duration) -> usize {
     let us = t.as_micros() as u64;
     CONNECT_BUCKETS_US.iter().position(|&b| us <= b).unwrap_or(CONNECT_BUCKETS_US.len())
+}
+
+/// UDP counters of one shard.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UdpStats {
+    /// Sessions created.
+    pub sessions_created: u64,
+    /// Sessions open now.
+    pub sessions_active: u64,
+    /// Sessions closed by the idle timeout.
+    pub sessions_expired: u64,
+    /// New clients whose datagrams were dropped: the shard's share of
+    /// `max_conns` sessions was in use.
+    pub sessions_refused: u64,
+    /// Datagrams client -> upstream.
+    pub datagrams_up: u64,
+    /// Datagrams upstream -> client.
+    pub datagrams_down: u64,
+    /// Datagrams dropped: no eligible upstream, a send failed, or a
+    /// datagram was cut by a receive buffer.
+    pub dropped: u64,
+}
+
+impl UdpStats {
+    /// Adds another shard's counters into these.
+    pub fn merge(&mut self, o: &UdpStats) {
+        self.sessions_created += o.sessions_created;
+        self.sessions_active += o.sessions_active;
+        self.sessions_expired += o.sessions_expired;
+        self.sessions_refused += o.sessions_refused;
+        self.datagrams_up += o.datagrams_up;
+        self.datagrams_down += o.datagrams_down;
+        self.dropped += o.dropped;
+    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 //! - [`sink`], [`service`]: the Graphite connection, receivers, the flush
 //!   cycle and shutdown (see [`service`] for the cross-shard design).
 //!
-//! It runs like every service (`crate::serve`): [`service::serve_shard`] on
+//! It runs like every service (`crate::app`): [`service::serve_shard`] on
 //! every shard with an [`AggregateConfig`] validated from the flags of
 //! `appliance aggregate` or an `[[aggregate]]` table
 //! (`crate::config::AggregateOptions`).

@@ -4,9 +4,9 @@
 
 use ops::metrics::{Exposition, Kind};
 
-use super::App;
+use crate::app::state::App;
 use crate::config::Service;
-use crate::forward::stats::{ForwardStats, CONNECT_BUCKETS_US};
+use crate::services::forward::stats::{ForwardStats, CONNECT_BUCKETS_US};
 
 /// Every shard's runtime counters, indexed by shard.
 pub(super) async fn runtime_stats() -> Result<Vec<shard::ShardStats>, shard::SubmitError> {
@@ -32,15 +32,15 @@ pub(super) async fn render(app: &App, http: ops::http::HttpStats) -> Result<Stri
     for service in &services {
         match service {
             Service::Forward(cfg) => {
-                let per_shard = crate::forward::gather_per_shard(&cfg.name).await?;
+                let per_shard = crate::services::forward::gather_per_shard(&cfg.name).await?;
                 forward(&mut e, &cfg.name, &per_shard);
                 let names: Vec<&str> = cfg.upstreams.iter().map(|u| u.name.as_str()).collect();
                 upstreams(&mut e, &cfg.name, &names, &per_shard);
             }
             Service::Aggregate(cfg) => {
-                let stats = on_every_shard(crate::aggregate::service::shard_stats).await?;
+                let stats = on_every_shard(crate::services::aggregate::service::shard_stats).await?;
                 aggregate(&mut e, &cfg.name, &stats);
-                let flushed = on_every_shard(crate::aggregate::service::last_flush).await?;
+                let flushed = on_every_shard(crate::services::aggregate::service::last_flush).await?;
                 flushed_values(&mut e, &cfg.name, &flushed);
             }
             Service::Echo(_) => {}
@@ -64,7 +64,7 @@ async fn on_every_shard<T: Send + 'static>(f: fn() -> T) -> Result<Vec<T>, shard
     Ok(all.into_iter().map(|(_, v)| v).collect())
 }
 
-fn aggregate(e: &mut Exposition, service: &str, all: &[crate::aggregate::stats::AggregateStats]) {
+fn aggregate(e: &mut Exposition, service: &str, all: &[crate::services::aggregate::stats::AggregateStats]) {
     use Kind::{Counter, Gauge};
     let l = &[("service", service)];
     each(e, all, "appliance_aggregate_datagrams_total", Counter, "Datagrams received.", l, |s| s.datagrams);
@@ -372,7 +372,7 @@ fn upstreams(e: &mut Exposition, service: &str, names: &[&str], all: &[ForwardSt
     for s in all {
         sum.merge(s);
     }
-    type Field = fn(&crate::forward::stats::UpstreamStats) -> u64;
+    type Field = fn(&crate::services::forward::stats::UpstreamStats) -> u64;
     let families: [(&str, Kind, &str, Field); 8] = [
         ("appliance_forward_upstream_up", Kind::Gauge, "1 if the upstream is eligible.", |u| u.up),
         ("appliance_forward_upstream_active_connections", Kind::Gauge, "Connections open.", |u| u.active),

@@ -8,90 +8,15 @@
 
 mod metrics;
 
-use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::sync::Arc;
 
 use netstack::tcp::TcpListener;
 use ops::http::{Request, Response, Router, Server};
 use serde_json::json;
 
-use crate::config::{AppConfig, Service};
-
-/// What the admin endpoint knows about the running appliance. Shared by the
-/// main thread, the signal thread and shard 0; never touched on a hot path.
-#[derive(Debug)]
-pub struct App {
-    /// When the appliance started.
-    pub started: Instant,
-    /// The config file SIGHUP re-reads (None: the embedded default or flags).
-    pub path: Option<PathBuf>,
-    /// Shard placement.
-    pub placement: Vec<shard::placement::ShardPlacement>,
-    /// Where every service listens.
-    pub listening: Vec<crate::serve::Listening>,
-    /// Where the admin endpoint listens.
-    pub admin_addr: Option<SocketAddr>,
-    serving: AtomicUsize,
-    config: Mutex<AppConfig>,
-    reloads: Mutex<ReloadStatus>,
-}
-
-/// Outcome of SIGHUP reloads.
-#[derive(Debug, Default, Clone)]
-pub struct ReloadStatus {
-    /// Reloads applied.
-    pub ok: u64,
-    /// Reloads refused (invalid file, or a change that needs a restart).
-    pub failed: u64,
-    /// Why the last refused reload was refused.
-    pub last_error: Option<String>,
-}
-
-impl App {
-    /// The shared state of a starting appliance.
-    pub fn new(
-        config: AppConfig,
-        path: Option<PathBuf>,
-        plan: &shard::placement::Plan,
-        listening: Vec<crate::serve::Listening>,
-        admin_addr: Option<SocketAddr>,
-    ) -> Arc<App> {
-        Arc::new(App {
-            started: Instant::now(),
-            path,
-            placement: plan.shards.clone(),
-            listening,
-            admin_addr,
-            serving: AtomicUsize::new(0),
-            config: Mutex::new(config),
-            reloads: Mutex::default(),
-        })
-    }
-
-    /// A shard has started all its services.
-    pub fn shard_serving(&self) {
-        self.serving.fetch_add(1, Ordering::SeqCst);
-    }
-
-    /// Every shard serves and the appliance is not draining.
-    pub fn ready(&self) -> bool {
-        self.serving.load(Ordering::SeqCst) == self.placement.len() && !shard::is_stopping()
-    }
-
-    /// The configuration in force.
-    pub fn config(&self) -> MutexGuard<'_, AppConfig> {
-        self.config.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Reload bookkeeping.
-    pub fn reloads(&self) -> MutexGuard<'_, ReloadStatus> {
-        self.reloads.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
+use crate::app::state::App;
+use crate::config::Service;
 
 /// Serves the admin endpoint on shard 0 until `done` resolves (every
 /// service has drained), so `/readyz` answers "draining" meanwhile.
@@ -190,7 +115,7 @@ async fn service_status(
 ) -> Result<serde_json::Value, shard::SubmitError> {
     let mut v = json!({"name": service.name(), "kind": service.kind(), "listen": listen});
     if let Service::Forward(cfg) = service {
-        let stats = crate::forward::gather_stats(&cfg.name).await?;
+        let stats = crate::services::forward::gather_stats(&cfg.name).await?;
         let upstreams: Vec<_> = cfg
             .upstreams
             .iter()
@@ -210,7 +135,7 @@ async fn service_status(
         v["upstreams"] = json!(upstreams);
     }
     if let Service::Aggregate(_) = service {
-        let s = crate::aggregate::gather_stats().await?;
+        let s = crate::services::aggregate::gather_stats().await?;
         v["keys"] = json!(s.keys);
         v["metrics"] = json!(s.metrics);
         v["dropped"] = json!(s.dropped_total());

@@ -33,40 +33,6 @@ use shard::reactor::BufRing;
 
 use super::state::{ShardState, UpstreamRef};
 
-/// UDP counters of one shard.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct UdpStats {
-    /// Sessions created.
-    pub sessions_created: u64,
-    /// Sessions open now.
-    pub sessions_active: u64,
-    /// Sessions closed by the idle timeout.
-    pub sessions_expired: u64,
-    /// New clients whose datagrams were dropped: the shard's share of
-    /// `max_conns` sessions was in use.
-    pub sessions_refused: u64,
-    /// Datagrams client -> upstream.
-    pub datagrams_up: u64,
-    /// Datagrams upstream -> client.
-    pub datagrams_down: u64,
-    /// Datagrams dropped: no eligible upstream, a send failed, or a
-    /// datagram was cut by a receive buffer.
-    pub dropped: u64,
-}
-
-impl UdpStats {
-    /// Adds another shard's counters into these.
-    pub fn merge(&mut self, o: &UdpStats) {
-        self.sessions_created += o.sessions_created;
-        self.sessions_active += o.sessions_active;
-        self.sessions_expired += o.sessions_expired;
-        self.sessions_refused += o.sessions_refused;
-        self.datagrams_up += o.datagrams_up;
-        self.datagrams_down += o.datagrams_down;
-        self.dropped += o.dropped;
-    }
-}
-
 struct Session {
     upstream: UpstreamRef,
     socket: Rc<UdpSocket>,

@@ -2,8 +2,8 @@
 //! node), io_uring features, and the process limits, with a warning and
 //! the fix when they are too low for the configuration.
 
+use crate::app::fds::{soft_limit, Budget};
 use crate::config::AppConfig;
-use crate::fds::Budget;
 
 /// Logs the report, with the descriptor budget and its warnings.
 pub fn report(plan: &shard::placement::Plan, cfg: &AppConfig, budget: &Budget, warnings: &[String]) {
@@ -56,25 +56,5 @@ pub fn report(plan: &shard::placement::Plan, cfg: &AppConfig, budget: &Budget, w
             "RLIMIT_MEMLOCK is {m} bytes: io_uring registered buffers beyond it fall back to \
              unregistered ones; raise it (ulimit -l, or LimitMEMLOCK= in the systemd unit)"
         );
-    }
-}
-
-/// The soft limit on a `/proc/self/limits` line (None: unlimited or absent).
-pub(crate) fn soft_limit(limits: &str, name: &str) -> Option<u64> {
-    let line = limits.lines().find(|l| l.starts_with(name))?;
-    line[name.len()..].split_whitespace().next()?.parse().ok()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn reads_proc_limits() {
-        let text = "Limit                     Soft Limit           Hard Limit           Units     \n\
-                    Max open files            20000                20000                files     \n\
-                    Max locked memory         8388608              8388608              bytes     \n\
-                    Max cpu time              unlimited            unlimited            seconds   \n";
-        assert_eq!(super::soft_limit(text, "Max open files"), Some(20000));
-        assert_eq!(super::soft_limit(text, "Max locked memory"), Some(8 << 20));
-        assert_eq!(super::soft_limit(text, "Max cpu time"), None);
     }
 }

@@ -101,8 +101,8 @@ pub async fn serve(listener: OwnedFd, cfg: Arc<ForwardConfig>) -> io::Result<()>
         return udp::serve(listener, state).await;
     }
     let listener = TcpListener::from_fd(listener)?;
-    let drain = crate::serve::Drain::default();
-    crate::serve::accept_until_stopped(listener, |conn| {
+    let drain = crate::services::accept::Drain::default();
+    crate::services::accept::accept_until_stopped(listener, |conn| {
         state.count(|s| s.accepted += 1);
         if !state.try_admit() {
             state.count(|s| s.refused_over_limit += 1);

@@ -132,7 +132,13 @@ impl Budget {
 /// The process's soft `RLIMIT_NOFILE` (`u64::MAX` when unlimited).
 pub fn nofile() -> u64 {
     let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
-    crate::startup::soft_limit(&limits, "Max open files").unwrap_or(u64::MAX)
+    soft_limit(&limits, "Max open files").unwrap_or(u64::MAX)
+}
+
+/// The soft limit on a `/proc/self/limits` line (None: unlimited or absent).
+pub fn soft_limit(limits: &str, name: &str) -> Option<u64> {
+    let line = limits.lines().find(|l| l.starts_with(name))?;
+    line[name.len()..].split_whitespace().next()?.parse().ok()
 }
 
 #[cfg(test)]
@@ -159,6 +165,17 @@ mod tests {
     const TWO: &str = "[[forward]]\nname = \"big\"\nlisten = \"127.0.0.1:1\"\nupstreams = [\"127.0.0.1:2\"]\n\
                        [[forward]]\nname = \"small\"\nlisten = \"127.0.0.1:3\"\nupstreams = [\"127.0.0.1:4\"]\n\
                        max_conns = 100\n[[echo]]\nname = \"echo\"\nlisten = \"127.0.0.1:5\"\n";
+
+    #[test]
+    fn reads_proc_limits() {
+        let text = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                    Max open files            20000                20000                files     \n\
+                    Max locked memory         8388608              8388608              bytes     \n\
+                    Max cpu time              unlimited            unlimited            seconds   \n";
+        assert_eq!(soft_limit(text, "Max open files"), Some(20000));
+        assert_eq!(soft_limit(text, "Max locked memory"), Some(8 << 20));
+        assert_eq!(soft_limit(text, "Max cpu time"), None);
+    }
 
     #[test]
     fn the_reserve_comes_first_and_small_asks_leave_the_rest_to_others() {

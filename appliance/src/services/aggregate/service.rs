@@ -335,8 +335,8 @@ async fn accept_tcp(fd: OwnedFd, max_line: usize, records: bool, max_conns: usiz
     let _guard = ReceiverGuard::enter();
     let listener = TcpListener::from_fd(fd)?;
     let group = BufRing::new(256, 16384)?;
-    let open = crate::serve::Drain::default();
-    crate::serve::accept_until_stopped(listener, |conn| {
+    let open = crate::services::accept::Drain::default();
+    crate::services::accept::accept_until_stopped(listener, |conn| {
         if open.open() >= max_conns {
             // The shard's share of the descriptor budget is in use.
             with(|st| st.stats.tcp_refused += 1);
@@ -698,7 +698,7 @@ async fn busy(test: fn(&ShardState) -> bool) -> bool {
     any.await.unwrap_or(false)
 }
 
-/// Runs the service on this shard with its sockets (bound by `crate::serve`);
+/// Runs the service on this shard with its sockets (bound by `crate::app`);
 /// returns after the final flush. Must run on every shard of the runtime,
 /// shard 0 included (shard 0 drives the flush cycle); one aggregate
 /// service per process (the per-shard state is a thread-local).

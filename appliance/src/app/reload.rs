@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context as _;
 use shard::future::{select, Either};
 
-use crate::admin::App;
+use crate::app::state::App;
 use crate::config::{AppConfig, FileConfig, Service};
 
 /// A validated configuration waiting for shard 0 to apply it.
@@ -102,7 +102,7 @@ pub fn reloadable(old: &AppConfig, new: &AppConfig) -> Result<(), String> {
             }
         }
         if let (Service::Aggregate(x), Service::Aggregate(y)) = (a, b) {
-            let fixed = |c: &crate::aggregate::AggregateConfig| {
+            let fixed = |c: &crate::services::aggregate::AggregateConfig| {
                 (c.udp_buffers, c.max_datagram, c.udp_socket_buffer, c.exchange, c.max_line_length)
             };
             if fixed(x) != fixed(y) {
@@ -151,10 +151,10 @@ async fn apply(new: &AppConfig) -> Result<(), String> {
             for u in &cfg.upstreams {
                 tracing::info!(service = %cfg.name, upstream = %u, "pool member");
             }
-            crate::forward::reload(cfg.clone()).await?;
+            crate::services::forward::reload(cfg.clone()).await?;
         }
         if let Service::Aggregate(cfg) = service {
-            crate::aggregate::service::reload(cfg.clone()).await?;
+            crate::services::aggregate::service::reload(cfg.clone()).await?;
         }
     }
     Ok(())

@@ -1,0 +1,72 @@
+//! What every connection-serving service shares: accepting until a stop
+//! (then refusing new connections at once) and counting open connections
+//! so a drain can wait for them.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Connections a service has open on this shard, so that it can wait for
+/// them to finish when draining.
+#[derive(Debug, Clone, Default)]
+pub struct Drain(Rc<Cell<usize>>);
+
+/// One open connection of a [`Drain`].
+#[derive(Debug)]
+pub struct DrainGuard(Rc<Cell<usize>>);
+
+impl Drain {
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.0.get()
+    }
+
+    /// Counts a connection until the guard is dropped.
+    pub fn enter(&self) -> DrainGuard {
+        self.0.set(self.0.get() + 1);
+        DrainGuard(self.0.clone())
+    }
+
+    /// Waits until every connection has finished (checked every 20 ms: this
+    /// only runs while draining).
+    pub async fn finished(&self) {
+        while self.0.get() > 0 {
+            shard::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for DrainGuard {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
+}
+
+/// Accepts on `listener` until the runtime is asked to stop, handing each
+/// connection to `on_conn`. Running out of descriptors backs off briefly
+/// instead of spinning; per-connection accept errors are skipped.
+///
+/// On a stop it stops listening: the connections clients already made (in
+/// the backlog or taken by the kernel's accept) go to `on_conn` like any
+/// other, then the listener is closed, so a new connection is refused at
+/// once rather than left hanging in a backlog nobody reads.
+pub async fn accept_until_stopped(
+    listener: netstack::tcp::TcpListener,
+    mut on_conn: impl FnMut(netstack::tcp::TcpStream),
+) {
+    use shard::future::{select, Either};
+    let mut incoming = listener.incoming();
+    loop {
+        match select(shard::stopping(), incoming.next()).await {
+            Either::Left(()) => {
+                incoming.take_ready().into_iter().for_each(&mut on_conn);
+                return;
+            }
+            Either::Right(Ok(conn)) => on_conn(conn),
+            Either::Right(Err(e)) => {
+                ops::warn_limited!("accept: {e}; backing off");
+                shard::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
