@@ -31,6 +31,8 @@ pub(crate) struct Context {
     /// cancelled.
     pub stop_deadline: Cell<Option<std::time::Instant>>,
     pub stop_waiters: crate::sync::waiters::WaiterSet,
+    /// Values kept per shard by key (see [`crate::slots`]).
+    pub slots: RefCell<std::collections::HashMap<u64, Rc<dyn std::any::Any>>>,
 }
 
 impl Context {

@@ -23,6 +23,8 @@
 //! - [`mesh`]: the rings between shards, typed data-plane
 //!   [`channel`](mesh::channel)s, and [`Foreign`](mesh::foreign::Foreign)
 //!   values that go home to be dropped.
+//! - [`slots`]: values kept per shard under a key, found again by work
+//!   that arrives from other shards (a runner's per-service state).
 //! - [`runtime`]: starting and stopping shards, and the cross-shard API:
 //!   [`submit_to`], [`invoke_on_all`], [`map_reduce`], [`broadcast`].
 //!
@@ -48,6 +50,7 @@ pub mod mesh;
 pub mod placement;
 pub mod reactor;
 pub mod runtime;
+pub mod slots;
 pub mod stats;
 pub mod sync;
 pub mod time;

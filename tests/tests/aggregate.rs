@@ -387,3 +387,41 @@ fn sighup_moves_graphite_and_prefix_without_losing_a_line() {
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Two aggregate services in one process (per-shard state is the runner's,
+/// kept per service, not a thread-local of the aggregator): each counts its
+/// own port's lines, flushes to its own Graphite with its own prefix, and
+/// the admin endpoint reports each apart.
+#[test]
+fn two_aggregate_services_run_side_by_side() {
+    let (a, b) = (Sink::start(), Sink::start());
+    let dir = std::env::temp_dir().join(format!("appliance-test-two-agg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("appliance.toml");
+    let text = format!(
+        "[runtime]\nshards = 2\nno_pin = true\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [[aggregate]]\nname = \"left\"\nlisten_udp = \"127.0.0.1:0\"\nflush_interval = \"200ms\"\n\
+         graphite = \"{}\"\nprefix = \"l\"\n\
+         [[aggregate]]\nname = \"right\"\nlisten_udp = \"127.0.0.1:0\"\nflush_interval = \"300ms\"\n\
+         graphite = \"{}\"\nprefix = \"r\"\n",
+        a.addr, b.addr
+    );
+    std::fs::write(&path, text).expect("write config");
+    let mut app = Appliance::start(&["run", "--config", path.to_str().expect("utf8")]).expect("start");
+    let left = app.wait_for_addr("aggregate listening on udp").expect("left");
+    let right = app.wait_for_addr("aggregate listening on udp").expect("right");
+    let admin = app.wait_for_addr("admin listening on").expect("admin");
+    let lines = |n: usize, key: &str| (0..n).map(|_| format!("{key}:1|c")).collect::<Vec<_>>();
+    send_udp(left, &lines(40, "same.key"), 8);
+    send_udp(right, &lines(25, "same.key"), 8);
+    a.eventually("left counts its own 40", |s| s.sum("l.counters.same.key.count") == 40.0);
+    b.eventually("right counts its own 25", |s| s.sum("r.counters.same.key.count") == 25.0);
+    a.settle();
+    assert_eq!(a.sum("r.counters.same.key.count"), 0.0, "no line crosses services");
+    assert_eq!(b.sum("l.counters.same.key.count"), 0.0, "no line crosses services");
+    let (_, text) = appliance_tests::http_get(admin, "/metrics").expect("metrics");
+    let series = |svc: &str| format!("appliance_aggregate_metrics_total{{service=\"{svc}\",shard=\"all\"}}");
+    assert_eq!(appliance_tests::metric(&text, &series("left")), Some(40.0), "{text}");
+    assert_eq!(appliance_tests::metric(&text, &series("right")), Some(25.0));
+    let _ = std::fs::remove_dir_all(&dir);
+}

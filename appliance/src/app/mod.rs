@@ -21,7 +21,7 @@ use anyhow::Context as _;
 
 use crate::app::state::App;
 use crate::config::{AppConfig, Service};
-use crate::services::{aggregate, echo, forward};
+use crate::services::{aggregate, echo, forward, ServiceId};
 
 /// A service with its listeners: `groups[g][shard]`, one group per
 /// address it listens on (aggregate: UDP then TCP), one socket per shard.
@@ -121,11 +121,17 @@ async fn grace_over(grace: Duration) {
     shard::time::sleep(grace.saturating_sub(margin)).await;
 }
 
+/// What one shard needs to start one service: its id, settings, sockets
+/// and connection limit.
+type Starting = (ServiceId, Service, Vec<OwnedFd>, usize);
+
 /// Starts every service on every shard and waits for them all to end.
 async fn run_services(app: &Arc<App>, bound: Vec<Bound>) -> anyhow::Result<()> {
     let shards = shard::shard_count();
-    let mut per_shard: Vec<Vec<(Service, Vec<OwnedFd>, usize)>> = (0..shards).map(|_| Vec::new()).collect();
-    for b in bound {
+    let mut per_shard: Vec<Vec<Starting>> = (0..shards).map(|_| Vec::new()).collect();
+    for (i, b) in bound.into_iter().enumerate() {
+        // The service's position: a reload keeps it (see `reload::reloadable`).
+        let id = ServiceId(i as u64);
         let mut mine: Vec<Vec<OwnedFd>> = (0..shards).map(|_| Vec::new()).collect();
         for group in b.groups {
             for (shard, fd) in group.into_iter().enumerate() {
@@ -133,7 +139,7 @@ async fn run_services(app: &Arc<App>, bound: Vec<Bound>) -> anyhow::Result<()> {
             }
         }
         for (shard, fds) in mine.into_iter().enumerate() {
-            per_shard[shard].push((b.service.clone(), fds, b.conn_limit));
+            per_shard[shard].push((id, b.service.clone(), fds, b.conn_limit));
         }
     }
     let mut waits = Vec::new();
@@ -142,9 +148,9 @@ async fn run_services(app: &Arc<App>, bound: Vec<Bound>) -> anyhow::Result<()> {
         waits.push(shard::submit_to(shard, move || async move {
             let tasks: Vec<_> = services
                 .into_iter()
-                .map(|(service, fds, conn_limit)| {
+                .map(|(id, service, fds, conn_limit)| {
                     let name = service.name().to_string();
-                    let task = shard::spawn_local_named("service", start(service, fds, conn_limit));
+                    let task = shard::spawn_local_named("service", start(id, service, fds, conn_limit));
                     async move { task.await.map_err(|e| e.to_string()).and_then(|r| r).map_err(|e| (name, e)) }
                 })
                 .collect();
@@ -165,20 +171,21 @@ async fn run_services(app: &Arc<App>, bound: Vec<Bound>) -> anyhow::Result<()> {
 
 /// One service on this shard, with its sockets in `listens()` order and
 /// its share of the descriptor budget (forward's is in its `max_conns`).
-async fn start(service: Service, fds: Vec<OwnedFd>, conn_limit: usize) -> Result<(), String> {
+async fn start(id: ServiceId, service: Service, fds: Vec<OwnedFd>, conn_limit: usize) -> Result<(), String> {
     let mut fds = fds.into_iter();
     let missing = || "listener missing".to_string();
     let r = match service {
         Service::Echo(o) => {
             echo::serve(fds.next().ok_or_else(missing)?, o.buffers, o.buffer_size, conn_limit).await
         }
-        Service::Forward(cfg) => forward::serve(fds.next().ok_or_else(missing)?, cfg).await,
+        Service::Forward(cfg) => forward::serve(id, fds.next().ok_or_else(missing)?, cfg).await,
         Service::Aggregate(cfg) => {
             let udp = cfg.listen_udp.and_then(|_| fds.next());
             let tcp = cfg.listen_tcp.and_then(|_| fds.next());
-            aggregate::service::serve_shard(udp, tcp, cfg, conn_limit).await
+            aggregate::service::serve_shard(id, udp, tcp, cfg, conn_limit).await
         }
     };
+    id.uninstall();
     r.map_err(|e| e.to_string())
 }
 

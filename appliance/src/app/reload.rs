@@ -23,6 +23,7 @@ use shard::future::{select, Either};
 
 use crate::app::state::App;
 use crate::config::{AppConfig, FileConfig, Service};
+use crate::services::ServiceId;
 
 /// A validated configuration waiting for shard 0 to apply it.
 static PENDING: Mutex<Option<AppConfig>> = Mutex::new(None);
@@ -146,15 +147,17 @@ pub async fn serve(hup: OwnedFd, app: Arc<App>) {
 }
 
 async fn apply(new: &AppConfig) -> Result<(), String> {
-    for service in &new.services {
+    // Ids are positions, which a reload keeps (`reloadable`).
+    for (i, service) in new.services.iter().enumerate() {
+        let id = ServiceId(i as u64);
         if let Service::Forward(cfg) = service {
             for u in &cfg.upstreams {
                 tracing::info!(service = %cfg.name, upstream = %u, "pool member");
             }
-            crate::services::forward::reload(cfg.clone()).await?;
+            crate::services::forward::reload(id, cfg.clone()).await?;
         }
         if let Service::Aggregate(cfg) = service {
-            crate::services::aggregate::service::reload(cfg.clone()).await?;
+            crate::services::aggregate::service::reload(id, cfg.clone()).await?;
         }
     }
     Ok(())

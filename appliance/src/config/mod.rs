@@ -12,7 +12,7 @@
 //! [log]                # level, format
 //! [[echo]]             # name, listen, buffers, buffer_size
 //! [[forward]]          # name, listen, upstreams, balance, ... (the forward flags)
-//! [[aggregate]]        # name, listen_udp, listen_tcp, flush_interval, graphite, ... (at most one)
+//! [[aggregate]]        # name, listen_udp, listen_tcp, flush_interval, graphite, ... (any number)
 //! ```
 //!
 //! `config/appliance.toml` is the commented example, embedded in the
@@ -122,7 +122,7 @@ pub struct FileConfig {
     /// `[[forward]]`.
     #[serde(default)]
     pub forward: Vec<ForwardOptions>,
-    /// `[[aggregate]]` (at most one).
+    /// `[[aggregate]]`: any number, each with its own ports and keys.
     #[serde(default)]
     pub aggregate: Vec<AggregateOptions>,
 }
@@ -321,12 +321,6 @@ impl FileConfig {
         }
         for (index, f) in self.forward.iter().enumerate() {
             services.push(Service::Forward(f.validate(&Source::File { section: "forward", index })?));
-        }
-        if self.aggregate.len() > 1 {
-            let key = Key("aggregate[1]".into());
-            return Err(
-                key.error("one aggregate service per process (it owns every metric key across the shards)")
-            );
         }
         for (index, a) in self.aggregate.iter().enumerate() {
             services.push(Service::Aggregate(a.validate(&Source::File { section: "aggregate", index })?));

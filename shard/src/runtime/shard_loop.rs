@@ -100,6 +100,7 @@ fn run_inner(start: Start, at_barrier: &mut bool) -> Result<(), RuntimeError> {
         stopping: Default::default(),
         stop_deadline: Default::default(),
         stop_waiters: Default::default(),
+        slots: Default::default(),
     });
     context::enter(ctx.clone());
     // Every shard's ring fd must be known before anyone sends a wake-up.
@@ -246,6 +247,10 @@ fn begin_stop(ctx: &Context, deadline: Instant) {
 /// Cancels what is left, waits for the kernel to let go of every buffer,
 /// and waits for the other shards so no message arrives after we are gone.
 fn teardown(ctx: &Context) {
+    // Values kept in slots may hold tasks' wakers or handles: let them go
+    // with everything else (taken out first: their drops may look again).
+    let slots = std::mem::take(&mut *ctx.slots.borrow_mut());
+    drop(slots);
     let mut cancelled = ctx.executor.drop_queued();
     ctx.timers.clear();
     cancelled += ctx.mesh.discard_incoming();

@@ -7,6 +7,7 @@ use ops::metrics::{Exposition, Kind};
 use crate::app::state::App;
 use crate::config::Service;
 use crate::services::forward::stats::{ForwardStats, CONNECT_BUCKETS_US};
+use crate::services::ServiceId;
 
 /// Every shard's runtime counters, indexed by shard.
 pub(super) async fn runtime_stats() -> Result<Vec<shard::ShardStats>, shard::SubmitError> {
@@ -29,18 +30,21 @@ pub(super) async fn render(app: &App, http: ops::http::HttpStats) -> Result<Stri
     process(&mut e, app, http);
     runtime(&mut e, &runtime_stats().await?);
     let services = app.config().services.clone();
-    for service in &services {
+    for (i, service) in services.iter().enumerate() {
+        let id = ServiceId(i as u64);
         match service {
             Service::Forward(cfg) => {
-                let per_shard = crate::services::forward::gather_per_shard(&cfg.name).await?;
+                let per_shard = crate::services::forward::gather_per_shard(id).await?;
                 forward(&mut e, &cfg.name, &per_shard);
                 let names: Vec<&str> = cfg.upstreams.iter().map(|u| u.name.as_str()).collect();
                 upstreams(&mut e, &cfg.name, &names, &per_shard);
             }
             Service::Aggregate(cfg) => {
-                let stats = on_every_shard(crate::services::aggregate::service::shard_stats).await?;
+                let stats =
+                    on_every_shard(move || crate::services::aggregate::service::shard_stats(id)).await?;
                 aggregate(&mut e, &cfg.name, &stats);
-                let flushed = on_every_shard(crate::services::aggregate::service::last_flush).await?;
+                let flushed =
+                    on_every_shard(move || crate::services::aggregate::service::last_flush(id)).await?;
                 flushed_values(&mut e, &cfg.name, &flushed);
             }
             Service::Echo(_) => {}
@@ -50,9 +54,14 @@ pub(super) async fn render(app: &App, http: ops::http::HttpStats) -> Result<Stri
 }
 
 /// `f()` on every shard, indexed by shard.
-async fn on_every_shard<T: Send + 'static>(f: fn() -> T) -> Result<Vec<T>, shard::SubmitError> {
+async fn on_every_shard<T: Send + 'static>(
+    f: impl Fn() -> T + Clone + Send + 'static,
+) -> Result<Vec<T>, shard::SubmitError> {
     let mut all = shard::map_reduce(
-        move || async move { (shard::shard_id(), f()) },
+        move || {
+            let f = f.clone();
+            async move { (shard::shard_id(), f()) }
+        },
         Vec::new(),
         |mut acc, x| {
             acc.push(x);

@@ -17,6 +17,7 @@ use serde_json::json;
 
 use crate::app::state::App;
 use crate::config::Service;
+use crate::services::ServiceId;
 
 /// Serves the admin endpoint on shard 0 until `done` resolves (every
 /// service has drained), so `/readyz` answers "draining" meanwhile.
@@ -86,14 +87,14 @@ async fn status(app: &App) -> Result<serde_json::Value, shard::SubmitError> {
         .collect();
     let services = app.config().services.clone();
     let mut list = Vec::new();
-    for service in &services {
+    for (i, service) in services.iter().enumerate() {
         let listen: Vec<String> = app
             .listening
             .iter()
             .filter(|l| l.service == service.name())
             .map(|l| format!("{} {}", l.proto, l.addr))
             .collect();
-        list.push(service_status(service, listen).await?);
+        list.push(service_status(ServiceId(i as u64), service, listen).await?);
     }
     let reloads = app.reloads().clone();
     Ok(json!({
@@ -110,12 +111,13 @@ async fn status(app: &App) -> Result<serde_json::Value, shard::SubmitError> {
 }
 
 async fn service_status(
+    id: ServiceId,
     service: &Service,
     listen: Vec<String>,
 ) -> Result<serde_json::Value, shard::SubmitError> {
     let mut v = json!({"name": service.name(), "kind": service.kind(), "listen": listen});
     if let Service::Forward(cfg) = service {
-        let stats = crate::services::forward::gather_stats(&cfg.name).await?;
+        let stats = crate::services::forward::gather_stats(id).await?;
         let upstreams: Vec<_> = cfg
             .upstreams
             .iter()
@@ -135,7 +137,7 @@ async fn service_status(
         v["upstreams"] = json!(upstreams);
     }
     if let Service::Aggregate(_) = service {
-        let s = crate::services::aggregate::gather_stats().await?;
+        let s = crate::services::aggregate::gather_stats(id).await?;
         v["keys"] = json!(s.keys);
         v["metrics"] = json!(s.metrics);
         v["dropped"] = json!(s.dropped_total());

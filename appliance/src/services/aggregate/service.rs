@@ -41,6 +41,7 @@ use shard::reactor::BufRing;
 use super::config::{AggregateConfig, Exchange};
 use super::sink::Outbox;
 use super::stats::AggregateStats;
+use crate::services::ServiceId;
 use cores::hash::hash64;
 use cores::statsd::graphite::{self, Format};
 use cores::statsd::parse::{parse_line, DropReason, Line};
@@ -81,23 +82,32 @@ struct ShardState {
     shipping: Vec<shard::JoinHandle<()>>,
 }
 
-thread_local! {
-    static STATE: RefCell<Option<ShardState>> = const { RefCell::new(None) };
+/// A shard's state of one aggregate service, kept in the shard's slot for
+/// the service (see [`ServiceId`]).
+type Shard = Rc<RefCell<ShardState>>;
+
+/// Runs `f` on this shard's state of the service `id` (`None` if it does
+/// not run here). Receivers look their state up once and use
+/// [`with_shard`] on the per-datagram path.
+fn with<R>(id: ServiceId, f: impl FnOnce(&mut ShardState) -> R) -> Option<R> {
+    let shard = id.state::<RefCell<ShardState>>()?;
+    let r = with_shard(&shard, f);
+    Some(r)
 }
 
-fn with<R>(f: impl FnOnce(&mut ShardState) -> R) -> Option<R> {
-    STATE.with(|s| s.borrow_mut().as_mut().map(f))
+fn with_shard<R>(shard: &Shard, f: impl FnOnce(&mut ShardState) -> R) -> R {
+    f(&mut shard.borrow_mut())
 }
 
 /// This shard's last flushed interval as Graphite plaintext, kept only when
 /// there is no Graphite upstream (empty otherwise).
-pub fn last_flush() -> Vec<u8> {
-    with(|st| st.last_flush.clone()).unwrap_or_default()
+pub fn last_flush(id: ServiceId) -> Vec<u8> {
+    with(id, |st| st.last_flush.clone()).unwrap_or_default()
 }
 
 /// This shard's counters (all zero outside the service).
-pub fn shard_stats() -> AggregateStats {
-    with(|st| {
+pub fn shard_stats(id: ServiceId) -> AggregateStats {
+    with(id, |st| {
         let mut s = st.stats.clone();
         s.keys = st.owned.len() as u64;
         for o in st.outbox.iter().chain(&st.retired) {
@@ -111,9 +121,9 @@ pub fn shard_stats() -> AggregateStats {
 }
 
 /// Every shard's counters, summed (from any shard).
-pub async fn gather_stats() -> Result<AggregateStats, shard::SubmitError> {
+pub async fn gather_stats(id: ServiceId) -> Result<AggregateStats, shard::SubmitError> {
     shard::map_reduce(
-        || async { shard_stats() },
+        move || async move { shard_stats(id) },
         AggregateStats::default(),
         |mut a, b| {
             a.merge(&b);
@@ -173,8 +183,8 @@ fn raw_lines(data: &[u8]) -> impl Iterator<Item = &[u8]> {
 
 /// Lines another shard received for keys this shard owns (already counted
 /// as lines there; valid, so each is a metric here).
-fn ingest_shipped(data: &[u8]) {
-    with(|st| {
+fn ingest_shipped(id: ServiceId, data: &[u8]) {
+    with(id, |st| {
         let ShardState { cfg, owned, stats, key, .. } = st;
         for raw in raw_lines(data) {
             if let Ok(Line::Metric(m)) = parse_line(raw, cfg.max_line_length) {
@@ -193,8 +203,8 @@ const RECORD_BATCH: usize = 32 * 1024;
 
 /// Records mode: ships this shard's waiting lines to their owners (those
 /// over `min` bytes), each batch one message; the owners apply them.
-fn ship_records(min: usize) {
-    let Some(batches) = with(|st| {
+fn ship_records(id: ServiceId, min: usize) {
+    let Some(batches) = with(id, |st| {
         let mut out = Vec::new();
         for (owner, b) in st.outgoing.iter_mut().enumerate() {
             if !b.is_empty() && b.len() >= min {
@@ -207,18 +217,18 @@ fn ship_records(min: usize) {
     };
     for (owner, batch) in batches {
         let task = shard::spawn_local_named("statsd-ship", async move {
-            if let Err(e) = shard::submit_to(owner, move || async move { ingest_shipped(&batch) }).await {
+            if let Err(e) = shard::submit_to(owner, move || async move { ingest_shipped(id, &batch) }).await {
                 tracing::warn!("aggregate: shipping lines to shard {owner}: {e}");
             }
         });
-        with(|st| st.shipping.push(task));
+        with(id, |st| st.shipping.push(task));
     }
 }
 
 /// Records mode: everything received so far has reached its owner.
-async fn records_delivered() {
-    ship_records(0);
-    let tasks = with(|st| std::mem::take(&mut st.shipping)).unwrap_or_default();
+async fn records_delivered(id: ServiceId) {
+    ship_records(id, 0);
+    let tasks = with(id, |st| std::mem::take(&mut st.shipping)).unwrap_or_default();
     for t in tasks {
         let _ = t.await;
     }
@@ -226,8 +236,8 @@ async fn records_delivered() {
 
 /// A datagram: its complete lines; the cut last line of a truncated one
 /// is dropped as too long.
-fn on_datagram(d: &Datagram) {
-    with(|st| {
+fn on_datagram(shard: &Shard, d: &Datagram) {
+    with_shard(shard, |st| {
         if st.sealed {
             return;
         }
@@ -253,23 +263,30 @@ fn on_datagram(d: &Datagram) {
 }
 
 /// Counts a running receiver for the shutdown barrier.
-struct ReceiverGuard;
+struct ReceiverGuard(Shard);
 
 impl ReceiverGuard {
-    fn enter() -> ReceiverGuard {
-        with(|st| st.receivers += 1);
-        ReceiverGuard
+    /// `None` when the service does not run on this shard.
+    fn enter(id: ServiceId) -> Option<ReceiverGuard> {
+        let shard = id.state::<RefCell<ShardState>>()?;
+        with_shard(&shard, |st| st.receivers += 1);
+        Some(ReceiverGuard(shard))
     }
 }
 
 impl Drop for ReceiverGuard {
     fn drop(&mut self) {
-        with(|st| st.receivers -= 1);
+        with_shard(&self.0, |st| st.receivers -= 1);
     }
 }
 
-async fn recv_udp(fd: OwnedFd, buffers: u16, size: usize, records: bool) -> io::Result<()> {
-    let _guard = ReceiverGuard::enter();
+fn not_running() -> io::Error {
+    io::Error::other("the aggregate service's state is not installed on this shard")
+}
+
+async fn recv_udp(id: ServiceId, fd: OwnedFd, buffers: u16, size: usize, records: bool) -> io::Result<()> {
+    let guard = ReceiverGuard::enter(id).ok_or_else(not_running)?;
+    let shard = &guard.0;
     let socket = UdpSocket::from_fd(fd)?;
     let group = BufRing::new(buffers, size)?;
     let mut rx = socket.recv_stream(&group);
@@ -278,9 +295,9 @@ async fn recv_udp(fd: OwnedFd, buffers: u16, size: usize, records: bool) -> io::
         match select(shard::stopping(), rx.next()).await {
             Either::Left(()) => break,
             Either::Right(Ok(d)) => {
-                on_datagram(&d);
+                on_datagram(shard, &d);
                 if records {
-                    ship_records(RECORD_BATCH);
+                    ship_records(id, RECORD_BATCH);
                 }
             }
             Either::Right(Err(e)) => {
@@ -293,7 +310,7 @@ async fn recv_udp(fd: OwnedFd, buffers: u16, size: usize, records: bool) -> io::
             // A busy socket always has a datagram ready; let the flush run.
             since_yield = 0;
             if records {
-                ship_records(0);
+                ship_records(id, 0);
             }
             shard::yield_now().await;
         }
@@ -301,13 +318,13 @@ async fn recv_udp(fd: OwnedFd, buffers: u16, size: usize, records: bool) -> io::
     // Stopping: take what has arrived, until 50 ms of quiet or the end of
     // the receiving part of the grace.
     let end = receive_deadline();
-    while let Some(wait) = drain_wait(end, Duration::from_millis(50)) {
+    while let Some(wait) = drain_wait(id, end, Duration::from_millis(50)) {
         match shard::time::timeout(wait, rx.next()).await {
-            Ok(Ok(d)) => on_datagram(&d),
+            Ok(Ok(d)) => on_datagram(shard, &d),
             _ => break,
         }
     }
-    records_delivered().await;
+    records_delivered(id).await;
     Ok(())
 }
 
@@ -323,29 +340,35 @@ fn receive_deadline() -> Instant {
 
 /// How long a draining receiver may wait for more (`quiet` at most), or
 /// `None` once it must stop: past `end`, or the tables are sealed.
-fn drain_wait(end: Instant, quiet: Duration) -> Option<Duration> {
+fn drain_wait(id: ServiceId, end: Instant, quiet: Duration) -> Option<Duration> {
     let left = end.saturating_duration_since(Instant::now());
-    if left.is_zero() || with(|st| st.sealed).unwrap_or(true) {
+    if left.is_zero() || with(id, |st| st.sealed).unwrap_or(true) {
         return None;
     }
     Some(left.min(quiet))
 }
 
-async fn accept_tcp(fd: OwnedFd, max_line: usize, records: bool, max_conns: usize) -> io::Result<()> {
-    let _guard = ReceiverGuard::enter();
+async fn accept_tcp(
+    id: ServiceId,
+    fd: OwnedFd,
+    max_line: usize,
+    records: bool,
+    max_conns: usize,
+) -> io::Result<()> {
+    let _guard = ReceiverGuard::enter(id).ok_or_else(not_running)?;
     let listener = TcpListener::from_fd(fd)?;
     let group = BufRing::new(256, 16384)?;
     let open = crate::services::accept::Drain::default();
     crate::services::accept::accept_until_stopped(listener, |conn| {
         if open.open() >= max_conns {
             // The shard's share of the descriptor budget is in use.
-            with(|st| st.stats.tcp_refused += 1);
+            with(id, |st| st.stats.tcp_refused += 1);
             let _ = conn.set_reset_on_close();
             return;
         }
         let counted = open.enter();
-        with(|st| st.stats.tcp_connections += 1);
-        let task = tcp_conn(conn, group.clone(), max_line, records);
+        with(id, |st| st.stats.tcp_connections += 1);
+        let task = tcp_conn(id, conn, group.clone(), max_line, records);
         shard::spawn_local_named("statsd-tcp", async move {
             task.await;
             drop(counted);
@@ -356,8 +379,8 @@ async fn accept_tcp(fd: OwnedFd, max_line: usize, records: bool, max_conns: usiz
     Ok(())
 }
 
-fn feed_piece(p: Piece<'_>) {
-    with(|st| match p {
+fn feed_piece(shard: &Shard, p: Piece<'_>) {
+    with_shard(shard, |st| match p {
         _ if st.sealed => {}
         Piece::Lines(lines) => ingest(st, lines),
         Piece::TooLong => {
@@ -367,8 +390,9 @@ fn feed_piece(p: Piece<'_>) {
     });
 }
 
-async fn tcp_conn(conn: TcpStream, group: BufRing, max_line: usize, records: bool) {
-    let _guard = ReceiverGuard::enter();
+async fn tcp_conn(id: ServiceId, conn: TcpStream, group: BufRing, max_line: usize, records: bool) {
+    let Some(guard) = ReceiverGuard::enter(id) else { return };
+    let shard = &guard.0;
     let mut lines = StreamLines::new(max_line);
     let mut rx = conn.recv_stream(&group);
     let mut drain_until = None;
@@ -378,7 +402,7 @@ async fn tcp_conn(conn: TcpStream, group: BufRing, max_line: usize, records: boo
             // quiet, for the receiving part of the grace at most. Then the
             // connection is closed unread (a client still sending sees a
             // reset): nothing read after the final flush could be flushed.
-            let Some(wait) = drain_wait(end, Duration::from_millis(100)) else { break };
+            let Some(wait) = drain_wait(id, end, Duration::from_millis(100)) else { break };
             match shard::time::timeout(wait, rx.next()).await {
                 Ok(r) => r,
                 Err(_) => break,
@@ -394,9 +418,9 @@ async fn tcp_conn(conn: TcpStream, group: BufRing, max_line: usize, records: boo
         };
         match next {
             Ok(Some(buf)) => {
-                lines.feed(&buf, feed_piece);
+                lines.feed(&buf, |p| feed_piece(shard, p));
                 if records {
-                    ship_records(RECORD_BATCH);
+                    ship_records(id, RECORD_BATCH);
                 }
             }
             Ok(None) => break,
@@ -406,7 +430,7 @@ async fn tcp_conn(conn: TcpStream, group: BufRing, max_line: usize, records: boo
             }
         }
     }
-    lines.finish(feed_piece);
+    lines.finish(|p| feed_piece(shard, p));
 }
 
 fn unix_now() -> u64 {
@@ -415,9 +439,9 @@ fn unix_now() -> u64 {
 
 /// Phase 1 on one shard: its waiting records (records mode) and its
 /// partials, one batch per owner, merged there.
-async fn ship_partials() {
-    records_delivered().await;
-    let Some(batches) = with(|st| {
+async fn ship_partials(id: ServiceId) {
+    records_delivered(id).await;
+    let Some(batches) = with(id, |st| {
         let mut batches: Vec<Vec<(Box<[u8]>, Agg)>> = (0..st.shards).map(|_| Vec::new()).collect();
         for (k, a) in st.partial.drain() {
             batches[(hash64(&k) % st.shards as u64) as usize].push((k, a));
@@ -429,7 +453,7 @@ async fn ship_partials() {
     };
     let mut waits = Vec::new();
     for (owner, batch) in batches.into_iter().enumerate().filter(|(_, b)| !b.is_empty()) {
-        waits.push(shard::submit_to(owner, move || async move { merge_batch(batch) }));
+        waits.push(shard::submit_to(owner, move || async move { merge_batch(id, batch) }));
     }
     for r in join_all(waits).await {
         if let Err(e) = r {
@@ -438,8 +462,8 @@ async fn ship_partials() {
     }
 }
 
-fn merge_batch(batch: Vec<(Box<[u8]>, Agg)>) {
-    with(|st| {
+fn merge_batch(id: ServiceId, batch: Vec<(Box<[u8]>, Agg)>) {
+    with(id, |st| {
         for (k, a) in batch {
             if st.owned.merge(k, a).is_err() {
                 st.stats.keys_refused += 1;
@@ -457,8 +481,8 @@ const SLICE_KEYS: usize = 16_384;
 const SLICE_BACKLOG: usize = 4 << 20;
 
 /// Phase 2 on one owner: its keys to every output, slice by slice.
-async fn emit(ts: u64) {
-    let Some((cfg, outbox, keys)) = with(|st| (st.cfg.clone(), st.outbox.clone(), st.owned.len())) else {
+async fn emit(id: ServiceId, ts: u64) {
+    let Some((cfg, outbox, keys)) = with(id, |st| (st.cfg.clone(), st.outbox.clone(), st.owned.len())) else {
         return;
     };
     let until = Instant::now() + cfg.flush_interval / 2;
@@ -466,7 +490,7 @@ async fn emit(ts: u64) {
     let mut last = Vec::new();
     for i in 0..slices {
         let parts = slice_bounds(i, slices)..slice_bounds(i + 1, slices);
-        let Some((out, lines, relays)) = with(|st| flush_slice(st, parts, ts, i == 0)) else { return };
+        let Some((out, lines, relays)) = with(id, |st| flush_slice(st, parts, ts, i == 0)) else { return };
         if cfg.flush_stdout && !out.is_empty() {
             let _ = io::stdout().lock().write_all(&out);
         }
@@ -480,10 +504,10 @@ async fn emit(ts: u64) {
             // No Graphite: keep the interval for the admin endpoint.
             None => last.extend_from_slice(&out),
         }
-        send_relays(&cfg.relays, relays).await;
+        send_relays(id, &cfg.relays, relays).await;
     }
     if outbox.is_none() {
-        with(|st| st.last_flush = last);
+        with(id, |st| st.last_flush = last);
     }
 }
 
@@ -520,54 +544,56 @@ fn flush_slice(
     (out, lines, relays)
 }
 
-async fn send_relays(addrs: &[SocketAddr], payloads: Vec<Vec<u8>>) {
+async fn send_relays(id: ServiceId, addrs: &[SocketAddr], payloads: Vec<Vec<u8>>) {
     for (addr, payload) in addrs.iter().zip(payloads).filter(|(_, p)| !p.is_empty()) {
         let any: SocketAddr = if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }.parse().unwrap_or(*addr);
         let socket = match UdpSocket::bind(any) {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(relay = %addr, "relay socket: {e}");
-                with(|st| st.stats.relay_errors += 1);
+                with(id, |st| st.stats.relay_errors += 1);
                 continue;
             }
         };
         for d in relay::datagrams(&payload, RELAY_DATAGRAM) {
             let (r, _) = socket.send_to(d.to_vec(), *addr).await;
             if r.is_err() {
-                with(|st| st.stats.relay_errors += 1);
+                with(id, |st| st.stats.relay_errors += 1);
             }
         }
     }
 }
 
 /// One flush of every shard, driven from shard 0.
-async fn flush_all(prefix: &str, deadline: Duration) {
+async fn flush_all(id: ServiceId, prefix: &str, deadline: Duration) {
     let ts = unix_now();
-    for (shard, r) in
-        shard::broadcast(|| async { ship_partials().await }, deadline).await.into_iter().enumerate()
+    for (shard, r) in shard::broadcast(move || async move { ship_partials(id).await }, deadline)
+        .await
+        .into_iter()
+        .enumerate()
     {
         if let Err(e) = r {
             tracing::warn!("aggregate flush, shard {shard}: {e}");
         }
     }
-    for (shard, r) in shard::broadcast(move || emit(ts), deadline).await.into_iter().enumerate() {
+    for (shard, r) in shard::broadcast(move || emit(id, ts), deadline).await.into_iter().enumerate() {
         if let Err(e) = r {
             tracing::warn!("aggregate flush, shard {shard}: {e}");
         }
     }
-    report_stats(prefix, ts).await;
+    report_stats(id, prefix, ts).await;
 }
 
 /// The service's own counters as `<prefix>.aggregate.<name>` gauges (totals
 /// since start), from shard 0.
-async fn report_stats(prefix: &str, ts: u64) {
-    let Ok(total) = gather_stats().await else { return };
+async fn report_stats(id: ServiceId, prefix: &str, ts: u64) {
+    let Ok(total) = gather_stats(id).await else { return };
     let mut out = Vec::new();
     let dot = if prefix.is_empty() { "" } else { "." };
     for (name, v) in total.pairs() {
         out.extend_from_slice(format!("{prefix}{dot}aggregate.{name} {v} {ts}\n").as_bytes());
     }
-    let Some((stdout, outbox)) = with(|st| (st.cfg.flush_stdout, st.outbox.clone())) else { return };
+    let Some((stdout, outbox)) = with(id, |st| (st.cfg.flush_stdout, st.outbox.clone())) else { return };
     if stdout {
         let _ = io::stdout().lock().write_all(&out);
     }
@@ -579,8 +605,8 @@ async fn report_stats(prefix: &str, ts: u64) {
 
 /// Shard 0's flush cycle; after a stop, the final flush once every
 /// receiver has drained, then the Graphite queues, then release the shards.
-async fn flush_cycle() {
-    let current = || with(|st| st.cfg.clone());
+async fn flush_cycle(id: ServiceId) {
+    let current = || with(id, |st| st.cfg.clone());
     let Some(mut cfg) = current() else { return };
     let mut ticks = shard::time::interval(cfg.flush_interval);
     ticks.tick().await;
@@ -589,7 +615,7 @@ async fn flush_cycle() {
             break;
         }
         let deadline = (cfg.flush_interval / 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
-        flush_all(&cfg.prefix, deadline).await;
+        flush_all(id, &cfg.prefix, deadline).await;
         // A reload takes effect from the next interval on.
         let Some(now) = current() else { break };
         if now.flush_interval != cfg.flush_interval {
@@ -598,36 +624,40 @@ async fn flush_cycle() {
         }
         cfg = now;
     }
-    final_flush(current().unwrap_or(cfg)).await;
-    shard::invoke_on_all(|| async { with(|st| st.done = true) }).await;
+    final_flush(id, current().unwrap_or(cfg)).await;
+    shard::invoke_on_all(move || async move { with(id, |st| st.done = true) }).await;
 }
 
 /// After a stop: wait for every receiver to stop reading (they stop by
 /// themselves at the receive deadline; a little slack, then the tables are
 /// sealed regardless), flush once more, give Graphite the rest of the
 /// grace, then report what it did not take and the final counters.
-async fn final_flush(cfg: Arc<AggregateConfig>) {
+async fn final_flush(id: ServiceId, cfg: Arc<AggregateConfig>) {
     let stop_deadline = shard::stop_deadline().unwrap_or_else(|| Instant::now() + Duration::from_secs(5));
     let receivers_by = receive_deadline() + Duration::from_millis(200);
-    while Instant::now() < receivers_by && busy(|st| st.receivers > 0).await {
+    while Instant::now() < receivers_by && busy(id, |st| st.receivers > 0).await {
         shard::time::sleep(Duration::from_millis(10)).await;
     }
-    shard::invoke_on_all(|| async { with(|st| st.sealed = true) }).await;
+    shard::invoke_on_all(move || async move { with(id, |st| st.sealed = true) }).await;
     // The main task ends a little before the runtime's deadline: finish
     // before it, so the report below is written.
     let finish_by = stop_deadline.checked_sub(Duration::from_millis(200)).unwrap_or(stop_deadline);
     let flush_deadline = finish_by.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
-    flush_all(&cfg.prefix, flush_deadline).await;
-    while Instant::now() < finish_by && busy(|st| st.outbox.as_ref().is_some_and(|o| !o.is_idle())).await {
+    flush_all(id, &cfg.prefix, flush_deadline).await;
+    while Instant::now() < finish_by && busy(id, |st| st.outbox.as_ref().is_some_and(|o| !o.is_idle())).await
+    {
         shard::time::sleep(Duration::from_millis(10)).await;
     }
-    let lost = shard::map_reduce(
-        || async { with(|st| st.outbox.as_ref().map(|o| o.abandon())).flatten().unwrap_or((0, 0)) },
-        (0, 0),
-        |a, b| (a.0 + b.0, a.1 + b.1),
-    )
-    .await
-    .unwrap_or((0, 0));
+    let lost =
+        shard::map_reduce(
+            move || async move {
+                with(id, |st| st.outbox.as_ref().map(|o| o.abandon())).flatten().unwrap_or((0, 0))
+            },
+            (0, 0),
+            |a, b| (a.0 + b.0, a.1 + b.1),
+        )
+        .await
+        .unwrap_or((0, 0));
     if lost.0 > 0 {
         let graphite = cfg.graphite.map(|a| a.to_string()).unwrap_or_default();
         tracing::warn!(
@@ -639,7 +669,7 @@ async fn final_flush(cfg: Arc<AggregateConfig>) {
              (raise [runtime] grace, or fix Graphite)"
         );
     }
-    if let Ok(total) = gather_stats().await {
+    if let Ok(total) = gather_stats(id).await {
         let fields: Vec<String> = total.pairs().into_iter().map(|(k, v)| format!("{k}={v}")).collect();
         tracing::info!(service = %cfg.name, "aggregate stopped, final counters: {}", fields.join(" "));
     }
@@ -660,11 +690,12 @@ fn format_of(cfg: &AggregateConfig) -> Format {
 /// before this runs, see `reload::reloadable`). The interval being
 /// collected when the flush interval changes reports its rates over the
 /// new length.
-pub async fn reload(cfg: Arc<AggregateConfig>) -> Result<(), String> {
+pub async fn reload(id: ServiceId, cfg: Arc<AggregateConfig>) -> Result<(), String> {
     let results = shard::invoke_on_all(move || {
         let cfg = cfg.clone();
         async move {
-            with(|st| reconfigure(st, cfg)).ok_or_else(|| "the aggregate service is not running".to_string())
+            with(id, |st| reconfigure(st, cfg))
+                .ok_or_else(|| "the aggregate service is not running".to_string())
         }
     })
     .await;
@@ -692,17 +723,22 @@ fn reconfigure(st: &mut ShardState, cfg: Arc<AggregateConfig>) {
 }
 
 /// Whether `test` holds on any shard.
-async fn busy(test: fn(&ShardState) -> bool) -> bool {
-    let any =
-        shard::map_reduce(move || async move { with(|st| test(st)).unwrap_or(false) }, false, |a, b| a || b);
+async fn busy(id: ServiceId, test: fn(&ShardState) -> bool) -> bool {
+    let any = shard::map_reduce(
+        move || async move { with(id, |st| test(st)).unwrap_or(false) },
+        false,
+        |a, b| a || b,
+    );
     any.await.unwrap_or(false)
 }
 
-/// Runs the service on this shard with its sockets (bound by `crate::app`);
-/// returns after the final flush. Must run on every shard of the runtime,
-/// shard 0 included (shard 0 drives the flush cycle); one aggregate
-/// service per process (the per-shard state is a thread-local).
+/// Runs the service `id` on this shard with its sockets (bound by
+/// `crate::app`); returns after the final flush. Must run on every shard
+/// of the runtime, shard 0 included (shard 0 drives the flush cycle). Its
+/// per-shard state is kept in the shard's slot for `id`, so several
+/// aggregate services (on their own ports) run side by side.
 pub async fn serve_shard(
+    id: ServiceId,
     udp: Option<OwnedFd>,
     tcp: Option<OwnedFd>,
     cfg: Arc<AggregateConfig>,
@@ -729,20 +765,20 @@ pub async fn serve_shard(
         outgoing: (0..shards).map(|_| Vec::new()).collect(),
         shipping: Vec::new(),
     };
-    STATE.with(|s| *s.borrow_mut() = Some(state));
+    id.install(Rc::new(RefCell::new(state)));
     let records = cfg.exchange == Exchange::Records;
     let mut tasks = Vec::new();
     if let Some(fd) = udp {
         tasks.push(shard::spawn_local_named(
             "statsd-udp",
-            recv_udp(fd, cfg.udp_buffers, cfg.max_datagram + RecvMsgOut::PAYLOAD_OFFSET, records),
+            recv_udp(id, fd, cfg.udp_buffers, cfg.max_datagram + RecvMsgOut::PAYLOAD_OFFSET, records),
         ));
     }
     if let Some(fd) = tcp {
-        let accept = accept_tcp(fd, cfg.max_line_length, records, max_conns);
+        let accept = accept_tcp(id, fd, cfg.max_line_length, records, max_conns);
         tasks.push(shard::spawn_local_named("statsd-accept", accept));
     }
-    let cycle = (me == 0).then(|| shard::spawn_local_named("aggregate-flush", flush_cycle()));
+    let cycle = (me == 0).then(|| shard::spawn_local_named("aggregate-flush", flush_cycle(id)));
     let mut result = Ok(());
     for t in tasks {
         match t.await {
@@ -754,7 +790,7 @@ pub async fn serve_shard(
     if let Some(c) = cycle {
         let _ = c.await;
     }
-    while !with(|st| st.done).unwrap_or(true) {
+    while !with(id, |st| st.done).unwrap_or(true) {
         shard::time::sleep(Duration::from_millis(10)).await;
     }
     result

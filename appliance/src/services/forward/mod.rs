@@ -21,7 +21,6 @@ mod state;
 pub mod stats;
 pub mod udp;
 
-use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
@@ -30,6 +29,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use netstack::tcp::{TcpListener, TcpStream};
+
+use super::ServiceId;
 
 use cores::pool::balance::Policy;
 use cores::pool::health::HealthConfig;
@@ -76,26 +77,17 @@ pub struct ForwardConfig {
     pub udp: bool,
 }
 
-thread_local! {
-    /// This shard's forward services, by name, for broadcasts to find.
-    static INSTANCES: RefCell<Vec<(Rc<str>, Rc<ShardState>)>> = const { RefCell::new(Vec::new()) };
+/// This shard's state of the forward service `id`.
+fn instance(id: ServiceId) -> Option<Rc<ShardState>> {
+    id.state::<ShardState>()
 }
 
-/// This shard's state of the service `name`.
-fn instance(name: &str) -> Option<Rc<ShardState>> {
-    INSTANCES.with(|all| all.borrow().iter().find(|(n, _)| &**n == name).map(|(_, s)| s.clone()))
-}
-
-/// Serves the forward service on this shard's `listener` until the runtime
-/// stops and the connections have finished (the runtime's grace period
-/// bounds the wait).
-pub async fn serve(listener: OwnedFd, cfg: Arc<ForwardConfig>) -> io::Result<()> {
-    let state = ShardState::new(&cfg)?;
-    INSTANCES.with(|all| {
-        let mut all = all.borrow_mut();
-        all.retain(|(n, _)| **n != *cfg.name);
-        all.push((cfg.name.as_str().into(), state.clone()));
-    });
+/// Serves the forward service `id` on this shard's `listener` until the
+/// runtime stops and the connections have finished (the runtime's grace
+/// period bounds the wait).
+pub async fn serve(id: ServiceId, listener: OwnedFd, cfg: Arc<ForwardConfig>) -> io::Result<()> {
+    let state = ShardState::new(id, &cfg)?;
+    id.install(state.clone());
     state.start_health_checks();
     if cfg.udp {
         return udp::serve(listener, state).await;
@@ -234,13 +226,13 @@ pub(crate) fn is_local(e: &io::Error) -> bool {
     )
 }
 
-/// Applies a reloaded configuration of the service `cfg.name` on every
-/// shard (established connections keep going).
-pub async fn reload(cfg: Arc<ForwardConfig>) -> Result<(), String> {
+/// Applies a reloaded configuration of the service `id` on every shard
+/// (established connections keep going).
+pub async fn reload(id: ServiceId, cfg: Arc<ForwardConfig>) -> Result<(), String> {
     let results = shard::invoke_on_all(move || {
         let cfg = cfg.clone();
         async move {
-            match instance(&cfg.name) {
+            match instance(id) {
                 Some(state) => {
                     state.reload(&cfg);
                     Ok(())
@@ -256,14 +248,10 @@ pub async fn reload(cfg: Arc<ForwardConfig>) -> Result<(), String> {
     Ok(())
 }
 
-/// The service `name`'s counters, one entry per shard (index = shard).
-pub async fn gather_per_shard(name: &str) -> Result<Vec<stats::ForwardStats>, shard::SubmitError> {
-    let name: Arc<str> = name.into();
+/// The service `id`'s counters, one entry per shard (index = shard).
+pub async fn gather_per_shard(id: ServiceId) -> Result<Vec<stats::ForwardStats>, shard::SubmitError> {
     let per_shard = shard::map_reduce(
-        move || {
-            let name = name.clone();
-            async move { (shard::shard_id(), instance(&name).map(|s| s.snapshot()).unwrap_or_default()) }
-        },
+        move || async move { (shard::shard_id(), instance(id).map(|s| s.snapshot()).unwrap_or_default()) },
         Vec::new(),
         |mut acc, item| {
             acc.push(item);
@@ -282,8 +270,8 @@ pub async fn gather_per_shard(name: &str) -> Result<Vec<stats::ForwardStats>, sh
 
 /// The service `name`'s counters summed over shards (upstream `up` is 1
 /// when any shard sees it eligible).
-pub async fn gather_stats(name: &str) -> Result<stats::ForwardStats, shard::SubmitError> {
-    let per_shard = gather_per_shard(name).await?;
+pub async fn gather_stats(id: ServiceId) -> Result<stats::ForwardStats, shard::SubmitError> {
+    let per_shard = gather_per_shard(id).await?;
     Ok(per_shard.iter().fold(stats::ForwardStats::default(), |mut acc, s| {
         acc.merge(s);
         acc

@@ -13,7 +13,6 @@ use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Instant;
 
 use shard::future::{select, Either};
@@ -21,6 +20,7 @@ use shard::reactor::BufRing;
 
 use super::stats::{ForwardStats, UpstreamStats};
 use super::ForwardConfig;
+use crate::services::ServiceId;
 use cores::pool::balance::Balancer;
 use cores::pool::health::{self, Health, Transition};
 use cores::pool::limits::{ConnLimit, UpstreamLimits};
@@ -44,6 +44,8 @@ struct Pool {
 
 /// One shard's view of one forward service.
 pub(crate) struct ShardState {
+    /// The service this is a shard of (its slot on every shard).
+    id: ServiceId,
     pool: RefCell<Pool>,
     conns: RefCell<ConnLimit>,
     stats: RefCell<ForwardStats>,
@@ -51,7 +53,7 @@ pub(crate) struct ShardState {
 }
 
 impl ShardState {
-    pub(crate) fn new(cfg: &ForwardConfig) -> io::Result<Rc<ShardState>> {
+    pub(crate) fn new(id: ServiceId, cfg: &ForwardConfig) -> io::Result<Rc<ShardState>> {
         let (me, n) = (shard::shard_id(), shard::shard_count());
         let cfg = Rc::new(cfg.clone());
         let health_cfg = cfg.health.unwrap_or(cfg.passive);
@@ -67,6 +69,7 @@ impl ShardState {
             ..Default::default()
         };
         Ok(Rc::new(ShardState {
+            id,
             conns: RefCell::new(ConnLimit::for_shard(Some(cfg.max_conns), n, me)),
             group: BufRing::new(cfg.buffers, cfg.buffer_size)?,
             pool: RefCell::new(pool),
@@ -257,7 +260,7 @@ impl ShardState {
                     };
                     if let Some(t) = t {
                         tracing::info!(service = %name, upstream = %addr, "health: {t}");
-                        broadcast_transition(&name, generation, i, t).await;
+                        broadcast_transition(state.id, generation, i, t).await;
                     }
                 }
             })
@@ -316,14 +319,11 @@ fn seed(shard: usize) -> u64 {
 }
 
 /// Tells every shard about a health change found by this one.
-async fn broadcast_transition(name: &str, generation: u64, i: usize, t: Transition) {
-    let (me, name) = (shard::shard_id(), Arc::<str>::from(name));
-    let results = shard::invoke_on_all(move || {
-        let name = name.clone();
-        async move {
-            if let Some(state) = super::instance(&name) {
-                state.apply(generation, i, &t, shard::shard_id() == me);
-            }
+async fn broadcast_transition(id: ServiceId, generation: u64, i: usize, t: Transition) {
+    let me = shard::shard_id();
+    let results = shard::invoke_on_all(move || async move {
+        if let Some(state) = super::instance(id) {
+            state.apply(generation, i, &t, shard::shard_id() == me);
         }
     })
     .await;
