@@ -74,16 +74,16 @@ fn configure(cli: &Cli) -> Result<Option<Configured>, String> {
             (cfg, Box::new(move |f: &str| over.key_over_file(f)))
         }
         Command::Echo(args) => {
-            args.options.validate(&Source::Flags).map_err(err)?;
-            (from_flags(&args.runtime, Service::Echo(args.options.clone()))?, Box::new(RuntimeArgs::flag))
+            let service: Service = args.options.validate(&Source::Flags).map_err(err)?;
+            (from_flags(&args.runtime, service)?, Box::new(RuntimeArgs::flag))
         }
         Command::Forward(args) => {
-            let cfg = args.options.validate(&Source::Flags).map_err(err)?;
-            (from_flags(&args.runtime, Service::Forward(cfg))?, Box::new(RuntimeArgs::flag))
+            let service: Service = args.options.validate(&Source::Flags).map_err(err)?;
+            (from_flags(&args.runtime, service)?, Box::new(RuntimeArgs::flag))
         }
         Command::Aggregate(args) => {
-            let cfg = args.options.validate(&Source::Flags).map_err(err)?;
-            (from_flags(&args.runtime, Service::Aggregate(cfg))?, Box::new(RuntimeArgs::flag))
+            let service: Service = args.options.validate(&Source::Flags).map_err(err)?;
+            (from_flags(&args.runtime, service)?, Box::new(RuntimeArgs::flag))
         }
         Command::Topology(_) | Command::Check(_) | Command::Loadgen(_) => return Ok(Some((None, path))),
     };

@@ -50,14 +50,10 @@ pub struct Budget {
 }
 
 /// Descriptors one connection of `service` takes, and how many it asks
-/// for (`None`: no limit of its own).
+/// for (`None`: no limit of its own); `None` when it takes no connections.
 fn demand(service: &Service) -> Option<(u64, Option<u64>)> {
-    match service {
-        Service::Forward(f) if f.udp => Some((1, Some(u64::from(f.max_conns)))),
-        Service::Forward(f) => Some((2, Some(u64::from(f.max_conns)))),
-        Service::Echo(_) => Some((1, None)),
-        Service::Aggregate(a) => a.listen_tcp.map(|_| (1, None)),
-    }
+    let d = service.descriptors();
+    (d.per_conn > 0).then_some((d.per_conn, d.limit))
 }
 
 /// The descriptors the process keeps for itself.
@@ -65,12 +61,8 @@ fn reserve(cfg: &AppConfig, shards: usize) -> u64 {
     let shards = shards as u64;
     let mut r = BASE + PER_SHARD * shards + if cfg.admin.is_some() { ADMIN } else { 0 };
     for s in &cfg.services {
-        r += s.listens().len() as u64 * shards;
-        match s {
-            Service::Forward(f) => r += f.upstreams.len() as u64,
-            Service::Aggregate(a) => r += (1 + a.relays.len() as u64) * shards,
-            Service::Echo(_) => {}
-        }
+        let d = s.descriptors();
+        r += s.listens().len() as u64 * shards + d.reserve_per_shard * shards + d.reserve;
     }
     r
 }
@@ -99,24 +91,28 @@ impl Budget {
         Budget { nofile, reserve, shares }
     }
 
-    /// Caps every forward's `max_conns` to its share; returns one warning
+    /// Caps every service's own connection limit to its share; returns one warning
     /// per service whose configured limit does not fit.
     pub fn apply(&self, cfg: &mut AppConfig) -> Vec<String> {
         let mut warnings = Vec::new();
         for (service, share) in cfg.services.iter_mut().zip(&self.shares) {
-            let (Service::Forward(f), Some(share)) = (service, share) else { continue };
-            let cap = u32::try_from(share.conns).unwrap_or(u32::MAX).max(1);
-            if f.max_conns > cap {
-                warnings.push(format!(
-                    "forward {:?}: max_conns {} needs more descriptors than RLIMIT_NOFILE {} leaves it \
-                     ({} after the reserve of {}): capped at {cap} connections; raise the limit \
-                     (LimitNOFILE= in the systemd unit) or lower max_conns",
-                    f.name, f.max_conns, self.nofile, share.fds, self.reserve
-                ));
-                let mut capped = (**f).clone();
-                capped.max_conns = cap;
-                *f = std::sync::Arc::new(capped);
+            let (Some(limit), Some(share)) = (service.descriptors().limit, share) else { continue };
+            let cap = share.conns.max(1);
+            if limit <= cap {
+                continue;
             }
+            let Some(capped) = service.limited_to(cap) else { continue };
+            warnings.push(format!(
+                "{} {:?}: max_conns {limit} needs more descriptors than RLIMIT_NOFILE {} leaves it \
+                 ({} after the reserve of {}): capped at {cap} connections; raise the limit \
+                 (LimitNOFILE= in the systemd unit) or lower max_conns",
+                service.kind(),
+                service.name(),
+                self.nofile,
+                share.fds,
+                self.reserve
+            ));
+            *service = capped;
         }
         warnings
     }
@@ -155,11 +151,8 @@ mod tests {
         cfg.services.iter().position(|s| s.name() == name).expect("service")
     }
 
-    fn max_conns(cfg: &AppConfig, name: &str) -> u32 {
-        match &cfg.services[at(cfg, name)] {
-            Service::Forward(f) => f.max_conns,
-            _ => panic!("{name} is not a forward"),
-        }
+    fn max_conns(cfg: &AppConfig, name: &str) -> u64 {
+        cfg.services[at(cfg, name)].descriptors().limit.expect("a forward")
     }
 
     const TWO: &str = "[[forward]]\nname = \"big\"\nlisten = \"127.0.0.1:1\"\nupstreams = [\"127.0.0.1:2\"]\n\
@@ -200,7 +193,7 @@ mod tests {
         let warnings = b.apply(&mut cfg);
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(warnings[0].contains("\"big\"") && warnings[0].contains("max_conns 100000"), "{warnings:?}");
-        assert_eq!(u64::from(max_conns(&cfg, "big")), b.shares[at(&cfg, "big")].expect("share").conns);
+        assert_eq!(max_conns(&cfg, "big"), b.shares[at(&cfg, "big")].expect("share").conns);
         assert_eq!(max_conns(&cfg, "small"), 100, "a limit that fits stays");
         assert_eq!(
             b.per_shard(at(&cfg, "echo"), 2) as u64,

@@ -21,7 +21,7 @@ use anyhow::Context as _;
 
 use crate::app::state::App;
 use crate::config::{AppConfig, Service};
-use crate::services::{aggregate, echo, forward, ServiceId};
+use crate::services::{Listen, ServiceId};
 
 /// A service with its listeners: `groups[g][shard]`, one group per
 /// address it listens on (aggregate: UDP then TCP), one socket per shard.
@@ -59,9 +59,9 @@ pub fn run(mut cfg: AppConfig, rt: shard::Runtime, path: Option<PathBuf>) -> any
     let mut listening = Vec::new();
     for service in &cfg.services {
         let mut groups = Vec::new();
-        for (listen, udp) in service.listens() {
-            let (fds, addr) = bind(service, listen, udp, shards)?;
-            let proto = if udp { "udp" } else { "tcp" };
+        for listen in service.listens() {
+            let (fds, addr) = bind(service, listen, shards)?;
+            let proto = if listen.udp { "udp" } else { "tcp" };
             listening.push(Listening { service: service.name().into(), kind: service.kind(), proto, addr });
             groups.push(fds);
         }
@@ -172,36 +172,15 @@ async fn run_services(app: &Arc<App>, bound: Vec<Bound>) -> anyhow::Result<()> {
 /// One service on this shard, with its sockets in `listens()` order and
 /// its share of the descriptor budget (forward's is in its `max_conns`).
 async fn start(id: ServiceId, service: Service, fds: Vec<OwnedFd>, conn_limit: usize) -> Result<(), String> {
-    let mut fds = fds.into_iter();
-    let missing = || "listener missing".to_string();
-    let r = match service {
-        Service::Echo(o) => {
-            echo::serve(fds.next().ok_or_else(missing)?, o.buffers, o.buffer_size, conn_limit).await
-        }
-        Service::Forward(cfg) => forward::serve(id, fds.next().ok_or_else(missing)?, cfg).await,
-        Service::Aggregate(cfg) => {
-            let udp = cfg.listen_udp.and_then(|_| fds.next());
-            let tcp = cfg.listen_tcp.and_then(|_| fds.next());
-            aggregate::service::serve_shard(id, udp, tcp, cfg, conn_limit).await
-        }
-    };
+    let r = service.serve(id, fds, conn_limit).await;
     id.uninstall();
     r.map_err(|e| e.to_string())
 }
 
 /// Binds one listener per shard for one of `service`'s addresses.
-fn bind(
-    service: &Service,
-    listen: SocketAddr,
-    udp: bool,
-    shards: usize,
-) -> anyhow::Result<(Vec<OwnedFd>, SocketAddr)> {
-    let mut opts = netstack::steer::ListenOptions::default();
-    if let (Service::Aggregate(cfg), true) = (service, udp) {
-        // Bursts arrive faster than a shard growing its table can drain
-        // them: a big receive buffer absorbs the stall (8 MiB by default).
-        opts.recv_buffer = Some(cfg.udp_socket_buffer);
-    }
+fn bind(service: &Service, listen: Listen, shards: usize) -> anyhow::Result<(Vec<OwnedFd>, SocketAddr)> {
+    let opts = netstack::steer::ListenOptions { recv_buffer: listen.recv_buffer, ..Default::default() };
+    let Listen { addr: listen, udp, .. } = listen;
     let what = || format!("{} {:?}: listen {listen}: cannot bind", service.kind(), service.name());
     // Our group is ours: a second process on the same port would join it
     // and take part of the traffic.

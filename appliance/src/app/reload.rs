@@ -22,7 +22,7 @@ use anyhow::Context as _;
 use shard::future::{select, Either};
 
 use crate::app::state::App;
-use crate::config::{AppConfig, FileConfig, Service};
+use crate::config::{AppConfig, FileConfig};
 use crate::services::ServiceId;
 
 /// A validated configuration waiting for shard 0 to apply it.
@@ -97,23 +97,8 @@ pub fn reloadable(old: &AppConfig, new: &AppConfig) -> Result<(), String> {
         if a.listens() != b.listens() {
             return restart("listen (or udp)");
         }
-        if let (Service::Forward(x), Service::Forward(y)) = (a, b) {
-            if (x.buffers, x.buffer_size, x.accept_proxy) != (y.buffers, y.buffer_size, y.accept_proxy) {
-                return restart("buffers, buffer_size or accept_proxy");
-            }
-        }
-        if let (Service::Aggregate(x), Service::Aggregate(y)) = (a, b) {
-            let fixed = |c: &crate::services::aggregate::AggregateConfig| {
-                (c.udp_buffers, c.max_datagram, c.udp_socket_buffer, c.exchange, c.max_line_length)
-            };
-            if fixed(x) != fixed(y) {
-                return restart("udp_buffers, max_datagram, udp_socket_buffer, exchange or max_line_length");
-            }
-        }
-        if let (Service::Echo(x), Service::Echo(y)) = (a, b) {
-            if (x.buffers, x.buffer_size) != (y.buffers, y.buffer_size) {
-                return restart("buffers or buffer_size");
-            }
+        if let Some(what) = a.restart_needed(b.as_ref()) {
+            return restart(&what);
         }
     }
     Ok(())
@@ -149,16 +134,7 @@ pub async fn serve(hup: OwnedFd, app: Arc<App>) {
 async fn apply(new: &AppConfig) -> Result<(), String> {
     // Ids are positions, which a reload keeps (`reloadable`).
     for (i, service) in new.services.iter().enumerate() {
-        let id = ServiceId(i as u64);
-        if let Service::Forward(cfg) = service {
-            for u in &cfg.upstreams {
-                tracing::info!(service = %cfg.name, upstream = %u, "pool member");
-            }
-            crate::services::forward::reload(id, cfg.clone()).await?;
-        }
-        if let Service::Aggregate(cfg) = service {
-            crate::services::aggregate::service::reload(id, cfg.clone()).await?;
-        }
+        service.reload(ServiceId(i as u64), service.clone()).await?;
     }
     Ok(())
 }

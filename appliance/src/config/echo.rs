@@ -7,6 +7,7 @@ use clap::Args;
 use serde::Deserialize;
 
 use super::{ConfigError, Source};
+use crate::services::echo::EchoConfig;
 
 /// The echo service (flags, or an `[[echo]]` table).
 #[derive(Debug, Clone, Args, Deserialize)]
@@ -40,8 +41,8 @@ fn echo_buffer_size() -> usize {
 }
 
 impl EchoOptions {
-    /// Checks the buffer settings.
-    pub fn validate(&self, src: &Source) -> Result<(), ConfigError> {
+    /// Checks the buffer settings; the echo service they describe.
+    pub fn validate(&self, src: &Source) -> Result<std::sync::Arc<EchoConfig>, ConfigError> {
         if self.buffers == 0 || !self.buffers.is_power_of_two() {
             return Err(src
                 .key("buffers")
@@ -52,6 +53,11 @@ impl EchoOptions {
                 .key("buffer_size")
                 .error(format!("{}: must be 64..=1048576 bytes", self.buffer_size)));
         }
-        Ok(())
+        Ok(std::sync::Arc::new(EchoConfig {
+            name: self.name.clone(),
+            listen: self.listen,
+            buffers: self.buffers,
+            buffer_size: self.buffer_size,
+        }))
     }
 }

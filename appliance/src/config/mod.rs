@@ -31,8 +31,6 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::services::aggregate::AggregateConfig;
-use crate::services::forward::ForwardConfig;
 pub use aggregate::AggregateOptions;
 use cores::pool::upstream::parse_duration;
 pub use echo::EchoOptions;
@@ -162,47 +160,9 @@ pub struct LogOptions {
     pub format: Option<String>,
 }
 
-/// A validated service.
-#[derive(Debug, Clone)]
-pub enum Service {
-    /// A TCP echo service.
-    Echo(EchoOptions),
-    /// An L4 forwarder.
-    Forward(Arc<ForwardConfig>),
-    /// A statsd aggregator.
-    Aggregate(Arc<AggregateConfig>),
-}
-
-impl Service {
-    /// The service's name.
-    pub fn name(&self) -> &str {
-        match self {
-            Service::Echo(e) => &e.name,
-            Service::Forward(f) => &f.name,
-            Service::Aggregate(a) => &a.name,
-        }
-    }
-
-    /// What kind of service.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Service::Echo(_) => "echo",
-            Service::Forward(_) => "forward",
-            Service::Aggregate(_) => "aggregate",
-        }
-    }
-
-    /// Where it listens: `(address, udp)` for each of its listener groups.
-    pub fn listens(&self) -> Vec<(SocketAddr, bool)> {
-        match self {
-            Service::Echo(e) => vec![(e.listen, false)],
-            Service::Forward(f) => vec![(f.listen, f.udp)],
-            Service::Aggregate(a) => {
-                a.listen_udp.map(|u| (u, true)).into_iter().chain(a.listen_tcp.map(|t| (t, false))).collect()
-            }
-        }
-    }
-}
+/// A validated service, as the runner drives it (see
+/// [`crate::services::Service`]).
+pub type Service = Arc<dyn crate::services::Service>;
 
 /// A whole validated configuration.
 #[derive(Debug, Clone)]
@@ -236,9 +196,7 @@ impl AppConfig {
     /// against the running runtime's).
     pub fn check_for_shards(&self, shards: usize) -> Result<(), ConfigError> {
         for (i, service) in self.services.iter().enumerate() {
-            if let Service::Aggregate(a) = service {
-                a.validate(shards).map_err(|e| self.source_of(i).key(e.field()).error(e))?;
-            }
+            service.check_for_shards(shards).map_err(|e| self.source_of(i).key(e.field).error(e.message))?;
         }
         Ok(())
     }
@@ -316,14 +274,13 @@ impl FileConfig {
     pub fn validate(&self) -> Result<AppConfig, ConfigError> {
         let mut services = Vec::new();
         for (index, e) in self.echo.iter().enumerate() {
-            e.validate(&Source::File { section: "echo", index })?;
-            services.push(Service::Echo(e.clone()));
+            services.push(e.validate(&Source::File { section: "echo", index })? as Service);
         }
         for (index, f) in self.forward.iter().enumerate() {
-            services.push(Service::Forward(f.validate(&Source::File { section: "forward", index })?));
+            services.push(f.validate(&Source::File { section: "forward", index })? as Service);
         }
         for (index, a) in self.aggregate.iter().enumerate() {
-            services.push(Service::Aggregate(a.validate(&Source::File { section: "aggregate", index })?));
+            services.push(a.validate(&Source::File { section: "aggregate", index })? as Service);
         }
         if services.is_empty() {
             let fix = "none configured; add an [[echo]], [[forward]] or [[aggregate]] table";
@@ -357,8 +314,9 @@ fn check_unique(services: &[Service]) -> Result<(), ConfigError> {
                     key.error(format!("{:?} is used twice; give each service its own name", a.name()))
                 );
             }
-            for (la, ua) in a.listens() {
-                if let Some(&(lb, _)) = b.listens().iter().find(|&&(lb, ub)| ua == ub && overlap(la, lb)) {
+            for (la, ua) in a.listens().into_iter().map(|l| (l.addr, l.udp)) {
+                let theirs = b.listens();
+                if let Some(lb) = theirs.iter().find(|l| l.udp == ua && overlap(la, l.addr)).map(|l| l.addr) {
                     let key = Key(format!("{}.listen", a.name()));
                     let same = if la == lb { String::new() } else { format!(" (as {lb})") };
                     return Err(key.error(format!(
@@ -388,7 +346,7 @@ pub fn overlap(a: SocketAddr, b: SocketAddr) -> bool {
 /// clients would get HTTP answers and the service would lose them).
 pub fn check_admin_port(admin: SocketAddr, services: &[Service], key: Key) -> Result<(), ConfigError> {
     for s in services {
-        if let Some((l, _)) = s.listens().into_iter().find(|&(l, udp)| !udp && overlap(admin, l)) {
+        if let Some(l) = s.listens().into_iter().find(|l| !l.udp && overlap(admin, l.addr)).map(|l| l.addr) {
             return Err(key.error(format!(
                 "{admin} is also where {} {:?} listens ({l}); give the admin endpoint its own port",
                 s.kind(),

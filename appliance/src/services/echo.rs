@@ -8,10 +8,67 @@
 //! send completes.
 
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
 
 use netstack::tcp::{TcpListener, TcpStream};
 use shard::reactor::BufRing;
+
+use super::{Descriptors, Listen, Local, Service, ServiceId};
+
+/// The echo service's settings (validated from `crate::config::EchoOptions`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EchoConfig {
+    /// Its name.
+    pub name: String,
+    /// Where it listens.
+    pub listen: SocketAddr,
+    /// Receive buffers per shard.
+    pub buffers: u16,
+    /// Bytes per receive buffer.
+    pub buffer_size: usize,
+}
+
+impl Service for EchoConfig {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> &'static str {
+        "echo"
+    }
+
+    fn listens(&self) -> Vec<Listen> {
+        vec![Listen { addr: self.listen, udp: false, recv_buffer: None }]
+    }
+
+    fn descriptors(&self) -> Descriptors {
+        Descriptors { per_conn: 1, ..Descriptors::default() }
+    }
+
+    fn serve(
+        self: Arc<Self>,
+        _: ServiceId,
+        sockets: Vec<OwnedFd>,
+        conn_limit: usize,
+    ) -> Local<'static, io::Result<()>> {
+        Box::pin(async move {
+            let listener = sockets.into_iter().next().ok_or_else(|| io::Error::other("listener missing"))?;
+            serve(listener, self.buffers, self.buffer_size, conn_limit).await
+        })
+    }
+
+    fn restart_needed(&self, new: &dyn Service) -> Option<String> {
+        let new = new.as_any().downcast_ref::<EchoConfig>()?;
+        ((self.buffers, self.buffer_size) != (new.buffers, new.buffer_size))
+            .then(|| "buffers or buffer_size".to_string())
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
 
 /// Serves connections on `listener` until the runtime stops and the
 /// connections have finished; at most `max_conns` at once (more are reset

@@ -1,5 +1,9 @@
 //! The services: I/O shells around the protocol cores (`cores`), each run
-//! on every shard by the runner (`crate::app`).
+//! on every shard by the runner (`crate::app`), which drives them through
+//! one small trait, [`Service`]: where a service listens, what it needs of
+//! the descriptor budget, serving a shard, whether and how a new
+//! configuration reloads it, its metrics and its status. Adding a service
+//! means implementing it; nothing in the runner matches on kinds.
 //!
 //! - [`echo`]: a TCP echo service (the bundled upstream for demos, tests
 //!   and benchmarks);
@@ -12,7 +16,140 @@ pub mod aggregate;
 pub mod echo;
 pub mod forward;
 
+use std::any::Any;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
+
+use ops::metrics::{Exposition, Kind};
+
+/// A future that stays on its shard.
+pub type Local<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
+
+/// One listener group of a service: an address, bound once per shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen {
+    /// Where.
+    pub addr: SocketAddr,
+    /// UDP (else TCP).
+    pub udp: bool,
+    /// `SO_RCVBUF` for its sockets, when the service wants one.
+    pub recv_buffer: Option<usize>,
+}
+
+/// What a service asks of the process's descriptors (`crate::app::fds`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Descriptors {
+    /// Descriptors one connection (or session) takes; 0: it takes none.
+    pub per_conn: u64,
+    /// Its own connection limit, across shards (`None`: none of its own).
+    pub limit: Option<u64>,
+    /// Descriptors it keeps open besides connections and listeners, per
+    /// shard (Graphite and relay sockets) and in all (health checks).
+    pub reserve_per_shard: u64,
+    /// See `reserve_per_shard`.
+    pub reserve: u64,
+}
+
+/// A setting that cannot work with the runtime it is to run on: the field
+/// (snake_case key) and the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingError {
+    /// The field.
+    pub field: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// A service as the runner drives it. One value per configured service,
+/// shared by every shard (settings only: per-shard state lives in the
+/// shard's slot for the service's [`ServiceId`]).
+pub trait Service: std::fmt::Debug + Send + Sync + 'static {
+    /// Its name (logs, metrics, reloads).
+    fn name(&self) -> &str;
+    /// Its kind (`forward`, ...).
+    fn kind(&self) -> &'static str;
+    /// Its listener groups, in the order `serve` takes their sockets.
+    fn listens(&self) -> Vec<Listen>;
+    /// Settings that depend on the shard count.
+    fn check_for_shards(&self, _shards: usize) -> Result<(), SettingError> {
+        Ok(())
+    }
+    /// What it needs of the descriptor budget.
+    fn descriptors(&self) -> Descriptors;
+    /// A copy whose own connection limit is `conns`, when the budget
+    /// cannot give it what it asks (`None`: it has no limit of its own).
+    fn limited_to(&self, _conns: u64) -> Option<Arc<dyn Service>> {
+        None
+    }
+    /// Serves one shard with that shard's socket of each listener group,
+    /// at most `conn_limit` connections at once where it has no limit of
+    /// its own; ends once drained after a stop.
+    fn serve(
+        self: Arc<Self>,
+        id: ServiceId,
+        sockets: Vec<OwnedFd>,
+        conn_limit: usize,
+    ) -> Local<'static, std::io::Result<()>>;
+    /// What `new` (of the same name) changes that a reload cannot: `None`
+    /// when it can be reloaded.
+    fn restart_needed(&self, new: &dyn Service) -> Option<String>;
+    /// Applies `new` on every shard (checked by `restart_needed`).
+    fn reload(&self, _id: ServiceId, _new: Arc<dyn Service>) -> Local<'static, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
+    /// Writes its metrics.
+    fn metrics<'a>(
+        &'a self,
+        _id: ServiceId,
+        _e: &'a mut Exposition,
+    ) -> Local<'a, Result<(), shard::SubmitError>> {
+        Box::pin(async { Ok(()) })
+    }
+    /// Its part of `/status` beyond name, kind and listeners.
+    fn status(&self, _id: ServiceId) -> Local<'static, Result<serde_json::Value, shard::SubmitError>> {
+        Box::pin(async { Ok(serde_json::json!({})) })
+    }
+    /// For `restart_needed` and `reload` to see the other value's type.
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// `f()` on every shard, indexed by shard.
+pub(crate) async fn on_every_shard<T: Send + 'static>(
+    f: impl Fn() -> T + Clone + Send + 'static,
+) -> Result<Vec<T>, shard::SubmitError> {
+    let mut all = shard::map_reduce(
+        move || {
+            let f = f.clone();
+            async move { (shard::shard_id(), f()) }
+        },
+        Vec::new(),
+        |mut acc, x| {
+            acc.push(x);
+            acc
+        },
+    )
+    .await?;
+    all.sort_by_key(|(shard, _)| *shard);
+    Ok(all.into_iter().map(|(_, v)| v).collect())
+}
+
+/// Writes one per-shard family from a field of per-shard counters.
+pub(crate) fn each<T>(
+    e: &mut Exposition,
+    all: &[T],
+    name: &str,
+    kind: Kind,
+    help: &str,
+    labels: ops::metrics::Labels<'_>,
+    f: impl Fn(&T) -> u64,
+) {
+    let values: Vec<u64> = all.iter().map(f).collect();
+    e.per_shard(name, kind, help, labels, &values);
+}
 
 /// Which service of the running configuration a per-shard state belongs
 /// to. The runner assigns it (the service's position in the

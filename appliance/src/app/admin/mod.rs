@@ -116,33 +116,8 @@ async fn service_status(
     listen: Vec<String>,
 ) -> Result<serde_json::Value, shard::SubmitError> {
     let mut v = json!({"name": service.name(), "kind": service.kind(), "listen": listen});
-    if let Service::Forward(cfg) = service {
-        let stats = crate::services::forward::gather_stats(id).await?;
-        let upstreams: Vec<_> = cfg
-            .upstreams
-            .iter()
-            .zip(stats.upstreams.iter().chain(std::iter::repeat(&Default::default())))
-            .map(|(spec, s)| {
-                json!({
-                    "name": spec.name, "addr": spec.addr.to_string(), "weight": spec.weight,
-                    "up": s.up == 1, "active": s.active, "connections": s.total,
-                    "connect_errors": s.connect_errors,
-                })
-            })
-            .collect();
-        v["transport"] = json!(if cfg.udp { "udp" } else { "tcp" });
-        v["balance"] = json!(cfg.policy.as_str());
-        v["active"] = json!(stats.active);
-        v["accepted"] = json!(stats.accepted);
-        v["upstreams"] = json!(upstreams);
-    }
-    if let Service::Aggregate(_) = service {
-        let s = crate::services::aggregate::gather_stats(id).await?;
-        v["keys"] = json!(s.keys);
-        v["metrics"] = json!(s.metrics);
-        v["dropped"] = json!(s.dropped_total());
-        v["flushes"] = json!(s.flushes);
-        v["flush_errors"] = json!(s.flush_errors);
+    if let (Some(all), serde_json::Value::Object(more)) = (v.as_object_mut(), service.status(id).await?) {
+        all.extend(more);
     }
     Ok(v)
 }

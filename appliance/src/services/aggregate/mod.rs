@@ -15,9 +15,105 @@
 //! (`crate::config::AggregateOptions`).
 
 pub mod config;
+mod metrics;
 pub mod service;
 pub mod sink;
 pub mod stats;
 
 pub use config::{AggregateConfig, ConfigError};
 pub use service::gather_stats;
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+
+use ops::metrics::Exposition;
+
+use super::{on_every_shard, Descriptors, Listen, Local, Service, ServiceId, SettingError};
+
+impl Service for AggregateConfig {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> &'static str {
+        "aggregate"
+    }
+
+    fn listens(&self) -> Vec<Listen> {
+        let udp =
+            self.listen_udp.map(|addr| Listen { addr, udp: true, recv_buffer: Some(self.udp_socket_buffer) });
+        let tcp = self.listen_tcp.map(|addr| Listen { addr, udp: false, recv_buffer: None });
+        udp.into_iter().chain(tcp).collect()
+    }
+
+    fn check_for_shards(&self, shards: usize) -> Result<(), SettingError> {
+        self.validate(shards).map_err(|e| SettingError { field: e.field(), message: e.to_string() })
+    }
+
+    fn descriptors(&self) -> Descriptors {
+        // A TCP client is one descriptor; each shard keeps a Graphite
+        // connection and opens a socket per relay at flush time.
+        Descriptors {
+            per_conn: u64::from(self.listen_tcp.is_some()),
+            limit: None,
+            reserve_per_shard: 1 + self.relays.len() as u64,
+            reserve: 0,
+        }
+    }
+
+    fn serve(
+        self: Arc<Self>,
+        id: ServiceId,
+        sockets: Vec<OwnedFd>,
+        conn_limit: usize,
+    ) -> Local<'static, std::io::Result<()>> {
+        let mut sockets = sockets.into_iter();
+        let udp = self.listen_udp.and_then(|_| sockets.next());
+        let tcp = self.listen_tcp.and_then(|_| sockets.next());
+        Box::pin(service::serve_shard(id, udp, tcp, self, conn_limit))
+    }
+
+    fn restart_needed(&self, new: &dyn Service) -> Option<String> {
+        let new = new.as_any().downcast_ref::<AggregateConfig>()?;
+        let fixed = |c: &AggregateConfig| {
+            (c.udp_buffers, c.max_datagram, c.udp_socket_buffer, c.exchange, c.max_line_length)
+        };
+        (fixed(self) != fixed(new))
+            .then(|| "udp_buffers, max_datagram, udp_socket_buffer, exchange or max_line_length".to_string())
+    }
+
+    fn reload(&self, id: ServiceId, new: Arc<dyn Service>) -> Local<'static, Result<(), String>> {
+        Box::pin(async move {
+            let cfg = (*new).as_any().downcast_ref::<AggregateConfig>().ok_or("not an aggregate service")?;
+            service::reload(id, Arc::new(cfg.clone())).await
+        })
+    }
+
+    fn metrics<'a>(
+        &'a self,
+        id: ServiceId,
+        e: &'a mut Exposition,
+    ) -> Local<'a, Result<(), shard::SubmitError>> {
+        Box::pin(async move {
+            let stats = on_every_shard(move || service::shard_stats(id)).await?;
+            metrics::service(e, &self.name, &stats);
+            let flushed = on_every_shard(move || service::last_flush(id)).await?;
+            metrics::flushed_values(e, &self.name, &flushed);
+            Ok(())
+        })
+    }
+
+    fn status(&self, id: ServiceId) -> Local<'static, Result<serde_json::Value, shard::SubmitError>> {
+        Box::pin(async move {
+            let s = gather_stats(id).await?;
+            Ok(serde_json::json!({
+                "keys": s.keys, "metrics": s.metrics, "dropped": s.dropped_total(),
+                "flushes": s.flushes, "flush_errors": s.flush_errors,
+            }))
+        })
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}

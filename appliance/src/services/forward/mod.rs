@@ -15,6 +15,7 @@
 //! `maglev` (policies), `health` (rise/fall, ejection), `limits`, `upstream`
 //! (the `--upstream` syntax); this file and `relay` do the I/O.
 
+mod metrics;
 pub mod proxy_header;
 pub mod relay;
 mod state;
@@ -30,7 +31,9 @@ use std::time::{Duration, Instant};
 
 use netstack::tcp::{TcpListener, TcpStream};
 
-use super::ServiceId;
+use ops::metrics::Exposition;
+
+use super::{Descriptors, Listen, Local, Service, ServiceId};
 
 use cores::pool::balance::Policy;
 use cores::pool::health::HealthConfig;
@@ -276,4 +279,106 @@ pub async fn gather_stats(id: ServiceId) -> Result<stats::ForwardStats, shard::S
         acc.merge(s);
         acc
     }))
+}
+
+impl crate::services::Service for ForwardConfig {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> &'static str {
+        "forward"
+    }
+
+    fn listens(&self) -> Vec<Listen> {
+        vec![Listen { addr: self.listen, udp: self.udp, recv_buffer: None }]
+    }
+
+    fn descriptors(&self) -> Descriptors {
+        // A relayed connection is the client's socket and the upstream's; a
+        // UDP session is its upstream socket. One health check per upstream.
+        Descriptors {
+            per_conn: if self.udp { 1 } else { 2 },
+            limit: Some(u64::from(self.max_conns)),
+            reserve_per_shard: 0,
+            reserve: self.upstreams.len() as u64,
+        }
+    }
+
+    fn limited_to(&self, conns: u64) -> Option<Arc<dyn Service>> {
+        let max_conns = u32::try_from(conns).unwrap_or(u32::MAX).max(1);
+        Some(Arc::new(ForwardConfig { max_conns, ..self.clone() }))
+    }
+
+    fn serve(
+        self: Arc<Self>,
+        id: ServiceId,
+        sockets: Vec<OwnedFd>,
+        _: usize,
+    ) -> Local<'static, io::Result<()>> {
+        Box::pin(async move {
+            let listener = sockets.into_iter().next().ok_or_else(|| io::Error::other("listener missing"))?;
+            serve(id, listener, self).await
+        })
+    }
+
+    fn restart_needed(&self, new: &dyn Service) -> Option<String> {
+        let new = new.as_any().downcast_ref::<ForwardConfig>()?;
+        let fixed = |c: &ForwardConfig| (c.buffers, c.buffer_size, c.accept_proxy);
+        (fixed(self) != fixed(new)).then(|| "buffers, buffer_size or accept_proxy".to_string())
+    }
+
+    fn reload(&self, id: ServiceId, new: Arc<dyn Service>) -> Local<'static, Result<(), String>> {
+        Box::pin(async move {
+            let cfg = (*new).as_any().downcast_ref::<ForwardConfig>().ok_or("not a forward service")?;
+            for u in &cfg.upstreams {
+                tracing::info!(service = %cfg.name, upstream = %u, "pool member");
+            }
+            reload(id, Arc::new(cfg.clone())).await
+        })
+    }
+
+    fn metrics<'a>(
+        &'a self,
+        id: ServiceId,
+        e: &'a mut Exposition,
+    ) -> Local<'a, Result<(), shard::SubmitError>> {
+        Box::pin(async move {
+            let per_shard = gather_per_shard(id).await?;
+            metrics::service(e, &self.name, &per_shard);
+            let names: Vec<&str> = self.upstreams.iter().map(|u| u.name.as_str()).collect();
+            metrics::upstreams(e, &self.name, &names, &per_shard);
+            Ok(())
+        })
+    }
+
+    fn status(&self, id: ServiceId) -> Local<'static, Result<serde_json::Value, shard::SubmitError>> {
+        let cfg = self.clone();
+        Box::pin(async move {
+            let stats = gather_stats(id).await?;
+            let upstreams: Vec<_> = cfg
+                .upstreams
+                .iter()
+                .zip(stats.upstreams.iter().chain(std::iter::repeat(&Default::default())))
+                .map(|(spec, s)| {
+                    serde_json::json!({
+                        "name": spec.name, "addr": spec.addr.to_string(), "weight": spec.weight,
+                        "up": s.up == 1, "active": s.active, "connections": s.total,
+                        "connect_errors": s.connect_errors,
+                    })
+                })
+                .collect();
+            Ok(serde_json::json!({
+                "transport": if cfg.udp { "udp" } else { "tcp" },
+                "balance": cfg.policy.as_str(),
+                "active": stats.active,
+                "accepted": stats.accepted,
+                "upstreams": upstreams,
+            }))
+        })
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
 }
