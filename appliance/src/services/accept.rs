@@ -4,41 +4,50 @@
 
 use std::cell::Cell;
 use std::rc::Rc;
-use std::time::Duration;
+
+use shard::sync::notify::Notify;
 
 /// Connections a service has open on this shard, so that it can wait for
-/// them to finish when draining.
+/// them to finish when draining (notified by the last one to close, not
+/// polled).
 #[derive(Debug, Clone, Default)]
-pub struct Drain(Rc<Cell<usize>>);
+pub struct Drain(Rc<Open>);
+
+#[derive(Debug, Default)]
+struct Open {
+    count: Cell<usize>,
+    none_left: Notify,
+}
 
 /// One open connection of a [`Drain`].
 #[derive(Debug)]
-pub struct DrainGuard(Rc<Cell<usize>>);
+pub struct DrainGuard(Rc<Open>);
 
 impl Drain {
     /// Connections open now.
     pub fn open(&self) -> usize {
-        self.0.get()
+        self.0.count.get()
     }
 
     /// Counts a connection until the guard is dropped.
     pub fn enter(&self) -> DrainGuard {
-        self.0.set(self.0.get() + 1);
+        self.0.count.set(self.0.count.get() + 1);
         DrainGuard(self.0.clone())
     }
 
-    /// Waits until every connection has finished (checked every 20 ms: this
-    /// only runs while draining).
+    /// Completes once every connection has finished.
     pub async fn finished(&self) {
-        while self.0.get() > 0 {
-            shard::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.0.none_left.wait_until(|| self.0.count.get() == 0).await;
     }
 }
 
 impl Drop for DrainGuard {
     fn drop(&mut self) {
-        self.0.set(self.0.get().saturating_sub(1));
+        let left = self.0.count.get().saturating_sub(1);
+        self.0.count.set(left);
+        if left == 0 {
+            self.0.none_left.notify();
+        }
     }
 }
 

@@ -1,4 +1,5 @@
 //! Small synchronisation pieces used between shards.
 
+pub mod notify;
 pub mod oneshot;
 pub mod waiters;

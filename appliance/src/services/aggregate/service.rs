@@ -37,6 +37,7 @@ use netstack::udp::{Datagram, UdpSocket};
 use shard::future::{join_all, select, Either};
 use shard::ops::RecvMsgOut;
 use shard::reactor::BufRing;
+use shard::sync::notify::Notify;
 
 use super::config::{AggregateConfig, Exchange};
 use super::sink::Outbox;
@@ -71,6 +72,9 @@ struct ShardState {
     receivers: usize,
     /// The final flush has begun: nothing more is read into the tables.
     sealed: bool,
+    /// Told when `receivers` drops to 0 and when `done` is set (the
+    /// shutdown waits on these, it does not poll them).
+    changed: Rc<Notify>,
     /// The final flush is done: the shard's service may return.
     done: bool,
     /// Without a Graphite upstream, the last interval's output (Graphite
@@ -276,7 +280,12 @@ impl ReceiverGuard {
 
 impl Drop for ReceiverGuard {
     fn drop(&mut self) {
-        with_shard(&self.0, |st| st.receivers -= 1);
+        with_shard(&self.0, |st| {
+            st.receivers -= 1;
+            if st.receivers == 0 {
+                st.changed.notify();
+            }
+        });
     }
 }
 
@@ -497,9 +506,9 @@ async fn emit(id: ServiceId, ts: u64) {
         match &outbox {
             Some(o) => {
                 o.push(out, lines, ts);
-                while o.is_healthy() && o.pending_bytes() > SLICE_BACKLOG && Instant::now() < until {
-                    shard::time::sleep(Duration::from_millis(1)).await;
-                }
+                // Until Graphite took most of it (or cannot take it now).
+                let drained = o.progress(|o| !o.is_healthy() || o.pending_bytes() <= SLICE_BACKLOG);
+                let _ = shard::time::timeout_at(until, drained).await;
             }
             // No Graphite: keep the interval for the admin endpoint.
             None => last.extend_from_slice(&out),
@@ -625,7 +634,35 @@ async fn flush_cycle(id: ServiceId) {
         cfg = now;
     }
     final_flush(id, current().unwrap_or(cfg)).await;
-    shard::invoke_on_all(move || async move { with(id, |st| st.done = true) }).await;
+    shard::invoke_on_all(move || async move {
+        with(id, |st| {
+            st.done = true;
+            st.changed.notify();
+        })
+    })
+    .await;
+}
+
+/// Waits, on every shard at once and until `until` at most, for `ready` to
+/// hold of the service's state there; each shard looks again only when
+/// its state says something changed.
+async fn settled(id: ServiceId, until: Instant, ready: fn(&ShardState) -> bool) {
+    shard::invoke_on_all(move || async move {
+        let Some(shard) = id.state::<RefCell<ShardState>>() else { return };
+        let changed = shard.borrow().changed.clone();
+        let _ = shard::time::timeout_at(until, changed.wait_until(|| ready(&shard.borrow()))).await;
+    })
+    .await;
+}
+
+/// Waits, on every shard at once and until `until` at most, for the
+/// shard's Graphite queue to be written out.
+async fn graphite_idle(id: ServiceId, until: Instant) {
+    shard::invoke_on_all(move || async move {
+        let Some(outbox) = with(id, |st| st.outbox.clone()).flatten() else { return };
+        let _ = shard::time::timeout_at(until, outbox.progress(|o| o.is_idle())).await;
+    })
+    .await;
 }
 
 /// After a stop: wait for every receiver to stop reading (they stop by
@@ -635,19 +672,14 @@ async fn flush_cycle(id: ServiceId) {
 async fn final_flush(id: ServiceId, cfg: Arc<AggregateConfig>) {
     let stop_deadline = shard::stop_deadline().unwrap_or_else(|| Instant::now() + Duration::from_secs(5));
     let receivers_by = receive_deadline() + Duration::from_millis(200);
-    while Instant::now() < receivers_by && busy(id, |st| st.receivers > 0).await {
-        shard::time::sleep(Duration::from_millis(10)).await;
-    }
+    settled(id, receivers_by, |st| st.receivers == 0).await;
     shard::invoke_on_all(move || async move { with(id, |st| st.sealed = true) }).await;
     // The main task ends a little before the runtime's deadline: finish
     // before it, so the report below is written.
     let finish_by = stop_deadline.checked_sub(Duration::from_millis(200)).unwrap_or(stop_deadline);
     let flush_deadline = finish_by.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
     flush_all(id, &cfg.prefix, flush_deadline).await;
-    while Instant::now() < finish_by && busy(id, |st| st.outbox.as_ref().is_some_and(|o| !o.is_idle())).await
-    {
-        shard::time::sleep(Duration::from_millis(10)).await;
-    }
+    graphite_idle(id, finish_by).await;
     let lost =
         shard::map_reduce(
             move || async move {
@@ -722,16 +754,6 @@ fn reconfigure(st: &mut ShardState, cfg: Arc<AggregateConfig>) {
     st.cfg = cfg;
 }
 
-/// Whether `test` holds on any shard.
-async fn busy(id: ServiceId, test: fn(&ShardState) -> bool) -> bool {
-    let any = shard::map_reduce(
-        move || async move { with(id, |st| test(st)).unwrap_or(false) },
-        false,
-        |a, b| a || b,
-    );
-    any.await.unwrap_or(false)
-}
-
 /// Runs the service `id` on this shard with its sockets (bound by
 /// `crate::app`); returns after the final flush. Must run on every shard
 /// of the runtime, shard 0 included (shard 0 drives the flush cycle). Its
@@ -760,6 +782,7 @@ pub async fn serve_shard(
         retired: Vec::new(),
         receivers: 0,
         sealed: false,
+        changed: Rc::default(),
         done: false,
         last_flush: Vec::new(),
         outgoing: (0..shards).map(|_| Vec::new()).collect(),
@@ -790,8 +813,9 @@ pub async fn serve_shard(
     if let Some(c) = cycle {
         let _ = c.await;
     }
-    while !with(id, |st| st.done).unwrap_or(true) {
-        shard::time::sleep(Duration::from_millis(10)).await;
+    if let Some(shard) = id.state::<RefCell<ShardState>>() {
+        let changed = shard.borrow().changed.clone();
+        changed.wait_until(|| shard.borrow().done).await;
     }
     result
 }

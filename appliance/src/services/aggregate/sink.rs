@@ -43,6 +43,9 @@ pub struct Outbox {
     pub dropped: Cell<u64>,
     /// Lines written.
     pub lines: Cell<u64>,
+    /// Told after every payload written or failed and when the writer
+    /// stops, for [`Outbox::progress`].
+    moved: shard::sync::notify::Notify,
 }
 
 impl Outbox {
@@ -62,6 +65,7 @@ impl Outbox {
             errors: Cell::new(0),
             dropped: Cell::new(0),
             lines: Cell::new(0),
+            moved: Default::default(),
         })
     }
 
@@ -128,6 +132,7 @@ impl Outbox {
         let lines = queued.iter().map(|q| q.1).sum();
         let n = queued.len() as u64;
         self.dropped.set(self.dropped.get() + n);
+        self.moved.notify();
         (n, lines)
     }
 
@@ -140,6 +145,12 @@ impl Outbox {
     /// drain makes sense).
     pub fn is_healthy(&self) -> bool {
         self.healthy.get()
+    }
+
+    /// Completes once `ready(self)` holds, looking again after each payload
+    /// the writer moves (or fails to) and when it stops: no polling.
+    pub async fn progress(&self, ready: impl Fn(&Outbox) -> bool) {
+        self.moved.wait_until(|| ready(self)).await;
     }
 
     /// Nothing queued and nothing being written.
@@ -160,6 +171,7 @@ impl Outbox {
                     self.healthy.set(true);
                     self.lines.set(self.lines.get() + lines);
                     backoff = BACKOFF_MIN;
+                    self.moved.notify();
                 }
                 Err((_, payload)) if self.retired.get() => {
                     // Replaced meanwhile: the successor (if any) takes it.
@@ -173,12 +185,14 @@ impl Outbox {
                     self.healthy.set(false);
                     self.queue.borrow_mut().push_front((payload, lines, ts));
                     self.trim();
+                    self.moved.notify();
                     shard::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
             }
         }
         self.sending.set(false);
+        self.moved.notify();
     }
 
     async fn send(&self, payload: Vec<u8>) -> Result<(), (std::io::Error, Vec<u8>)> {
