@@ -63,5 +63,6 @@ pub use runtime::api::{
     broadcast, invoke_on_all, is_stopping, map_reduce, on_shard, request_stop, runtime_id, shard_count,
     shard_id, spawn_local, spawn_local_named, stop_deadline, stopping, submit_to, yield_now, SubmitError,
 };
+pub use runtime::group::{Group, GroupError};
 pub use runtime::{run_single, Builder, Runtime, RuntimeError, RuntimeHandle};
 pub use stats::{stats, ShardStats};

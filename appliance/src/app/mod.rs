@@ -23,10 +23,13 @@ use crate::app::state::App;
 use crate::config::{AppConfig, Service};
 use crate::services::{Listen, ServiceId};
 
-/// A service with its listeners: `groups[g][shard]`, one group per
-/// address it listens on (aggregate: UDP then TCP), one socket per shard.
+/// A service with its listeners: `groups[g][k]`, one group per address it
+/// listens on (aggregate: UDP then TCP), one socket per member `k` of its
+/// shard group.
 struct Bound {
     service: Service,
+    /// The shards it runs on.
+    members: shard::Group,
     groups: Vec<Vec<OwnedFd>>,
     /// Connections per shard at most, from the descriptor budget (for the
     /// services without a limit of their own).
@@ -44,6 +47,8 @@ pub struct Listening {
     pub proto: &'static str,
     /// The bound address (port 0 resolved).
     pub addr: SocketAddr,
+    /// The shards serving it.
+    pub members: shard::Group,
 }
 
 /// Runs every service of `cfg` on `rt` (planned and checked by
@@ -58,15 +63,18 @@ pub fn run(mut cfg: AppConfig, rt: shard::Runtime, path: Option<PathBuf>) -> any
     let mut bound = Vec::new();
     let mut listening = Vec::new();
     for service in &cfg.services {
+        // One socket per member of the service's shard group.
+        let members = service.members(shards);
         let mut groups = Vec::new();
         for listen in service.listens() {
-            let (fds, addr) = bind(service, listen, shards)?;
+            let (fds, addr) = bind(service, listen, members.len())?;
             let proto = if listen.udp { "udp" } else { "tcp" };
-            listening.push(Listening { service: service.name().into(), kind: service.kind(), proto, addr });
+            let (service_name, kind) = (service.name().into(), service.kind());
+            listening.push(Listening { service: service_name, kind, proto, addr, members: members.clone() });
             groups.push(fds);
         }
-        let conn_limit = budget.per_shard(bound.len(), shards);
-        bound.push(Bound { service: service.clone(), groups, conn_limit });
+        let conn_limit = budget.per_shard(bound.len(), members.len());
+        bound.push(Bound { service: service.clone(), members, groups, conn_limit });
     }
     let admin = match cfg.admin {
         Some(addr) => Some(bind_admin(addr)?),
@@ -85,8 +93,14 @@ async fn main(app: Arc<App>, bound: Vec<Bound>, admin: Option<OwnedFd>, hup: Own
     for l in &app.listening {
         // Aggregate listens on two protocols: say which.
         let proto = if l.kind == "aggregate" { format!("{} ", l.proto) } else { String::new() };
-        let (kind, addr, name, n) = (l.kind, l.addr, &l.service, shard::shard_count());
-        println!("{kind} listening on {proto}{addr} across {n} shards (service {name})");
+        let (kind, addr, name, n) = (l.kind, l.addr, &l.service, l.members.len());
+        let on = if n == shard::shard_count() {
+            format!("across {n} shards")
+        } else {
+            let list: Vec<String> = l.members.members().iter().map(usize::to_string).collect();
+            format!("on shards {} of {}", list.join(","), shard::shard_count())
+        };
+        println!("{kind} listening on {proto}{addr} {on} (service {name})");
     }
     if let Some(addr) = app.admin_addr {
         println!("admin listening on {addr} (http)");
@@ -132,14 +146,14 @@ async fn run_services(app: &Arc<App>, bound: Vec<Bound>) -> anyhow::Result<()> {
     for (i, b) in bound.into_iter().enumerate() {
         // The service's position: a reload keeps it (see `reload::reloadable`).
         let id = ServiceId(i as u64);
-        let mut mine: Vec<Vec<OwnedFd>> = (0..shards).map(|_| Vec::new()).collect();
+        let mut mine: Vec<Vec<OwnedFd>> = (0..b.members.len()).map(|_| Vec::new()).collect();
         for group in b.groups {
-            for (shard, fd) in group.into_iter().enumerate() {
-                mine[shard].push(fd);
+            for (k, fd) in group.into_iter().enumerate() {
+                mine[k].push(fd);
             }
         }
-        for (shard, fds) in mine.into_iter().enumerate() {
-            per_shard[shard].push((id, b.service.clone(), fds, b.conn_limit));
+        for (k, fds) in mine.into_iter().enumerate() {
+            per_shard[b.members.member(k)].push((id, b.service.clone(), fds, b.conn_limit));
         }
     }
     let mut waits = Vec::new();

@@ -97,6 +97,9 @@ pub fn reloadable(old: &AppConfig, new: &AppConfig) -> Result<(), String> {
         if a.listens() != b.listens() {
             return restart("listen (or udp)");
         }
+        if a.group() != b.group() {
+            return restart("shards");
+        }
         if let Some(what) = a.restart_needed(b.as_ref()) {
             return restart(&what);
         }

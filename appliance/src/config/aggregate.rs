@@ -96,6 +96,11 @@ pub struct AggregateOptions {
     #[arg(long, default_value_t = defaults::max_datagram())]
     #[serde(default = "defaults::max_datagram")]
     pub max_datagram: usize,
+    /// The shards this service runs on, e.g. `0-3` (its shard group; default:
+    /// every shard), so another service's load cannot take its cores.
+    #[arg(id = "service_shards", long = "service-shards")]
+    #[serde(default)]
+    pub shards: Option<String>,
     /// Global prefix of Graphite paths.
     #[arg(long, default_value = defaults::PREFIX)]
     #[serde(default = "defaults::prefix")]
@@ -162,6 +167,7 @@ impl AggregateOptions {
             graphite_queue: self.graphite_queue,
             graphite_queue_bytes: self.graphite_queue_bytes,
             max_datagram: self.max_datagram,
+            group: src.group(&self.shards)?,
             ..AggregateConfig::default()
         };
         cfg.validate(1).map_err(|e| key(e.field()).error(e))?;

@@ -20,6 +20,11 @@ pub struct EchoOptions {
     /// Address to listen on (port 0 picks a free port, printed at startup).
     #[arg(long, value_parser = crate::config::parse_addr, default_value = "127.0.0.1:7000")]
     pub listen: SocketAddr,
+    /// The shards this service runs on, e.g. `0-3` (its shard group; default:
+    /// every shard), so another service's load cannot take its cores.
+    #[arg(id = "service_shards", long = "service-shards")]
+    #[serde(default)]
+    pub shards: Option<String>,
     /// Receive buffers per shard (provided-buffer ring entries).
     #[arg(long, default_value_t = 1024)]
     #[serde(default = "echo_buffers")]
@@ -58,6 +63,7 @@ impl EchoOptions {
             listen: self.listen,
             buffers: self.buffers,
             buffer_size: self.buffer_size,
+            group: src.group(&self.shards)?,
         }))
     }
 }

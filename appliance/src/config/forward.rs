@@ -122,6 +122,11 @@ pub struct ForwardOptions {
     #[arg(long)]
     #[serde(default)]
     pub health_expect: Option<String>,
+    /// The shards this service runs on, e.g. `0-3` (its shard group; default:
+    /// every shard), so another service's load cannot take its cores.
+    #[arg(id = "service_shards", long = "service-shards")]
+    #[serde(default)]
+    pub shards: Option<String>,
     /// Forward UDP datagrams (a session per client) instead of TCP
     /// connections; active health checks are TCP connects, so they are
     /// off for UDP (passive ejection still applies).
@@ -234,6 +239,7 @@ impl ForwardOptions {
             buffers: self.buffers,
             buffer_size: self.buffer_size,
             udp: self.udp,
+            group: src.group(&self.shards)?,
         }))
     }
 }

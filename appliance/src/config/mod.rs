@@ -61,6 +61,8 @@ impl Source {
     pub fn key(&self, field: &str) -> Key {
         match self {
             Source::Flags if field == "upstreams" => Key("--upstream".into()),
+            // `--shards` is the runtime's shard count on every subcommand.
+            Source::Flags if field == "shards" => Key("--service-shards".into()),
             Source::Flags => Key(format!("--{}", field.replace('_', "-"))),
             Source::File { section, index } => Key(format!("{section}[{index}].{field}")),
         }
@@ -69,6 +71,16 @@ impl Source {
     /// Parses the duration `value` of `field`, naming it in the error.
     pub fn duration(&self, field: &str, value: &str) -> Result<Duration, ConfigError> {
         duration(self.key(field), value)
+    }
+
+    /// Parses a service's shard group (`shards = "0-3"`), naming it in
+    /// the error; `None` (every shard) when not given. Checked against the
+    /// runtime's shard count by the service's `check_for_shards`.
+    pub fn group(&self, value: &Option<String>) -> Result<Option<shard::Group>, ConfigError> {
+        let Some(text) = value else { return Ok(None) };
+        let key = || self.key("shards");
+        let list = shard::placement::parse_cpu_list(text).map_err(|e| key().error(e))?;
+        shard::Group::new(list).map(Some).map_err(|e| key().error(format!("{text:?}: {e}")))
     }
 
     /// The name of element `i` of the list `field`.
@@ -196,6 +208,9 @@ impl AppConfig {
     /// against the running runtime's).
     pub fn check_for_shards(&self, shards: usize) -> Result<(), ConfigError> {
         for (i, service) in self.services.iter().enumerate() {
+            if let Some(group) = service.group() {
+                group.check(shards).map_err(|e| self.source_of(i).key("shards").error(e))?;
+            }
             service.check_for_shards(shards).map_err(|e| self.source_of(i).key(e.field).error(e.message))?;
         }
         Ok(())

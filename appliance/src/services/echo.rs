@@ -28,11 +28,17 @@ pub struct EchoConfig {
     pub buffers: u16,
     /// Bytes per receive buffer.
     pub buffer_size: usize,
+    /// The shards it runs on (`None`: every shard).
+    pub group: Option<shard::Group>,
 }
 
 impl Service for EchoConfig {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn group(&self) -> Option<&shard::Group> {
+        self.group.as_ref()
     }
 
     fn kind(&self) -> &'static str {

@@ -74,6 +74,12 @@ pub trait Service: std::fmt::Debug + Send + Sync + 'static {
     fn kind(&self) -> &'static str;
     /// Its listener groups, in the order `serve` takes their sockets.
     fn listens(&self) -> Vec<Listen>;
+    /// The shards it runs on (`None`: every shard).
+    fn group(&self) -> Option<&shard::Group>;
+    /// The shards it runs on, in a runtime of `count` shards.
+    fn members(&self, count: usize) -> shard::Group {
+        self.group().cloned().unwrap_or_else(|| shard::Group::all(count))
+    }
     /// Settings that depend on the shard count.
     fn check_for_shards(&self, _shards: usize) -> Result<(), SettingError> {
         Ok(())

@@ -270,15 +270,28 @@ where
     Fut: Future<Output = T> + 'static,
     T: Send + 'static,
 {
-    let count = shard_count();
-    let mut pending = Vec::with_capacity(count);
+    gather_on(0..shard_count(), f, deadline).await
+}
+
+/// [`gather`] over `shards`, answers in that order.
+pub(crate) async fn gather_on<F, Fut, T>(
+    shards: impl Iterator<Item = usize>,
+    f: F,
+    deadline: Option<Instant>,
+) -> Vec<Result<T, SubmitError>>
+where
+    F: Fn() -> Fut + Send + Clone + 'static,
+    Fut: Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    let mut pending = Vec::new();
     // Dispatch to everyone first, so all shards work in parallel.
-    for shard in 0..count {
+    for shard in shards {
         let f = f.clone();
-        pending.push(dispatch(shard, f).await);
+        pending.push((shard, dispatch(shard, f).await));
     }
-    let mut out = Vec::with_capacity(count);
-    for (shard, rx) in pending.into_iter().enumerate() {
+    let mut out = Vec::with_capacity(pending.len());
+    for (shard, rx) in pending {
         let r = match (rx, deadline) {
             (Err(e), _) => Err(e),
             (Ok(rx), None) => flatten(shard, rx.await),

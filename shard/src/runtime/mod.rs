@@ -8,6 +8,7 @@
 //! and the first fatal error is returned.
 
 pub mod api;
+pub mod group;
 mod shard_loop;
 
 use std::future::Future;

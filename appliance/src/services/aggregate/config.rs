@@ -127,6 +127,9 @@ pub struct AggregateConfig {
     /// large plus the kernel's header; only the pages a datagram touches
     /// become resident.
     pub max_datagram: usize,
+    /// The shards it runs on (`None`: every shard); keys are owned by
+    /// its members only.
+    pub group: Option<shard::Group>,
 }
 
 /// The largest UDP payload over IPv4 (65,535 less the IP and UDP headers):
@@ -154,6 +157,7 @@ impl Default for AggregateConfig {
             udp_socket_buffer: 8 << 20,
             udp_buffers: 512,
             max_datagram: MAX_UDP_PAYLOAD,
+            group: None,
         }
     }
 }

@@ -35,6 +35,10 @@ impl Service for AggregateConfig {
         &self.name
     }
 
+    fn group(&self) -> Option<&shard::Group> {
+        self.group.as_ref()
+    }
+
     fn kind(&self) -> &'static str {
         "aggregate"
     }
@@ -47,6 +51,8 @@ impl Service for AggregateConfig {
     }
 
     fn check_for_shards(&self, shards: usize) -> Result<(), SettingError> {
+        // Keys are split over the service's own shards.
+        let shards = self.group.as_ref().map_or(shards, |g| g.len());
         self.validate(shards).map_err(|e| SettingError { field: e.field(), message: e.to_string() })
     }
 

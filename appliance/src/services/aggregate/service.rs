@@ -5,9 +5,10 @@
 //! parses in place. A line's key is owned by shard `hash(key) mod N`; a
 //! shard applies lines for keys it owns to its own table and lines for
 //! other keys to a *partial* table, so between flushes nothing crosses
-//! cores. At each interval shard 0 drives two phases with
-//! `shard::broadcast` (parallel, with a deadline, per-shard errors kept
-//! apart): (1) every shard drains its partial table into one batch per
+//! cores. The service runs on its shard group (`shards = "..."`, default
+//! every shard): keys are owned by its members only. At each interval the
+//! group's first member drives two phases with a group broadcast
+//! (parallel, with a deadline, per-shard errors kept apart): (1) every shard drains its partial table into one batch per
 //! owner and moves it there with `submit_to`, where it is merged; (2) every
 //! owner flushes its keys (Graphite lines to its own connection, stdout,
 //! relay datagrams). This moves one record per key per shard per interval
@@ -18,7 +19,7 @@
 //! quiet, a TCP connection until it closes or is quiet for 100 ms), for at
 //! most half of the grace; then they stop reading (a TCP client still
 //! sending sees its connection reset, not a clean close). Only when every
-//! receiver has stopped do the shards seal their tables and shard 0 run the
+//! receiver has stopped do the shards seal their tables and the first member run the
 //! final flush, so whatever was read is flushed, and the final counters
 //! agree with the flushed totals. The rest of the grace goes to Graphite;
 //! intervals it still has not taken by then are reported lost (a warning
@@ -58,8 +59,12 @@ const RELAY_DATAGRAM: usize = 1432;
 struct ShardState {
     cfg: Arc<AggregateConfig>,
     fmt: Format,
+    /// This shard's position in `members`, and their number: keys are
+    /// owned by `hash % shards`, the owner being `members.member(owner)`.
     me: usize,
     shards: usize,
+    /// The shards the service runs on.
+    members: shard::Group,
     owned: Table,
     partial: Table,
     stats: AggregateStats,
@@ -212,7 +217,7 @@ fn ship_records(id: ServiceId, min: usize) {
         let mut out = Vec::new();
         for (owner, b) in st.outgoing.iter_mut().enumerate() {
             if !b.is_empty() && b.len() >= min {
-                out.push((owner, std::mem::take(b)));
+                out.push((st.members.member(owner), std::mem::take(b)));
             }
         }
         out
@@ -450,18 +455,19 @@ fn unix_now() -> u64 {
 /// partials, one batch per owner, merged there.
 async fn ship_partials(id: ServiceId) {
     records_delivered(id).await;
-    let Some(batches) = with(id, |st| {
+    let Some((batches, members)) = with(id, |st| {
         let mut batches: Vec<Vec<(Box<[u8]>, Agg)>> = (0..st.shards).map(|_| Vec::new()).collect();
         for (k, a) in st.partial.drain() {
             batches[(hash64(&k) % st.shards as u64) as usize].push((k, a));
         }
         st.partial.release_memory();
-        batches
+        (batches, st.members.clone())
     }) else {
         return;
     };
     let mut waits = Vec::new();
     for (owner, batch) in batches.into_iter().enumerate().filter(|(_, b)| !b.is_empty()) {
+        let owner = members.member(owner);
         waits.push(shard::submit_to(owner, move || async move { merge_batch(id, batch) }));
     }
     for r in join_all(waits).await {
@@ -573,19 +579,18 @@ async fn send_relays(id: ServiceId, addrs: &[SocketAddr], payloads: Vec<Vec<u8>>
     }
 }
 
-/// One flush of every shard, driven from shard 0.
+/// One flush of every member shard, driven from the group's first.
 async fn flush_all(id: ServiceId, prefix: &str, deadline: Duration) {
     let ts = unix_now();
-    for (shard, r) in shard::broadcast(move || async move { ship_partials(id).await }, deadline)
-        .await
-        .into_iter()
-        .enumerate()
-    {
+    let group = members(id);
+    let shipped = group.broadcast(move || async move { ship_partials(id).await }, deadline).await;
+    for (shard, r) in group.members().iter().zip(shipped) {
         if let Err(e) = r {
             tracing::warn!("aggregate flush, shard {shard}: {e}");
         }
     }
-    for (shard, r) in shard::broadcast(move || emit(id, ts), deadline).await.into_iter().enumerate() {
+    let emitted = group.broadcast(move || emit(id, ts), deadline).await;
+    for (shard, r) in group.members().iter().zip(emitted) {
         if let Err(e) = r {
             tracing::warn!("aggregate flush, shard {shard}: {e}");
         }
@@ -594,7 +599,7 @@ async fn flush_all(id: ServiceId, prefix: &str, deadline: Duration) {
 }
 
 /// The service's own counters as `<prefix>.aggregate.<name>` gauges (totals
-/// since start), from shard 0.
+/// since start), from the group's first member.
 async fn report_stats(id: ServiceId, prefix: &str, ts: u64) {
     let Ok(total) = gather_stats(id).await else { return };
     let mut out = Vec::new();
@@ -634,35 +639,38 @@ async fn flush_cycle(id: ServiceId) {
         cfg = now;
     }
     final_flush(id, current().unwrap_or(cfg)).await;
-    shard::invoke_on_all(move || async move {
-        with(id, |st| {
-            st.done = true;
-            st.changed.notify();
+    members(id)
+        .invoke(move || async move {
+            with(id, |st| {
+                st.done = true;
+                st.changed.notify();
+            })
         })
-    })
-    .await;
+        .await;
 }
 
 /// Waits, on every shard at once and until `until` at most, for `ready` to
 /// hold of the service's state there; each shard looks again only when
 /// its state says something changed.
 async fn settled(id: ServiceId, until: Instant, ready: fn(&ShardState) -> bool) {
-    shard::invoke_on_all(move || async move {
-        let Some(shard) = id.state::<RefCell<ShardState>>() else { return };
-        let changed = shard.borrow().changed.clone();
-        let _ = shard::time::timeout_at(until, changed.wait_until(|| ready(&shard.borrow()))).await;
-    })
-    .await;
+    members(id)
+        .invoke(move || async move {
+            let Some(shard) = id.state::<RefCell<ShardState>>() else { return };
+            let changed = shard.borrow().changed.clone();
+            let _ = shard::time::timeout_at(until, changed.wait_until(|| ready(&shard.borrow()))).await;
+        })
+        .await;
 }
 
 /// Waits, on every shard at once and until `until` at most, for the
 /// shard's Graphite queue to be written out.
 async fn graphite_idle(id: ServiceId, until: Instant) {
-    shard::invoke_on_all(move || async move {
-        let Some(outbox) = with(id, |st| st.outbox.clone()).flatten() else { return };
-        let _ = shard::time::timeout_at(until, outbox.progress(|o| o.is_idle())).await;
-    })
-    .await;
+    members(id)
+        .invoke(move || async move {
+            let Some(outbox) = with(id, |st| st.outbox.clone()).flatten() else { return };
+            let _ = shard::time::timeout_at(until, outbox.progress(|o| o.is_idle())).await;
+        })
+        .await;
 }
 
 /// After a stop: wait for every receiver to stop reading (they stop by
@@ -673,7 +681,7 @@ async fn final_flush(id: ServiceId, cfg: Arc<AggregateConfig>) {
     let stop_deadline = shard::stop_deadline().unwrap_or_else(|| Instant::now() + Duration::from_secs(5));
     let receivers_by = receive_deadline() + Duration::from_millis(200);
     settled(id, receivers_by, |st| st.receivers == 0).await;
-    shard::invoke_on_all(move || async move { with(id, |st| st.sealed = true) }).await;
+    members(id).invoke(move || async move { with(id, |st| st.sealed = true) }).await;
     // The main task ends a little before the runtime's deadline: finish
     // before it, so the report below is written.
     let finish_by = stop_deadline.checked_sub(Duration::from_millis(200)).unwrap_or(stop_deadline);
@@ -723,18 +731,26 @@ fn format_of(cfg: &AggregateConfig) -> Format {
 /// collected when the flush interval changes reports its rates over the
 /// new length.
 pub async fn reload(id: ServiceId, cfg: Arc<AggregateConfig>) -> Result<(), String> {
-    let results = shard::invoke_on_all(move || {
-        let cfg = cfg.clone();
-        async move {
-            with(id, |st| reconfigure(st, cfg))
-                .ok_or_else(|| "the aggregate service is not running".to_string())
-        }
-    })
-    .await;
-    for (shard, r) in results.into_iter().enumerate() {
+    let group = members(id);
+    let results = group
+        .invoke(move || {
+            let cfg = cfg.clone();
+            async move {
+                with(id, |st| reconfigure(st, cfg))
+                    .ok_or_else(|| "the aggregate service is not running".to_string())
+            }
+        })
+        .await;
+    for (shard, r) in group.members().iter().zip(results) {
         r.map_err(|e| format!("shard {shard}: {e}"))??;
     }
     Ok(())
+}
+
+/// The shards the service `id` runs on (from this shard's state: call it
+/// on a member).
+fn members(id: ServiceId) -> shard::Group {
+    with(id, |st| st.members.clone()).unwrap_or_else(|| shard::Group::all(shard::shard_count()))
 }
 
 fn reconfigure(st: &mut ShardState, cfg: Arc<AggregateConfig>) {
@@ -755,8 +771,8 @@ fn reconfigure(st: &mut ShardState, cfg: Arc<AggregateConfig>) {
 }
 
 /// Runs the service `id` on this shard with its sockets (bound by
-/// `crate::app`); returns after the final flush. Must run on every shard
-/// of the runtime, shard 0 included (shard 0 drives the flush cycle). Its
+/// `crate::app`); returns after the final flush. Must run on every member
+/// of the service's shard group (the first drives the flush cycle). Its
 /// per-shard state is kept in the shard's slot for `id`, so several
 /// aggregate services (on their own ports) run side by side.
 pub async fn serve_shard(
@@ -766,13 +782,17 @@ pub async fn serve_shard(
     cfg: Arc<AggregateConfig>,
     max_conns: usize,
 ) -> io::Result<()> {
-    let (me, shards) = (shard::shard_id(), shard::shard_count());
+    let members = cfg.group.clone().unwrap_or_else(|| shard::Group::all(shard::shard_count()));
+    let me = members.index_of(shard::shard_id()).ok_or_else(|| io::Error::other("not a member shard"))?;
+    let shards = members.len();
+    let leader = me == 0;
     let per_shard = cfg.keys_per_shard(shards);
     let state = ShardState {
         cfg: cfg.clone(),
         fmt: format_of(&cfg),
         me,
         shards,
+        members,
         owned: Table::new(per_shard, cfg.max_idle_flushes()),
         partial: Table::new(per_shard, 0),
         stats: AggregateStats::default(),
@@ -801,7 +821,8 @@ pub async fn serve_shard(
         let accept = accept_tcp(id, fd, cfg.max_line_length, records, max_conns);
         tasks.push(shard::spawn_local_named("statsd-accept", accept));
     }
-    let cycle = (me == 0).then(|| shard::spawn_local_named("aggregate-flush", flush_cycle(id)));
+    // The group's first member drives the flush cycle.
+    let cycle = leader.then(|| shard::spawn_local_named("aggregate-flush", flush_cycle(id)));
     let mut result = Ok(());
     for t in tasks {
         match t.await {

@@ -78,6 +78,8 @@ pub struct ForwardConfig {
     pub buffer_size: usize,
     /// Forward UDP datagrams (sessions per client) instead of TCP.
     pub udp: bool,
+    /// The shards it runs on (`None`: every shard).
+    pub group: Option<shard::Group>,
 }
 
 /// This shard's state of the forward service `id`.
@@ -232,20 +234,22 @@ pub(crate) fn is_local(e: &io::Error) -> bool {
 /// Applies a reloaded configuration of the service `id` on every shard
 /// (established connections keep going).
 pub async fn reload(id: ServiceId, cfg: Arc<ForwardConfig>) -> Result<(), String> {
-    let results = shard::invoke_on_all(move || {
-        let cfg = cfg.clone();
-        async move {
-            match instance(id) {
-                Some(state) => {
-                    state.reload(&cfg);
-                    Ok(())
+    let members = state::members_of(&cfg);
+    let results = members
+        .invoke(move || {
+            let cfg = cfg.clone();
+            async move {
+                match instance(id) {
+                    Some(state) => {
+                        state.reload(&cfg);
+                        Ok(())
+                    }
+                    None => Err(format!("forward service {:?} is not running", cfg.name)),
                 }
-                None => Err(format!("forward service {:?} is not running", cfg.name)),
             }
-        }
-    })
-    .await;
-    for (shard, r) in results.into_iter().enumerate() {
+        })
+        .await;
+    for (shard, r) in members.members().iter().zip(results) {
         r.map_err(|e| format!("shard {shard}: {e}"))??;
     }
     Ok(())
@@ -284,6 +288,10 @@ pub async fn gather_stats(id: ServiceId) -> Result<stats::ForwardStats, shard::S
 impl crate::services::Service for ForwardConfig {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn group(&self) -> Option<&shard::Group> {
+        self.group.as_ref()
     }
 
     fn kind(&self) -> &'static str {

@@ -46,6 +46,9 @@ struct Pool {
 pub(crate) struct ShardState {
     /// The service this is a shard of (its slot on every shard).
     id: ServiceId,
+    /// The shards the service runs on; limits are split between them and
+    /// health checks planned over them.
+    members: shard::Group,
     pool: RefCell<Pool>,
     conns: RefCell<ConnLimit>,
     stats: RefCell<ForwardStats>,
@@ -54,7 +57,8 @@ pub(crate) struct ShardState {
 
 impl ShardState {
     pub(crate) fn new(id: ServiceId, cfg: &ForwardConfig) -> io::Result<Rc<ShardState>> {
-        let (me, n) = (shard::shard_id(), shard::shard_count());
+        let members = members_of(cfg);
+        let (me, n) = (position(&members), members.len());
         let cfg = Rc::new(cfg.clone());
         let health_cfg = cfg.health.unwrap_or(cfg.passive);
         let pool = Pool {
@@ -70,6 +74,7 @@ impl ShardState {
         };
         Ok(Rc::new(ShardState {
             id,
+            members,
             conns: RefCell::new(ConnLimit::for_shard(Some(cfg.max_conns), n, me)),
             group: BufRing::new(cfg.buffers, cfg.buffer_size)?,
             pool: RefCell::new(pool),
@@ -188,7 +193,7 @@ impl ShardState {
     /// Replaces the pool with `cfg`'s, keeping the state of the upstreams
     /// that stay (matched by address), and restarts health checks.
     pub(crate) fn reload(self: &Rc<Self>, cfg: &ForwardConfig) {
-        let (me, n) = (shard::shard_id(), shard::shard_count());
+        let (me, n) = (position(&self.members), self.members.len());
         let cfg = Rc::new(cfg.clone());
         let old = self.pool.borrow();
         let health_cfg = cfg.health.unwrap_or(cfg.passive);
@@ -230,8 +235,8 @@ impl ShardState {
             (pool.cfg.clone(), pool.generation)
         };
         let Some(hc) = cfg.health else { return };
-        let plan = health::check_plan(cfg.upstreams.len(), shard::shard_count());
-        let mine = plan.get(shard::shard_id()).cloned().unwrap_or_default();
+        let plan = health::check_plan(cfg.upstreams.len(), self.members.len());
+        let mine = plan.get(position(&self.members)).cloned().unwrap_or_default();
         let count = mine.len();
         let exchange = Rc::new(cfg.exchange.clone());
         for (position, i) in mine.into_iter().enumerate() {
@@ -260,7 +265,7 @@ impl ShardState {
                     };
                     if let Some(t) = t {
                         tracing::info!(service = %name, upstream = %addr, "health: {t}");
-                        broadcast_transition(state.id, generation, i, t).await;
+                        broadcast_transition(state.id, state.members.clone(), generation, i, t).await;
                     }
                 }
             })
@@ -313,20 +318,38 @@ async fn check_once(
     Some(shard::time::timeout(left, check).await.unwrap_or(false))
 }
 
+/// The shards the service `cfg` runs on.
+pub(crate) fn members_of(cfg: &ForwardConfig) -> shard::Group {
+    cfg.group.clone().unwrap_or_else(|| shard::Group::all(shard::shard_count()))
+}
+
+/// This shard's position in `members` (0 off the group: never the case
+/// for a shard that serves it).
+fn position(members: &shard::Group) -> usize {
+    members.index_of(shard::shard_id()).unwrap_or(0)
+}
+
 /// Per-shard seed for the random policies and starting positions.
 fn seed(shard: usize) -> u64 {
     0x9e37_79b9_7f4a_7c15 ^ shard as u64
 }
 
 /// Tells every shard about a health change found by this one.
-async fn broadcast_transition(id: ServiceId, generation: u64, i: usize, t: Transition) {
+async fn broadcast_transition(
+    id: ServiceId,
+    members: shard::Group,
+    generation: u64,
+    i: usize,
+    t: Transition,
+) {
     let me = shard::shard_id();
-    let results = shard::invoke_on_all(move || async move {
-        if let Some(state) = super::instance(id) {
-            state.apply(generation, i, &t, shard::shard_id() == me);
-        }
-    })
-    .await;
+    let results = members
+        .invoke(move || async move {
+            if let Some(state) = super::instance(id) {
+                state.apply(generation, i, &t, shard::shard_id() == me);
+            }
+        })
+        .await;
     for (shard, r) in results.into_iter().enumerate() {
         if let Err(e) = r {
             tracing::warn!(shard, "health broadcast: {e}");
