@@ -261,6 +261,51 @@ fn two_senders_racing_to_wake_one_receiver() {
     });
 }
 
+/// One shard's end-of-turn flush towards several receivers, as the mesh
+/// does it: publish every touched ring, then wake each receiver that
+/// parked. Receivers may belong to other shard groups than the sender; a
+/// group is only a set of shards, and the flush must not care.
+/// `own_group_only` is the bug brpc shipped in `bthread_flush` across tag
+/// groups: work published to another group's parked worker is never
+/// signalled.
+fn flush_across_groups<M: Mail>(
+    sender_group: usize,
+    targets: &mut [(usize, Sender<M>)],
+    own_group_only: bool,
+) {
+    for (_, tx) in targets.iter_mut() {
+        tx.ring.publish();
+    }
+    for (group, tx) in targets.iter_mut() {
+        let must_ring = tx.mail.notify(tx.me);
+        if must_ring && (!own_group_only || *group == sender_group) {
+            tx.bell.ring();
+        }
+    }
+}
+
+/// A shard of group 0 flushes one batch to a shard of its own group and one
+/// to a shard of group 1, both of which may be parked.
+fn cross_group_flush(name: &str, own_group_only: bool) {
+    model(name, move || {
+        let (mut to_same, same) = pair(Mailbox::new(1), 1);
+        let (mut to_other, other) = pair(Mailbox::new(1), 1);
+        let same = thread::spawn(move || same.run(1));
+        let other = thread::spawn(move || other.run(1));
+        let mut targets = vec![(0, to_same.remove(0)), (1, to_other.remove(0))];
+        targets[0].1.stage(&[10]);
+        targets[1].1.stage(&[20]);
+        flush_across_groups(0, &mut targets, own_group_only);
+        assert_eq!(same.join().unwrap(), [10]);
+        assert_eq!(other.join().unwrap(), [20]);
+    });
+}
+
+#[test]
+fn a_flush_wakes_parked_shards_of_another_group() {
+    cross_group_flush("cross_group", false);
+}
+
 /// Single-word mailbox with a pluggable bug, for the `broken_*` tests.
 /// Like the real one, it writes `parked` only with RMWs, so what loom
 /// reports is the bug and not loom's store-vs-RMW ordering quirk.
@@ -376,5 +421,18 @@ fn child_check_parked_first() {
 fn child_no_fence() {
     if std::env::var_os(CHILD).is_some() {
         park_wake("no_fence", || BrokenMailbox::new(Bug::NoFence));
+    }
+}
+
+#[test]
+fn broken_flush_that_wakes_only_its_own_group_is_caught() {
+    expect_loom_deadlock("child_own_group_only");
+}
+
+#[test]
+#[ignore = "run in a child process by the broken_* tests; aborts on purpose"]
+fn child_own_group_only() {
+    if std::env::var_os(CHILD).is_some() {
+        cross_group_flush("own_group_only", true);
     }
 }
