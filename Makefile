@@ -15,7 +15,7 @@ ASAN_TARGET := target/asan
 HOST_TRIPLE := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
 
 .PHONY: help deps build run check test test-deps test-unit test-loom test-asan lint fmt bench bench-mesh bench-echo \
-	bench-netstack bench-aggregate doc clean fuzz load-forward load-aggregate compare
+	bench-netstack bench-aggregate doc clean fuzz load-forward load-aggregate compare isolation
 
 help:
 	@echo "make run     build and start the appliance on config/appliance.toml (echo :7000, forward :8080, statsd :8125, admin :9090)"
@@ -29,6 +29,7 @@ help:
 	@echo "make load-aggregate  appliance aggregate driven by loadgen statsd, flushed totals checked exactly"
 	@echo "make compare         forward vs direct/HAProxy/nginx stream and aggregate vs etsy statsd, in one run;"
 	@echo "                     ratios, target/compare/report.md and latency.svg (COMPARE_QUICK=1: a short run)"
+	@echo "make isolation       forward p99 under an unpaced statsd blast, all shards vs disjoint shard groups"
 
 # Installs only what is missing, so it is cheap to call from every target.
 deps:
@@ -139,6 +140,11 @@ load-forward: build
 
 load-aggregate: build
 	scripts/load-aggregate.sh
+
+# Shard groups: forward p99 at a fixed rate, alone and under an unpaced
+# statsd blast, with both services on every shard and with disjoint groups.
+isolation: build
+	scripts/isolation.sh
 
 compare: build
 	$(CARGO) build --release -p netstack --example udp_count
