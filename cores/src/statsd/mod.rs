@@ -3,12 +3,15 @@
 //! [`sketch`] and [`set`] (mergeable timer sketch with 1 % relative error,
 //! exact-then-HyperLogLog unique counts), [`table`] (a shard's keys and
 //! their per-interval aggregates), then the outputs [`graphite`] and
-//! [`relay`].
+//! [`relay`]; [`aggregator`] puts them together as one shard's share of an
+//! aggregator, and [`stats`] counts what happened.
 
+pub mod aggregator;
 pub mod graphite;
 pub mod parse;
 pub mod relay;
 pub mod set;
 pub mod sketch;
+pub mod stats;
 pub mod stream;
 pub mod table;

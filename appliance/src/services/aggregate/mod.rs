@@ -18,7 +18,7 @@ pub mod config;
 mod metrics;
 pub mod service;
 pub mod sink;
-pub mod stats;
+pub use cores::statsd::stats;
 
 pub use config::{AggregateConfig, ConfigError};
 pub use service::gather_stats;

@@ -42,34 +42,26 @@ use shard::sync::notify::Notify;
 
 use super::config::{AggregateConfig, Exchange};
 use super::sink::Outbox;
-use super::stats::AggregateStats;
 use crate::services::ServiceId;
-use cores::hash::hash64;
-use cores::statsd::graphite::{self, Format};
-use cores::statsd::parse::{parse_line, DropReason, Line};
+use cores::statsd::aggregator::{Aggregator, Partials, Settings, Slice};
+use cores::statsd::graphite::Format;
+use cores::statsd::parse::DropReason;
 use cores::statsd::relay;
+use cores::statsd::stats::AggregateStats;
 use cores::statsd::stream::{Piece, StreamLines};
-use cores::statsd::table::{canonical_key, Agg, Table, PARTS};
+use cores::statsd::table::PARTS;
 
-/// Events and service checks held for relays per shard and interval.
-const PASSTHROUGH_LIMIT: usize = 1 << 20;
 /// Relay datagram payloads at most (a common statsd client size).
 const RELAY_DATAGRAM: usize = 1432;
 
 struct ShardState {
     cfg: Arc<AggregateConfig>,
-    fmt: Format,
-    /// This shard's position in `members`, and their number: keys are
-    /// owned by `hash % shards`, the owner being `members.member(owner)`.
-    me: usize,
-    shards: usize,
-    /// The shards the service runs on.
+    /// The shards the service runs on: the aggregator's owner `i` (an
+    /// index in the group) is shard `members.member(i)`.
     members: shard::Group,
-    owned: Table,
-    partial: Table,
-    stats: AggregateStats,
-    key: Vec<u8>,
-    passthrough: Vec<u8>,
+    /// This shard's share of the aggregator: tables, counters, partials
+    /// (sans I/O, in `cores`).
+    agg: Aggregator,
     outbox: Option<Rc<Outbox>>,
     /// Outboxes a reload replaced (their counters still count).
     retired: Vec<Rc<Outbox>>,
@@ -85,8 +77,6 @@ struct ShardState {
     /// Without a Graphite upstream, the last interval's output (Graphite
     /// plaintext), served on the admin endpoint as Prometheus samples.
     last_flush: Vec<u8>,
-    /// `Exchange::Records`: raw lines waiting to be shipped, per owner.
-    outgoing: Vec<Vec<u8>>,
     /// `Exchange::Records`: batches on their way to an owner.
     shipping: Vec<shard::JoinHandle<()>>,
 }
@@ -117,8 +107,8 @@ pub fn last_flush(id: ServiceId) -> Vec<u8> {
 /// This shard's counters (all zero outside the service).
 pub fn shard_stats(id: ServiceId) -> AggregateStats {
     with(id, |st| {
-        let mut s = st.stats.clone();
-        s.keys = st.owned.len() as u64;
+        let mut s = st.agg.stats().clone();
+        s.keys = st.agg.keys() as u64;
         for o in st.outbox.iter().chain(&st.retired) {
             s.flush_errors += o.errors.get();
             s.intervals_dropped += o.dropped.get();
@@ -142,69 +132,9 @@ pub async fn gather_stats(id: ServiceId) -> Result<AggregateStats, shard::Submit
     .await
 }
 
-/// Parses `data` (whole lines) into this shard's tables (or, with
-/// `Exchange::Records`, the batches for the keys' owners).
-fn ingest(st: &mut ShardState, data: &[u8]) {
-    let records = st.cfg.exchange == Exchange::Records;
-    let ShardState { cfg, me, shards, owned, partial, stats, key, passthrough, outgoing, .. } = st;
-    for raw in raw_lines(data) {
-        stats.lines += 1;
-        match parse_line(raw, cfg.max_line_length) {
-            Err(reason) => stats.dropped[reason.index()] += 1,
-            Ok(Line::Event(raw)) | Ok(Line::ServiceCheck(raw)) => {
-                if raw.starts_with(b"_e") {
-                    stats.events += 1;
-                } else {
-                    stats.service_checks += 1;
-                }
-                if !cfg.relays.is_empty() && passthrough.len() + raw.len() < PASSTHROUGH_LIMIT {
-                    passthrough.extend_from_slice(raw);
-                    passthrough.push(b'\n');
-                } else if !cfg.relays.is_empty() {
-                    stats.relay_errors += 1;
-                }
-            }
-            Ok(Line::Metric(m)) => {
-                canonical_key(&m, key);
-                let hash = hash64(key);
-                let owner = (hash % *shards as u64) as usize;
-                if records && owner != *me {
-                    // The owner parses it again and counts it as a metric.
-                    outgoing[owner].extend_from_slice(raw);
-                    outgoing[owner].push(b'\n');
-                    continue;
-                }
-                let table = if owner == *me { &mut *owned } else { &mut *partial };
-                match table.apply_hashed(key, hash, &m) {
-                    Ok(()) => stats.metrics += 1,
-                    Err(_) => stats.keys_refused += 1,
-                }
-            }
-        }
-    }
-}
-
-/// The non-empty lines of `data`, without `\n` or a trailing `\r` (as
-/// `parse::Lines` splits them), raw.
-fn raw_lines(data: &[u8]) -> impl Iterator<Item = &[u8]> {
-    data.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l)).filter(|l| !l.is_empty())
-}
-
-/// Lines another shard received for keys this shard owns (already counted
-/// as lines there; valid, so each is a metric here).
+/// Lines another shard received for keys this shard owns.
 fn ingest_shipped(id: ServiceId, data: &[u8]) {
-    with(id, |st| {
-        let ShardState { cfg, owned, stats, key, .. } = st;
-        for raw in raw_lines(data) {
-            if let Ok(Line::Metric(m)) = parse_line(raw, cfg.max_line_length) {
-                canonical_key(&m, key);
-                match owned.apply_hashed(key, hash64(key), &m) {
-                    Ok(()) => stats.metrics += 1,
-                    Err(_) => stats.keys_refused += 1,
-                }
-            }
-        }
-    });
+    with(id, |st| st.agg.ingest_shipped(data));
 }
 
 /// Records mode: bytes of lines a batch collects before it is shipped.
@@ -214,13 +144,8 @@ const RECORD_BATCH: usize = 32 * 1024;
 /// over `min` bytes), each batch one message; the owners apply them.
 fn ship_records(id: ServiceId, min: usize) {
     let Some(batches) = with(id, |st| {
-        let mut out = Vec::new();
-        for (owner, b) in st.outgoing.iter_mut().enumerate() {
-            if !b.is_empty() && b.len() >= min {
-                out.push((st.members.member(owner), std::mem::take(b)));
-            }
-        }
-        out
+        let members = &st.members;
+        st.agg.take_records(min).into_iter().map(|(owner, b)| (members.member(owner), b)).collect::<Vec<_>>()
     }) else {
         return;
     };
@@ -250,10 +175,11 @@ fn on_datagram(shard: &Shard, d: &Datagram) {
         if st.sealed {
             return;
         }
-        st.stats.datagrams += 1;
+        let stats = st.agg.stats_mut();
+        stats.datagrams += 1;
         let mut payload = d.payload();
         if d.truncated() {
-            st.stats.truncated += 1;
+            stats.truncated += 1;
             let (service, max) = (&st.cfg.name, st.cfg.max_datagram);
             ops::warn_limited!(
                 %service,
@@ -262,12 +188,13 @@ fn on_datagram(shard: &Shard, d: &Datagram) {
             );
             let end = payload.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
             if end < payload.len() {
-                st.stats.lines += 1;
-                st.stats.dropped[DropReason::TooLong.index()] += 1;
+                let stats = st.agg.stats_mut();
+                stats.lines += 1;
+                stats.dropped[DropReason::TooLong.index()] += 1;
             }
             payload = &payload[..end];
         }
-        ingest(st, payload);
+        st.agg.ingest(payload);
     });
 }
 
@@ -376,12 +303,12 @@ async fn accept_tcp(
     crate::services::accept::accept_until_stopped(listener, |conn| {
         if open.open() >= max_conns {
             // The shard's share of the descriptor budget is in use.
-            with(id, |st| st.stats.tcp_refused += 1);
+            with(id, |st| st.agg.stats_mut().tcp_refused += 1);
             let _ = conn.set_reset_on_close();
             return;
         }
         let counted = open.enter();
-        with(id, |st| st.stats.tcp_connections += 1);
+        with(id, |st| st.agg.stats_mut().tcp_connections += 1);
         let task = tcp_conn(id, conn, group.clone(), max_line, records);
         shard::spawn_local_named("statsd-tcp", async move {
             task.await;
@@ -396,10 +323,11 @@ async fn accept_tcp(
 fn feed_piece(shard: &Shard, p: Piece<'_>) {
     with_shard(shard, |st| match p {
         _ if st.sealed => {}
-        Piece::Lines(lines) => ingest(st, lines),
+        Piece::Lines(lines) => st.agg.ingest(lines),
         Piece::TooLong => {
-            st.stats.lines += 1;
-            st.stats.dropped[DropReason::TooLong.index()] += 1;
+            let stats = st.agg.stats_mut();
+            stats.lines += 1;
+            stats.dropped[DropReason::TooLong.index()] += 1;
         }
     });
 }
@@ -455,14 +383,7 @@ fn unix_now() -> u64 {
 /// partials, one batch per owner, merged there.
 async fn ship_partials(id: ServiceId) {
     records_delivered(id).await;
-    let Some((batches, members)) = with(id, |st| {
-        let mut batches: Vec<Vec<(Box<[u8]>, Agg)>> = (0..st.shards).map(|_| Vec::new()).collect();
-        for (k, a) in st.partial.drain() {
-            batches[(hash64(&k) % st.shards as u64) as usize].push((k, a));
-        }
-        st.partial.release_memory();
-        (batches, st.members.clone())
-    }) else {
+    let Some((batches, members)) = with(id, |st| (st.agg.drain_partials(), st.members.clone())) else {
         return;
     };
     let mut waits = Vec::new();
@@ -477,14 +398,8 @@ async fn ship_partials(id: ServiceId) {
     }
 }
 
-fn merge_batch(id: ServiceId, batch: Vec<(Box<[u8]>, Agg)>) {
-    with(id, |st| {
-        for (k, a) in batch {
-            if st.owned.merge(k, a).is_err() {
-                st.stats.keys_refused += 1;
-            }
-        }
-    });
+fn merge_batch(id: ServiceId, batch: Partials) {
+    with(id, |st| st.agg.merge(batch));
 }
 
 /// Keys per flush slice: a slice's Graphite text (~140 bytes per counter
@@ -497,7 +412,7 @@ const SLICE_BACKLOG: usize = 4 << 20;
 
 /// Phase 2 on one owner: its keys to every output, slice by slice.
 async fn emit(id: ServiceId, ts: u64) {
-    let Some((cfg, outbox, keys)) = with(id, |st| (st.cfg.clone(), st.outbox.clone(), st.owned.len())) else {
+    let Some((cfg, outbox, keys)) = with(id, |st| (st.cfg.clone(), st.outbox.clone(), st.agg.keys())) else {
         return;
     };
     let until = Instant::now() + cfg.flush_interval / 2;
@@ -505,7 +420,8 @@ async fn emit(id: ServiceId, ts: u64) {
     let mut last = Vec::new();
     for i in 0..slices {
         let parts = slice_bounds(i, slices)..slice_bounds(i + 1, slices);
-        let Some((out, lines, relays)) = with(id, |st| flush_slice(st, parts, ts, i == 0)) else { return };
+        let Some(slice) = with(id, |st| st.agg.flush_slice(parts, ts, i == 0)) else { return };
+        let Slice { graphite: out, lines, relays } = slice;
         if cfg.flush_stdout && !out.is_empty() {
             let _ = io::stdout().lock().write_all(&out);
         }
@@ -531,34 +447,6 @@ fn slice_bounds(i: usize, slices: usize) -> u8 {
     (i * usize::from(PARTS) / slices) as u8
 }
 
-/// Formats and resets the owned keys in `parts`: Graphite text, its line
-/// count, and one statsd payload per relay.
-fn flush_slice(
-    st: &mut ShardState,
-    parts: std::ops::Range<u8>,
-    ts: u64,
-    first: bool,
-) -> (Vec<u8>, u64, Vec<Vec<u8>>) {
-    let ShardState { cfg, fmt, owned, stats, passthrough, .. } = st;
-    let mut out = Vec::new();
-    let mut relays = vec![Vec::new(); cfg.relays.len()];
-    let mut lines = 0;
-    let expired = owned.flush_parts(parts, |k, v| {
-        lines += graphite::write_key(&mut out, fmt, k, v, ts) as u64;
-        if let Some(i) = relay::pick(k, &cfg.relays) {
-            relay::write_key(&mut relays[i], k, v);
-        }
-    });
-    if first {
-        if let Some(r) = relays.first_mut() {
-            r.append(passthrough);
-        }
-        stats.flushes += 1;
-    }
-    stats.keys_expired += expired as u64;
-    (out, lines, relays)
-}
-
 async fn send_relays(id: ServiceId, addrs: &[SocketAddr], payloads: Vec<Vec<u8>>) {
     for (addr, payload) in addrs.iter().zip(payloads).filter(|(_, p)| !p.is_empty()) {
         let any: SocketAddr = if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }.parse().unwrap_or(*addr);
@@ -566,14 +454,14 @@ async fn send_relays(id: ServiceId, addrs: &[SocketAddr], payloads: Vec<Vec<u8>>
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(relay = %addr, "relay socket: {e}");
-                with(id, |st| st.stats.relay_errors += 1);
+                with(id, |st| st.agg.stats_mut().relay_errors += 1);
                 continue;
             }
         };
         for d in relay::datagrams(&payload, RELAY_DATAGRAM) {
             let (r, _) = socket.send_to(d.to_vec(), *addr).await;
             if r.is_err() {
-                with(id, |st| st.stats.relay_errors += 1);
+                with(id, |st| st.agg.stats_mut().relay_errors += 1);
             }
         }
     }
@@ -715,11 +603,19 @@ async fn final_flush(id: ServiceId, cfg: Arc<AggregateConfig>) {
     }
 }
 
-fn format_of(cfg: &AggregateConfig) -> Format {
-    Format {
-        prefix: cfg.prefix.clone(),
-        percentiles: cfg.percentiles.clone(),
-        interval_secs: cfg.flush_interval.as_secs_f64(),
+/// The aggregator core's settings for one of `shards` member shards.
+fn settings_of(cfg: &AggregateConfig, shards: usize) -> Settings {
+    Settings {
+        max_keys: cfg.keys_per_shard(shards),
+        max_idle_flushes: cfg.max_idle_flushes(),
+        max_line: cfg.max_line_length,
+        records: cfg.exchange == Exchange::Records,
+        relays: cfg.relays.clone(),
+        format: Format {
+            prefix: cfg.prefix.clone(),
+            percentiles: cfg.percentiles.clone(),
+            interval_secs: cfg.flush_interval.as_secs_f64(),
+        },
     }
 }
 
@@ -754,13 +650,12 @@ fn members(id: ServiceId) -> shard::Group {
 }
 
 fn reconfigure(st: &mut ShardState, cfg: Arc<AggregateConfig>) {
-    st.fmt = format_of(&cfg);
-    st.owned.set_limits(cfg.keys_per_shard(st.shards), cfg.max_idle_flushes());
-    st.partial.set_limits(cfg.keys_per_shard(st.shards), 0);
+    st.agg.reconfigure(settings_of(&cfg, st.members.len()));
     let queue = |c: &AggregateConfig| (c.graphite, c.graphite_queue, c.graphite_queue_bytes);
     if queue(&st.cfg) != queue(&cfg) {
-        let next =
-            cfg.graphite.map(|a| Outbox::new(a, cfg.graphite_queue, cfg.queue_bytes_per_shard(st.shards)));
+        let next = cfg
+            .graphite
+            .map(|a| Outbox::new(a, cfg.graphite_queue, cfg.queue_bytes_per_shard(st.members.len())));
         if let Some(old) = st.outbox.take() {
             old.retire_into(next.clone());
             st.retired.push(old);
@@ -786,18 +681,10 @@ pub async fn serve_shard(
     let me = members.index_of(shard::shard_id()).ok_or_else(|| io::Error::other("not a member shard"))?;
     let shards = members.len();
     let leader = me == 0;
-    let per_shard = cfg.keys_per_shard(shards);
     let state = ShardState {
         cfg: cfg.clone(),
-        fmt: format_of(&cfg),
-        me,
-        shards,
         members,
-        owned: Table::new(per_shard, cfg.max_idle_flushes()),
-        partial: Table::new(per_shard, 0),
-        stats: AggregateStats::default(),
-        key: Vec::with_capacity(256),
-        passthrough: Vec::new(),
+        agg: Aggregator::new(me, shards, settings_of(&cfg, shards)),
         outbox: cfg.graphite.map(|a| Outbox::new(a, cfg.graphite_queue, cfg.queue_bytes_per_shard(shards))),
         retired: Vec::new(),
         receivers: 0,
@@ -805,7 +692,6 @@ pub async fn serve_shard(
         changed: Rc::default(),
         done: false,
         last_flush: Vec::new(),
-        outgoing: (0..shards).map(|_| Vec::new()).collect(),
         shipping: Vec::new(),
     };
     id.install(Rc::new(RefCell::new(state)));

@@ -1,7 +1,7 @@
 //! The aggregate service's counters: plain integers owned by each shard
 //! (no atomics), gathered with `shard::map_reduce` and merged.
 
-use cores::statsd::parse::DropReason;
+use super::parse::DropReason;
 
 /// One shard's counters (or the sum of several).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

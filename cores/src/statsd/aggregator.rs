@@ -1,0 +1,341 @@
+//! One shard's share of an aggregator, sans I/O: lines in, partial
+//! aggregates out to their owners, owned keys flushed slice by slice.
+//!
+//! Every key is owned by one of `shards` instances (`hash(key) % shards`).
+//! An instance applies a line for a key it owns to its own table, and any
+//! other line to a *partial* table (or, in records mode, to a batch of raw
+//! lines for the owner); at flush time [`Aggregator::drain_partials`] gives
+//! one batch per owner, which the owner [`Aggregator::merge`]s, and each
+//! owner then [`Aggregator::flush_slice`]s its keys. How batches travel
+//! between instances (cross-core rings, in the service) is not this
+//! module's business, so N instances can run in one test with the exchange
+//! done by hand, and the timestamps passed in.
+
+use std::net::SocketAddr;
+use std::ops::Range;
+
+use super::graphite::{self, Format};
+use super::parse::{parse_line, Line};
+use super::relay;
+use super::stats::AggregateStats;
+use super::table::{canonical_key, Agg, Table};
+use crate::hash::hash64;
+
+/// Events and service checks held for relays per instance and interval.
+pub const PASSTHROUGH_LIMIT: usize = 1 << 20;
+
+/// A batch of partial aggregates for one owner.
+pub type Partials = Vec<(Box<[u8]>, Agg)>;
+
+/// How an instance is set up.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Keys this instance may own.
+    pub max_keys: usize,
+    /// Flushes a key may go without an update before it is deleted.
+    pub max_idle_flushes: u32,
+    /// Longer lines are dropped (counted).
+    pub max_line: usize,
+    /// Ship raw lines to their owners as they arrive (records mode) instead
+    /// of aggregating them in a partial table.
+    pub records: bool,
+    /// Next-tier aggregators, for flushed keys and passed-through events.
+    pub relays: Vec<SocketAddr>,
+    /// Graphite naming and timer percentiles.
+    pub format: Format,
+}
+
+/// What one flushed slice produced.
+#[derive(Debug, Default, PartialEq)]
+pub struct Slice {
+    /// Graphite plaintext.
+    pub graphite: Vec<u8>,
+    /// Its line count.
+    pub lines: u64,
+    /// One statsd payload per relay (events and service checks in the
+    /// first relay's payload of an interval's first slice).
+    pub relays: Vec<Vec<u8>>,
+}
+
+/// One instance. See the module docs.
+#[derive(Debug)]
+pub struct Aggregator {
+    me: usize,
+    shards: usize,
+    owned: Table,
+    partial: Table,
+    stats: AggregateStats,
+    key: Vec<u8>,
+    passthrough: Vec<u8>,
+    /// Records mode: raw lines waiting to be shipped, per owner.
+    outgoing: Vec<Vec<u8>>,
+    settings: Settings,
+}
+
+impl Aggregator {
+    /// Instance `me` of `shards`.
+    pub fn new(me: usize, shards: usize, settings: Settings) -> Aggregator {
+        let shards = shards.max(1);
+        Aggregator {
+            me,
+            shards,
+            owned: Table::new(settings.max_keys, settings.max_idle_flushes),
+            partial: Table::new(settings.max_keys, 0),
+            stats: AggregateStats::default(),
+            key: Vec::with_capacity(256),
+            passthrough: Vec::new(),
+            outgoing: (0..shards).map(|_| Vec::new()).collect(),
+            settings,
+        }
+    }
+
+    /// The owner (an index in `0..shards`) of a canonical key.
+    pub fn owner(&self, key: &[u8]) -> usize {
+        (hash64(key) % self.shards as u64) as usize
+    }
+
+    /// Parses `data` (whole lines) into this instance's tables, or, in
+    /// records mode, the batches for the keys' owners.
+    pub fn ingest(&mut self, data: &[u8]) {
+        let records = self.settings.records;
+        let Aggregator { me, shards, owned, partial, stats, key, passthrough, outgoing, settings } = self;
+        for raw in raw_lines(data) {
+            stats.lines += 1;
+            match parse_line(raw, settings.max_line) {
+                Err(reason) => stats.dropped[reason.index()] += 1,
+                Ok(Line::Event(raw)) | Ok(Line::ServiceCheck(raw)) => {
+                    if raw.starts_with(b"_e") {
+                        stats.events += 1;
+                    } else {
+                        stats.service_checks += 1;
+                    }
+                    if !settings.relays.is_empty() && passthrough.len() + raw.len() < PASSTHROUGH_LIMIT {
+                        passthrough.extend_from_slice(raw);
+                        passthrough.push(b'\n');
+                    } else if !settings.relays.is_empty() {
+                        stats.relay_errors += 1;
+                    }
+                }
+                Ok(Line::Metric(m)) => {
+                    canonical_key(&m, key);
+                    let hash = hash64(key);
+                    let owner = (hash % *shards as u64) as usize;
+                    if records && owner != *me {
+                        // The owner parses it again and counts it as a metric.
+                        outgoing[owner].extend_from_slice(raw);
+                        outgoing[owner].push(b'\n');
+                        continue;
+                    }
+                    let table = if owner == *me { &mut *owned } else { &mut *partial };
+                    match table.apply_hashed(key, hash, &m) {
+                        Ok(()) => stats.metrics += 1,
+                        Err(_) => stats.keys_refused += 1,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Lines another instance received for keys this one owns (records
+    /// mode; already counted as lines there, so each is a metric here).
+    pub fn ingest_shipped(&mut self, data: &[u8]) {
+        let Aggregator { owned, stats, key, settings, .. } = self;
+        for raw in raw_lines(data) {
+            if let Ok(Line::Metric(m)) = parse_line(raw, settings.max_line) {
+                canonical_key(&m, key);
+                match owned.apply_hashed(key, hash64(key), &m) {
+                    Ok(()) => stats.metrics += 1,
+                    Err(_) => stats.keys_refused += 1,
+                }
+            }
+        }
+    }
+
+    /// Records mode: the waiting batches of at least `min` bytes, by owner.
+    pub fn take_records(&mut self, min: usize) -> Vec<(usize, Vec<u8>)> {
+        let mut out = Vec::new();
+        for (owner, b) in self.outgoing.iter_mut().enumerate() {
+            if !b.is_empty() && b.len() >= min {
+                out.push((owner, std::mem::take(b)));
+            }
+        }
+        out
+    }
+
+    /// The partial aggregates gathered since the last flush, one batch per
+    /// owner (index = owner; this instance's own is always empty).
+    pub fn drain_partials(&mut self) -> Vec<Partials> {
+        let mut batches: Vec<Partials> = (0..self.shards).map(|_| Vec::new()).collect();
+        for (k, a) in self.partial.drain() {
+            batches[(hash64(&k) % self.shards as u64) as usize].push((k, a));
+        }
+        self.partial.release_memory();
+        batches
+    }
+
+    /// Merges a batch of partials for keys this instance owns.
+    pub fn merge(&mut self, batch: Partials) {
+        for (k, a) in batch {
+            if self.owned.merge(k, a).is_err() {
+                self.stats.keys_refused += 1;
+            }
+        }
+    }
+
+    /// Formats and resets the owned keys in `parts` (table parts, see
+    /// `table::PARTS`) at timestamp `ts`. The first slice of an interval
+    /// (`first`) also carries the passed-through events and counts the
+    /// flush.
+    pub fn flush_slice(&mut self, parts: Range<u8>, ts: u64, first: bool) -> Slice {
+        let Aggregator { owned, stats, passthrough, settings, .. } = self;
+        let mut out = Slice { relays: vec![Vec::new(); settings.relays.len()], ..Slice::default() };
+        let expired = owned.flush_parts(parts, |k, v| {
+            out.lines += graphite::write_key(&mut out.graphite, &settings.format, k, v, ts) as u64;
+            if let Some(i) = relay::pick(k, &settings.relays) {
+                relay::write_key(&mut out.relays[i], k, v);
+            }
+        });
+        if first {
+            if let Some(r) = out.relays.first_mut() {
+                r.append(passthrough);
+            }
+            stats.flushes += 1;
+        }
+        stats.keys_expired += expired as u64;
+        out
+    }
+
+    /// Keys owned now.
+    pub fn keys(&self) -> usize {
+        self.owned.len()
+    }
+
+    /// The counters (lines, metrics, drops...; the shell adds its own).
+    pub fn stats(&self) -> &AggregateStats {
+        &self.stats
+    }
+
+    /// The counters, for the shell's own (datagrams, connections...).
+    pub fn stats_mut(&mut self) -> &mut AggregateStats {
+        &mut self.stats
+    }
+
+    /// Applies new settings from the next interval on (a reload); the
+    /// exchange (records or partials) and the line length stay.
+    pub fn reconfigure(&mut self, settings: Settings) {
+        self.owned.set_limits(settings.max_keys, settings.max_idle_flushes);
+        self.partial.set_limits(settings.max_keys, 0);
+        self.settings =
+            Settings { records: self.settings.records, max_line: self.settings.max_line, ..settings };
+    }
+}
+
+/// The non-empty lines of `data`, without `\n` or a trailing `\r` (as
+/// `parse::Lines` splits them), raw.
+fn raw_lines(data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    data.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l)).filter(|l| !l.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::statsd::table::PARTS;
+    use std::collections::HashMap;
+
+    fn settings(records: bool) -> Settings {
+        Settings {
+            max_keys: 10_000,
+            max_idle_flushes: 10,
+            max_line: 4096,
+            records,
+            relays: Vec::new(),
+            format: Format {
+                prefix: "stats".into(),
+                percentiles: graphite::parse_percentiles("90").unwrap(),
+                interval_secs: 10.0,
+            },
+        }
+    }
+
+    /// N instances in one process, the exchange done by hand, as the
+    /// service does it over the mesh: every line goes to a pseudo-random
+    /// instance (as SO_REUSEPORT spreads senders), partials or records move
+    /// to their owners, every owner flushes. What comes out is exactly what
+    /// went in, whatever the instance count and exchange.
+    fn run(n: usize, records: bool, lines: &[String]) -> HashMap<String, f64> {
+        let mut shards: Vec<Aggregator> =
+            (0..n).map(|me| Aggregator::new(me, n, settings(records))).collect();
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for line in lines {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            shards[(seed % n as u64) as usize].ingest(line.as_bytes());
+        }
+        for from in 0..n {
+            for (owner, batch) in shards[from].take_records(0) {
+                shards[owner].ingest_shipped(&batch);
+            }
+            for (owner, batch) in shards[from].drain_partials().into_iter().enumerate() {
+                assert!(owner != from || batch.is_empty(), "no partials for oneself");
+                shards[owner].merge(batch);
+            }
+        }
+        let mut seen = HashMap::new();
+        for shard in &mut shards {
+            let out = shard.flush_slice(0..PARTS, 1_700_000_000, true);
+            for l in String::from_utf8(out.graphite).unwrap().lines() {
+                let mut f = l.split(' ');
+                let (path, value) =
+                    (f.next().unwrap().to_string(), f.next().unwrap().parse::<f64>().unwrap());
+                assert!(seen.insert(path.clone(), value).is_none(), "{path} flushed by two owners");
+            }
+        }
+        let total: u64 = shards.iter().map(|s| s.stats().lines).sum();
+        assert_eq!(total, lines.len() as u64, "every line counted once");
+        seen
+    }
+
+    fn workload() -> Vec<String> {
+        let mut lines = Vec::new();
+        for i in 0..600 {
+            lines.push(format!("hits.k{}:1|c", i % 37));
+            lines.push(format!("lat.t{}:{}|ms", i % 5, i % 100));
+        }
+        // A gauge's last value depends on arrival order across instances
+        // (as it does across shards): one per key keeps the result exact.
+        for k in 0..3 {
+            lines.push(format!("g.k{k}:{}|g", k * 10));
+        }
+        lines.push("bad line".into());
+        lines
+    }
+
+    #[test]
+    fn any_instance_count_and_exchange_gives_the_single_instance_result() {
+        let lines = workload();
+        let one = run(1, false, &lines);
+        assert_eq!(one["stats.counters.hits.k0.count"], 17.0);
+        // Sums of floats may round differently when merged in another
+        // order: equal to 1e-12, relative.
+        let same = |a: &HashMap<String, f64>, what: &str| {
+            assert_eq!(a.len(), one.len(), "{what}: the same paths");
+            for (path, v) in &one {
+                let w = a[path];
+                assert!((v - w).abs() <= 1e-12 * v.abs().max(1.0), "{what}: {path} {v} != {w}");
+            }
+        };
+        for n in [2, 3, 4, 7] {
+            same(&run(n, false, &lines), &format!("{n} instances, partials"));
+            same(&run(n, true, &lines), &format!("{n} instances, records"));
+        }
+    }
+
+    #[test]
+    fn the_owner_is_the_hash_modulo_the_instance_count() {
+        let a = Aggregator::new(0, 4, settings(false));
+        let owners: std::collections::HashSet<usize> =
+            (0..100).map(|i| a.owner(format!("k{i}").as_bytes())).collect();
+        assert_eq!(owners.len(), 4, "keys spread over every instance");
+    }
+}
