@@ -606,3 +606,62 @@ fn bad_values_name_the_key_the_value_and_the_form() {
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("--relay") && out.contains("relay.local:8125") && out.contains("IP:PORT"), "{out}");
 }
+
+/// The aggregator's TCP clients take their share of the descriptor budget
+/// as a connection limit: beyond it a client is reset at once and counted
+/// (`appliance_aggregate_tcp_refused_total`), and the clients within it
+/// keep counting.
+#[test]
+fn aggregate_tcp_clients_beyond_the_budget_are_refused_and_counted() {
+    use std::io::Read;
+    if std::process::Command::new("prlimit").arg("--version").output().is_err() {
+        eprintln!("skipped: util-linux prlimit is not installed");
+        return;
+    }
+    let sink = Sink::start();
+    let graphite = sink.addr.to_string();
+    let mut app = Appliance::start_with_nofile(
+        300,
+        &[
+            "aggregate",
+            "--listen-tcp",
+            "127.0.0.1:0",
+            "--graphite",
+            &graphite,
+            "--flush-interval",
+            "200ms",
+            "--shards",
+            "2",
+            "--no-pin",
+            "--admin",
+            "127.0.0.1:0",
+        ],
+    )
+    .expect("aggregate");
+    let tcp = app.wait_for_addr("aggregate listening on tcp").expect("tcp");
+    let admin = app.wait_for_addr("admin listening on").expect("admin");
+    let clients: Vec<TcpStream> = (0..250).map(|_| TcpStream::connect(tcp).expect("connect")).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let (mut kept, mut refused) = (Vec::new(), 0);
+    for mut c in clients {
+        c.set_nonblocking(true).expect("nonblocking");
+        let mut byte = [0u8; 1];
+        match c.read(&mut byte) {
+            // Open and quiet: served.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                c.set_nonblocking(false).expect("blocking");
+                kept.push(c);
+            }
+            // Reset or closed at once: refused.
+            _ => refused += 1,
+        }
+    }
+    assert!(refused > 0 && !kept.is_empty(), "kept {}, refused {refused}", kept.len());
+    for c in &mut kept {
+        c.write_all(b"budget.k:1|c\n").expect("a kept client still sends");
+    }
+    let n = kept.len() as f64;
+    sink.eventually("every kept client's line counted", |s| s.sum("stats.counters.budget.k.count") == n);
+    let series = "appliance_aggregate_tcp_refused_total{service=\"aggregate\",shard=\"all\"}";
+    assert_eq!(scrape(admin, series), Some(refused as f64));
+}

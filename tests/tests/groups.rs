@@ -42,7 +42,9 @@ fn services_run_on_their_own_shards() {
     let path = temp_config("groups.toml", &text);
     let mut app = Appliance::start(&["run", "--config", path.to_str().expect("utf8")]).expect("run");
     // Startup lines come echo, forward, aggregate, admin.
-    let fwd = app.wait_for_addr("forward listening on").expect("forward");
+    let line = app.wait_for_line("forward listening on").expect("forward");
+    assert!(line.contains("on shards 0 of 2"), "startup says where it runs: {line}");
+    let fwd: std::net::SocketAddr = line.split_whitespace().find_map(|w| w.parse().ok()).expect("an address");
     let udp = app.wait_for_addr("aggregate listening on udp").expect("aggregate");
     let admin = app.wait_for_addr("admin listening on").expect("admin");
 

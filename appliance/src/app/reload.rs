@@ -141,3 +141,24 @@ async fn apply(new: &AppConfig) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::reloadable;
+    use crate::config::FileConfig;
+
+    fn config(extra: &str) -> crate::config::AppConfig {
+        let text = format!("[[echo]]\nname = \"e\"\nlisten = \"127.0.0.1:7000\"\n{extra}");
+        FileConfig::parse(&text).and_then(|f| f.validate()).expect("config")
+    }
+
+    #[test]
+    fn a_new_shard_group_needs_a_restart() {
+        let (old, same) = (config("shards = \"0\"\n"), config("shards = \"0\"\n"));
+        assert_eq!(reloadable(&old, &same), Ok(()));
+        let err = reloadable(&old, &config("shards = \"0-1\"\n")).unwrap_err();
+        assert!(err.contains("changing shards needs a restart"), "{err}");
+        let err = reloadable(&old, &config("buffers = 512\nshards = \"0\"\n")).unwrap_err();
+        assert!(err.contains("buffers"), "{err}");
+    }
+}

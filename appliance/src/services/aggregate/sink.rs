@@ -229,3 +229,28 @@ fn still_open(conn: &TcpStream) -> bool {
         Ok(_) => true,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Outbox;
+
+    /// While Graphite is away the queue keeps at most its byte bound (the
+    /// newest interval always), dropping and counting older intervals.
+    #[test]
+    fn held_intervals_are_bounded_in_bytes() {
+        shard::run_single(|| async {
+            // Nothing listens on port 1 of loopback: every connect fails.
+            let out = Outbox::new("127.0.0.1:1".parse().unwrap(), 100, 1000);
+            for ts in 0..5u64 {
+                out.push(vec![b'x'; 400], 1, ts);
+            }
+            assert!(out.pending_bytes() <= 1000, "{} bytes held", out.pending_bytes());
+            assert!(out.dropped.get() >= 2, "{} intervals dropped", out.dropped.get());
+            out.push(vec![b'y'; 5000], 1, 9);
+            assert_eq!(out.pending_bytes(), 5000, "the newest interval is kept whatever its size");
+            let (intervals, _) = out.abandon();
+            assert_eq!(intervals, 1);
+        })
+        .expect("runtime");
+    }
+}

@@ -390,3 +390,21 @@ impl crate::services::Service for ForwardConfig {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::is_local;
+    use std::io;
+
+    /// Failures on our side are told apart from the upstream's, so they
+    /// are never held against its health.
+    #[test]
+    fn local_failures_are_not_the_upstreams() {
+        for errno in [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM, libc::EADDRNOTAVAIL] {
+            assert!(is_local(&io::Error::from_raw_os_error(errno)), "{errno}");
+        }
+        for errno in [libc::ECONNREFUSED, libc::ETIMEDOUT, libc::EHOSTUNREACH, libc::ECONNRESET] {
+            assert!(!is_local(&io::Error::from_raw_os_error(errno)), "{errno}");
+        }
+    }
+}
