@@ -21,7 +21,8 @@ to the last CPU, alternating.
 Every process runs in its own process group and every group is killed on
 exit, failure or Ctrl-C. COMPARE_QUICK=1 makes a short run; COMPARE_ROUNDS,
 COMPARE_SECONDS and COMPARE_RATE override; COMPARE_ONLY=forward|aggregate
-runs one half.
+runs one half; COMPARE_APP points at another appliance binary (an older build, for
+before/after figures in one session).
 Output: a table on stdout, target/compare/report.md, target/compare/latency.svg.
 """
 
@@ -38,7 +39,7 @@ import sys
 import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-APP = os.path.join(ROOT, "target", "release", "appliance")
+APP = os.environ.get("COMPARE_APP") or os.path.join(ROOT, "target", "release", "appliance")
 WORK = os.path.join(ROOT, "target", "compare")
 TEMPLATES = os.path.join(ROOT, "scripts", "compare")
 QUICK = os.environ.get("COMPARE_QUICK", "0") not in ("", "0")
