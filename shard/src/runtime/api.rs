@@ -238,15 +238,24 @@ where
 pub async fn map_reduce<M, Fut, T, R>(
     map: M,
     init: R,
-    mut reduce: impl FnMut(R, T) -> R,
+    reduce: impl FnMut(R, T) -> R,
 ) -> Result<R, SubmitError>
 where
     M: Fn() -> Fut + Send + Clone + 'static,
     Fut: Future<Output = T> + 'static,
     T: Send + 'static,
 {
+    fold(gather(map, None).await, init, reduce)
+}
+
+/// Folds gathered answers in order; the first error wins.
+pub(crate) fn fold<T, R>(
+    answers: Vec<Result<T, SubmitError>>,
+    init: R,
+    mut reduce: impl FnMut(R, T) -> R,
+) -> Result<R, SubmitError> {
     let mut acc = init;
-    for r in gather(map, None).await {
+    for r in answers {
         acc = reduce(acc, r?);
     }
     Ok(acc)

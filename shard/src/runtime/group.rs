@@ -18,7 +18,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::api::{gather_on, SubmitError};
+use super::api::{fold, gather_on, SubmitError};
 
 /// A non-empty, ordered set of shards. Cheap to clone and `Send`, so
 /// cross-shard work can carry it.
@@ -104,18 +104,14 @@ impl Group {
         &self,
         map: M,
         init: R,
-        mut reduce: impl FnMut(R, T) -> R,
+        reduce: impl FnMut(R, T) -> R,
     ) -> Result<R, SubmitError>
     where
         M: Fn() -> Fut + Send + Clone + 'static,
         Fut: Future<Output = T> + 'static,
         T: Send + 'static,
     {
-        let mut acc = init;
-        for r in gather_on(self.members.iter().copied(), map, None).await {
-            acc = reduce(acc, r?);
-        }
-        Ok(acc)
+        fold(gather_on(self.members.iter().copied(), map, None).await, init, reduce)
     }
 
     /// [`crate::broadcast`] over the members: each member's answer or
