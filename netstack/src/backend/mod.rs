@@ -7,6 +7,9 @@
 //! `recvmmsg`), so a faster backend can replace the kernel one without
 //! touching the service.
 //!
+//! The aggregator's UDP ingest and the forwarder's UDP sessions both
+//! receive through it.
+//!
 //! Backends:
 //! - [`KernelUdp`]: a kernel UDP socket with multishot `recvmsg` into a
 //!   provided-buffer ring (the default);

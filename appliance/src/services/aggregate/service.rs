@@ -33,8 +33,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use netstack::backend::{DatagramBackend, KernelUdp, Received};
 use netstack::tcp::{TcpListener, TcpStream};
-use netstack::udp::{Datagram, UdpSocket};
+use netstack::udp::UdpSocket;
 use shard::future::{join_all, select, Either};
 use shard::ops::RecvMsgOut;
 use shard::reactor::BufRing;
@@ -137,6 +138,10 @@ fn ingest_shipped(id: ServiceId, data: &[u8]) {
     with(id, |st| st.agg.ingest_shipped(data));
 }
 
+/// Datagrams taken from the backend at once (the old loop yielded every 64
+/// datagrams; a burst is the same slice of work).
+const BURST: usize = 64;
+
 /// Records mode: bytes of lines a batch collects before it is shipped.
 const RECORD_BATCH: usize = 32 * 1024;
 
@@ -170,7 +175,7 @@ async fn records_delivered(id: ServiceId) {
 
 /// A datagram: its complete lines; the cut last line of a truncated one
 /// is dropped as too long.
-fn on_datagram(shard: &Shard, d: &Datagram) {
+fn on_datagram<B: AsRef<[u8]>>(shard: &Shard, d: &Received<B>) {
     with_shard(shard, |st| {
         if st.sealed {
             return;
@@ -178,7 +183,7 @@ fn on_datagram(shard: &Shard, d: &Datagram) {
         let stats = st.agg.stats_mut();
         stats.datagrams += 1;
         let mut payload = d.payload();
-        if d.truncated() {
+        if d.truncated {
             stats.truncated += 1;
             let (service, max) = (&st.cfg.name, st.cfg.max_datagram);
             ops::warn_limited!(
@@ -227,16 +232,26 @@ fn not_running() -> io::Error {
 
 async fn recv_udp(id: ServiceId, fd: OwnedFd, buffers: u16, size: usize, records: bool) -> io::Result<()> {
     let guard = ReceiverGuard::enter(id).ok_or_else(not_running)?;
-    let shard = &guard.0;
-    let socket = UdpSocket::from_fd(fd)?;
-    let group = BufRing::new(buffers, size)?;
-    let mut rx = socket.recv_stream(&group);
-    let mut since_yield = 0u32;
+    let backend = KernelUdp::new(UdpSocket::from_fd(fd)?, buffers, size)?;
+    receive(id, &guard.0, backend, records).await
+}
+
+/// Datagrams in bursts from a datagram backend (the kernel socket today;
+/// a kernel-bypass backend plugs in here without touching the rest),
+/// until a stop; then what has arrived, until quiet or the end of the
+/// receiving part of the grace.
+async fn receive<B: DatagramBackend>(
+    id: ServiceId,
+    shard: &Shard,
+    mut backend: B,
+    records: bool,
+) -> io::Result<()> {
+    let mut burst = Vec::with_capacity(BURST);
     loop {
-        match select(shard::stopping(), rx.next()).await {
+        match select(shard::stopping(), backend.recv_burst(&mut burst, BURST)).await {
             Either::Left(()) => break,
-            Either::Right(Ok(d)) => {
-                on_datagram(shard, &d);
+            Either::Right(Ok(_)) => {
+                burst.drain(..).for_each(|d| on_datagram(shard, &d));
                 if records {
                     ship_records(id, RECORD_BATCH);
                 }
@@ -246,22 +261,17 @@ async fn recv_udp(id: ServiceId, fd: OwnedFd, buffers: u16, size: usize, records
                 shard::time::sleep(Duration::from_millis(10)).await;
             }
         }
-        since_yield += 1;
-        if since_yield == 64 {
-            // A busy socket always has a datagram ready; let the flush run.
-            since_yield = 0;
-            if records {
-                ship_records(id, 0);
-            }
-            shard::yield_now().await;
+        // A busy socket always has a datagram ready: let the flush and the
+        // other tasks run between bursts.
+        if records {
+            ship_records(id, 0);
         }
+        shard::yield_now().await;
     }
-    // Stopping: take what has arrived, until 50 ms of quiet or the end of
-    // the receiving part of the grace.
     let end = receive_deadline();
     while let Some(wait) = drain_wait(id, end, Duration::from_millis(50)) {
-        match shard::time::timeout(wait, rx.next()).await {
-            Ok(Ok(d)) => on_datagram(shard, &d),
+        match shard::time::timeout(wait, backend.recv_burst(&mut burst, BURST)).await {
+            Ok(Ok(_)) => burst.drain(..).for_each(|d| on_datagram(shard, &d)),
             _ => break,
         }
     }
