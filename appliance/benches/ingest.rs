@@ -16,12 +16,12 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use appliance::loadgen::statsd::{parse_types, LineGen};
 use cores::hash::hash64;
 use cores::statsd::aggregator::{Aggregator, Settings};
 use cores::statsd::graphite::Format;
 use cores::statsd::parse::{parse_line, Line};
 use cores::statsd::table::{canonical_key, Table};
+use loadgen::statsd::{parse_types, LineGen};
 
 const PER_DATAGRAM: usize = 20;
 const DATAGRAMS: usize = 5_000;

@@ -63,7 +63,7 @@ pub struct AggregateArgs {
 pub struct LoadgenArgs {
     /// The kind of load.
     #[command(subcommand)]
-    pub mode: crate::loadgen::Mode,
+    pub mode: loadgen::Mode,
 }
 
 /// `appliance run`.

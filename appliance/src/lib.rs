@@ -12,12 +12,12 @@
 //!   into the services' settings;
 //! - [`services`]: echo, forward and aggregate, the I/O shells around
 //!   `cores`;
-//! - [`loadgen`]: the bundled load generator (a tool, not the product).
+//!
+//! `appliance loadgen` is the `loadgen` crate's (a tool, not the product).
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod app;
 pub mod cli;
 pub mod config;
-pub mod loadgen;
 pub mod services;

@@ -24,7 +24,7 @@ fn main() -> ExitCode {
     };
     let result = match (&cli.command, cfg) {
         (Command::Topology(args), _) => topology(args),
-        (Command::Loadgen(args), _) => appliance::loadgen::run(args.mode.clone()),
+        (Command::Loadgen(args), _) => loadgen::run(args.mode.clone()),
         (_, Some((cfg, rt))) => appliance::app::run(cfg, rt, path),
         (_, None) => Ok(()),
     };

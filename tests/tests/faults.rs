@@ -214,8 +214,14 @@ fn logs_to_a_file_or_pipe_carry_no_colour_codes() {
     let mut app =
         Appliance::start(&["echo", "--listen", "127.0.0.1:0", "--no-pin", "--shards", "1"]).expect("echo");
     app.wait_for_addr("echo listening on").expect("listening");
+    // Logs (stderr) and the listening line (stdout) are read by separate
+    // threads: wait for the startup report however they interleave.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !app.output().contains("placement") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let out = app.output();
-    assert!(out.contains("placement"), "the startup report was logged before:\n{out}");
+    assert!(out.contains("placement"), "the startup report was logged:\n{out}");
     assert!(!out.contains('\u{1b}'), "no escape codes in piped logs:\n{out}");
 }
 

@@ -7,7 +7,6 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 
-use crate::config::RuntimeArgs;
 use cores::pool::upstream::parse_duration;
 
 /// The kinds of load.
@@ -44,9 +43,44 @@ pub struct Common {
     /// Give up on one connect, request or echo after this long.
     #[arg(long, default_value = "5s")]
     pub timeout: String,
-    /// Runtime placement (shards run the load).
+    /// Where the load runs.
     #[command(flatten)]
-    pub runtime: RuntimeArgs,
+    pub runtime: Placement,
+}
+
+/// The shards that run the load.
+#[derive(Debug, Clone, Default, Args)]
+pub struct Placement {
+    /// Number of shards [default: one per allowed CPU].
+    #[arg(long)]
+    pub shards: Option<usize>,
+    /// Explicit CPU list, one shard per CPU, e.g. 0-3,8.
+    #[arg(long)]
+    pub cpus: Option<String>,
+    /// Do not pin shard threads to CPUs (allows more shards than CPUs).
+    #[arg(long)]
+    pub no_pin: bool,
+}
+
+impl Placement {
+    /// The runtime these flags describe (a 1 s grace: a load generator
+    /// has nothing to drain).
+    pub fn plan(&self) -> anyhow::Result<shard::Runtime> {
+        let mut opts = shard::placement::PlacementOptions { shards: self.shards, ..Default::default() };
+        if let Some(list) = &self.cpus {
+            opts.cpus =
+                Some(shard::placement::parse_cpu_list(list).map_err(|e| anyhow::anyhow!("--cpus: {e}"))?);
+        }
+        opts.pin = !self.no_pin;
+        let builder = shard::Builder::new().placement(opts).grace(Duration::from_secs(1));
+        builder.build().map_err(|e| match e {
+            shard::RuntimeError::Placement(p) => {
+                let flag = if p.setting() == Some("shards") { "--shards" } else { "--cpus" };
+                anyhow::anyhow!("{flag}: {p}")
+            }
+            other => anyhow::anyhow!(other),
+        })
+    }
 }
 
 /// `loadgen tcp-rr`.

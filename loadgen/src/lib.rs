@@ -1,4 +1,6 @@
-//! `appliance loadgen`: a load generator on the shard runtime.
+//! `appliance loadgen`: a load generator on the shard runtime, a crate of
+//! its own (a tool beside the product, not part of its library; the
+//! `appliance` binary only hands it its subcommand).
 //!
 //! Every shard drives its share of the connections (connection `c` runs on
 //! shard `c mod shards`) and counts into its own [`report::Tally`]; the
@@ -17,6 +19,9 @@
 //! appliance loadgen tcp-rr --target 127.0.0.1:8080 --connections 50 --duration 10s --http --rate 20000
 //! ```
 
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
 pub mod args;
 pub mod graphite;
 pub mod http;
@@ -34,7 +39,7 @@ use anyhow::Context as _;
 pub use args::Mode;
 use report::{Progress, ShardResult, Summary, Tally};
 
-use crate::config::RuntimeArgs;
+use args::Placement;
 
 /// The time window every shard's load shares.
 #[derive(Debug, Clone, Copy)]
@@ -103,7 +108,7 @@ impl Pacer {
 /// on shard `i mod shards`, bounded by `limit`; returns the merged result
 /// and the wall time of the load.
 pub fn drive<W, Fut>(
-    runtime: &RuntimeArgs,
+    runtime: &Placement,
     unit: &'static str,
     limit: Duration,
     count: usize,
@@ -113,8 +118,7 @@ where
     W: Fn(Rc<Tally>, usize, Window) -> Fut + Send + Sync + Clone + 'static,
     Fut: Future<Output = ()> + 'static,
 {
-    let runtime = RuntimeArgs { grace: Some("1s".into()), ..runtime.clone() };
-    let rt = runtime.plan(&RuntimeArgs::flag)?;
+    let rt = runtime.plan()?;
     for w in &rt.plan().warnings {
         tracing::warn!("{w}");
     }
