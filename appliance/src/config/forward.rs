@@ -9,7 +9,8 @@ use serde::Deserialize;
 
 use super::{ConfigError, Source};
 use crate::services::forward::ForwardConfig;
-use cores::pool::health::{self, Exchange, Expect, HealthConfig};
+use cores::pool::check::{self, Exchange, Expect};
+use cores::pool::health::HealthConfig;
 use cores::pool::upstream::UpstreamSpec;
 
 /// Defaults shared by the flags and the file.
@@ -157,7 +158,7 @@ impl ForwardOptions {
         let mut exchange = Exchange::default();
         for (field, value) in [("health_send", &self.health_send), ("health_expect", &self.health_expect)] {
             let Some(text) = value else { continue };
-            let bytes = health::unescape(text).map_err(|e| src.key(field).error(format!("{text:?}: {e}")))?;
+            let bytes = check::unescape(text).map_err(|e| src.key(field).error(format!("{text:?}: {e}")))?;
             if !checks_on {
                 let why = if self.udp {
                     "health checks are off for --udp"

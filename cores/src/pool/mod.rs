@@ -5,6 +5,7 @@
 //! split between shards).
 
 pub mod balance;
+pub mod check;
 pub mod health;
 pub mod limits;
 pub mod maglev;

@@ -69,7 +69,7 @@ pub struct ForwardConfig {
     /// Active checks (None: disabled) and passive ejection.
     pub health: Option<HealthConfig>,
     /// What an active check sends and expects after connecting.
-    pub exchange: cores::pool::health::Exchange,
+    pub exchange: cores::pool::check::Exchange,
     /// Passive ejection settings when active checks are off.
     pub passive: HealthConfig,
     /// Relay buffers per shard.

@@ -22,6 +22,7 @@ use super::stats::{ForwardStats, UpstreamStats};
 use super::ForwardConfig;
 use crate::services::ServiceId;
 use cores::pool::balance::Balancer;
+use cores::pool::check;
 use cores::pool::health::{self, Health, Transition};
 use cores::pool::limits::{ConnLimit, UpstreamLimits};
 
@@ -281,7 +282,7 @@ impl ShardState {
 async fn check_once(
     addr: std::net::SocketAddr,
     timeout: std::time::Duration,
-    exchange: &health::Exchange,
+    exchange: &check::Exchange,
 ) -> Option<bool> {
     let started = std::time::Instant::now();
     let conn = match shard::time::timeout(timeout, netstack::tcp::TcpStream::connect(addr)).await {
@@ -303,9 +304,9 @@ async fn check_once(
         let mut received = Vec::with_capacity(expect.window());
         loop {
             match expect.matches(&received) {
-                health::Match::Yes => return true,
-                health::Match::No => return false,
-                health::Match::NeedMore => {}
+                check::Match::Yes => return true,
+                check::Match::No => return false,
+                check::Match::NeedMore => {}
             }
             let (n, back) = conn.recv(received).await;
             received = back;
