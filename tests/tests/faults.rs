@@ -680,3 +680,30 @@ fn aggregate_tcp_clients_beyond_the_budget_are_refused_and_counted() {
     let series = "appliance_aggregate_tcp_refused_total{service=\"aggregate\",shard=\"all\"}";
     assert_eq!(scrape(admin, series), Some(refused as f64));
 }
+
+/// A reload is checked against the running runtime's shard count too, as
+/// `check` and `run` are: `max_keys` below the shard count was applied
+/// (leaving shards no keys at all) before; now it is refused, naming the key.
+#[test]
+fn a_reload_below_the_shard_count_is_refused() {
+    let good = "[runtime]\nshards = 2\nno_pin = true\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+                [[aggregate]]\nlisten_udp = \"127.0.0.1:0\"\nflush_stdout = true\nmax_keys = 10\n";
+    let file = TempConfig::new("reload-keys.toml", good);
+    let mut app = Appliance::start(&["run", "--config", file.path()]).expect("run");
+    let admin = app.wait_for_addr("admin listening on").expect("admin");
+    std::fs::write(&file.0, good.replace("max_keys = 10", "max_keys = 1")).expect("new file");
+    app.signal(libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = appliance_tests::http_get(admin, "/status").expect("status");
+        let json: serde_json::Value = serde_json::from_str(&body).expect("json");
+        if json["reloads"]["failed"] == 1 || json["reloads"]["ok"] == 1 {
+            assert_eq!(json["reloads"]["ok"], 0, "applied: {json}");
+            let error = json["reloads"]["last_error"].as_str().unwrap_or_default();
+            assert!(error.contains("aggregate[0].max_keys"), "{error}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no reload outcome: {json}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

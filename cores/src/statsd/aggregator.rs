@@ -89,11 +89,6 @@ impl Aggregator {
         }
     }
 
-    /// The owner (an index in `0..shards`) of a canonical key.
-    pub fn owner(&self, key: &[u8]) -> usize {
-        (hash64(key) % self.shards as u64) as usize
-    }
-
     /// Parses `data` (whole lines) into this instance's tables, or, in
     /// records mode, the batches for the keys' owners.
     pub fn ingest(&mut self, data: &[u8]) {
@@ -329,13 +324,5 @@ mod tests {
             same(&run(n, false, &lines), &format!("{n} instances, partials"));
             same(&run(n, true, &lines), &format!("{n} instances, records"));
         }
-    }
-
-    #[test]
-    fn the_owner_is_the_hash_modulo_the_instance_count() {
-        let a = Aggregator::new(0, 4, settings(false));
-        let owners: std::collections::HashSet<usize> =
-            (0..100).map(|i| a.owner(format!("k{i}").as_bytes())).collect();
-        assert_eq!(owners.len(), 4, "keys spread over every instance");
     }
 }
