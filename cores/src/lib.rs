@@ -18,6 +18,8 @@
 //!   Maglev ([`pool::maglev`]), the health state machine with active checks
 //!   and passive ejection ([`pool::health`]), and connection limits
 //!   ([`pool::limits`]).
+//! - [`counters`]: counter sets declared once ([`counter_set!`]): the
+//!   struct, its cross-shard merge and the list expositions walk.
 //! - [`hash`]: the one stable hash everything that must agree across shards
 //!   and processes uses.
 //!
@@ -29,6 +31,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod counters;
 pub mod hash;
 pub mod pool;
 pub mod statsd;

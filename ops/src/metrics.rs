@@ -39,10 +39,19 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub type Labels<'a> = &'a [(&'a str, &'a str)];
 
 /// An exposition being written.
+///
+/// Samples are kept with their family, so a family announced again later
+/// (the same counter of a second service) still comes out as one group, as
+/// the text format requires of every line of a metric.
 #[derive(Debug, Default)]
 pub struct Exposition {
-    out: String,
-    families: Vec<String>,
+    /// Each family's name and text (its HELP, TYPE and samples so far), in
+    /// the order first announced.
+    families: Vec<(String, String)>,
+    /// The family samples are written to now (`family` chose it).
+    current: Option<usize>,
+    /// Samples written before any family.
+    loose: String,
 }
 
 impl Exposition {
@@ -51,25 +60,40 @@ impl Exposition {
         Exposition::default()
     }
 
-    /// Starts a family. Each name is announced once; a second call with the
-    /// same name only lets more samples follow.
+    /// Starts a family, or goes back to it: each name is announced once,
+    /// and the samples written next join it wherever it was announced.
     pub fn family(&mut self, name: &str, kind: Kind, help: &str) -> &mut Self {
         debug_assert!(valid_name(name), "bad metric name {name}");
         debug_assert!(kind != Kind::Counter || name.ends_with("_total"), "counter {name} needs _total");
-        if self.families.iter().any(|f| f == name) {
+        if let Some(i) = self.families.iter().position(|(f, _)| f == name) {
+            self.current = Some(i);
             return self;
         }
-        self.families.push(name.to_string());
-        let _ = writeln!(self.out, "# HELP {name} {}", escape_help(help));
-        let _ = writeln!(self.out, "# TYPE {name} {}", kind.as_str());
+        let mut text = String::new();
+        let _ = writeln!(text, "# HELP {name} {}", escape_help(help));
+        let _ = writeln!(text, "# TYPE {name} {}", kind.as_str());
+        self.families.push((name.to_string(), text));
+        self.current = Some(self.families.len() - 1);
         self
     }
 
-    /// Writes one sample.
+    /// The text the next sample goes to: the current family's.
+    fn out(&mut self, sample: &str) -> &mut String {
+        match self.current.and_then(|i| self.families.get_mut(i)) {
+            Some((family, text)) => {
+                debug_assert!(sample.starts_with(family.as_str()), "{sample} written under {family}");
+                text
+            }
+            None => &mut self.loose,
+        }
+    }
+
+    /// Writes one sample (of the family announced last).
     pub fn sample(&mut self, name: &str, labels: Labels<'_>, value: f64) -> &mut Self {
-        self.out.push_str(name);
-        write_labels(&mut self.out, labels, None);
-        let _ = writeln!(self.out, " {}", format_value(value));
+        let out = self.out(name);
+        out.push_str(name);
+        write_labels(out, labels, None);
+        let _ = writeln!(out, " {}", format_value(value));
         self
     }
 
@@ -93,27 +117,27 @@ impl Exposition {
     /// overflow bucket at the end, `sum` the sum of observations.
     pub fn histogram(&mut self, name: &str, labels: Labels<'_>, bounds: &[f64], counts: &[u64], sum: f64) {
         debug_assert_eq!(counts.len(), bounds.len() + 1);
+        let out = self.out(name);
         let mut cumulative = 0u64;
-        for (i, bound) in bounds.iter().enumerate() {
+        let les = bounds.iter().map(|b| format_value(*b)).chain(["+Inf".to_string()]);
+        for (i, le) in les.enumerate() {
             cumulative += counts.get(i).copied().unwrap_or(0);
-            let le = format_value(*bound);
-            self.out.push_str(name);
-            self.out.push_str("_bucket");
-            write_labels(&mut self.out, labels, Some(&le));
-            let _ = writeln!(self.out, " {cumulative}");
+            out.push_str(name);
+            out.push_str("_bucket");
+            write_labels(out, labels, Some(&le));
+            let _ = writeln!(out, " {cumulative}");
         }
-        cumulative += counts.get(bounds.len()).copied().unwrap_or(0);
-        self.out.push_str(name);
-        self.out.push_str("_bucket");
-        write_labels(&mut self.out, labels, Some("+Inf"));
-        let _ = writeln!(self.out, " {cumulative}");
         self.sample(&format!("{name}_sum"), labels, sum);
         self.sample(&format!("{name}_count"), labels, cumulative as f64);
     }
 
     /// The text.
     pub fn finish(self) -> String {
-        self.out
+        let mut out = self.loose;
+        for (_, text) in self.families {
+            out.push_str(&text);
+        }
+        out
     }
 }
 
@@ -185,6 +209,24 @@ mod tests {
             appliance_x_total{svc=\"a\\\"b\\\\c\\nd\",shard=\"all\"} 3\n\
             # HELP appliance_g A gauge.\n# TYPE appliance_g gauge\nappliance_g 0.5\n";
         assert_eq!(text, want);
+    }
+
+    /// A family announced again (the same counter of a second service)
+    /// gets its samples in its one group, after the first service's.
+    #[test]
+    fn a_family_announced_again_stays_one_group() {
+        let mut e = Exposition::new();
+        for svc in ["a", "b"] {
+            e.per_shard("appliance_x_total", Kind::Counter, "X.", &[("service", svc)], &[1]);
+            e.per_shard("appliance_y", Kind::Gauge, "Y.", &[("service", svc)], &[2]);
+        }
+        let text = e.finish();
+        let names: Vec<&str> =
+            text.lines().filter(|l| !l.starts_with('#')).map(|l| &l[..l.find('{').unwrap_or(0)]).collect();
+        assert_eq!(names, ["appliance_x_total"; 4].into_iter().chain(["appliance_y"; 4]).collect::<Vec<_>>());
+        assert_eq!(text.matches("# TYPE").count(), 2, "{text}");
+        let b = text.find("appliance_x_total{service=\"b\",shard=\"0\"} 1").expect("b's sample");
+        assert!(b < text.find("# TYPE appliance_y").expect("y"), "{text}");
     }
 
     #[test]

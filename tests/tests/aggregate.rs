@@ -423,5 +423,26 @@ fn two_aggregate_services_run_side_by_side() {
     let series = |svc: &str| format!("appliance_aggregate_metrics_total{{service=\"{svc}\",shard=\"all\"}}");
     assert_eq!(appliance_tests::metric(&text, &series("left")), Some(40.0), "{text}");
     assert_eq!(appliance_tests::metric(&text, &series("right")), Some(25.0));
+    assert_families_are_groups(&text);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Every line of a metric family comes in one group after its `# TYPE`
+/// (the text format's rule), even when two services add samples to it.
+fn assert_families_are_groups(text: &str) {
+    let mut seen = std::collections::HashSet::new();
+    let mut current = "";
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            current = rest.split(' ').next().unwrap_or("");
+            assert!(seen.insert(current.to_owned()), "{current} announced twice:\n{text}");
+        } else if !line.starts_with('#') && !line.is_empty() {
+            let name = &line[..line.find(['{', ' ']).unwrap_or(line.len())];
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s).filter(|f| *f == current))
+                .unwrap_or(name);
+            assert_eq!(family, current, "{line} outside its family's group:\n{text}");
+        }
+    }
 }

@@ -9,10 +9,12 @@
 //!   and benchmarks);
 //! - [`forward`]: the L4 load balancer;
 //! - [`aggregate`]: the statsd / DogStatsD aggregator;
-//! - [`accept`]: accepting and draining, shared by the three.
+//! - [`accept`]: accepting and draining, shared by the three;
+//! - `counters`: writing their counter sets into the metrics exposition.
 
 pub mod accept;
 pub mod aggregate;
+pub(crate) mod counters;
 pub mod echo;
 pub mod forward;
 
@@ -24,7 +26,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use ops::metrics::{Exposition, Kind};
+use ops::metrics::Exposition;
 
 /// A future that stays on its shard.
 pub type Local<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
@@ -141,20 +143,6 @@ pub(crate) async fn on_every_shard<T: Send + 'static>(
     .await?;
     all.sort_by_key(|(shard, _)| *shard);
     Ok(all.into_iter().map(|(_, v)| v).collect())
-}
-
-/// Writes one per-shard family from a field of per-shard counters.
-pub(crate) fn each<T>(
-    e: &mut Exposition,
-    all: &[T],
-    name: &str,
-    kind: Kind,
-    help: &str,
-    labels: ops::metrics::Labels<'_>,
-    f: impl Fn(&T) -> u64,
-) {
-    let values: Vec<u64> = all.iter().map(f).collect();
-    e.per_shard(name, kind, help, labels, &values);
 }
 
 /// Which service of the running configuration a per-shard state belongs

@@ -1,102 +1,43 @@
 //! The aggregate service's counters: plain integers owned by each shard
-//! (no atomics), gathered with `shard::map_reduce` and merged.
+//! (no atomics), gathered with `shard::map_reduce` and merged; declared
+//! once ([`crate::counters`]).
 
 use super::parse::DropReason;
 
-/// Whether a counter only grows (a Prometheus counter) or is a level now
-/// (a gauge).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Measure {
-    /// Only grows.
-    Counter,
-    /// A level.
-    Gauge,
-}
-
-/// One counter of a set, as the exposition names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Field {
-    /// Its name (`lines`): the struct field, the Graphite gauge
-    /// (`<prefix>.aggregate.lines`) and the Prometheus family
-    /// (`appliance_aggregate_lines_total`).
-    pub name: &'static str,
-    /// Counter or gauge.
-    pub measure: Measure,
-    /// One line of help.
-    pub help: &'static str,
-}
-
-/// Declares the counter set once: the struct, its cross-shard merge, and
-/// the list every exposition walks ([`AggregateStats::FIELDS`] with
-/// [`AggregateStats::values`]). A new counter is one line here.
-macro_rules! counter_set {
-    ($( $(#[doc = $doc:literal])* $field:ident: $measure:ident, $help:literal; )*) => {
-        /// One shard's counters (or the sum of several).
-        #[derive(Debug, Clone, Default, PartialEq, Eq)]
-        pub struct AggregateStats {
-            $( $(#[doc = $doc])* pub $field: u64, )*
-            /// Malformed lines, by [`DropReason::index`].
-            pub dropped: [u64; DropReason::ALL.len()],
-        }
-
-        impl AggregateStats {
-            /// Every scalar counter, in declaration order.
-            pub const FIELDS: &'static [Field] =
-                &[$( Field { name: stringify!($field), measure: Measure::$measure, help: $help }, )*];
-
-            /// The scalar counters' values, in [`Self::FIELDS`] order.
-            pub fn values(&self) -> Vec<u64> {
-                vec![$( self.$field, )*]
-            }
-
-            /// Adds another shard's counters into these.
-            pub fn merge(&mut self, o: &AggregateStats) {
-                $( self.$field += o.$field; )*
-                for (a, b) in self.dropped.iter_mut().zip(o.dropped) {
-                    *a += b;
-                }
-            }
-        }
-    };
-}
-
-counter_set! {
-    /// Datagrams received.
-    datagrams: Counter, "Datagrams received.";
-    /// Datagrams larger than `max_datagram` (their cut line is dropped).
-    truncated: Counter, "Datagrams larger than max_datagram, cut there.";
-    /// TCP connections accepted.
-    tcp_connections: Counter, "TCP connections accepted.";
-    /// TCP connections refused: the shard's share of the descriptor budget
-    /// was in use.
-    tcp_refused: Counter, "TCP connections refused: the shard's share of the descriptor budget was in use.";
-    /// Non-empty lines seen.
-    lines: Counter, "Non-empty lines received.";
-    /// Metric lines accepted.
-    metrics: Counter, "Metric lines accepted.";
-    /// DogStatsD events seen (forwarded to relays, else dropped).
-    events: Counter, "DogStatsD events seen.";
-    /// DogStatsD service checks seen (forwarded to relays, else dropped).
-    service_checks: Counter, "DogStatsD service checks seen.";
-    /// Refused because a key was new and the table's share of
-    /// `--max-keys` was used up: lines at the receiving shard, plus
-    /// partial aggregates an owner could not take at flush time (their
-    /// lines were already counted in `metrics`).
-    keys_refused: Counter, "New keys refused over max_keys.";
-    /// Keys this shard owns now.
-    keys: Gauge, "Keys owned.";
-    /// Keys deleted as idle.
-    keys_expired: Counter, "Keys deleted as idle.";
-    /// Flushes completed.
-    flushes: Counter, "Flushes completed.";
-    /// Graphite connects or sends that failed.
-    flush_errors: Counter, "Graphite connects or sends failed.";
-    /// Flush intervals dropped because Graphite was unreachable too long.
-    intervals_dropped: Counter, "Flush intervals dropped while Graphite was unreachable.";
-    /// Graphite lines written to the socket.
-    graphite_lines: Counter, "Graphite lines written.";
-    /// Relay datagrams that could not be sent.
-    relay_errors: Counter, "Relay datagrams not sent.";
+crate::counter_set! {
+    /// One shard's counters (or the sum of several). Each is exposed as
+    /// the Graphite gauge `<prefix>.aggregate.<name>` and the Prometheus
+    /// family named here.
+    pub struct AggregateStats {
+        datagrams: Counter("appliance_aggregate_datagrams_total") "Datagrams received.",
+        truncated: Counter("appliance_aggregate_truncated_total")
+            "Datagrams larger than max_datagram, cut there (their cut line is dropped).",
+        tcp_connections: Counter("appliance_aggregate_tcp_connections_total") "TCP connections accepted.",
+        tcp_refused: Counter("appliance_aggregate_tcp_refused_total")
+            "TCP connections refused: the shard's share of the descriptor budget was in use.",
+        lines: Counter("appliance_aggregate_lines_total") "Non-empty lines received.",
+        metrics: Counter("appliance_aggregate_metrics_total") "Metric lines accepted.",
+        events: Counter("appliance_aggregate_events_total")
+            "DogStatsD events seen (forwarded to relays, else dropped).",
+        service_checks: Counter("appliance_aggregate_service_checks_total")
+            "DogStatsD service checks seen (forwarded to relays, else dropped).",
+        /// Lines at the receiving shard, plus partial aggregates an owner
+        /// could not take at flush time (their lines were already counted
+        /// in `metrics`).
+        keys_refused: Counter("appliance_aggregate_keys_refused_total") "New keys refused over max_keys.",
+        keys: Gauge("appliance_aggregate_keys") "Keys owned.",
+        keys_expired: Counter("appliance_aggregate_keys_expired_total") "Keys deleted as idle.",
+        flushes: Counter("appliance_aggregate_flushes_total") "Flushes completed.",
+        flush_errors: Counter("appliance_aggregate_flush_errors_total") "Graphite connects or sends failed.",
+        intervals_dropped: Counter("appliance_aggregate_intervals_dropped_total")
+            "Flush intervals dropped while Graphite was unreachable.",
+        graphite_lines: Counter("appliance_aggregate_graphite_lines_total") "Graphite lines written.",
+        relay_errors: Counter("appliance_aggregate_relay_errors_total") "Relay datagrams not sent.",
+    }
+    with {
+        /// Malformed lines, by [`DropReason::index`].
+        dropped: [u64; DropReason::ALL.len()],
+    }
 }
 
 impl AggregateStats {
@@ -120,6 +61,7 @@ impl AggregateStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::counters::Measure;
 
     #[test]
     fn merge_adds_everything() {
@@ -142,5 +84,9 @@ mod tests {
         let names: std::collections::HashSet<_> = AggregateStats::FIELDS.iter().map(|f| f.name).collect();
         assert_eq!(names.len(), AggregateStats::FIELDS.len());
         assert_eq!(AggregateStats::FIELDS.iter().filter(|f| f.measure == Measure::Gauge).count(), 1);
+        for f in AggregateStats::FIELDS {
+            let suffix = if f.measure == Measure::Counter { "_total" } else { "" };
+            assert_eq!(f.family, format!("appliance_aggregate_{}{suffix}", f.name), "metric names unchanged");
+        }
     }
 }

@@ -2,10 +2,10 @@
 //! written in the Prometheus text format, `appliance_` prefixed, per shard
 //! (`shard="N"`) and summed (`shard="all"`).
 
-use ops::metrics::{Exposition, Kind};
+use ops::metrics::{Exposition, Kind, Labels};
 
 use crate::app::state::App;
-use crate::services::{each, ServiceId};
+use crate::services::ServiceId;
 
 /// Every shard's runtime counters, indexed by shard.
 pub(super) async fn runtime_stats() -> Result<Vec<shard::ShardStats>, shard::SubmitError> {
@@ -63,6 +63,20 @@ fn process(e: &mut Exposition, app: &App, http: ops::http::HttpStats) {
     ] {
         e.sample(name, &[("outcome", outcome)], v as f64);
     }
+}
+
+/// Writes one per-shard family from a field of per-shard counters.
+fn each<T>(
+    e: &mut Exposition,
+    all: &[T],
+    name: &str,
+    kind: Kind,
+    help: &str,
+    labels: Labels<'_>,
+    f: impl Fn(&T) -> u64,
+) {
+    let values: Vec<u64> = all.iter().map(f).collect();
+    e.per_shard(name, kind, help, labels, &values);
 }
 
 fn runtime(e: &mut Exposition, all: &[shard::ShardStats]) {

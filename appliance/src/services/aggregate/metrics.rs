@@ -3,28 +3,21 @@
 
 use ops::metrics::{Exposition, Kind};
 
-use super::stats::{AggregateStats, Measure};
-use crate::services::each;
+use super::stats::AggregateStats;
+use crate::services::counters;
 
-/// Every counter of the set, as declared once in `AggregateStats`
-/// (`appliance_aggregate_<name>_total`, or `<name>` for a gauge), and the
+/// Every counter of the set, as declared once in `AggregateStats`, and the
 /// drops by reason.
 pub(super) fn service(e: &mut Exposition, service: &str, all: &[AggregateStats]) {
     let l = &[("service", service)];
     let values: Vec<Vec<u64>> = all.iter().map(AggregateStats::values).collect();
-    for (i, field) in AggregateStats::FIELDS.iter().enumerate() {
-        let (kind, suffix) = match field.measure {
-            Measure::Counter => (Kind::Counter, "_total"),
-            Measure::Gauge => (Kind::Gauge, ""),
-        };
-        let name = format!("appliance_aggregate_{}{suffix}", field.name);
-        each(e, &values, &name, kind, field.help, l, |v| v[i]);
-    }
+    counters::per_shard(e, AggregateStats::FIELDS, l, &values);
     let name = "appliance_aggregate_dropped_total";
     let help = "Malformed lines dropped, by reason.";
     for reason in cores::statsd::parse::DropReason::ALL {
         let labels = &[("service", service), ("reason", reason.as_str())];
-        each(e, all, name, Kind::Counter, help, labels, |s| s.dropped[reason.index()]);
+        let values: Vec<u64> = all.iter().map(|s| s.dropped[reason.index()]).collect();
+        e.per_shard(name, Kind::Counter, help, labels, &values);
     }
 }
 

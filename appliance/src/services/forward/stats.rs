@@ -1,5 +1,6 @@
 //! The forward service's counters: plain integers owned by each shard (in
-//! its `ShardState`), no atomics on the hot path. A snapshot of every shard
+//! its `ShardState`), no atomics on the hot path, each declared once with
+//! its Prometheus family ([`cores::counters`]). A snapshot of every shard
 //! is gathered with `shard::map_reduce` for the admin endpoint.
 
 use std::time::Duration;
@@ -8,109 +9,64 @@ use std::time::Duration;
 /// from 64 us to ~4 s), plus an overflow bucket.
 pub const CONNECT_BUCKETS_US: [u64; 9] = [64, 256, 1024, 4096, 16_384, 65_536, 262_144, 1_048_576, 4_194_304];
 
-/// Per-upstream counters.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct UpstreamStats {
-    /// Connections open now.
-    pub active: u64,
-    /// Connections relayed in total.
-    pub total: u64,
-    /// Bytes client -> upstream.
-    pub bytes_up: u64,
-    /// Bytes upstream -> client.
-    pub bytes_down: u64,
-    /// Failed connects.
-    pub connect_errors: u64,
-    /// Refused because the upstream was at its max-conns.
-    pub refused_over_limit: u64,
-    /// Health transitions seen.
-    pub transitions: u64,
-    /// Whether it is eligible now (1) or not (0), as this shard sees it.
-    pub up: u64,
-    /// Connect times, bucketed by [`CONNECT_BUCKETS_US`] (+1 overflow).
-    pub connect_time: [u64; 10],
-    /// Sum of connect times, in microseconds.
-    pub connect_time_sum_us: u64,
+cores::counter_set! {
+    /// Per-upstream counters (labels `service`, `upstream`).
+    pub struct UpstreamStats {
+        up: Flag("appliance_forward_upstream_up") "1 if the upstream is eligible.",
+        active: Gauge("appliance_forward_upstream_active_connections") "Connections open.",
+        total: Counter("appliance_forward_upstream_connections_total") "Connections relayed.",
+        connect_errors: Counter("appliance_forward_upstream_connect_errors_total") "Failed connects.",
+        refused_over_limit: Counter("appliance_forward_upstream_refused_total") "Refused at its max-conns.",
+        transitions: Counter("appliance_forward_upstream_health_transitions_total") "Health state changes.",
+        bytes_up: Counter("appliance_forward_upstream_bytes_up_total") "Bytes client to upstream.",
+        bytes_down: Counter("appliance_forward_upstream_bytes_down_total") "Bytes upstream to client.",
+    }
+    with {
+        /// Connect times, bucketed by [`CONNECT_BUCKETS_US`] (+1 overflow):
+        /// the histogram `appliance_forward_upstream_connect_seconds`.
+        connect_time: [u64; CONNECT_BUCKETS_US.len() + 1],
+        /// Sum of connect times, in microseconds.
+        connect_time_sum_us: u64,
+    }
 }
 
-/// Per-listener counters (one listener per forward service).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ForwardStats {
-    /// Connections accepted.
-    pub accepted: u64,
-    /// Connections open now (the shard's held `--max-conns` slots).
-    pub active: u64,
-    /// Refused: the listener's share of --max-conns was used up.
-    pub refused_over_limit: u64,
-    /// Refused: no upstream was eligible (or one could not be reached for
-    /// a reason on our side, see `local_connect_errors`).
-    pub refused_no_upstream: u64,
-    /// Upstream connects that failed on our side (out of descriptors,
-    /// ports or memory): never counted against the upstream's health.
-    pub local_connect_errors: u64,
-    /// Connects retried on another upstream.
-    pub retries: u64,
-    /// Relays that ended in a reset, on idle, or on another error.
-    pub resets: u64,
-    /// Relays closed by the idle timeout.
-    pub idle_closed: u64,
-    /// Bad inbound PROXY headers.
-    pub bad_proxy_headers: u64,
-    /// Clients closed because their PROXY header was not complete in time.
-    pub proxy_header_timeouts: u64,
-    /// Bytes client -> upstream.
-    pub bytes_up: u64,
-    /// Bytes upstream -> client.
-    pub bytes_down: u64,
-    /// Relay sends that found the reader's socket full and waited, their
-    /// bytes copied out so the relay buffer went back to the shard.
-    pub slow_reader_sends: u64,
-    /// Relay buffers free in the shard's ring now (a gauge).
-    pub relay_buffers_free: u64,
-    /// Receives that found the relay buffer ring empty and waited.
-    pub relay_buffers_exhausted: u64,
-    /// UDP sessions and datagrams (`--udp`).
-    pub udp: UdpStats,
-    /// Per upstream, in configuration order.
-    pub upstreams: Vec<UpstreamStats>,
-}
-
-impl ForwardStats {
-    /// Adds another shard's counters into these.
-    pub fn merge(&mut self, other: &ForwardStats) {
-        self.accepted += other.accepted;
-        self.active += other.active;
-        self.refused_over_limit += other.refused_over_limit;
-        self.refused_no_upstream += other.refused_no_upstream;
-        self.local_connect_errors += other.local_connect_errors;
-        self.retries += other.retries;
-        self.resets += other.resets;
-        self.idle_closed += other.idle_closed;
-        self.bad_proxy_headers += other.bad_proxy_headers;
-        self.proxy_header_timeouts += other.proxy_header_timeouts;
-        self.bytes_up += other.bytes_up;
-        self.bytes_down += other.bytes_down;
-        self.slow_reader_sends += other.slow_reader_sends;
-        self.relay_buffers_free += other.relay_buffers_free;
-        self.relay_buffers_exhausted += other.relay_buffers_exhausted;
-        self.udp.merge(&other.udp);
-        if self.upstreams.len() < other.upstreams.len() {
-            self.upstreams.resize(other.upstreams.len(), UpstreamStats::default());
-        }
-        for (a, b) in self.upstreams.iter_mut().zip(&other.upstreams) {
-            a.active += b.active;
-            a.total += b.total;
-            a.bytes_up += b.bytes_up;
-            a.bytes_down += b.bytes_down;
-            a.connect_errors += b.connect_errors;
-            a.refused_over_limit += b.refused_over_limit;
-            a.transitions += b.transitions;
-            a.up = a.up.max(b.up);
-            a.connect_time_sum_us += b.connect_time_sum_us;
-            for (x, y) in a.connect_time.iter_mut().zip(b.connect_time.iter()) {
-                *x += y;
-            }
-        }
+cores::counter_set! {
+    /// One forward service's counters on one shard (or summed over
+    /// several); labels `service`, `shard`.
+    pub struct ForwardStats {
+        accepted: Counter("appliance_forward_accepted_total") "Client connections accepted.",
+        /// The shard's held `max_conns` slots.
+        active: Gauge("appliance_forward_active_connections") "Client connections open.",
+        refused_over_limit: Counter("appliance_forward_refused_total", reason = "over_limit")
+            "Client connections refused: over --max-conns, or no eligible upstream.",
+        /// Also when an upstream could not be reached for a reason on our
+        /// side, see `local_connect_errors`.
+        refused_no_upstream: Counter("appliance_forward_refused_total", reason = "no_upstream")
+            "Client connections refused: over --max-conns, or no eligible upstream.",
+        retries: Counter("appliance_forward_retries_total") "Connects retried on another upstream.",
+        resets: Counter("appliance_forward_resets_total") "Relays ended by a reset or an error.",
+        idle_closed: Counter("appliance_forward_idle_closed_total") "Relays closed by the idle timeout.",
+        bad_proxy_headers: Counter("appliance_forward_bad_proxy_headers_total") "Bad inbound PROXY headers.",
+        /// Never counted against the upstream's health.
+        local_connect_errors: Counter("appliance_forward_local_connect_errors_total")
+            "Upstream connects that failed on our side (descriptors, ports, memory), not the upstream's.",
+        proxy_header_timeouts: Counter("appliance_forward_proxy_header_timeouts_total")
+            "Clients closed because their PROXY header was not complete within proxy_header_timeout.",
+        bytes_up: Counter("appliance_forward_bytes_total", direction = "up")
+            "Bytes relayed (up: client to upstream).",
+        bytes_down: Counter("appliance_forward_bytes_total", direction = "down")
+            "Bytes relayed (up: client to upstream).",
+        relay_buffers_free: Gauge("appliance_netstack_relay_buffers_free") "Relay buffers free in the shard's ring.",
+        slow_reader_sends: Counter("appliance_forward_slow_reader_sends_total")
+            "Relay sends that found the reader's socket full and waited, bytes copied out of the relay buffer.",
+        relay_buffers_exhausted: Counter("appliance_netstack_relay_buffers_exhausted_total")
+            "Receives that found the relay buffer ring empty and waited for a buffer.",
+    }
+    with {
+        /// UDP sessions and datagrams (`udp = true`).
+        udp: UdpStats,
+        /// Per upstream, in configuration order.
+        upstreams: Vec<UpstreamStats>,
     }
 }
 
@@ -120,37 +76,23 @@ pub fn bucket(t: Duration) -> usize {
     CONNECT_BUCKETS_US.iter().position(|&b| us <= b).unwrap_or(CONNECT_BUCKETS_US.len())
 }
 
-/// UDP counters of one shard.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct UdpStats {
-    /// Sessions created.
-    pub sessions_created: u64,
-    /// Sessions open now.
-    pub sessions_active: u64,
-    /// Sessions closed by the idle timeout.
-    pub sessions_expired: u64,
-    /// New clients whose datagrams were dropped: the shard's share of
-    /// `max_conns` sessions was in use.
-    pub sessions_refused: u64,
-    /// Datagrams client -> upstream.
-    pub datagrams_up: u64,
-    /// Datagrams upstream -> client.
-    pub datagrams_down: u64,
-    /// Datagrams dropped: no eligible upstream, a send failed, or a
-    /// datagram was cut by a receive buffer.
-    pub dropped: u64,
-}
-
-impl UdpStats {
-    /// Adds another shard's counters into these.
-    pub fn merge(&mut self, o: &UdpStats) {
-        self.sessions_created += o.sessions_created;
-        self.sessions_active += o.sessions_active;
-        self.sessions_expired += o.sessions_expired;
-        self.sessions_refused += o.sessions_refused;
-        self.datagrams_up += o.datagrams_up;
-        self.datagrams_down += o.datagrams_down;
-        self.dropped += o.dropped;
+cores::counter_set! {
+    /// UDP counters of one shard (labels `service`, `shard`).
+    pub struct UdpStats {
+        sessions_active: Gauge("appliance_forward_udp_sessions") "UDP sessions open.",
+        /// New clients whose datagrams were dropped.
+        sessions_refused: Counter("appliance_forward_udp_sessions_refused_total")
+            "New UDP clients dropped: the shard's share of max_conns sessions was in use.",
+        sessions_created: Counter("appliance_forward_udp_sessions_total") "UDP sessions created.",
+        datagrams_up: Counter("appliance_forward_udp_datagrams_total", direction = "up")
+            "UDP datagrams relayed (up: client to upstream).",
+        datagrams_down: Counter("appliance_forward_udp_datagrams_total", direction = "down")
+            "UDP datagrams relayed (up: client to upstream).",
+        /// No eligible upstream, a send failed, or a datagram was cut by a
+        /// receive buffer.
+        dropped: Counter("appliance_forward_udp_dropped_total") "UDP datagrams dropped.",
+        /// Sessions closed by the idle timeout.
+        sessions_expired: Counter("appliance_forward_udp_sessions_expired_total") "UDP sessions closed by the idle timeout.",
     }
 }
 
