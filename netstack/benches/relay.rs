@@ -1,4 +1,4 @@
-//! TCP relay throughput: one shard forwarding a bulk stream, five ways,
+//! TCP relay throughput: one shard forwarding a bulk stream, four ways,
 //! against std threads.
 //!
 //! Topology, on loopback: a source thread (pinned to `ENDS_CPU`) writes
@@ -13,10 +13,9 @@
 //!   `send_all` of each `ProvidedBuf` (the multishot receive keeps filling
 //!   buffers while a send is in flight);
 //! - `splice`: `netstack::tcp::Pipe::new(64 KiB)` and `pipe.splice(from, to)`;
-//! - `pool zc`: `recv` into a `PoolBuf` of the Large class, then
-//!   `send_all_zc`;
-//! - `pool zc fixed`: the same, sent with `shard::ops::send_zc_fixed` from
-//!   the registered Large class (`fixed_index()`), if it is registered;
+//! - `vec zc`: `recv` into a 64 KiB `Vec`, then `send_all_zc` (zero-copy
+//!   sends from a plain `Vec`: on loopback the kernel copies them anyway,
+//!   so this shows what pinning and completion notifications cost there);
 //!
 //! and the peers, std threads pinned to `RELAY_CPU`:
 //! - `std::io::copy(&mut inbound, &mut outbound)`, with a second thread
@@ -38,14 +37,12 @@ use std::net::{Shutdown, SocketAddr, TcpListener as StdListener, TcpStream as St
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use netstack::buf::{BufPool, PoolBuf, PoolConfig, SizeClass};
 use netstack::tcp::{Pipe, TcpStream};
-use shard::ops::Slice;
 use shard::reactor::BufRing;
 
 /// Bytes per source write.
 const MSG: usize = 64 << 10;
-/// Relay buffer size (Vec, BufRing buffers, pipe, pool class).
+/// Relay buffer size (Vec, BufRing buffers, pipe).
 const CHUNK: usize = 64 << 10;
 /// Buffers in the `bufring` relay's group.
 const RING_BUFS: u16 = 16;
@@ -91,30 +88,21 @@ enum Relay {
     Vec,
     BufRing,
     Splice,
-    PoolZc,
-    PoolZcFixed,
+    VecZc,
     StdCopy,
     StdBuf,
 }
 
 impl Relay {
-    const ALL: [Relay; 7] = [
-        Relay::Vec,
-        Relay::StdCopy,
-        Relay::BufRing,
-        Relay::Splice,
-        Relay::StdBuf,
-        Relay::PoolZc,
-        Relay::PoolZcFixed,
-    ];
+    const ALL: [Relay; 6] =
+        [Relay::Vec, Relay::StdCopy, Relay::BufRing, Relay::Splice, Relay::StdBuf, Relay::VecZc];
 
     fn name(self) -> &'static str {
         match self {
             Relay::Vec => "(a) shard: `recv` into 64 KiB Vec + `send_all`",
             Relay::BufRing => "(b) shard: `recv_stream` over BufRing 16 x 64 KiB + `send_all(ProvidedBuf)`",
             Relay::Splice => "(c) shard: `Pipe::new(64 KiB)` + `pipe.splice`",
-            Relay::PoolZc => "(d) shard: `recv` into PoolBuf (Large) + `send_all_zc`",
-            Relay::PoolZcFixed => "(d') shard: `recv` into PoolBuf (Large) + `send_zc_fixed(fixed_index)`",
+            Relay::VecZc => "(d) shard: `recv` into 64 KiB Vec + `send_all_zc`",
             Relay::StdCopy => "(e) std thread pair: `std::io::copy`",
             Relay::StdBuf => "(f) std thread pair: 64 KiB `read` + `write_all`",
         }
@@ -154,13 +142,9 @@ fn main() {
     for round in 0..rounds() {
         let mut line = format!("round {round}:");
         for (relay, runs) in results.iter_mut() {
-            match checked(*relay, run_round(*relay)) {
-                Some(r) => {
-                    line.push_str(&format!(" | {:?} {:.2} Gbit/s", relay, r.gbps()));
-                    runs.push(r);
-                }
-                None => line.push_str(&format!(" | {relay:?} n/a")),
-            }
+            let r = checked(*relay, run_round(*relay));
+            line.push_str(&format!(" | {:?} {:.2} Gbit/s", relay, r.gbps()));
+            runs.push(r);
         }
         eprintln!("{line}");
     }
@@ -172,14 +156,6 @@ fn main() {
                 relay.name(),
                 median(runs, |r| r.relay.starved.unwrap_or(0) as f64)
             ));
-        }
-        for r in runs {
-            if let Some(n) = &r.relay.note {
-                let n = format!("{}: {n}", relay.name());
-                if !notes.contains(&n) {
-                    notes.push(n);
-                }
-            }
         }
     }
 
@@ -196,10 +172,6 @@ fn main() {
         .map(|(_, runs)| median(runs, Round::gbps))
         .unwrap_or(f64::NAN);
     for (relay, runs) in &results {
-        if runs.is_empty() {
-            println!("| {} | n/a | n/a | n/a | | | | | | |", relay.name());
-            continue;
-        }
         let chunk = if relay.ours() {
             format!("{:.1} KiB", median(runs, |r| r.bytes as f64 / r.relay.receives.max(1) as f64) / 1024.0)
         } else {
@@ -227,11 +199,8 @@ fn main() {
         );
     }
     println!();
-    let mut ranked: Vec<(Relay, f64)> = results
-        .iter()
-        .filter(|(r, runs)| r.ours() && !runs.is_empty())
-        .map(|(r, runs)| (*r, median(runs, Round::gbps)))
-        .collect();
+    let mut ranked: Vec<(Relay, f64)> =
+        results.iter().filter(|(r, _)| r.ours()).map(|(r, runs)| (*r, median(runs, Round::gbps))).collect();
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
     let line: Vec<String> = ranked.iter().map(|(r, g)| format!("{r:?} {:.2}x", g / std_copy)).collect();
     println!("ratios vs std::io::copy (Gbit/s): {}", line.join(", "));
@@ -304,7 +273,6 @@ struct RelayDone {
     workers: usize,
     /// Times the buffer group ran dry (`bufring` only).
     starved: Option<u64>,
-    note: Option<String>,
 }
 
 /// What the source reports.
@@ -349,13 +317,12 @@ impl Round {
     }
 }
 
-/// What a round returns: `Ok(None)` when the relay cannot run here (the
-/// pool's Large class is not registered, for `PoolZcFixed`).
-type Outcome = Result<Option<(SourceDone, RelayDone, SinkDone)>, String>;
+/// What a round returns.
+type Outcome = Result<(SourceDone, RelayDone, SinkDone), String>;
 
 /// Checks a round exactly.
-fn checked(relay: Relay, r: Outcome) -> Option<Round> {
-    let (src, rel, sink) = r.unwrap_or_else(|e| fail(&format!("{relay:?}: {e}")))?;
+fn checked(relay: Relay, r: Outcome) -> Round {
+    let (src, rel, sink) = r.unwrap_or_else(|e| fail(&format!("{relay:?}: {e}")));
     let mut errors = Vec::new();
     if src.sent == 0 {
         errors.push("the source sent nothing".to_string());
@@ -372,12 +339,12 @@ fn checked(relay: Relay, r: Outcome) -> Option<Round> {
     if !errors.is_empty() {
         fail(&format!("{}: {}", relay.name(), errors.join("; ")));
     }
-    Some(Round {
+    Round {
         bytes: sink.received,
         elapsed: sink.finished.saturating_duration_since(src.started),
         ends_cpu: src.cpu + sink.cpu,
         relay: rel,
-    })
+    }
 }
 
 /// Accepts one connection, giving up after `STUCK`.
@@ -468,13 +435,10 @@ fn run_round(relay: Relay) -> Outcome {
     let rel = if relay.ours() { ours(relay, src_addr, sink_addr) } else { peer(relay, src_addr, sink_addr) };
     let src = src.join().map_err(|_| "source panicked".to_string())?;
     let snk = snk.join().map_err(|_| "sink panicked".to_string())?;
-    let rel = match rel? {
-        Some(r) => r,
-        None => return Ok(None),
-    };
+    let rel = rel?;
     let src = src.map_err(|e| format!("source: {e}"))?;
     let snk = snk.map_err(|e| format!("sink: {e}"))?;
-    Ok(Some((src, rel, snk)))
+    Ok((src, rel, snk))
 }
 
 // -------------------------------------------------------------------- ours
@@ -492,7 +456,7 @@ fn runtime() -> Result<(shard::Runtime, String), String> {
 }
 
 /// Runs relay `relay` on a fresh one-shard runtime.
-fn ours(relay: Relay, source: SocketAddr, sink: SocketAddr) -> Result<Option<RelayDone>, String> {
+fn ours(relay: Relay, source: SocketAddr, sink: SocketAddr) -> Result<RelayDone, String> {
     let (rt, _) = runtime()?;
     let (tx, rx) = mpsc::channel();
     let thread = std::thread::spawn(move || {
@@ -504,34 +468,8 @@ fn ours(relay: Relay, source: SocketAddr, sink: SocketAddr) -> Result<Option<Rel
     r
 }
 
-async fn ours_main(relay: Relay, source: SocketAddr, sink: SocketAddr) -> Result<Option<RelayDone>, String> {
-    let pool = match relay {
-        Relay::PoolZc | Relay::PoolZcFixed => {
-            // The Large class is what we use: keep the others tiny, so the
-            // registration fits the memlock budget on every round.
-            let cfg = PoolConfig { counts: [1, 1, 2], register: true };
-            Some(BufPool::new(cfg).map_err(|e| format!("pool: {e}"))?)
-        }
-        _ => None,
-    };
+async fn ours_main(relay: Relay, source: SocketAddr, sink: SocketAddr) -> Result<RelayDone, String> {
     let mut starved = None;
-    let note = pool.as_ref().map(|p| format!("pool registration: {}", p.report().registration));
-    if let (Relay::PoolZcFixed, Some(p)) = (relay, &pool) {
-        let large =
-            p.report().classes.iter().find(|c| c.class == SizeClass::Large).and_then(|c| c.registered);
-        if large.is_none() {
-            eprintln!("note: the pool's Large class is not registered; skipping {relay:?}");
-            // Let the source and sink finish: connect and close at once.
-            let to =
-                TcpStream::connect_timeout(sink, STUCK).await.map_err(|e| format!("connect sink: {e}"))?;
-            let from = TcpStream::connect_timeout(source, STUCK)
-                .await
-                .map_err(|e| format!("connect source: {e}"))?;
-            from.set_reset_on_close().map_err(|e| e.to_string())?;
-            drop((to, from));
-            return Ok(None);
-        }
-    }
     let ring = match relay {
         Relay::BufRing => Some(BufRing::new(RING_BUFS, CHUNK).map_err(|e| format!("buffer ring: {e}"))?),
         _ => None,
@@ -541,18 +479,17 @@ async fn ours_main(relay: Relay, source: SocketAddr, sink: SocketAddr) -> Result
     let from = TcpStream::connect_timeout(source, STUCK).await.map_err(|e| format!("connect source: {e}"))?;
     let cpu0 = thread_cpu();
     let workers0 = io_worker_cpu();
-    let (bytes, receives) = match (relay, &ring, &pool) {
-        (Relay::Vec, _, _) => relay_vec(&from, &to).await,
-        (Relay::BufRing, Some(ring), _) => {
+    let (bytes, receives) = match (relay, &ring) {
+        (Relay::Vec, _) => relay_vec(&from, &to, false).await,
+        (Relay::VecZc, _) => relay_vec(&from, &to, true).await,
+        (Relay::BufRing, Some(ring)) => {
             let r = relay_ring(&from, &to, ring).await;
             if let Ok((_, _, n)) = &r {
                 starved = Some(*n);
             }
             r.map(|(b, n, _)| (b, n))
         }
-        (Relay::Splice, _, _) => relay_splice(&from, &to).await,
-        (Relay::PoolZc, _, Some(pool)) => relay_pool(&from, &to, pool, false).await,
-        (Relay::PoolZcFixed, _, Some(pool)) => relay_pool(&from, &to, pool, true).await,
+        (Relay::Splice, _) => relay_splice(&from, &to).await,
         _ => unreachable!("every shard relay has what it needs"),
     }
     .map_err(|e| format!("relay: {e}"))?;
@@ -560,10 +497,11 @@ async fn ours_main(relay: Relay, source: SocketAddr, sink: SocketAddr) -> Result
     let (workers1, workers) = io_worker_cpu();
     let worker_cpu = workers1.saturating_sub(workers0.0);
     let cpu = (thread_cpu() - cpu0) + worker_cpu;
-    Ok(Some(RelayDone { bytes, receives, cpu, worker_cpu, workers, starved, note }))
+    Ok(RelayDone { bytes, receives, cpu, worker_cpu, workers, starved })
 }
 
-async fn relay_vec(from: &TcpStream, to: &TcpStream) -> io::Result<(u64, u64)> {
+/// `recv` into a `Vec`, then `send_all` (`send_all_zc` when `zc`).
+async fn relay_vec(from: &TcpStream, to: &TcpStream, zc: bool) -> io::Result<(u64, u64)> {
     let (mut bytes, mut receives) = (0u64, 0u64);
     let mut buf = Vec::with_capacity(CHUNK);
     loop {
@@ -573,7 +511,7 @@ async fn relay_vec(from: &TcpStream, to: &TcpStream) -> io::Result<(u64, u64)> {
         if n == 0 {
             return Ok((bytes, receives));
         }
-        let (r, b) = to.send_all(b).await;
+        let (r, b) = if zc { to.send_all_zc(b).await } else { to.send_all(b).await };
         r?;
         buf = b;
         bytes += n as u64;
@@ -608,52 +546,11 @@ async fn relay_splice(from: &TcpStream, to: &TcpStream) -> io::Result<(u64, u64)
     }
 }
 
-async fn relay_pool(from: &TcpStream, to: &TcpStream, pool: &BufPool, fixed: bool) -> io::Result<(u64, u64)> {
-    let (mut bytes, mut receives) = (0u64, 0u64);
-    let mut buf = pool.alloc(SizeClass::Large).await;
-    loop {
-        buf.set_len(0);
-        let (r, b) = from.recv(buf).await;
-        let n = r?;
-        if n == 0 {
-            return Ok((bytes, receives));
-        }
-        let (r, b) = if fixed { send_all_fixed(to, b).await } else { to.send_all_zc(b).await };
-        r?;
-        buf = b;
-        bytes += n as u64;
-        receives += 1;
-    }
-}
-
-/// `send_all` with zero-copy sends from the pool's registered class.
-async fn send_all_fixed(to: &TcpStream, buf: PoolBuf) -> (io::Result<()>, PoolBuf) {
-    let Some(index) = buf.fixed_index() else {
-        return (Err(io::Error::other("the buffer's class is not registered")), buf);
-    };
-    let len = buf.len();
-    let mut slice = Slice::new(buf, 0, len);
-    loop {
-        if slice.begin() >= len {
-            return (Ok(()), slice.into_inner());
-        }
-        let (r, back) = shard::ops::send_zc_fixed(to.raw_fd(), slice, index).await;
-        match r {
-            Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), back.into_inner()),
-            Ok(n) => {
-                let begin = back.begin() + n;
-                slice = Slice::new(back.into_inner(), begin, len);
-            }
-            Err(e) => return (Err(e), back.into_inner()),
-        }
-    }
-}
-
 // ------------------------------------------------------------------- peers
 
 /// A std thread pair on `RELAY_CPU`: this thread copies source -> sink, a
 /// second one sink -> source (idle here).
-fn peer(relay: Relay, source: SocketAddr, sink: SocketAddr) -> Result<Option<RelayDone>, String> {
+fn peer(relay: Relay, source: SocketAddr, sink: SocketAddr) -> Result<RelayDone, String> {
     let forward = std::thread::spawn(move || -> io::Result<RelayDone> {
         pin_to(RELAY_CPU);
         let mut outbound = StdStream::connect(sink)?;
@@ -686,18 +583,10 @@ fn peer(relay: Relay, source: SocketAddr, sink: SocketAddr) -> Result<Option<Rel
         if back? != 0 {
             return Err(io::Error::other("bytes came back from the sink"));
         }
-        Ok(RelayDone {
-            bytes,
-            receives: 0,
-            cpu,
-            worker_cpu: Duration::ZERO,
-            workers: 0,
-            starved: None,
-            note: None,
-        })
+        Ok(RelayDone { bytes, receives: 0, cpu, worker_cpu: Duration::ZERO, workers: 0, starved: None })
     });
     let r = forward.join().map_err(|_| "the relay thread panicked".to_string())?;
-    r.map(Some).map_err(|e| format!("relay: {e}"))
+    r.map_err(|e| format!("relay: {e}"))
 }
 
 fn copy_64k(from: &mut StdStream, to: &mut StdStream) -> io::Result<u64> {

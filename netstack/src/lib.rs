@@ -26,7 +26,6 @@
 #![warn(missing_docs)]
 
 pub mod backend;
-pub mod buf;
 
 /// Marks a type as bound to the shard thread that made it (`!Send`,
 /// `!Sync`): its descriptor's operations and its close go through that

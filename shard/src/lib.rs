@@ -60,8 +60,8 @@ pub use mesh::WakeMode;
 pub use reactor::ops;
 pub use reactor::probe::{probe, UringProbe};
 pub use runtime::api::{
-    broadcast, invoke_on_all, is_stopping, map_reduce, on_shard, request_stop, runtime_id, shard_count,
-    shard_id, spawn_local, spawn_local_named, stop_deadline, stopping, submit_to, yield_now, SubmitError,
+    broadcast, invoke_on_all, is_stopping, map_reduce, on_shard, request_stop, shard_count, shard_id,
+    spawn_local, spawn_local_named, stop_deadline, stopping, submit_to, yield_now, SubmitError,
 };
 pub use runtime::group::{Group, GroupError};
 pub use runtime::{run_single, Builder, Runtime, RuntimeError, RuntimeHandle};

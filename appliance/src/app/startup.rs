@@ -51,10 +51,4 @@ pub fn report(plan: &shard::placement::Plan, cfg: &AppConfig, budget: &Budget, w
     for w in warnings {
         tracing::warn!("{w}");
     }
-    if let Some(m) = memlock.filter(|m| *m < 8 << 20) {
-        tracing::warn!(
-            "RLIMIT_MEMLOCK is {m} bytes: io_uring registered buffers beyond it fall back to \
-             unregistered ones; raise it (ulimit -l, or LimitMEMLOCK= in the systemd unit)"
-        );
-    }
 }

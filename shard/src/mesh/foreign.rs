@@ -1,7 +1,7 @@
-//! A value that must be dropped on the shard that made it (a buffer from
-//! that shard's pool, say) but may travel to other shards meanwhile: the
-//! idea of Seastar's `foreign_ptr`. Dropped on another shard, it is sent
-//! home over the mesh and dropped there.
+//! A value that must be dropped on the shard that made it (one whose drop
+//! gives something back to that shard's state, say) but may travel to
+//! other shards meanwhile: the idea of Seastar's `foreign_ptr`. Dropped on
+//! another shard, it is sent home over the mesh and dropped there.
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};

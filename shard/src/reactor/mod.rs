@@ -123,20 +123,6 @@ impl Reactor {
         unsafe { self.uring.borrow().register_buf_ring(addr, entries, bgid) }
     }
 
-    /// Registers fixed buffers with the ring (one table per ring).
-    ///
-    /// # Safety
-    /// Every iovec must describe memory that stays valid until the ring is
-    /// dropped or the buffers are unregistered.
-    pub(crate) unsafe fn register_buffers(&self, iovecs: &[libc::iovec]) -> io::Result<()> {
-        // SAFETY: forwarded from the caller's contract.
-        unsafe { self.uring.borrow().submitter().register_buffers(iovecs) }
-    }
-
-    pub(crate) fn unregister_buffers(&self) -> io::Result<()> {
-        self.uring.borrow().submitter().unregister_buffers()
-    }
-
     pub(crate) fn unregister_buf_ring(&self, bgid: u16) -> io::Result<()> {
         self.uring.borrow().unregister_buf_ring(bgid)
     }

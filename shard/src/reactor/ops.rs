@@ -322,40 +322,6 @@ pub async fn send_zc<B: IoBuf>(fd: RawFd, buf: B) -> (io::Result<usize>, B) {
     emit(buf, |ptr, len| opcode::SendZc::new(types::Fd(fd), ptr, len).flags(libc::MSG_NOSIGNAL).build()).await
 }
 
-/// Zero-copy `send(2)` from a buffer inside the ring's registered buffer
-/// `buf_index` (see [`register_buffers`]): the kernel skips pinning the
-/// pages on every send.
-pub async fn send_zc_fixed<B: IoBuf>(fd: RawFd, buf: B, buf_index: u16) -> (io::Result<usize>, B) {
-    emit(buf, |ptr, len| {
-        opcode::SendZc::new(types::Fd(fd), ptr, len)
-            .buf_index(Some(buf_index))
-            .flags(libc::MSG_NOSIGNAL)
-            .build()
-    })
-    .await
-}
-
-/// Registers `regions` as the current shard ring's fixed buffers (index =
-/// position in the slice). A ring has one such table.
-///
-/// # Safety
-/// Each region must stay mapped and unmoved until the shard's ring is
-/// dropped: the kernel keeps the pages pinned and uses them for every
-/// fixed-buffer operation.
-pub unsafe fn register_buffers(regions: &[(*mut u8, usize)]) -> io::Result<()> {
-    let iovecs: Vec<libc::iovec> =
-        regions.iter().map(|&(p, len)| libc::iovec { iov_base: p.cast(), iov_len: len }).collect();
-    // SAFETY: forwarded from the caller's contract.
-    context::with(|c| unsafe { c.reactor.register_buffers(&iovecs) })
-}
-
-/// Unregisters the current shard ring's fixed buffers (so their memory can
-/// be unmapped). Fails if no shard or no table is registered.
-pub fn unregister_buffers() -> io::Result<()> {
-    context::try_with(|c| c.reactor.unregister_buffers())
-        .unwrap_or_else(|| Err(io::Error::other("not on a shard thread")))
-}
-
 /// `accept4(2)`; returns the new fd (non-blocking, close-on-exec) and the
 /// peer address. A connection accepted after this future was dropped is
 /// closed, not leaked.

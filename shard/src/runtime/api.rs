@@ -60,13 +60,6 @@ pub fn shard_count() -> usize {
     context::with(|c| c.count)
 }
 
-/// The runtime this shard belongs to: a process-unique number, so values
-/// that must go home (a pool buffer, say) can tell shard 0 of their own
-/// runtime from shard 0 of another one in the same process.
-pub fn runtime_id() -> u64 {
-    context::with(|c| c.shared.id)
-}
-
 /// Once the runtime is stopping: the instant its grace period ends, when
 /// the tasks still running are cancelled. A service budgets its drain
 /// against it (stop reading, then flush within what is left). `None`

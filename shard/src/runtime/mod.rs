@@ -12,7 +12,7 @@ pub mod group;
 mod shard_loop;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -217,8 +217,6 @@ pub struct Runtime {
 /// State every shard of one runtime shares (read-mostly).
 #[derive(Debug)]
 pub(crate) struct Shared {
-    /// Process-unique: tells shards of different runtimes apart.
-    pub id: u64,
     pub n: usize,
     pub homes: Vec<Arc<Home>>,
     pub mesh: Arc<MeshShared>,
@@ -327,9 +325,7 @@ impl Runtime {
             space_wanted: (0..n * n).map(|_| AtomicBool::new(false)).collect(),
         });
         let endpoints = mesh::build(&mesh_shared, self.cfg.mesh_capacity);
-        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let shared = Arc::new(Shared {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             n,
             homes,
             mesh: mesh_shared,
