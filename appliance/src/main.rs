@@ -68,9 +68,8 @@ fn configure(cli: &Cli) -> Result<Option<Configured>, String> {
     let (mut cfg, key): (AppConfig, KeyOf) = match &cli.command {
         Command::Run(args) => {
             let mut cfg = file.validate().map_err(err)?;
-            cfg.runtime = cfg.runtime.merged(&args.runtime);
             let over = args.runtime.clone();
-            cfg.grace = cfg.runtime.grace(over.key_over_file("grace")).map_err(err)?;
+            cfg.set_overrides(config::Overrides { runtime: over.clone(), admin: None }).map_err(err)?;
             (cfg, Box::new(move |f: &str| over.key_over_file(f)))
         }
         Command::Echo(args) => {
@@ -90,6 +89,7 @@ fn configure(cli: &Cli) -> Result<Option<Configured>, String> {
     if let Some(listen) = cli.admin {
         let admin = AdminOptions { listen, allow_remote: cli.admin_allow_remote };
         cfg.admin = Some(admin.validate(Key("--admin".into())).map_err(err)?);
+        cfg.overrides.admin = cfg.admin;
         config::check_admin_port(listen, &cfg.services, Key("--admin".into())).map_err(err)?;
     }
     let rt = cfg.preflight(&*key).map_err(err)?;
@@ -99,7 +99,15 @@ fn configure(cli: &Cli) -> Result<Option<Configured>, String> {
 /// A configuration of one service given by flags.
 fn from_flags(runtime: &RuntimeArgs, service: Service) -> Result<AppConfig, String> {
     let grace = runtime.grace(Key("--grace".into())).map_err(|e: ConfigError| e.to_string())?;
-    Ok(AppConfig { runtime: runtime.clone(), grace, admin: None, services: vec![service], from_file: false })
+    let overrides = config::Overrides { runtime: runtime.clone(), admin: None };
+    Ok(AppConfig {
+        runtime: runtime.clone(),
+        grace,
+        admin: None,
+        services: vec![service],
+        from_file: false,
+        overrides,
+    })
 }
 
 fn topology(args: &RuntimeArgs) -> anyhow::Result<()> {

@@ -66,8 +66,14 @@ pub fn run(mut cfg: AppConfig, rt: shard::Runtime, path: Option<PathBuf>) -> any
         // One socket per member of the service's shard group.
         let members = service.members(shards);
         let mut groups = Vec::new();
+        // Socket k of a group is member k's (bound in order), so a CPU
+        // program maps member k's CPU to index k.
+        let steer_to = (cfg.runtime.steering == Some(crate::config::Steering::Cpu)).then(|| {
+            let cpus = crate::config::RuntimeArgs::shard_cpus(rt.plan());
+            members.members().iter().map(|&m| cpus[m]).collect::<Vec<u32>>()
+        });
         for listen in service.listens() {
-            let (fds, addr) = bind(service, listen, members.len())?;
+            let (fds, addr) = bind(service, listen, members.len(), steer_to.as_deref())?;
             let proto = if listen.udp { "udp" } else { "tcp" };
             let (service_name, kind) = (service.name().into(), service.kind());
             listening.push(Listening { service: service_name, kind, proto, addr, members: members.clone() });
@@ -191,8 +197,16 @@ async fn start(id: ServiceId, service: Service, fds: Vec<OwnedFd>, conn_limit: u
     r.map_err(|e| e.to_string())
 }
 
-/// Binds one listener per shard for one of `service`'s addresses.
-fn bind(service: &Service, listen: Listen, shards: usize) -> anyhow::Result<(Vec<OwnedFd>, SocketAddr)> {
+/// Binds one listener per shard for one of `service`'s addresses; with
+/// `steer_to` (the CPU of each listener's shard), attaches the program
+/// that sends each connection or datagram to the shard on the CPU that
+/// received it (CPUs without one of these shards fall back to the hash).
+fn bind(
+    service: &Service,
+    listen: Listen,
+    shards: usize,
+    steer_to: Option<&[u32]>,
+) -> anyhow::Result<(Vec<OwnedFd>, SocketAddr)> {
     let opts = netstack::steer::ListenOptions { recv_buffer: listen.recv_buffer, ..Default::default() };
     let Listen { addr: listen, udp, .. } = listen;
     let what = || format!("{} {:?}: listen {listen}: cannot bind", service.kind(), service.name());
@@ -205,6 +219,11 @@ fn bind(service: &Service, listen: Listen, shards: usize) -> anyhow::Result<(Vec
         netstack::steer::bind_group(listen, shards, &opts)
     };
     let listeners = bound.with_context(what)?;
+    if let Some(cpus) = steer_to {
+        netstack::steer::attach_cpu_steering(&listeners[0], cpus).with_context(|| {
+            format!("{} {:?}: listen {listen}: cannot attach CPU steering", service.kind(), service.name())
+        })?;
+    }
     let addr = netstack::steer::local_addr(&listeners[0]).with_context(what)?;
     Ok((listeners, addr))
 }

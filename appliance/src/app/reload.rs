@@ -72,14 +72,29 @@ fn refused(app: &App, error: String) {
 /// Reads and validates the file, and checks it only changes what a reload can.
 fn prepare(app: &App) -> Result<AppConfig, String> {
     let path = app.path.as_ref().ok_or("started without --config: there is no file to reload")?;
-    let new = FileConfig::load(path).and_then(|f| f.validate()).map_err(|e| e.to_string())?;
+    let mut new = FileConfig::load(path).and_then(|f| f.validate()).map_err(|e| e.to_string())?;
+    let old = app.config().clone();
+    new.set_overrides(old.overrides.clone()).map_err(|e| e.to_string())?;
     new.check_for_shards(app.placement.len()).map_err(|e| e.to_string())?;
-    reloadable(&app.config(), &new)?;
+    reloadable(&old, &new)?;
     Ok(new)
 }
 
 /// What a reload cannot change.
 pub fn reloadable(old: &AppConfig, new: &AppConfig) -> Result<(), String> {
+    // The runtime is built once, its drain deadline (grace) included.
+    if old.runtime != new.runtime {
+        return Err(format!(
+            "[runtime] changed ({:?} to {:?}): its settings need a restart",
+            old.runtime, new.runtime
+        ));
+    }
+    if old.admin != new.admin {
+        return Err(format!(
+            "[admin] listen changed ({:?} to {:?}): it needs a restart",
+            old.admin, new.admin
+        ));
+    }
     let names = |c: &AppConfig| c.services.iter().map(|s| s.name().to_string()).collect::<Vec<_>>();
     if names(old) != names(new) {
         return Err(format!(
@@ -145,11 +160,55 @@ async fn apply(new: &AppConfig) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::reloadable;
-    use crate::config::FileConfig;
+    use crate::config::{FileConfig, Overrides, RuntimeArgs};
+
+    /// An echo service with `extra` keys, after the tables in `top`.
+    fn file(top: &str, extra: &str) -> crate::config::AppConfig {
+        let text = format!("{top}\n[[echo]]\nname = \"e\"\nlisten = \"127.0.0.1:7000\"\n{extra}");
+        FileConfig::parse(&text).and_then(|f| f.validate()).expect("config")
+    }
 
     fn config(extra: &str) -> crate::config::AppConfig {
-        let text = format!("[[echo]]\nname = \"e\"\nlisten = \"127.0.0.1:7000\"\n{extra}");
-        FileConfig::parse(&text).and_then(|f| f.validate()).expect("config")
+        file("", extra)
+    }
+
+    fn file_top(top: &str) -> crate::config::AppConfig {
+        file(top, "")
+    }
+
+    /// The runtime and the admin listener are built once: a reload that
+    /// changes them is refused (the old binary accepted it and went on
+    /// with the old values, saying it had reloaded).
+    #[test]
+    fn runtime_and_admin_changes_need_a_restart() {
+        let old = file_top("[runtime]\nshards = 2\ngrace = \"3s\"\n[admin]\nlisten = \"127.0.0.1:9090\"\n");
+        for (change, what) in [
+            ("[runtime]\nshards = 3\ngrace = \"3s\"\n[admin]\nlisten = \"127.0.0.1:9090\"\n", "[runtime]"),
+            ("[runtime]\nshards = 2\ngrace = \"9s\"\n[admin]\nlisten = \"127.0.0.1:9090\"\n", "[runtime]"),
+            ("[runtime]\nshards = 2\ngrace = \"3s\"\nsteering = \"cpu\"\n[admin]\nlisten = \"127.0.0.1:9090\"\n", "[runtime]"),
+            ("[runtime]\nshards = 2\ngrace = \"3s\"\n[admin]\nlisten = \"127.0.0.1:9091\"\n", "[admin]"),
+        ] {
+            let err = reloadable(&old, &file_top(change)).unwrap_err();
+            assert!(err.contains(what) && err.contains("restart"), "{change}: {err}");
+        }
+    }
+
+    /// What the command line set over the file stays set over the re-read
+    /// file: a reload of an unchanged file is a reload, not a refusal.
+    #[test]
+    fn command_line_overrides_outlive_a_reload() {
+        let flags = Overrides {
+            runtime: RuntimeArgs { shards: Some(4), grace: Some("1s".into()), ..Default::default() },
+            admin: Some("127.0.0.1:9999".parse().expect("addr")),
+        };
+        let file = "[runtime]\nshards = 2\n[admin]\nlisten = \"127.0.0.1:9090\"\n";
+        let mut running = file_top(file);
+        running.set_overrides(flags.clone()).expect("overrides");
+        assert_eq!((running.runtime.shards, running.grace.as_secs()), (Some(4), 1));
+        let mut reread = file_top(file);
+        reread.set_overrides(running.overrides.clone()).expect("overrides");
+        assert_eq!(reloadable(&running, &reread), Ok(()));
+        assert_eq!(reread.admin, flags.admin);
     }
 
     #[test]

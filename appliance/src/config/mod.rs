@@ -7,7 +7,7 @@
 //! The file holds any number of services, each in its own table array:
 //!
 //! ```toml
-//! [runtime]            # shards, cpus, pin, nic, wake, grace
+//! [runtime]            # shards, cpus, pin, nic, wake, grace, steering
 //! [admin]              # listen, allow_remote
 //! [log]                # level, format
 //! [[echo]]             # name, listen, buffers, buffer_size
@@ -35,7 +35,7 @@ pub use aggregate::AggregateOptions;
 use cores::pool::upstream::parse_duration;
 pub use echo::EchoOptions;
 pub use forward::ForwardOptions;
-pub use runtime::{RuntimeArgs, Wake};
+pub use runtime::{RuntimeArgs, Steering, Wake};
 
 /// The embedded default configuration (`config/appliance.toml`).
 pub const DEFAULT: &str = include_str!("../../../config/appliance.toml");
@@ -190,6 +190,18 @@ pub struct AppConfig {
     /// Whether the services came from a file (errors name `aggregate[0].x`)
     /// or flags (`--x`).
     pub from_file: bool,
+    /// What the command line set over the file (`run --config F --grace
+    /// 3s`): a reload re-reads the file and sets these over it again.
+    pub overrides: Overrides,
+}
+
+/// Settings the command line gives over a configuration file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// The runtime flags given.
+    pub runtime: RuntimeArgs,
+    /// `--admin`, if given.
+    pub admin: Option<SocketAddr>,
 }
 
 impl AppConfig {
@@ -202,6 +214,19 @@ impl AppConfig {
         let rt = self.runtime.plan(runtime_key)?;
         self.check_for_shards(rt.shards())?;
         Ok(rt)
+    }
+
+    /// Sets `overrides` over this configuration (the file's): runtime
+    /// flags win over `[runtime]` and `--admin` over `[admin]`. Errors name
+    /// the flag when a flag gave the value.
+    pub fn set_overrides(&mut self, overrides: Overrides) -> Result<(), ConfigError> {
+        self.runtime = self.runtime.merged(&overrides.runtime);
+        self.grace = self.runtime.grace(overrides.runtime.key_over_file("grace"))?;
+        if let Some(admin) = overrides.admin {
+            self.admin = Some(admin);
+        }
+        self.overrides = overrides;
+        Ok(())
     }
 
     /// The settings that depend on the shard count (a reload checks them
@@ -315,6 +340,7 @@ impl FileConfig {
             admin,
             services,
             from_file: true,
+            overrides: Overrides::default(),
         })
     }
 }

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::{ConfigError, Key, Source};
 
 /// How shards are placed and run (flags, or `[runtime]` in the file).
-#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RuntimeArgs {
     /// Number of shards [default: one per allowed CPU].
@@ -36,10 +36,28 @@ pub struct RuntimeArgs {
     /// How long established connections may finish after SIGTERM [default: 30s].
     #[arg(long, env = "APPLIANCE_GRACE")]
     pub grace: Option<String>,
+    /// How the kernel spreads new connections and datagrams over a
+    /// service's shards [default: hash].
+    #[arg(long, value_enum, env = "APPLIANCE_STEERING")]
+    pub steering: Option<Steering>,
+}
+
+/// `--steering` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Steering {
+    /// The kernel's hash of the 4-tuple.
+    Hash,
+    /// To the shard pinned to the CPU that received the packet (a classic
+    /// BPF program on each `SO_REUSEPORT` group), so a connection is served
+    /// where its packets are processed: for NICs whose receive queues
+    /// (RSS, IRQ affinity) are spread over the shards' CPUs. Needs pinned
+    /// shards, one per CPU.
+    Cpu,
 }
 
 /// `--wake` values.
-#[derive(Debug, Clone, Copy, ValueEnum, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Wake {
     /// IORING_OP_MSG_RING, batched with the sender's submissions.
@@ -69,11 +87,34 @@ impl RuntimeArgs {
             None => Duration::ZERO,
         };
         let grace = self.grace(key("grace"))?;
+        let steering_cpus = self.steering == Some(Steering::Cpu);
         let builder = shard::Builder::new().placement(opts).wake_mode(wake).idle_poll(idle_poll).grace(grace);
-        builder.build().map_err(|e| match e {
+        let rt = builder.build().map_err(|e| match e {
             shard::RuntimeError::Placement(p) => placement(p),
             other => key("shards").error(other),
-        })
+        })?;
+        if steering_cpus {
+            Self::check_cpu_steering(rt.plan()).map_err(|e| key("steering").error(e))?;
+        }
+        Ok(rt)
+    }
+
+    /// Whether `plan` can steer by CPU: pinned shards, each on a CPU of
+    /// its own, no more than a classic BPF program can map.
+    fn check_cpu_steering(plan: &shard::placement::Plan) -> Result<(), String> {
+        if !plan.pinned {
+            return Err("\"cpu\" sends each connection to the shard pinned to the CPU that received it, \
+                 and these shards are not pinned; drop --no-pin or use \"hash\""
+                .into());
+        }
+        netstack::steer::CpuProgram::new(&Self::shard_cpus(plan), netstack::steer::Unmapped::Hash)
+            .map(drop)
+            .map_err(|e| format!("\"cpu\": {e}; place one shard per CPU or use \"hash\""))
+    }
+
+    /// The CPU each shard of `plan` is pinned to, by shard.
+    pub fn shard_cpus(plan: &shard::placement::Plan) -> Vec<u32> {
+        plan.shards.iter().map(|p| p.cpu as u32).collect()
     }
 
     /// The names of these settings as flags (`--cpus`).
@@ -90,6 +131,7 @@ impl RuntimeArgs {
             "nic" => self.nic.is_some(),
             "idle_poll" => self.idle_poll.is_some(),
             "grace" => self.grace.is_some(),
+            "steering" => self.steering.is_some(),
             _ => false,
         };
         if given {
@@ -109,6 +151,7 @@ impl RuntimeArgs {
             wake: over.wake.or(self.wake),
             idle_poll: over.idle_poll.clone().or_else(|| self.idle_poll.clone()),
             grace: over.grace.clone().or_else(|| self.grace.clone()),
+            steering: over.steering.or(self.steering),
         }
     }
 
