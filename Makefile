@@ -15,7 +15,7 @@ ASAN_TARGET := target/asan
 HOST_TRIPLE := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
 
 .PHONY: help deps build run check test test-deps test-unit test-loom test-asan lint fmt bench bench-mesh bench-echo \
-	bench-netstack bench-aggregate doc clean fuzz load-forward load-aggregate compare isolation
+	bench-netstack bench-aggregate doc clean fuzz load-forward load-aggregate compare isolation steering
 
 help:
 	@echo "make run     build and start the appliance on config/appliance.toml (echo :7000, forward :8080, statsd :8125, admin :9090)"
@@ -30,6 +30,7 @@ help:
 	@echo "make compare         forward vs direct/HAProxy/nginx stream and aggregate vs etsy statsd, in one run;"
 	@echo "                     ratios, target/compare/report.md and latency.svg (COMPARE_QUICK=1: a short run)"
 	@echo "make isolation       forward p99 under an unpaced statsd blast, all shards vs disjoint shard groups"
+	@echo "make steering        statsd over veth with RPS on the shards' CPUs: --steering cpu vs hash (root)"
 
 # Installs only what is missing, so it is cheap to call from every target.
 deps:
@@ -145,6 +146,9 @@ load-aggregate: build
 # statsd blast, with both services on every shard and with disjoint groups.
 isolation: build
 	scripts/isolation.sh
+
+steering: build
+	scripts/steering.py
 
 compare: build
 	$(CARGO) build --release -p netstack --example udp_count
