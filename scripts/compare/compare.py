@@ -22,7 +22,8 @@ Every process runs in its own process group and every group is killed on
 exit, failure or Ctrl-C. COMPARE_QUICK=1 makes a short run; COMPARE_ROUNDS,
 COMPARE_SECONDS and COMPARE_RATE override; COMPARE_ONLY=forward|aggregate
 runs one half; COMPARE_APP points at another appliance binary (an older build, for
-before/after figures in one session).
+before/after figures in one session); COMPARE_BASELINE=BINARY adds an older build
+as one more forward proxy in the same rounds, with an "appliance / baseline" column.
 Output: a table on stdout, target/compare/report.md, target/compare/latency.svg.
 """
 
@@ -46,7 +47,11 @@ QUICK = os.environ.get("COMPARE_QUICK", "0") not in ("", "0")
 ROUNDS = int(os.environ.get("COMPARE_ROUNDS", "1" if QUICK else "3"))
 SECONDS = int(os.environ.get("COMPARE_SECONDS", "2" if QUICK else "5"))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-PROXIES = ["appliance", "haproxy", "nginx"]
+# COMPARE_BASELINE: another appliance binary (an older build) measured as
+# one more proxy in the same alternating rounds, so a change is judged
+# against its own past in one run, not across runs of a noisy machine.
+BASELINE = os.environ.get("COMPARE_BASELINE", "")
+PROXIES = ["appliance", "haproxy", "nginx"] + (["baseline"] if BASELINE else [])
 # The fixed rate is this fraction of the slowest proxy's req/s in this run,
 # so every system can keep up with it (unless COMPARE_RATE is given).
 RATE_FRACTION = 0.3
@@ -150,8 +155,8 @@ def nginx(name, conf):
 def start_proxy(system, upstream, tag):
     port = free_port()
     name = f"{system}-{tag}"
-    if system == "appliance":
-        p = start(name, [APP, "forward", "--listen", f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{upstream}",
+    if system in ("appliance", "baseline"):
+        p = start(name, [APP if system == "appliance" else BASELINE, "forward", "--listen", f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{upstream}",
                          "--shards", "2", "--no-pin", "--health-interval", "0"])
     elif system == "haproxy":
         conf = render("haproxy.cfg.in", name + ".cfg", LISTEN=port, UPSTREAM=upstream)
@@ -394,7 +399,8 @@ ROWS = [
 ]
 TARGETS = {"rps": ">= 1.3x better peer, >= 0.75x direct", "gbit": ">= 1.3x better peer",
            "cpu_us": "<= 0.6x HAProxy", "p99": "below HAProxy"}
-NAMES = {"direct": "direct", "appliance": "appliance", "haproxy": "HAProxy", "nginx": "nginx stream"}
+NAMES = {"direct": "direct", "appliance": "appliance", "haproxy": "HAProxy", "nginx": "nginx stream",
+         "baseline": "appliance (baseline)"}
 
 
 def fmt(f, v):
@@ -408,6 +414,8 @@ def ratio(a, b):
 def forward_table(res, rate):
     head = ["figure"] + [NAMES[s] for s in SYSTEMS] + ["appliance / better peer", "appliance / HAProxy",
                                                          "appliance / direct", "target"]
+    if BASELINE:
+        head.insert(-1, "appliance / baseline")
     rows = []
     for key, label, higher, f in ROWS:
         med = {s: median(res[key][s]) for s in SYSTEMS}
@@ -415,8 +423,9 @@ def forward_table(res, rate):
         best = (max(peers) if higher else min(peers)) if peers else float("nan")
         direct = ratio(med["appliance"], med["direct"]) if key in ("rps", "gbit", "cps") else ""
         rows.append([label] + [fmt(f, med[s]) for s in SYSTEMS]
-                    + [ratio(med["appliance"], best), ratio(med["appliance"], med["haproxy"]), direct,
-                       TARGETS.get(key, "")])
+                    + [ratio(med["appliance"], best), ratio(med["appliance"], med["haproxy"]), direct]
+                    + ([ratio(med["appliance"], med["baseline"])] if BASELINE else [])
+                    + [TARGETS.get(key, "")])
     return head, rows
 
 
@@ -451,7 +460,8 @@ def text_table(head, rows):
 def svg(res, rate):
     """Grouped bars: latency percentiles per system at the fixed rate."""
     pcts = ["p50", "p90", "p99", "p99.9"]
-    colors = {"direct": "#888888", "appliance": "#1f77b4", "haproxy": "#d62728", "nginx": "#2ca02c"}
+    colors = {"direct": "#888888", "appliance": "#1f77b4", "haproxy": "#d62728", "nginx": "#2ca02c",
+              "baseline": "#9467bd"}
     vals = {s: [median(res[p][s]) for p in pcts] for s in SYSTEMS}
     top = max([v for vs in vals.values() for v in vs if v == v] + [1.0])
     w, h, left, bottom, group = 720, 360, 60, 40, 150
