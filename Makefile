@@ -8,7 +8,7 @@ CARGO ?= cargo
 DEB_PACKAGES := libhwloc-dev libudev-dev pkg-config
 # Tools the tests use when present (promtool checks the /metrics exposition;
 # redis-server is the real upstream of the send/expect health check test).
-TEST_PACKAGES := prometheus redis-server
+TEST_PACKAGES := prometheus redis-server ethtool iproute2
 RELEASE_BIN := target/release/appliance
 LOOM_TARGET := target/loom
 ASAN_TARGET := target/asan

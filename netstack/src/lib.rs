@@ -10,7 +10,8 @@
 //! - [`udp`]: datagram sockets with multishot `recvmsg`.
 //! - [`backend`]: the burst-oriented datagram backend services use, with a
 //!   kernel-socket implementation (default), an in-memory loopback and a
-//!   fault injector; an AF_XDP backend plugs in behind the same trait.
+//!   fault injector, and one over AF_XDP ([`xdp`]).
+//! - [`xdp`]: AF_XDP sockets and the XDP program that feeds them.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -36,3 +37,4 @@ pub mod steer;
 pub mod tcp;
 pub mod udp;
 pub mod wire;
+pub mod xdp;

@@ -69,6 +69,14 @@ impl Appliance {
         Appliance::spawn(Command::new(binary()).args(args))
     }
 
+    /// Starts `appliance ARGS...` in the network namespace `ns` (`ip netns
+    /// exec`, which execs the binary in place: signals reach it).
+    pub fn start_in(ns: &str, args: &[&str]) -> std::io::Result<Appliance> {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns]).arg(binary()).args(args);
+        Appliance::spawn(&mut cmd)
+    }
+
     /// Starts `appliance ARGS...` with a descriptor limit of `nofile`
     /// (through util-linux `prlimit`, so the test process keeps its own).
     pub fn start_with_nofile(nofile: u64, args: &[&str]) -> std::io::Result<Appliance> {

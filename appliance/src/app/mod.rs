@@ -63,24 +63,8 @@ pub fn run(mut cfg: AppConfig, rt: shard::Runtime, path: Option<PathBuf>) -> any
     let mut bound = Vec::new();
     let mut listening = Vec::new();
     for service in &cfg.services {
-        // One socket per member of the service's shard group.
-        let members = service.members(shards);
-        let mut groups = Vec::new();
-        // Socket k of a group is member k's (bound in order), so a CPU
-        // program maps member k's CPU to index k.
-        let steer_to = (cfg.runtime.steering == Some(crate::config::Steering::Cpu)).then(|| {
-            let cpus = crate::config::RuntimeArgs::shard_cpus(rt.plan());
-            members.members().iter().map(|&m| cpus[m]).collect::<Vec<u32>>()
-        });
-        for listen in service.listens() {
-            let (fds, addr) = bind(service, listen, members.len(), steer_to.as_deref())?;
-            let proto = if listen.udp { "udp" } else { "tcp" };
-            let (service_name, kind) = (service.name().into(), service.kind());
-            listening.push(Listening { service: service_name, kind, proto, addr, members: members.clone() });
-            groups.push(fds);
-        }
-        let conn_limit = budget.per_shard(bound.len(), members.len());
-        bound.push(Bound { service: service.clone(), members, groups, conn_limit });
+        let conn_limit = budget.per_shard(bound.len(), service.members(shards).len());
+        bound.push(bind_service(service, &cfg, rt.plan(), conn_limit, &mut listening)?);
     }
     let admin = match cfg.admin {
         Some(addr) => Some(bind_admin(addr)?),
@@ -195,6 +179,38 @@ async fn start(id: ServiceId, service: Service, fds: Vec<OwnedFd>, conn_limit: u
     let r = service.serve(id, fds, conn_limit).await;
     id.uninstall();
     r.map_err(|e| e.to_string())
+}
+
+/// Binds `service`'s listeners, one socket per member of its shard group,
+/// and has it prepare what else it needs before the shards start.
+fn bind_service(
+    service: &Service,
+    cfg: &AppConfig,
+    plan: &shard::placement::Plan,
+    conn_limit: usize,
+    listening: &mut Vec<Listening>,
+) -> anyhow::Result<Bound> {
+    let members = service.members(plan.shards.len());
+    // Socket k of a group is member k's (bound in order), so a CPU program
+    // maps member k's CPU to index k.
+    let steer_to = (cfg.runtime.steering == Some(crate::config::Steering::Cpu)).then(|| {
+        let cpus = crate::config::RuntimeArgs::shard_cpus(plan);
+        members.members().iter().map(|&m| cpus[m]).collect::<Vec<u32>>()
+    });
+    let (mut groups, mut addrs) = (Vec::new(), Vec::new());
+    for listen in service.listens() {
+        let (fds, addr) = bind(service, listen, members.len(), steer_to.as_deref())?;
+        let proto = if listen.udp { "udp" } else { "tcp" };
+        let (service_name, kind) = (service.name().into(), service.kind());
+        listening.push(Listening { service: service_name, kind, proto, addr, members: members.clone() });
+        groups.push(fds);
+        addrs.push(addr);
+    }
+    let prepared = service
+        .prepare(&addrs)
+        .map_err(|e| anyhow::anyhow!("{} {:?}: {e}", service.kind(), service.name()))?;
+    let service = prepared.unwrap_or_else(|| service.clone());
+    Ok(Bound { service, members, groups, conn_limit })
 }
 
 /// Binds one listener per shard for one of `service`'s addresses; with

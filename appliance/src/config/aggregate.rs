@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::{ConfigError, Source};
-use crate::services::aggregate::config::{AggregateConfig, Exchange};
+use crate::services::aggregate::config::{AggregateConfig, Backend, Exchange, XdpMode};
 use cores::statsd::graphite::parse_percentiles;
 
 /// Defaults shared by the flags and the file.
@@ -43,6 +43,12 @@ mod defaults {
     }
     pub fn exchange() -> String {
         "partials".into()
+    }
+    pub fn backend() -> String {
+        "kernel".into()
+    }
+    pub fn xdp_mode() -> String {
+        "auto".into()
     }
     pub fn graphite_queue() -> usize {
         6
@@ -136,6 +142,23 @@ pub struct AggregateOptions {
     #[arg(long, default_value = "partials")]
     #[serde(default = "defaults::exchange")]
     pub exchange: String,
+    /// What receives UDP: `kernel` sockets, `xdp` (AF_XDP sockets on the
+    /// receive queues of `interface`, beside the kernel sockets, which keep
+    /// what the XDP program passes on; refuses to start if AF_XDP cannot),
+    /// or `auto` (`xdp`, else the kernel sockets alone, with the reason
+    /// logged). Needs CAP_NET_ADMIN and CAP_BPF.
+    #[arg(long, default_value = "kernel")]
+    #[serde(default = "defaults::backend")]
+    pub backend: String,
+    /// The interface statsd arrives on, for `backend = "xdp"` or `"auto"`.
+    #[arg(long)]
+    #[serde(default)]
+    pub interface: Option<String>,
+    /// How the XDP program is attached: `auto` (in the driver, else
+    /// generic), `native` or `generic`.
+    #[arg(long, default_value = "auto")]
+    #[serde(default = "defaults::xdp_mode")]
+    pub xdp_mode: String,
 }
 
 impl AggregateOptions {
@@ -150,6 +173,7 @@ impl AggregateOptions {
             "records" => Exchange::Records,
             other => return Err(key("exchange").error(format!("{other:?}: expected partials or records"))),
         };
+        let backend = self.backend(src)?;
         let cfg = AggregateConfig {
             name: self.name.clone(),
             exchange,
@@ -168,9 +192,78 @@ impl AggregateOptions {
             graphite_queue_bytes: self.graphite_queue_bytes,
             max_datagram: self.max_datagram,
             group: src.group(&self.shards)?,
+            backend,
             ..AggregateConfig::default()
         };
         cfg.validate(1).map_err(|e| key(e.field()).error(e))?;
         Ok(Arc::new(cfg))
+    }
+
+    /// `backend`, `interface` and `xdp_mode` as one setting.
+    fn backend(&self, src: &Source) -> Result<Backend, ConfigError> {
+        let mode = match self.xdp_mode.as_str() {
+            "auto" => XdpMode::Auto,
+            "native" => XdpMode::Native,
+            "generic" => XdpMode::Generic,
+            other => {
+                return Err(src.key("xdp_mode").error(format!("{other:?}: expected auto, native or generic")))
+            }
+        };
+        let fallback = match self.backend.as_str() {
+            "kernel" => return Ok(Backend::Kernel),
+            "xdp" => false,
+            "auto" => true,
+            other => {
+                return Err(src.key("backend").error(format!("{other:?}: expected kernel, xdp or auto")))
+            }
+        };
+        let interface = self.interface.clone().unwrap_or_default();
+        Ok(Backend::Xdp { interface, mode, fallback })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::FileConfig;
+    use crate::services::aggregate::config::{AggregateConfig, Backend, XdpMode};
+
+    fn aggregate(keys: &str) -> Result<AggregateConfig, String> {
+        let text = format!("[[aggregate]]\nlisten_udp = \"127.0.0.1:8125\"\nflush_stdout = true\n{keys}");
+        let cfg = FileConfig::parse(&text).and_then(|f| f.validate()).map_err(|e| e.to_string())?;
+        let service = cfg.services.first().ok_or("no service")?;
+        Ok(service.as_any().downcast_ref::<AggregateConfig>().ok_or("not an aggregate")?.clone())
+    }
+
+    #[test]
+    fn the_backend_is_one_setting_of_three_keys() {
+        assert_eq!(aggregate("").map(|c| c.backend), Ok(Backend::Kernel));
+        let want = Backend::Xdp { interface: "eth0".into(), mode: XdpMode::Generic, fallback: true };
+        assert_eq!(
+            aggregate("backend = \"auto\"\ninterface = \"eth0\"\nxdp_mode = \"generic\"").map(|c| c.backend),
+            Ok(want)
+        );
+        let xdp = aggregate("backend = \"xdp\"\ninterface = \"veth1\"").map(|c| c.backend);
+        assert!(matches!(xdp, Ok(Backend::Xdp { fallback: false, mode: XdpMode::Auto, .. })), "{xdp:?}");
+    }
+
+    #[test]
+    fn a_wrong_backend_setting_names_its_key() {
+        for (keys, key, says) in [
+            ("backend = \"dpdk\"", "aggregate[0].backend", "expected kernel, xdp or auto"),
+            ("backend = \"xdp\"", "aggregate[0].interface", "give the interface"),
+            (
+                "backend = \"xdp\"\ninterface = \"eth0\"\nxdp_mode = \"fast\"",
+                "aggregate[0].xdp_mode",
+                "expected auto",
+            ),
+        ] {
+            let err = aggregate(keys).expect_err(keys);
+            assert!(err.contains(key) && err.contains(says), "{keys}: {err}");
+        }
+        let err = FileConfig::parse("[[aggregate]]\nlisten_tcp = \"127.0.0.1:8125\"\nflush_stdout = true\nbackend = \"xdp\"\ninterface = \"eth0\"\n")
+            .and_then(|f| f.validate())
+            .map(|_| ())
+            .expect_err("xdp without udp");
+        assert!(err.to_string().contains("needs listen_udp"), "{err}");
     }
 }

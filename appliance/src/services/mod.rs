@@ -93,6 +93,13 @@ pub trait Service: std::fmt::Debug + Send + Sync + 'static {
     fn limited_to(&self, _conns: u64) -> Option<Arc<dyn Service>> {
         None
     }
+    /// Sets up what it needs besides its listeners before the shards start,
+    /// given where those were bound (`listens()` order, ports resolved):
+    /// the service carrying it, or `None` when there is nothing to set up.
+    /// An aggregator on AF_XDP attaches its XDP program here.
+    fn prepare(&self, _bound: &[SocketAddr]) -> Result<Option<Arc<dyn Service>>, String> {
+        Ok(None)
+    }
     /// Serves one shard with that shard's socket of each listener group,
     /// at most `conn_limit` connections at once where it has no limit of
     /// its own; ends once drained after a stop.

@@ -16,28 +16,16 @@
 //! - [`Loopback`]: an in-memory pair, for tests of services without sockets;
 //! - [`Faulty`]: wraps any backend and drops, duplicates, truncates and
 //!   reorders received datagrams at seeded rates, for tests of what a
-//!   service does with a lossy network.
+//!   service does with a lossy network;
 //!
-//! ## How an AF_XDP backend plugs in
-//!
-//! An `XdpBackend` would own an AF_XDP socket bound to one NIC queue (the
-//! queue whose IRQ is pinned to the shard's CPU), its UMEM (frames
-//! allocated per shard, registered once) and the four rings (fill,
-//! completion, RX, TX). `recv_burst` peeks up to `max` RX descriptors, and
-//! for each frame parses Ethernet -> IPv4/IPv6 -> UDP with the checked views
-//! in `wire`, filters on the service's port (an XDP program in the kernel
-//! steers only that port to the socket; everything else goes to the
-//! kernel stack), and yields a [`Received`] whose buffer is the UMEM frame
-//! (returned to the fill ring when dropped, as `ProvidedBuf` returns to its
-//! buffer ring). `send_burst` writes Ethernet/IP/UDP headers in front of
-//! each payload in TX frames (addresses from a neighbour table), fills
-//! checksums, and kicks the TX ring with one `sendto` per burst. Waiting
-//! for the first datagram is a poll on the XSK fd through the shard's ring.
-//! Nothing above the trait changes.
+//! - [`XdpUdp`]: an AF_XDP socket on one NIC receive queue
+//!   (`crate::xdp`), every frame checked with the wire views (receive
+//!   only).
 
 mod faulty;
 mod kernel;
 mod loopback;
+mod xdp;
 
 use std::future::Future;
 use std::io;
@@ -46,6 +34,7 @@ use std::net::SocketAddr;
 pub use faulty::{FaultCounts, FaultRates, Faulty, FaultyBuf};
 pub use kernel::KernelUdp;
 pub use loopback::{Loopback, LoopbackBuf};
+pub use xdp::{datagram as xdp_datagram, FrameDrop, XdpCounters, XdpUdp};
 
 /// A received datagram and its metadata.
 #[derive(Debug)]

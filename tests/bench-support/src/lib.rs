@@ -1,7 +1,13 @@
 //! What the benchmarks of every crate share: medians, rate formatting,
 //! pinning a thread, a thread's CPU time, and the quick mode `cargo test`
 //! runs them in.
+//!
+//! [`netns`]: network namespaces joined by veth pairs, for tests and
+//! benchmarks that need real interfaces (XDP, queues) without touching the
+//! machine's network.
 #![allow(unsafe_code)]
+
+pub mod netns;
 
 use std::io;
 use std::time::Duration;

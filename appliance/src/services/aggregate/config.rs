@@ -44,6 +44,12 @@ pub enum ConfigError {
     /// No receive buffers.
     #[error("0 udp receive buffers: need at least 1")]
     Buffers,
+    /// A kernel-bypass backend without an interface to attach to.
+    #[error("backend {0}: give the interface statsd arrives on (interface = \"eth0\")")]
+    NoInterface(&'static str),
+    /// A kernel-bypass backend without a UDP listener (it receives UDP only).
+    #[error("backend {0}: needs listen_udp (AF_XDP receives UDP datagrams)")]
+    XdpWithoutUdp(&'static str),
 }
 
 impl ConfigError {
@@ -59,6 +65,8 @@ impl ConfigError {
             ConfigError::QueueBytes(_) => "graphite_queue_bytes",
             ConfigError::MaxDatagram(_) => "max_datagram",
             ConfigError::Buffers => "udp_buffers",
+            ConfigError::NoInterface(_) => "interface",
+            ConfigError::XdpWithoutUdp(_) => "listen_udp",
         }
     }
 }
@@ -75,6 +83,51 @@ pub enum Exchange {
     /// owner parses and aggregates them (the design ARCHITECTURE.md
     /// sketched first; kept to measure against).
     Records,
+}
+
+/// What receives the UDP datagrams.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// Kernel UDP sockets, one per shard (the default).
+    #[default]
+    Kernel,
+    /// AF_XDP sockets on the receive queues of an interface, beside the
+    /// kernel sockets (which keep what the XDP program passes on:
+    /// fragments, other addresses). `fallback`: when AF_XDP cannot start,
+    /// log why and go on with the kernel sockets alone (`backend = "auto"`)
+    /// instead of refusing to start (`"xdp"`).
+    Xdp {
+        /// The interface statsd arrives on.
+        interface: String,
+        /// How the XDP program is attached.
+        mode: XdpMode,
+        /// `auto`: fall back to the kernel path.
+        fallback: bool,
+    },
+}
+
+impl Backend {
+    /// As the configuration names it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Backend::Kernel => "kernel",
+            Backend::Xdp { fallback: false, .. } => "xdp",
+            Backend::Xdp { fallback: true, .. } => "auto",
+        }
+    }
+}
+
+/// How the XDP program is attached to the interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum XdpMode {
+    /// In the driver, else generic.
+    #[default]
+    Auto,
+    /// In the driver (fails on interfaces without native XDP).
+    Native,
+    /// Generic XDP, after the kernel built its socket buffer: works on any
+    /// interface, gains less.
+    Generic,
 }
 
 /// Everything the aggregate service needs.
@@ -130,6 +183,12 @@ pub struct AggregateConfig {
     /// The shards it runs on (`None`: every shard); keys are owned by
     /// its members only.
     pub group: Option<shard::Group>,
+    /// What receives the UDP datagrams.
+    pub backend: Backend,
+    /// The XDP program attached for `backend`, once the runner has
+    /// prepared the service (`Service::prepare`); `None` before, and with
+    /// the kernel sockets alone.
+    pub xdp: Option<std::sync::Arc<super::xdp::Attachment>>,
 }
 
 /// The largest UDP payload over IPv4 (65,535 less the IP and UDP headers):
@@ -158,6 +217,8 @@ impl Default for AggregateConfig {
             udp_buffers: 512,
             max_datagram: MAX_UDP_PAYLOAD,
             group: None,
+            backend: Backend::Kernel,
+            xdp: None,
         }
     }
 }
@@ -191,6 +252,14 @@ impl AggregateConfig {
         }
         if self.udp_buffers == 0 {
             return Err(ConfigError::Buffers);
+        }
+        if let Backend::Xdp { interface, .. } = &self.backend {
+            if interface.is_empty() {
+                return Err(ConfigError::NoInterface(self.backend.as_str()));
+            }
+            if self.listen_udp.is_none() {
+                return Err(ConfigError::XdpWithoutUdp(self.backend.as_str()));
+            }
         }
         Ok(())
     }

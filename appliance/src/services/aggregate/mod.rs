@@ -18,6 +18,7 @@ pub mod config;
 mod metrics;
 pub mod service;
 pub mod sink;
+pub mod xdp;
 pub use cores::statsd::stats;
 
 pub use config::{AggregateConfig, ConfigError};
@@ -67,6 +68,13 @@ impl Service for AggregateConfig {
         }
     }
 
+    fn prepare(&self, bound: &[std::net::SocketAddr]) -> Result<Option<Arc<dyn Service>>, String> {
+        // The UDP listener is the first, when there is one.
+        let Some(udp) = self.listen_udp.and(bound.first().copied()) else { return Ok(None) };
+        let Some(attachment) = xdp::attach(self, udp)? else { return Ok(None) };
+        Ok(Some(Arc::new(AggregateConfig { xdp: Some(attachment), ..self.clone() })))
+    }
+
     fn serve(
         self: Arc<Self>,
         id: ServiceId,
@@ -82,10 +90,20 @@ impl Service for AggregateConfig {
     fn restart_needed(&self, new: &dyn Service) -> Option<String> {
         let new = new.as_any().downcast_ref::<AggregateConfig>()?;
         let fixed = |c: &AggregateConfig| {
-            (c.udp_buffers, c.max_datagram, c.udp_socket_buffer, c.exchange, c.max_line_length)
+            (
+                c.udp_buffers,
+                c.max_datagram,
+                c.udp_socket_buffer,
+                c.exchange,
+                c.max_line_length,
+                c.backend.clone(),
+            )
         };
-        (fixed(self) != fixed(new))
-            .then(|| "udp_buffers, max_datagram, udp_socket_buffer, exchange or max_line_length".to_string())
+        (fixed(self) != fixed(new)).then(|| {
+            "udp_buffers, max_datagram, udp_socket_buffer, exchange, max_line_length, backend, interface or \
+             xdp_mode"
+                .to_string()
+        })
     }
 
     fn reload(&self, id: ServiceId, new: Arc<dyn Service>) -> Local<'static, Result<(), String>> {
@@ -105,6 +123,12 @@ impl Service for AggregateConfig {
             metrics::service(e, &self.name, &stats);
             let flushed = on_every_shard(move || service::last_flush(id)).await?;
             metrics::flushed_values(e, &self.name, &flushed);
+            let per_shard = on_every_shard(move || service::xdp_stats(id)).await?;
+            let program = per_shard.iter().find_map(|(_, p)| *p);
+            let queues: Vec<_> = per_shard.into_iter().flat_map(|(q, _)| q).collect();
+            if !queues.is_empty() || program.is_some() {
+                xdp::metrics(e, &self.name, &queues, program);
+            }
             Ok(())
         })
     }

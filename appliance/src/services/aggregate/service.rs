@@ -80,6 +80,10 @@ struct ShardState {
     last_flush: Vec<u8>,
     /// `Exchange::Records`: batches on their way to an owner.
     shipping: Vec<shard::JoinHandle<()>>,
+    /// The XDP program this service's AF_XDP sockets take from (kept for
+    /// the run: a reload does not change it), and this shard's sockets.
+    xdp: Option<Arc<super::xdp::Attachment>>,
+    xdp_receivers: Vec<netstack::backend::XdpCounters>,
 }
 
 /// A shard's state of one aggregate service, kept in the shard's slot for
@@ -103,6 +107,20 @@ fn with_shard<R>(shard: &Shard, f: impl FnOnce(&mut ShardState) -> R) -> R {
 /// there is no Graphite upstream (empty otherwise).
 pub fn last_flush(id: ServiceId) -> Vec<u8> {
     with(id, |st| st.last_flush.clone()).unwrap_or_default()
+}
+
+/// This shard's AF_XDP sockets' figures, and the program's counts from
+/// the group's first member (empty outside the service or on the kernel
+/// backend).
+pub fn xdp_stats(
+    id: ServiceId,
+) -> (Vec<super::xdp::QueueStats>, Option<netstack::xdp::program::ProgramCounters>) {
+    with(id, |st| {
+        let first = st.members.index_of(shard::shard_id()) == Some(0);
+        let program = st.xdp.as_ref().filter(|_| first).and_then(|a| a.counters().ok());
+        (super::xdp::shard_queues(&st.xdp_receivers), program)
+    })
+    .unwrap_or_default()
 }
 
 /// This shard's counters (all zero outside the service).
@@ -233,6 +251,18 @@ fn not_running() -> io::Error {
 async fn recv_udp(id: ServiceId, fd: OwnedFd, buffers: u16, size: usize, records: bool) -> io::Result<()> {
     let guard = ReceiverGuard::enter(id).ok_or_else(not_running)?;
     let backend = KernelUdp::new(UdpSocket::from_fd(fd)?, buffers, size)?;
+    receive(id, &guard.0, backend, records).await
+}
+
+/// Datagrams from one AF_XDP socket; holding `_attached` keeps the XDP
+/// program attached while the socket receives.
+async fn recv_xdp(
+    id: ServiceId,
+    backend: netstack::backend::XdpUdp,
+    _attached: Arc<super::xdp::Attachment>,
+    records: bool,
+) -> io::Result<()> {
+    let guard = ReceiverGuard::enter(id).ok_or_else(not_running)?;
     receive(id, &guard.0, backend, records).await
 }
 
@@ -703,6 +733,8 @@ pub async fn serve_shard(
         done: false,
         last_flush: Vec::new(),
         shipping: Vec::new(),
+        xdp: cfg.xdp.clone(),
+        xdp_receivers: Vec::new(),
     };
     id.install(Rc::new(RefCell::new(state)));
     let records = cfg.exchange == Exchange::Records;
@@ -712,6 +744,12 @@ pub async fn serve_shard(
             "statsd-udp",
             recv_udp(id, fd, cfg.udp_buffers, cfg.max_datagram + RecvMsgOut::PAYLOAD_OFFSET, records),
         ));
+    }
+    if let Some(att) = &cfg.xdp {
+        for backend in super::xdp::bind_shard(att, me, shards)? {
+            with(id, |st| st.xdp_receivers.push(backend.counters()));
+            tasks.push(shard::spawn_local_named("statsd-xdp", recv_xdp(id, backend, att.clone(), records)));
+        }
     }
     if let Some(fd) = tcp {
         let accept = accept_tcp(id, fd, cfg.max_line_length, records, max_conns);

@@ -1,0 +1,237 @@
+//! The aggregator on AF_XDP (`backend = "xdp"` or `"auto"`).
+//!
+//! Before the shards start, the runner has the XDP program loaded and
+//! attached to the interface ([`attach`]): it redirects UDP to the
+//! service's address and port into an AF_XDP socket per receive queue, and
+//! passes everything else to the kernel (fragments, other ports, ARP). On
+//! each member shard, [`bind_shard`] opens the sockets of the queues that
+//! shard owns (queue `q` belongs to member `q mod members`) and puts each
+//! in the program's map; each socket then feeds the same receive loop as
+//! the kernel socket, which the service keeps for what the program passes
+//! on. The program is attached through a BPF link held by every receiving
+//! task, so it is detached when the last one ends, and by the kernel if the
+//! process dies.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use netstack::backend::{FrameDrop, XdpCounters, XdpUdp};
+use netstack::xdp::program::{self, AttachMode, Filter, ProgramCounters, XdpLink, XdpProgram};
+use netstack::xdp::socket::{BindMode, UmemConfig, XskSocket};
+use ops::metrics::{Exposition, Kind};
+
+use super::config::{AggregateConfig, Backend, XdpMode};
+
+/// The XDP program attached to the interface, shared by the service's
+/// shards.
+pub struct Attachment {
+    program: XdpProgram,
+    // Detaches the program when the last holder drops it.
+    _link: XdpLink,
+    /// The interface.
+    pub interface: String,
+    ifindex: u32,
+    /// Its receive queues: one AF_XDP socket each.
+    pub queues: u32,
+    /// How the program runs there.
+    pub mode: AttachMode,
+    /// The UDP port redirected.
+    pub port: u16,
+}
+
+impl fmt::Debug for Attachment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Attachment")
+            .field("interface", &self.interface)
+            .field("queues", &self.queues)
+            .field("mode", &self.mode)
+            .field("port", &self.port)
+            .finish()
+    }
+}
+
+impl Attachment {
+    /// What the program counted.
+    pub fn counters(&self) -> io::Result<ProgramCounters> {
+        self.program.counters()
+    }
+}
+
+/// Loads and attaches the program for `cfg`, whose UDP listener is bound
+/// to `udp`. `Ok(None)`: the kernel sockets alone (`backend = "kernel"`,
+/// or `"auto"` when AF_XDP cannot start here, with the reason logged).
+pub fn attach(cfg: &AggregateConfig, udp: SocketAddr) -> Result<Option<Arc<Attachment>>, String> {
+    let Backend::Xdp { interface, mode, fallback } = &cfg.backend else { return Ok(None) };
+    match try_attach(interface, *mode, udp) {
+        Ok(a) => {
+            tracing::info!(
+                service = %cfg.name, interface = %a.interface, queues = a.queues, mode = ?a.mode,
+                "AF_XDP: program attached"
+            );
+            Ok(Some(Arc::new(a)))
+        }
+        Err(e) if *fallback => {
+            tracing::warn!(service = %cfg.name, "backend auto: AF_XDP on {interface} cannot start ({e}); \
+                 receiving through the kernel sockets alone");
+            Ok(None)
+        }
+        Err(e) => Err(format!("backend xdp on {interface}: {e} (or use backend = \"auto\" to fall back)")),
+    }
+}
+
+fn try_attach(interface: &str, mode: XdpMode, udp: SocketAddr) -> io::Result<Attachment> {
+    let ifindex = program::ifindex(interface)?;
+    let queues = rx_queues(interface)?;
+    let filter = Filter { port: udp.port(), addr: Some(udp.ip()) };
+    let program = XdpProgram::load(&filter, queues)?;
+    let (link, mode) = match mode {
+        XdpMode::Native => (program.attach(ifindex, AttachMode::Native)?, AttachMode::Native),
+        XdpMode::Generic => (program.attach(ifindex, AttachMode::Generic)?, AttachMode::Generic),
+        XdpMode::Auto => match program.attach(ifindex, AttachMode::Native) {
+            Ok(link) => (link, AttachMode::Native),
+            Err(native) => {
+                tracing::info!("AF_XDP: native XDP on {interface}: {native}; attaching generic");
+                (program.attach(ifindex, AttachMode::Generic)?, AttachMode::Generic)
+            }
+        },
+    };
+    Ok(Attachment {
+        program,
+        _link: link,
+        interface: interface.to_owned(),
+        ifindex,
+        queues,
+        mode,
+        port: udp.port(),
+    })
+}
+
+/// The interface's receive queues, as sysfs lists them (in this process's
+/// network namespace).
+fn rx_queues(interface: &str) -> io::Result<u32> {
+    let dir = format!("/sys/class/net/{interface}/queues");
+    let n = std::fs::read_dir(&dir)
+        .map_err(|e| io::Error::new(e.kind(), format!("{dir}: {e}")))?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+        .count();
+    u32::try_from(n.max(1)).map_err(|_| io::Error::other("too many receive queues"))
+}
+
+/// The queues member `index` of `members` serves.
+pub fn queues_of(queues: u32, index: usize, members: usize) -> Vec<u32> {
+    (0..queues).filter(|q| *q as usize % members.max(1) == index).collect()
+}
+
+/// Opens this shard's sockets (member `index` of `members`) and puts them
+/// in the program's map: the backends to receive from.
+pub fn bind_shard(att: &Attachment, index: usize, members: usize) -> io::Result<Vec<XdpUdp>> {
+    let umem = UmemConfig::default();
+    let mut out = Vec::new();
+    for q in queues_of(att.queues, index, members) {
+        // Zero-copy needs the driver's support (and native XDP); copy mode
+        // works everywhere.
+        let zero_copy = (att.mode == AttachMode::Native)
+            .then(|| XskSocket::bind(att.ifindex, q, BindMode::ZeroCopy, &umem))
+            .and_then(Result::ok);
+        let socket = match zero_copy {
+            Some(s) => s,
+            None => XskSocket::bind(att.ifindex, q, BindMode::Copy, &umem)
+                .map_err(|e| io::Error::new(e.kind(), format!("AF_XDP socket on queue {q}: {e}")))?,
+        };
+        att.program.set_socket(q, socket.fd())?;
+        out.push(XdpUdp::new(socket, att.port));
+    }
+    Ok(out)
+}
+
+/// One shard's AF_XDP figures: per socket, its counters.
+pub fn shard_queues(receivers: &[XdpCounters]) -> Vec<QueueStats> {
+    receivers
+        .iter()
+        .map(|r| {
+            let s = r.stats().unwrap_or_default();
+            let invalid = FrameDrop::ALL.map(|why| r.dropped(why));
+            QueueStats {
+                queue: r.queue(),
+                frames: s.frames,
+                fill_starved: s.fill_starved,
+                invalid,
+                kernel: s,
+            }
+        })
+        .collect()
+}
+
+/// One queue's figures, gathered from its shard.
+#[derive(Debug, Clone)]
+pub struct QueueStats {
+    queue: u32,
+    frames: u64,
+    fill_starved: u64,
+    invalid: [u64; FrameDrop::ALL.len()],
+    kernel: netstack::xdp::socket::XskStats,
+}
+
+/// The AF_XDP families: per queue, and the program's counts.
+pub fn metrics(e: &mut Exposition, service: &str, queues: &[QueueStats], program: Option<ProgramCounters>) {
+    let names: Vec<String> = queues.iter().map(|q| q.queue.to_string()).collect();
+    let per_queue = |e: &mut Exposition, name: &str, help: &str, f: &dyn Fn(&QueueStats) -> u64| {
+        e.family(name, Kind::Counter, help);
+        for (q, label) in queues.iter().zip(&names) {
+            e.sample(name, &[("service", service), ("queue", label)], f(q) as f64);
+        }
+    };
+    per_queue(e, "appliance_aggregate_xdp_frames_total", "Frames received from the AF_XDP socket.", &|q| {
+        q.frames
+    });
+    let help = "Receives that found every frame held (none to give the fill ring).";
+    per_queue(e, "appliance_aggregate_xdp_fill_starved_total", help, &|q| q.fill_starved);
+    let name = "appliance_aggregate_xdp_invalid_total";
+    e.family(name, Kind::Counter, "Frames dropped by the backend's checks, by reason.");
+    for (q, label) in queues.iter().zip(&names) {
+        for why in FrameDrop::ALL {
+            let labels = [("service", service), ("queue", label.as_str()), ("reason", why.as_str())];
+            e.sample(name, &labels, q.invalid[why.index()] as f64);
+        }
+    }
+    let name = "appliance_aggregate_xdp_kernel_dropped_total";
+    e.family(name, Kind::Counter, "Frames the kernel dropped before the socket, by reason.");
+    for (q, label) in queues.iter().zip(&names) {
+        let k = &q.kernel;
+        for (reason, v) in [
+            ("rx_dropped", k.rx_dropped),
+            ("rx_ring_full", k.rx_ring_full),
+            ("fill_ring_empty", k.rx_fill_ring_empty),
+            ("invalid_descs", k.rx_invalid_descs),
+        ] {
+            e.sample(name, &[("service", service), ("queue", label.as_str()), ("reason", reason)], v as f64);
+        }
+    }
+    if let Some(p) = program {
+        let name = "appliance_aggregate_xdp_program_frames_total";
+        e.family(
+            name,
+            Kind::Counter,
+            "Frames the XDP program saw: redirected to AF_XDP, or passed to the kernel.",
+        );
+        e.sample(name, &[("service", service), ("action", "redirect")], p.matched as f64);
+        e.sample(name, &[("service", service), ("action", "pass")], p.passed as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::queues_of;
+
+    #[test]
+    fn every_queue_has_one_member() {
+        for (queues, members) in [(1, 1), (2, 2), (4, 2), (3, 2), (1, 4), (8, 3)] {
+            let mut all: Vec<u32> = (0..members).flat_map(|i| queues_of(queues, i, members)).collect();
+            all.sort_unstable();
+            assert_eq!(all, (0..queues).collect::<Vec<_>>(), "{queues} queues over {members} members");
+        }
+    }
+}
