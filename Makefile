@@ -15,7 +15,7 @@ ASAN_TARGET := target/asan
 HOST_TRIPLE := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
 
 .PHONY: help deps build run check test test-deps test-unit test-loom test-asan lint fmt bench bench-mesh bench-echo \
-	bench-netstack bench-aggregate doc clean fuzz load-forward load-aggregate compare isolation steering
+	bench-netstack bench-aggregate doc clean fuzz load-forward load-aggregate compare isolation steering bench-xdp
 
 help:
 	@echo "make run     build and start the appliance on config/appliance.toml (echo :7000, forward :8080, statsd :8125, admin :9090)"
@@ -31,6 +31,7 @@ help:
 	@echo "                     ratios, target/compare/report.md and latency.svg (COMPARE_QUICK=1: a short run)"
 	@echo "make isolation       forward p99 under an unpaced statsd blast, all shards vs disjoint shard groups"
 	@echo "make steering        statsd over veth with RPS on the shards' CPUs: --steering cpu vs hash (root)"
+	@echo "make bench-xdp       statsd over veth, receive work on the receiver's core: AF_XDP vs kernel sockets (root)"
 
 # Installs only what is missing, so it is cheap to call from every target.
 deps:
@@ -149,6 +150,9 @@ isolation: build
 
 steering: build
 	scripts/steering.py
+
+bench-xdp: build
+	scripts/xdp.py
 
 compare: build
 	$(CARGO) build --release -p netstack --example udp_count

@@ -50,6 +50,9 @@ mod defaults {
     pub fn xdp_mode() -> String {
         "auto".into()
     }
+    pub fn xdp_frames() -> u32 {
+        2048
+    }
     pub fn graphite_queue() -> usize {
         6
     }
@@ -159,6 +162,12 @@ pub struct AggregateOptions {
     #[arg(long, default_value = "auto")]
     #[serde(default = "defaults::xdp_mode")]
     pub xdp_mode: String,
+    /// Frames of 2 KiB per AF_XDP socket (one socket per receive queue):
+    /// what absorbs a burst while a shard flushes. Locked memory: this x 2
+    /// KiB per queue (charged to RLIMIT_MEMLOCK without CAP_IPC_LOCK).
+    #[arg(long, default_value_t = defaults::xdp_frames())]
+    #[serde(default = "defaults::xdp_frames")]
+    pub xdp_frames: u32,
 }
 
 impl AggregateOptions {
@@ -218,7 +227,7 @@ impl AggregateOptions {
             }
         };
         let interface = self.interface.clone().unwrap_or_default();
-        Ok(Backend::Xdp { interface, mode, fallback })
+        Ok(Backend::Xdp { interface, mode, fallback, frames: self.xdp_frames })
     }
 }
 
@@ -237,7 +246,8 @@ mod tests {
     #[test]
     fn the_backend_is_one_setting_of_three_keys() {
         assert_eq!(aggregate("").map(|c| c.backend), Ok(Backend::Kernel));
-        let want = Backend::Xdp { interface: "eth0".into(), mode: XdpMode::Generic, fallback: true };
+        let want =
+            Backend::Xdp { interface: "eth0".into(), mode: XdpMode::Generic, fallback: true, frames: 2048 };
         assert_eq!(
             aggregate("backend = \"auto\"\ninterface = \"eth0\"\nxdp_mode = \"generic\"").map(|c| c.backend),
             Ok(want)

@@ -47,6 +47,9 @@ pub enum ConfigError {
     /// A kernel-bypass backend without an interface to attach to.
     #[error("backend {0}: give the interface statsd arrives on (interface = \"eth0\")")]
     NoInterface(&'static str),
+    /// An AF_XDP UMEM size the rings cannot have.
+    #[error("{0} frames: must be a power of two from 64 to 65536")]
+    XdpFrames(u32),
     /// A kernel-bypass backend without a UDP listener (it receives UDP only).
     #[error("backend {0}: needs listen_udp (AF_XDP receives UDP datagrams)")]
     XdpWithoutUdp(&'static str),
@@ -66,6 +69,7 @@ impl ConfigError {
             ConfigError::MaxDatagram(_) => "max_datagram",
             ConfigError::Buffers => "udp_buffers",
             ConfigError::NoInterface(_) => "interface",
+            ConfigError::XdpFrames(_) => "xdp_frames",
             ConfigError::XdpWithoutUdp(_) => "listen_udp",
         }
     }
@@ -101,6 +105,10 @@ pub enum Backend {
         interface: String,
         /// How the XDP program is attached.
         mode: XdpMode,
+        /// Frames (2 KiB each) of each socket's UMEM, and entries of its
+        /// fill and receive rings: what absorbs a burst while the shard is
+        /// busy (a flush). Locked memory: frames x 2 KiB per queue.
+        frames: u32,
         /// `auto`: fall back to the kernel path.
         fallback: bool,
     },
@@ -253,9 +261,12 @@ impl AggregateConfig {
         if self.udp_buffers == 0 {
             return Err(ConfigError::Buffers);
         }
-        if let Backend::Xdp { interface, .. } = &self.backend {
+        if let Backend::Xdp { interface, frames, .. } = &self.backend {
             if interface.is_empty() {
                 return Err(ConfigError::NoInterface(self.backend.as_str()));
+            }
+            if !frames.is_power_of_two() || !(64..=65536).contains(frames) {
+                return Err(ConfigError::XdpFrames(*frames));
             }
             if self.listen_udp.is_none() {
                 return Err(ConfigError::XdpWithoutUdp(self.backend.as_str()));

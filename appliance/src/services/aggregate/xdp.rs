@@ -39,6 +39,8 @@ pub struct Attachment {
     pub mode: AttachMode,
     /// The UDP port redirected.
     pub port: u16,
+    /// Each socket's UMEM and rings.
+    umem: UmemConfig,
 }
 
 impl fmt::Debug for Attachment {
@@ -63,8 +65,9 @@ impl Attachment {
 /// to `udp`. `Ok(None)`: the kernel sockets alone (`backend = "kernel"`,
 /// or `"auto"` when AF_XDP cannot start here, with the reason logged).
 pub fn attach(cfg: &AggregateConfig, udp: SocketAddr) -> Result<Option<Arc<Attachment>>, String> {
-    let Backend::Xdp { interface, mode, fallback } = &cfg.backend else { return Ok(None) };
-    match try_attach(interface, *mode, udp) {
+    let Backend::Xdp { interface, mode, fallback, frames } = &cfg.backend else { return Ok(None) };
+    let umem = UmemConfig { frames: *frames, ring_size: *frames, ..UmemConfig::default() };
+    match try_attach(interface, *mode, udp, umem) {
         Ok(a) => {
             tracing::info!(
                 service = %cfg.name, interface = %a.interface, queues = a.queues, mode = ?a.mode,
@@ -81,7 +84,7 @@ pub fn attach(cfg: &AggregateConfig, udp: SocketAddr) -> Result<Option<Arc<Attac
     }
 }
 
-fn try_attach(interface: &str, mode: XdpMode, udp: SocketAddr) -> io::Result<Attachment> {
+fn try_attach(interface: &str, mode: XdpMode, udp: SocketAddr, umem: UmemConfig) -> io::Result<Attachment> {
     let ifindex = program::ifindex(interface)?;
     let queues = rx_queues(interface)?;
     let filter = Filter { port: udp.port(), addr: Some(udp.ip()) };
@@ -105,6 +108,7 @@ fn try_attach(interface: &str, mode: XdpMode, udp: SocketAddr) -> io::Result<Att
         queues,
         mode,
         port: udp.port(),
+        umem,
     })
 }
 
@@ -128,17 +132,17 @@ pub fn queues_of(queues: u32, index: usize, members: usize) -> Vec<u32> {
 /// Opens this shard's sockets (member `index` of `members`) and puts them
 /// in the program's map: the backends to receive from.
 pub fn bind_shard(att: &Attachment, index: usize, members: usize) -> io::Result<Vec<XdpUdp>> {
-    let umem = UmemConfig::default();
+    let umem = &att.umem;
     let mut out = Vec::new();
     for q in queues_of(att.queues, index, members) {
         // Zero-copy needs the driver's support (and native XDP); copy mode
         // works everywhere.
         let zero_copy = (att.mode == AttachMode::Native)
-            .then(|| XskSocket::bind(att.ifindex, q, BindMode::ZeroCopy, &umem))
+            .then(|| XskSocket::bind(att.ifindex, q, BindMode::ZeroCopy, umem))
             .and_then(Result::ok);
         let socket = match zero_copy {
             Some(s) => s,
-            None => XskSocket::bind(att.ifindex, q, BindMode::Copy, &umem)
+            None => XskSocket::bind(att.ifindex, q, BindMode::Copy, umem)
                 .map_err(|e| io::Error::new(e.kind(), format!("AF_XDP socket on queue {q}: {e}")))?,
         };
         att.program.set_socket(q, socket.fd())?;
