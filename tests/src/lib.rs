@@ -86,7 +86,9 @@ impl Appliance {
         Appliance::spawn(&mut cmd)
     }
 
-    fn spawn(cmd: &mut Command) -> std::io::Result<Appliance> {
+    /// Starts `cmd` (one that runs the appliance, through a wrapper such
+    /// as `ip netns exec` or `capsh`), capturing its output.
+    pub fn spawn(cmd: &mut Command) -> std::io::Result<Appliance> {
         let mut child = cmd
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

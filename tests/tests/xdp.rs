@@ -244,6 +244,38 @@ fn xdp_that_cannot_start_is_an_error_and_auto_falls_back() {
     assert!(out.contains("backend auto") && out.contains("nope0"), "says why: {out}");
 }
 
+/// Without CAP_BPF and CAP_NET_ADMIN, `backend = "xdp"` refuses to start
+/// and names them; `"auto"` runs on the kernel sockets.
+#[test]
+fn without_the_capabilities_xdp_names_them() {
+    if !is_root() {
+        eprintln!("skipped: needs root (network namespaces, dropping capabilities)");
+        return;
+    }
+    let pair = VethPair::new().expect("veth pair");
+    let listen = format!("{}:0", pair.addr_a());
+    let start = |backend: &str| {
+        let mut cmd = VethPair::exec(pair.ns_a(), "capsh");
+        cmd.args([
+            "--drop=cap_bpf,cap_net_admin,cap_sys_admin,cap_perfmon",
+            "--",
+            "-c",
+            "exec \"$0\" \"$@\"",
+        ])
+        .arg(appliance_tests::binary())
+        .args(["aggregate", "--listen-udp", &listen, "--flush-stdout", "--no-pin", "--shards", "1"])
+        .args(["--backend", backend, "--interface", pair.if_a()]);
+        Appliance::spawn(&mut cmd).expect("start")
+    };
+    let mut app = start("xdp");
+    let status = app.wait_exit(Duration::from_secs(10)).expect("exits");
+    let out = app.output();
+    assert!(!status.success() && out.contains("CAP_BPF") && out.contains("CAP_NET_ADMIN"), "{out}");
+    let mut app = start("auto");
+    app.wait_for_line("aggregate listening on udp").expect("starts on the kernel sockets");
+    assert!(app.output().contains("CAP_BPF"), "says why it fell back");
+}
+
 enum Damage {
     Checksum,
     Length,

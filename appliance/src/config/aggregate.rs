@@ -266,6 +266,11 @@ mod tests {
                 "aggregate[0].xdp_mode",
                 "expected auto",
             ),
+            (
+                "backend = \"xdp\"\ninterface = \"eth0\"\nxdp_frames = 1000",
+                "aggregate[0].xdp_frames",
+                "power of two",
+            ),
         ] {
             let err = aggregate(keys).expect_err(keys);
             assert!(err.contains(key) && err.contains(says), "{keys}: {err}");
