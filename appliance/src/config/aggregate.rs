@@ -51,7 +51,9 @@ mod defaults {
         "auto".into()
     }
     pub fn xdp_frames() -> u32 {
-        2048
+        // 1 MiB of locked memory per queue: four queues and four shards fit
+        // the common 8 MiB RLIMIT_MEMLOCK without CAP_IPC_LOCK.
+        512
     }
     pub fn graphite_queue() -> usize {
         6
@@ -247,7 +249,7 @@ mod tests {
     fn the_backend_is_one_setting_of_three_keys() {
         assert_eq!(aggregate("").map(|c| c.backend), Ok(Backend::Kernel));
         let want =
-            Backend::Xdp { interface: "eth0".into(), mode: XdpMode::Generic, fallback: true, frames: 2048 };
+            Backend::Xdp { interface: "eth0".into(), mode: XdpMode::Generic, fallback: true, frames: 512 };
         assert_eq!(
             aggregate("backend = \"auto\"\ninterface = \"eth0\"\nxdp_mode = \"generic\"").map(|c| c.backend),
             Ok(want)
