@@ -137,6 +137,11 @@ fn statsd_over_af_xdp_counts_every_line() {
         let series = format!("appliance_aggregate_xdp_frames_total{{service=\"aggregate\",queue=\"{q}\"}}");
         assert!(metric(&text, &series) > Some(0.0), "queue {q} received (16 source ports): {text}");
     }
+    let admin = s.admin;
+    let status = in_ns(s.pair.ns_a(), || http_get(admin, "/status").expect("status").1);
+    let status: serde_json::Value = serde_json::from_str(&status).expect("json");
+    let svc = &status["services"][0];
+    assert_eq!((svc["receiving"].as_str(), svc["xdp_queues"].as_u64()), (Some("xdp"), Some(2)), "{status}");
 }
 
 /// Frames with a bad UDP checksum or a UDP length past the packet are
@@ -227,6 +232,8 @@ fn xdp_that_cannot_start_is_an_error_and_auto_falls_back() {
             backend.into(),
             "--interface".into(),
             "nope0".into(),
+            "--admin".into(),
+            "127.0.0.1:0".into(),
         ]
     };
     let xdp: Vec<String> = args("xdp");
@@ -240,8 +247,17 @@ fn xdp_that_cannot_start_is_an_error_and_auto_falls_back() {
     let mut app = Appliance::start_in(pair.ns_a(), &auto.iter().map(String::as_str).collect::<Vec<_>>())
         .expect("start");
     app.wait_for_line("aggregate listening on udp").expect("starts on the kernel sockets");
+    let admin = app.wait_for_addr("admin listening on").expect("admin");
     let out = app.output();
     assert!(out.contains("backend auto") && out.contains("nope0"), "says why: {out}");
+    let status = in_ns(pair.ns_a(), || http_get(admin, "/status").expect("status").1);
+    let status: serde_json::Value = serde_json::from_str(&status).expect("json");
+    let svc = &status["services"][0];
+    assert_eq!(
+        (svc["backend"].as_str(), svc["receiving"].as_str()),
+        (Some("auto"), Some("kernel")),
+        "{status}"
+    );
 }
 
 /// Without CAP_BPF and CAP_NET_ADMIN, `backend = "xdp"` refuses to start

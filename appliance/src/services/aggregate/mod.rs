@@ -134,11 +134,17 @@ impl Service for AggregateConfig {
     }
 
     fn status(&self, id: ServiceId) -> Local<'static, Result<serde_json::Value, shard::SubmitError>> {
+        let configured = self.backend.as_str();
         Box::pin(async move {
             let s = gather_stats(id).await?;
+            // What receives now: `auto` may have fallen back to the kernel.
+            let per_shard = on_every_shard(move || service::xdp_stats(id)).await?;
+            let xdp_queues = per_shard.iter().map(|(q, _)| q.len()).sum::<usize>();
+            let receiving = if xdp_queues > 0 { "xdp" } else { "kernel" };
             Ok(serde_json::json!({
                 "keys": s.keys, "metrics": s.metrics, "dropped": s.dropped_total(),
                 "flushes": s.flushes, "flush_errors": s.flush_errors,
+                "backend": configured, "receiving": receiving, "xdp_queues": xdp_queues,
             }))
         })
     }
