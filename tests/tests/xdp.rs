@@ -27,11 +27,16 @@ struct Setup {
 /// The aggregator (2 shards) on veth end `a` with `backend`, its Graphite
 /// sink on end `b`.
 fn start(queues: u32, backend: &str) -> Setup {
+    start_on(queues, backend, false)
+}
+
+/// [`start`], listening on end `a`'s IPv6 address with `v6`.
+fn start_on(queues: u32, backend: &str, v6: bool) -> Setup {
     let pair = VethPair::with_queues(queues).expect("veth pair");
     pair.complete_checksums_from_b().expect("ethtool");
     let sink_at = SocketAddr::from((pair.addr_b(), 0));
     let sink = in_ns(pair.ns_b(), || Sink::start_at(sink_at));
-    let listen = format!("{}:8125", pair.addr_a());
+    let listen = if v6 { format!("[{}]:8125", pair.addr6_a()) } else { format!("{}:8125", pair.addr_a()) };
     let graphite = sink.addr.to_string();
     let args = [
         "aggregate",
@@ -87,8 +92,8 @@ fn blast(s: &Setup, key: &str, n: usize) {
     let to = s.statsd;
     let payload = vec![format!("{key}:1|c"); PER_DATAGRAM].join("\n");
     in_ns(s.pair.ns_b(), || {
-        let sockets: Vec<UdpSocket> =
-            (0..16).map(|_| UdpSocket::bind("0.0.0.0:0").expect("sender")).collect();
+        let any = if to.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" };
+        let sockets: Vec<UdpSocket> = (0..16).map(|_| UdpSocket::bind(any).expect("sender")).collect();
         for i in 0..n {
             sockets[i % sockets.len()].send_to(payload.as_bytes(), to).expect("send");
             if i % 256 == 255 {
@@ -142,6 +147,24 @@ fn statsd_over_af_xdp_counts_every_line() {
     let status: serde_json::Value = serde_json::from_str(&status).expect("json");
     let svc = &status["services"][0];
     assert_eq!((svc["receiving"].as_str(), svc["xdp_queues"].as_u64()), (Some("xdp"), Some(2)), "{status}");
+}
+
+/// The same over IPv6: the program matches the IPv6 destination, the
+/// backend checks the IPv6 frame, every line counts.
+#[test]
+fn statsd_over_af_xdp_on_ipv6() {
+    if !is_root() {
+        eprintln!("skipped: needs root (network namespaces, XDP)");
+        return;
+    }
+    let s = start_on(1, "xdp", true);
+    blast(&s, "six.hits", 500);
+    let want = (500 * PER_DATAGRAM) as f64;
+    s.sink.eventually("every line counted", |k| k.sum("stats.counters.six.hits.count") == want);
+    s.sink.settle();
+    assert_eq!(s.sink.sum("stats.counters.six.hits.count"), want);
+    let frames = sum_of(&scrape(&s), "appliance_aggregate_xdp_frames_total");
+    assert_eq!(frames, 500.0, "every datagram through AF_XDP");
 }
 
 /// Frames with a bad UDP checksum or a UDP length past the packet are

@@ -237,6 +237,49 @@ mod tests {
         buf
     }
 
+    /// An Ethernet + IPv6 + UDP frame carrying `payload` to `port`.
+    fn v6_frame(payload: &[u8], port: u16) -> Vec<u8> {
+        let ip = ipv6::Repr {
+            src_addr: "fd00::1".parse().expect("addr"),
+            dst_addr: "fd00::2".parse().expect("addr"),
+            next_header: IpProtocol::UDP,
+            payload_len: 8 + payload.len(),
+            ..ipv6::Repr::default()
+        };
+        let eth = ethernet::Repr {
+            src_addr: ethernet::Address([2, 0, 0, 0, 0, 1]),
+            dst_addr: ethernet::Address([2, 0, 0, 0, 0, 2]),
+            ethertype: EtherType::IPV6,
+            vlan: None,
+        };
+        let mut buf = vec![0u8; 14 + 40 + 8 + payload.len()];
+        let mut f = ethernet::Frame::new_unchecked(&mut buf[..]);
+        eth.emit(&mut f).expect("eth");
+        let mut p = ipv6::Packet::new_unchecked(f.payload_mut());
+        ip.emit(&mut p).expect("ip");
+        let mut u = udp::Packet::new_unchecked(p.payload_mut());
+        udp::Repr { src_port: 4000, dst_port: port, payload_len: payload.len() }
+            .emit(&mut u, &ip.pseudo_header(), |b| b.copy_from_slice(payload))
+            .expect("udp");
+        buf
+    }
+
+    #[test]
+    fn ipv6_frames_are_checked_the_same_way() {
+        let f = v6_frame(b"a:1|c", 8125);
+        let (range, from) = datagram(&f, 8125).expect("valid");
+        assert_eq!((&f[range], from), (&b"a:1|c"[..], "[fd00::1]:4000".parse().expect("addr")));
+        let mut no_sum = f.clone();
+        no_sum[14 + 40 + 6..14 + 40 + 8].copy_from_slice(&[0, 0]);
+        assert_eq!(datagram(&no_sum, 8125), Err(FrameDrop::UdpChecksum), "IPv6 requires the checksum");
+        let mut extension = f.clone();
+        extension[14 + 6] = 0; // hop-by-hop options: not walked
+        assert_eq!(datagram(&extension, 8125), Err(FrameDrop::NotOurs));
+        let mut long = f.clone();
+        long[14 + 4..14 + 6].copy_from_slice(&1000u16.to_be_bytes()); // payload length past the frame
+        assert_eq!(datagram(&long, 8125), Err(FrameDrop::Malformed));
+    }
+
     #[test]
     fn a_good_frame_yields_its_payload_and_sender() {
         let f = v4_frame(b"a:1|c\nb:2|c", 8125);
@@ -273,6 +316,24 @@ mod tests {
         fn any_bytes_are_safe(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
             if let Ok((range, _)) = datagram(&bytes, 8125) {
                 proptest::prop_assert!(range.end <= bytes.len());
+            }
+        }
+
+        /// Any length field of a good frame set to anything is parsed or
+        /// dropped, never read past the frame (the IPv4 total length, the
+        /// IPv6 payload length, the UDP length).
+        #[test]
+        fn lying_length_fields_are_safe(v6 in proptest::prelude::any::<bool>(), len in proptest::prelude::any::<u16>(), which in 0usize..2) {
+            let mut f = if v6 { v6_frame(b"k:1|c", 8125) } else { v4_frame(b"k:1|c", 8125) };
+            let at = match (v6, which) {
+                (false, 0) => 14 + 2,
+                (true, 0) => 14 + 4,
+                (false, _) => 14 + 20 + 4,
+                (true, _) => 14 + 40 + 4,
+            };
+            f[at..at + 2].copy_from_slice(&len.to_be_bytes());
+            if let Ok((range, _)) = datagram(&f, 8125) {
+                proptest::prop_assert!(range.end <= f.len());
             }
         }
 
