@@ -13,8 +13,9 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use netstack::steer::{
-    attach_cpu_steering, attach_program, bind_group, detach_steering, local_addr, migrate_req_enabled,
-    set_migrate_req, CpuProgram, ListenOptions, ReuseportGroup, Steering, Unmapped, MIGRATE_REQ_SYSCTL,
+    attach_client_steering, attach_cpu_steering, attach_program, bind_group, detach_steering, local_addr,
+    migrate_req_enabled, set_migrate_req, ClientProgram, CpuProgram, ListenOptions, ReuseportGroup, Steering,
+    Unmapped, MIGRATE_REQ_SYSCTL,
 };
 use socket2::Socket;
 
@@ -280,6 +281,41 @@ fn detach_returns_to_hash_steering() {
     let matrix = bursts_per_cpu(fds, 2);
     println!("after detach: [client cpu][listener] = {matrix:?}");
     assert!(matrix.iter().flatten().all(|&n| n > 0), "hashed again: {matrix:?}");
+}
+
+/// Steering by client: every connection from one source address, whatever
+/// its port, reaches the listener `ClientProgram::select` names.
+#[test]
+fn client_steering_keeps_each_address_on_one_listener() {
+    let fds = bind_group(LOOPBACK.parse().unwrap(), 3, &ListenOptions::default()).unwrap();
+    attach_client_steering(&fds[0], 3, 32, 64).unwrap();
+    let program = ClientProgram::new(3, 32, 64).unwrap();
+    let clients: Vec<std::net::Ipv4Addr> = (2..10).map(|i| std::net::Ipv4Addr::new(127, 0, 0, i)).collect();
+    let per_client = 6u64;
+    let sources = clients.clone();
+    let per_listener = serve_group(fds, clients.len() * per_client as usize, move |addr| {
+        for (c, ip) in sources.iter().enumerate() {
+            for k in 0..per_client {
+                let s = Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+                s.bind(&SocketAddr::from((*ip, 0)).into()).unwrap();
+                s.connect_timeout(&addr.into(), Duration::from_secs(2)).expect("connect");
+                let mut stream = TcpStream::from(s);
+                stream.write_all(&(c as u64 * per_client + k).to_le_bytes()).unwrap();
+            }
+        }
+    });
+    for (c, ip) in clients.iter().enumerate() {
+        let want = program.select((*ip).into()) as usize;
+        let on: Vec<usize> = per_listener
+            .iter()
+            .enumerate()
+            .filter(|(_, seen)| seen.iter().any(|a| a.id / per_client == c as u64))
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(on, [want], "client {ip}: every connection on listener {want}");
+    }
+    let used = per_listener.iter().filter(|seen| !seen.is_empty()).count();
+    assert!(used >= 2, "eight clients spread over the group: {used} listeners used");
 }
 
 #[test]

@@ -224,7 +224,7 @@ fn bind(
     steer_to: Option<&[u32]>,
 ) -> anyhow::Result<(Vec<OwnedFd>, SocketAddr)> {
     let opts = netstack::steer::ListenOptions { recv_buffer: listen.recv_buffer, ..Default::default() };
-    let Listen { addr: listen, udp, .. } = listen;
+    let Listen { addr: listen, udp, by_client, .. } = listen;
     let what = || format!("{} {:?}: listen {listen}: cannot bind", service.kind(), service.name());
     // Our group is ours: a second process on the same port would join it
     // and take part of the traffic.
@@ -235,7 +235,13 @@ fn bind(
         netstack::steer::bind_group(listen, shards, &opts)
     };
     let listeners = bound.with_context(what)?;
-    if let Some(cpus) = steer_to {
+    if let Some((v4, v6)) = by_client {
+        // Checked by `AppConfig::preflight`: a group steered by client is
+        // not also steered by CPU.
+        netstack::steer::attach_client_steering(&listeners[0], shards, v4, v6).with_context(|| {
+            format!("{} {:?}: listen {listen}: cannot attach client steering", service.kind(), service.name())
+        })?;
+    } else if let Some(cpus) = steer_to {
         netstack::steer::attach_cpu_steering(&listeners[0], cpus).with_context(|| {
             format!("{} {:?}: listen {listen}: cannot attach CPU steering", service.kind(), service.name())
         })?;

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use super::{ConfigError, Source};
 use crate::services::forward::ForwardConfig;
 use cores::pool::check::{self, Exchange, Expect};
+use cores::pool::clients::ClientPolicy;
 use cores::pool::health::HealthConfig;
 use cores::pool::upstream::UpstreamSpec;
 
@@ -55,6 +56,15 @@ mod defaults {
     }
     pub fn buffer_size() -> usize {
         BUFFER_SIZE
+    }
+    pub fn prefix_v4() -> u8 {
+        32
+    }
+    pub fn prefix_v6() -> u8 {
+        64
+    }
+    pub fn max_clients() -> usize {
+        100_000
     }
 }
 
@@ -128,6 +138,36 @@ pub struct ForwardOptions {
     #[arg(id = "service_shards", long = "service-shards")]
     #[serde(default)]
     pub shards: Option<String>,
+    /// Connections one client may have open at once (0: no cap). A client
+    /// is an address masked to --client-prefix-v4 / -v6. Enforced at
+    /// accept; the listening group is steered by client address so the
+    /// limit is exact across shards.
+    #[arg(long, default_value_t = 0)]
+    #[serde(default)]
+    pub max_conns_per_client: u32,
+    /// New connections per second one client may open (token bucket; 0: no
+    /// rate limit).
+    #[arg(long, default_value_t = 0)]
+    #[serde(default)]
+    pub client_rate: u32,
+    /// The bucket's size: new connections a client may open at once
+    /// [default: client_rate].
+    #[arg(long)]
+    #[serde(default)]
+    pub client_burst: Option<u32>,
+    /// Bits of an IPv4 address that make one client.
+    #[arg(long, default_value_t = 32)]
+    #[serde(default = "defaults::prefix_v4")]
+    pub client_prefix_v4: u8,
+    /// Bits of an IPv6 address that make one client.
+    #[arg(long, default_value_t = 64)]
+    #[serde(default = "defaults::prefix_v6")]
+    pub client_prefix_v6: u8,
+    /// Clients tracked at most (across shards); a new client beyond it is
+    /// refused and counted while every tracked client is live.
+    #[arg(long, default_value_t = defaults::max_clients())]
+    #[serde(default = "defaults::max_clients")]
+    pub max_clients: usize,
     /// Forward UDP datagrams (a session per client) instead of TCP
     /// connections; active health checks are TCP connects, so they are
     /// off for UDP (passive ejection still applies).
@@ -179,6 +219,45 @@ impl ForwardOptions {
             }
         }
         Ok(exchange)
+    }
+
+    /// The per-client limits, if any is set.
+    fn client_policy(&self, src: &Source) -> Result<Option<ClientPolicy>, ConfigError> {
+        if self.max_conns_per_client == 0 && self.client_rate == 0 {
+            return Ok(None);
+        }
+        let field = if self.max_conns_per_client > 0 { "max_conns_per_client" } else { "client_rate" };
+        if self.udp {
+            return Err(src.key(field).error("per-client limits apply to TCP; this forward is udp"));
+        }
+        if self.accept_proxy {
+            let why =
+                "the client is in the PROXY header, which the kernel cannot steer by: limit clients on \
+                       the load balancer in front";
+            return Err(src.key(field).error(why));
+        }
+        if !(1..=32).contains(&self.client_prefix_v4) {
+            return Err(src
+                .key("client_prefix_v4")
+                .error(format!("{}: must be 1..=32", self.client_prefix_v4)));
+        }
+        if !(1..=128).contains(&self.client_prefix_v6) {
+            return Err(src
+                .key("client_prefix_v6")
+                .error(format!("{}: must be 1..=128", self.client_prefix_v6)));
+        }
+        if self.max_clients == 0 {
+            return Err(src.key("max_clients").error("0: must be at least 1"));
+        }
+        let burst = self.client_burst.unwrap_or(self.client_rate).max(1);
+        Ok(Some(ClientPolicy {
+            max_conns: (self.max_conns_per_client > 0).then_some(self.max_conns_per_client),
+            rate: (self.client_rate > 0).then_some(f64::from(self.client_rate)),
+            burst,
+            v4_prefix: self.client_prefix_v4,
+            v6_prefix: self.client_prefix_v6,
+            max_clients: self.max_clients,
+        }))
     }
 
     /// Validates the options; every error names the flag or key.
@@ -241,6 +320,7 @@ impl ForwardOptions {
             buffer_size: self.buffer_size,
             udp: self.udp,
             group: src.group(&self.shards)?,
+            clients: self.client_policy(src)?,
         }))
     }
 }

@@ -213,6 +213,12 @@ impl AppConfig {
     pub fn preflight(&self, runtime_key: &dyn Fn(&str) -> Key) -> Result<shard::Runtime, ConfigError> {
         let rt = self.runtime.plan(runtime_key)?;
         self.check_for_shards(rt.shards())?;
+        let by_client = self.services.iter().any(|s| s.listens().iter().any(|l| l.by_client.is_some()));
+        if self.runtime.steering == Some(Steering::Cpu) && by_client {
+            let why = "\"cpu\": a forward with per-client limits steers its connections by client address \
+                       instead (the limits hold per client only then); drop one of the two";
+            return Err(runtime_key("steering").error(why));
+        }
         Ok(rt)
     }
 

@@ -46,7 +46,7 @@ impl Service for EchoConfig {
     }
 
     fn listens(&self) -> Vec<Listen> {
-        vec![Listen { addr: self.listen, udp: false, recv_buffer: None }]
+        vec![Listen { addr: self.listen, udp: false, recv_buffer: None, by_client: None }]
     }
 
     fn descriptors(&self) -> Descriptors {

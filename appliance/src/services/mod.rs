@@ -40,6 +40,9 @@ pub struct Listen {
     pub udp: bool,
     /// `SO_RCVBUF` for its sockets, when the service wants one.
     pub recv_buffer: Option<usize>,
+    /// Steer the group by client address (IPv4 and IPv6 prefix bits), so
+    /// one client always reaches one shard (per-client limits).
+    pub by_client: Option<(u8, u8)>,
 }
 
 /// What a service asks of the process's descriptors (`crate::app::fds`).

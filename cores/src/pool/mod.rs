@@ -6,6 +6,7 @@
 
 pub mod balance;
 pub mod check;
+pub mod clients;
 pub mod health;
 pub mod limits;
 pub mod maglev;

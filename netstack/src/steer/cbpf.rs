@@ -31,6 +31,15 @@ const BPF_RET: u16 = 0x06;
 const BPF_W: u16 = 0x00;
 const BPF_ABS: u16 = 0x20;
 const BPF_MOD: u16 = 0x90;
+const BPF_MISC: u16 = 0x07;
+const BPF_B: u16 = 0x10;
+const BPF_MUL: u16 = 0x20;
+const BPF_AND: u16 = 0x50;
+const BPF_RSH: u16 = 0x70;
+const BPF_XOR: u16 = 0xa0;
+const BPF_X: u16 = 0x08;
+const BPF_JA: u16 = 0x00;
+const BPF_TAX: u16 = 0x00;
 const BPF_JEQ: u16 = 0x10;
 const BPF_K: u16 = 0x00;
 const BPF_A: u16 = 0x10;
@@ -74,6 +83,41 @@ impl Insn {
     /// `A %= k` (`k` must not be 0; the kernel rejects that).
     pub const fn modulo(k: u32) -> Insn {
         Insn { code: BPF_ALU | BPF_MOD | BPF_K, jt: 0, jf: 0, k }
+    }
+
+    /// `X = A`.
+    pub const TAX: Insn = Insn { code: BPF_MISC | BPF_TAX, jt: 0, jf: 0, k: 0 };
+    /// `A ^= X`.
+    pub const XOR_X: Insn = Insn { code: BPF_ALU | BPF_XOR | BPF_X, jt: 0, jf: 0, k: 0 };
+
+    /// `A = the byte at k` (absolute, or from an `SKF_*_OFF` base).
+    pub const fn ld_b(k: u32) -> Insn {
+        Insn { code: BPF_LD | BPF_B | BPF_ABS, jt: 0, jf: 0, k }
+    }
+
+    /// `A = the big-endian word at k`.
+    pub const fn ld_w(k: u32) -> Insn {
+        Insn { code: BPF_LD | BPF_W | BPF_ABS, jt: 0, jf: 0, k }
+    }
+
+    /// `A &= k`.
+    pub const fn and(k: u32) -> Insn {
+        Insn { code: BPF_ALU | BPF_AND | BPF_K, jt: 0, jf: 0, k }
+    }
+
+    /// `A *= k` (wrapping, 32 bits).
+    pub const fn mul(k: u32) -> Insn {
+        Insn { code: BPF_ALU | BPF_MUL | BPF_K, jt: 0, jf: 0, k }
+    }
+
+    /// `A >>= k`.
+    pub const fn rsh(k: u32) -> Insn {
+        Insn { code: BPF_ALU | BPF_RSH | BPF_K, jt: 0, jf: 0, k }
+    }
+
+    /// `goto +k`.
+    pub const fn ja(k: u32) -> Insn {
+        Insn { code: BPF_JMP | BPF_JA, jt: 0, jf: 0, k }
     }
 }
 

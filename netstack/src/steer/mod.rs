@@ -57,6 +57,7 @@
 //! mid-handshake at the moment of the close.
 
 mod cbpf;
+mod client;
 mod drain;
 mod group;
 mod sys;
@@ -66,6 +67,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
 
 pub use cbpf::{CpuProgram, Insn, ProgramError, Unmapped, MAX_MAPPED_SHARDS};
+pub use client::ClientProgram;
 pub use drain::{enable_migrate_req, migrate_req_enabled, set_migrate_req, MIGRATE_REQ_SYSCTL};
 pub use group::{bind_group, bind_udp_group, configure_accepted, ensure_free, local_addr, ListenOptions};
 
@@ -85,6 +87,19 @@ pub enum Steering {
 /// [`Unmapped::Hash`] fallback, to the group `member` belongs to.
 pub fn attach_cpu_steering(member: &impl AsFd, shard_cpus: &[u32]) -> io::Result<()> {
     attach_program(member, &CpuProgram::new(shard_cpus, Unmapped::default())?)
+}
+
+/// Attaches a [`ClientProgram`] to the group `member` belongs to (of
+/// `sockets` sockets): each client address, masked to `v4_prefix` or
+/// `v6_prefix` bits, always reaches the same socket.
+pub fn attach_client_steering(
+    member: &impl AsFd,
+    sockets: usize,
+    v4_prefix: u8,
+    v6_prefix: u8,
+) -> io::Result<()> {
+    let program = ClientProgram::new(sockets, v4_prefix, v6_prefix)?;
+    sys::attach_reuseport_cbpf(member.as_fd(), program.instructions())
 }
 
 /// Attaches `program` to the group `member` belongs to, replacing any

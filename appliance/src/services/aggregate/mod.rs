@@ -45,9 +45,13 @@ impl Service for AggregateConfig {
     }
 
     fn listens(&self) -> Vec<Listen> {
-        let udp =
-            self.listen_udp.map(|addr| Listen { addr, udp: true, recv_buffer: Some(self.udp_socket_buffer) });
-        let tcp = self.listen_tcp.map(|addr| Listen { addr, udp: false, recv_buffer: None });
+        let udp = self.listen_udp.map(|addr| Listen {
+            addr,
+            udp: true,
+            recv_buffer: Some(self.udp_socket_buffer),
+            by_client: None,
+        });
+        let tcp = self.listen_tcp.map(|addr| Listen { addr, udp: false, recv_buffer: None, by_client: None });
         udp.into_iter().chain(tcp).collect()
     }
 

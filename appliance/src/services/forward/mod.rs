@@ -80,6 +80,10 @@ pub struct ForwardConfig {
     pub udp: bool,
     /// The shards it runs on (`None`: every shard).
     pub group: Option<shard::Group>,
+    /// Per-client limits (TCP), if any: the listening group is then
+    /// steered by client address, so each client's connections meet one
+    /// shard's table.
+    pub clients: Option<cores::pool::clients::ClientPolicy>,
 }
 
 /// This shard's state of the forward service `id`.
@@ -106,9 +110,16 @@ pub async fn serve(id: ServiceId, listener: OwnedFd, cfg: Arc<ForwardConfig>) ->
             let _ = conn.set_reset_on_close();
             return;
         }
+        let peer = conn.peer_addr().ok();
+        if !state.admit_client(peer) {
+            state.leave();
+            let _ = conn.set_reset_on_close();
+            return;
+        }
         let (state, open) = (state.clone(), drain.enter());
         shard::spawn_local_named("forward-conn", async move {
             handle(&state, conn).await;
+            state.leave_client(peer);
             state.leave();
             drop(open);
         })
@@ -299,7 +310,8 @@ impl crate::services::Service for ForwardConfig {
     }
 
     fn listens(&self) -> Vec<Listen> {
-        vec![Listen { addr: self.listen, udp: self.udp, recv_buffer: None }]
+        let by_client = self.clients.map(|c| (c.v4_prefix, c.v6_prefix));
+        vec![Listen { addr: self.listen, udp: self.udp, recv_buffer: None, by_client }]
     }
 
     fn descriptors(&self) -> Descriptors {

@@ -23,6 +23,7 @@ use super::ForwardConfig;
 use crate::services::ServiceId;
 use cores::pool::balance::Balancer;
 use cores::pool::check;
+use cores::pool::clients::{ClientPolicy, ClientTable, Verdict};
 use cores::pool::health::{self, Health, Transition};
 use cores::pool::limits::{ConnLimit, UpstreamLimits};
 
@@ -53,6 +54,9 @@ pub(crate) struct ShardState {
     pool: RefCell<Pool>,
     conns: RefCell<ConnLimit>,
     stats: RefCell<ForwardStats>,
+    /// Per-client limits: this shard's table (every connection of a client
+    /// reaches this one shard; the group is steered by client address).
+    clients: RefCell<Option<ClientTable>>,
     pub(crate) group: BufRing,
 }
 
@@ -80,6 +84,7 @@ impl ShardState {
             group: BufRing::new(cfg.buffers, cfg.buffer_size)?,
             pool: RefCell::new(pool),
             stats: RefCell::new(stats),
+            clients: RefCell::new(cfg.clients.map(|p| ClientTable::new(share_of(p, n)))),
         }))
     }
 
@@ -118,6 +123,7 @@ impl ShardState {
         s.active = u64::from(self.conns.borrow().active);
         s.relay_buffers_free = self.group.entries().saturating_sub(self.group.in_use()) as u64;
         s.relay_buffers_exhausted = self.group.exhausted();
+        s.clients = self.clients.borrow().as_ref().map_or(0, |t| t.clients() as u64);
         s
     }
 
@@ -129,6 +135,28 @@ impl ShardState {
     /// Returns a `--max-conns` slot.
     pub(crate) fn leave(&self) {
         self.conns.borrow_mut().release();
+    }
+
+    /// Admits a new connection from `peer` under the per-client limits
+    /// (always, without them), counting a refusal by its reason.
+    pub(crate) fn admit_client(&self, peer: Option<SocketAddr>) -> bool {
+        let mut clients = self.clients.borrow_mut();
+        let (Some(table), Some(peer)) = (clients.as_mut(), peer) else { return true };
+        let verdict = table.admit(peer.ip(), Instant::now());
+        self.count(|s| match verdict {
+            Verdict::Admit => {}
+            Verdict::OverConns => s.refused_client_conns += 1,
+            Verdict::OverRate => s.refused_client_rate += 1,
+            Verdict::TableFull => s.refused_client_table += 1,
+        });
+        verdict == Verdict::Admit
+    }
+
+    /// An admitted connection from `peer` ended.
+    pub(crate) fn leave_client(&self, peer: Option<SocketAddr>) {
+        if let (Some(table), Some(peer)) = (self.clients.borrow_mut().as_mut(), peer) {
+            table.release(peer.ip());
+        }
     }
 
     /// Where `u` is in the current pool, if it still is.
@@ -194,6 +222,11 @@ impl ShardState {
     /// Replaces the pool with `cfg`'s, keeping the state of the upstreams
     /// that stay (matched by address), and restarts health checks.
     pub(crate) fn reload(self: &Rc<Self>, cfg: &ForwardConfig) {
+        // Whether limits are on, and their prefixes, are restart-only (the
+        // listening group's steering depends on them): only the limits change.
+        if let (Some(table), Some(policy)) = (self.clients.borrow_mut().as_mut(), cfg.clients) {
+            table.set_policy(share_of(policy, self.members.len()));
+        }
         let (me, n) = (position(&self.members), self.members.len());
         let cfg = Rc::new(cfg.clone());
         let old = self.pool.borrow();
@@ -320,6 +353,12 @@ async fn check_once(
 }
 
 /// The shards the service `cfg` runs on.
+/// This shard's share of the client table's bound (the limits themselves
+/// are per client, exact: each client is one shard's).
+fn share_of(policy: ClientPolicy, shards: usize) -> ClientPolicy {
+    ClientPolicy { max_clients: policy.max_clients.div_ceil(shards.max(1)), ..policy }
+}
+
 pub(crate) fn members_of(cfg: &ForwardConfig) -> shard::Group {
     cfg.group.clone().unwrap_or_else(|| shard::Group::all(shard::shard_count()))
 }

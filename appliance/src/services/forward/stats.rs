@@ -38,11 +38,20 @@ cores::counter_set! {
         /// The shard's held `max_conns` slots.
         active: Gauge("appliance_forward_active_connections") "Client connections open.",
         refused_over_limit: Counter("appliance_forward_refused_total", reason = "over_limit")
-            "Client connections refused: over --max-conns, or no eligible upstream.",
+            "Client connections refused, by reason: over max_conns, no eligible upstream, or a client over its limits.",
         /// Also when an upstream could not be reached for a reason on our
         /// side, see `local_connect_errors`.
         refused_no_upstream: Counter("appliance_forward_refused_total", reason = "no_upstream")
-            "Client connections refused: over --max-conns, or no eligible upstream.",
+            "Client connections refused, by reason: over max_conns, no eligible upstream, or a client over its limits.",
+        refused_client_conns: Counter("appliance_forward_refused_total", reason = "client_conns")
+            "Client connections refused, by reason: over max_conns, no eligible upstream, or a client over its limits.",
+        refused_client_rate: Counter("appliance_forward_refused_total", reason = "client_rate")
+            "Client connections refused, by reason: over max_conns, no eligible upstream, or a client over its limits.",
+        /// A new client while every tracked client was live.
+        refused_client_table: Counter("appliance_forward_refused_total", reason = "client_table")
+            "Client connections refused, by reason: over max_conns, no eligible upstream, or a client over its limits.",
+        /// Clients tracked by the per-client limits.
+        clients: Gauge("appliance_forward_clients") "Clients tracked by the per-client limits.",
         retries: Counter("appliance_forward_retries_total") "Connects retried on another upstream.",
         resets: Counter("appliance_forward_resets_total") "Relays ended by a reset or an error.",
         idle_closed: Counter("appliance_forward_idle_closed_total") "Relays closed by the idle timeout.",
