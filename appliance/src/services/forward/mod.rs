@@ -110,7 +110,8 @@ pub async fn serve(id: ServiceId, listener: OwnedFd, cfg: Arc<ForwardConfig>) ->
             let _ = conn.set_reset_on_close();
             return;
         }
-        let peer = conn.peer_addr().ok();
+        // Only with per-client limits: a getpeername per connection otherwise.
+        let peer = if state.limits_clients() { conn.peer_addr().ok() } else { None };
         if !state.admit_client(peer) {
             state.leave();
             let _ = conn.set_reset_on_close();

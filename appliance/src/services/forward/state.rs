@@ -137,6 +137,11 @@ impl ShardState {
         self.conns.borrow_mut().release();
     }
 
+    /// Whether per-client limits are on.
+    pub(crate) fn limits_clients(&self) -> bool {
+        self.clients.borrow().is_some()
+    }
+
     /// Admits a new connection from `peer` under the per-client limits
     /// (always, without them), counting a refusal by its reason.
     pub(crate) fn admit_client(&self, peer: Option<SocketAddr>) -> bool {
