@@ -40,7 +40,7 @@ fn root_or_skip(test: &str) -> bool {
 }
 
 fn any_addr(port: u16) -> Filter {
-    Filter { port, addr: None }
+    Filter { port, addr: None, max_len: None }
 }
 
 /// Attaches `prog` to end `a` of `pair` (looked up inside its namespace).
@@ -207,7 +207,7 @@ fn ipv6_datagrams_match_by_address() {
         return;
     }
     let pair = VethPair::new().unwrap();
-    let filter = Filter { port: PORT, addr: Some(pair.addr6_a().into()) };
+    let filter = Filter { port: PORT, addr: Some(pair.addr6_a().into()), max_len: None };
     let prog = XdpProgram::load(&filter, 1).unwrap();
     let _link = attach(&pair, &prog, AttachMode::Generic);
     let v6 = Traffic::new(&pair, pair.addr6_a().into(), std::net::Ipv6Addr::UNSPECIFIED.into());
@@ -224,7 +224,7 @@ fn other_destination_addresses_are_passed() {
         return;
     }
     let pair = VethPair::new().unwrap();
-    let filter = Filter { port: PORT, addr: Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))) };
+    let filter = Filter { port: PORT, addr: Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))), max_len: None };
     let prog = XdpProgram::load(&filter, 1).unwrap();
     let _link = attach(&pair, &prog, AttachMode::Native);
     let warm = Traffic::v4(&pair).run(20, 5, 64);
@@ -468,6 +468,29 @@ fn the_program_matches_only_whole_udp_datagrams_to_the_port() {
     }
 }
 
+/// A frame longer than `max_len` (what one UMEM frame holds) goes to the
+/// kernel, whose socket takes it whole; a socket on 0.0.0.0 takes no IPv6.
+#[test]
+fn long_frames_and_other_families_are_passed() {
+    use frames::*;
+    if !root_or_skip("long_frames_and_other_families_are_passed") {
+        return;
+    }
+    let to = [10, 0, 0, 1];
+    let short = ipv4(0, 0, 17, to, &udp(PORT));
+    let prog =
+        XdpProgram::load(&Filter { port: PORT, addr: None, max_len: Some(short.len() as u32) }, 1).unwrap();
+    assert_eq!(verdict(&prog, &short), "matched", "exactly max_len");
+    let mut long = udp(PORT);
+    long.push(b'!');
+    assert_eq!(verdict(&prog, &ipv4(0, 0, 17, to, &long)), "passed", "one byte over");
+    let any4 = Filter { port: PORT, addr: Some(Ipv4Addr::UNSPECIFIED.into()), max_len: None };
+    let prog = XdpProgram::load(&any4, 1).unwrap();
+    let v6 = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    assert_eq!(verdict(&prog, &short), "matched");
+    assert_eq!(verdict(&prog, &ipv6(17, v6, &udp(PORT))), "passed", "0.0.0.0 is IPv4 only");
+}
+
 #[test]
 fn address_filters_compare_the_whole_destination() {
     use frames::*;
@@ -477,14 +500,16 @@ fn address_filters_compare_the_whole_destination() {
     // The last octet >= 128 makes the word's top bit set on little-endian
     // hosts: the compare must not sign-extend it.
     let v4 = [192, 168, 1, 200];
-    let prog = XdpProgram::load(&Filter { port: PORT, addr: Some(IpAddr::from(v4)) }, 1).unwrap();
+    let prog =
+        XdpProgram::load(&Filter { port: PORT, addr: Some(IpAddr::from(v4)), max_len: None }, 1).unwrap();
     let six = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x81];
     assert_eq!(verdict(&prog, &ipv4(0, 0, 17, v4, &udp(PORT))), "matched");
     assert_eq!(verdict(&prog, &ipv4(0, 0, 17, [192, 168, 1, 201], &udp(PORT))), "passed");
     assert_eq!(verdict(&prog, &ipv4(0, 0, 17, [193, 168, 1, 200], &udp(PORT))), "passed");
     assert_eq!(verdict(&prog, &ipv6(17, six, &udp(PORT))), "passed", "another family");
 
-    let prog = XdpProgram::load(&Filter { port: PORT, addr: Some(IpAddr::from(six)) }, 1).unwrap();
+    let prog =
+        XdpProgram::load(&Filter { port: PORT, addr: Some(IpAddr::from(six)), max_len: None }, 1).unwrap();
     assert_eq!(verdict(&prog, &ipv6(17, six, &udp(PORT))), "matched");
     for byte in [0, 7, 15] {
         let mut other = six;

@@ -264,7 +264,8 @@ struct Progress {
 
 async fn xdp_side(ifname: String, ctx: Ctx, progress: Arc<Progress>) -> Report {
     let ifindex = program::ifindex(&ifname).expect("ifindex");
-    let prog = XdpProgram::load(&Filter { port: PORT, addr: None }, ctx.queues).expect("load program");
+    let prog = XdpProgram::load(&Filter { port: PORT, addr: None, max_len: None }, ctx.queues)
+        .expect("load program");
     let _link = prog.attach(ifindex, ctx.mode).expect("attach");
     let socks = bind_all(ifindex, &prog, &ctx);
     progress.go.store(true, Ordering::Release);

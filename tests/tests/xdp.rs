@@ -212,6 +212,33 @@ fn bad_frames_are_counted_and_fragments_take_the_kernel_path() {
     assert!(metric(&text, passed) >= Some(2.0), "the fragments were passed on: {text}");
 }
 
+/// Frames to another host's MAC (a promiscuous port, a router's transit
+/// traffic) are not the service's: the kernel would not deliver them, and
+/// the backend does not take them either.
+#[test]
+fn frames_to_another_host_are_not_taken() {
+    if !is_root() {
+        eprintln!("skipped: needs root (network namespaces, XDP)");
+        return;
+    }
+    let s = start(1, "xdp");
+    let ip = |args: &[&str]| bench_support::netns::ip(args).expect("ip");
+    ip(&["-n", s.pair.ns_a(), "link", "set", s.pair.if_a(), "promisc", "on"]);
+    let to = s.pair.addr_a().to_string();
+    let lie =
+        ["-n", s.pair.ns_b(), "neigh", "replace", &to, "lladdr", "02:00:00:00:00:99", "dev", s.pair.if_b()];
+    ip(&[&lie[..], &["nud", "permanent"]].concat());
+    blast(&s, "other.host", 50);
+    ip(&["-n", s.pair.ns_b(), "neigh", "del", &to, "dev", s.pair.if_b()]);
+    blast(&s, "this.host", 50);
+    s.sink.eventually("lines to this host", |k| k.sum("stats.counters.this.host.count") == 500.0);
+    s.sink.settle();
+    assert_eq!(s.sink.sum("stats.counters.other.host.count"), 0.0, "not ours");
+    let series =
+        "appliance_aggregate_xdp_invalid_total{service=\"aggregate\",queue=\"0\",reason=\"not_ours\"}";
+    assert_eq!(metric(&scrape(&s), series), Some(50.0));
+}
+
 /// The program is gone once the process is: after SIGTERM (the link is
 /// closed by the drain) and after SIGKILL (the kernel closes it).
 #[test]

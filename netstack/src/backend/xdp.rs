@@ -120,6 +120,9 @@ pub fn datagram(frame: &[u8], port: u16) -> Result<(Range<usize>, SocketAddr), F
 pub struct XdpUdp {
     socket: Rc<XskSocket>,
     port: u16,
+    /// The interface's own address: a unicast frame to another (a router's
+    /// or a promiscuous port's traffic) is not ours to take.
+    mac: Option<[u8; 6]>,
     frames: Vec<XskFrame>,
     drops: Rc<FrameDrops>,
 }
@@ -153,7 +156,14 @@ impl XdpCounters {
 impl XdpUdp {
     /// Receives the datagrams to `port` that reach `socket`.
     pub fn new(socket: XskSocket, port: u16) -> XdpUdp {
-        XdpUdp { socket: Rc::new(socket), port, frames: Vec::new(), drops: Rc::default() }
+        XdpUdp { socket: Rc::new(socket), port, mac: None, frames: Vec::new(), drops: Rc::default() }
+    }
+
+    /// Takes only frames to `mac` (the interface's address), broadcast or
+    /// multicast; other unicast frames are dropped as not ours.
+    pub fn only_to(mut self, mac: [u8; 6]) -> XdpUdp {
+        self.mac = Some(mac);
+        self
     }
 
     /// A handle on the counters that stays current.
@@ -165,6 +175,14 @@ impl XdpUdp {
     fn sort(&mut self, out: &mut Vec<Received<XskFrame>>) -> usize {
         let mut n = 0;
         for mut frame in self.frames.drain(..) {
+            let to = frame.as_ref().get(..6);
+            // The group bit of the first octet marks broadcast and multicast.
+            if let (Some(mac), Some(to)) = (self.mac, to) {
+                if to != mac && to[0] & 1 == 0 {
+                    self.drops.count(FrameDrop::NotOurs);
+                    continue;
+                }
+            }
             match datagram(frame.as_ref(), self.port) {
                 Ok((payload, source)) => {
                     frame.narrow(payload);

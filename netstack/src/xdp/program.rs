@@ -275,12 +275,18 @@ pub struct Filter {
     /// (`::ffff:a.b.c.d`) matches IPv4 datagrams to `a.b.c.d`, as a socket
     /// bound to it would.
     pub addr: Option<IpAddr>,
+    /// The longest frame redirected (bytes from the Ethernet header on):
+    /// what one UMEM frame holds. A longer one is passed to the kernel,
+    /// whose socket takes it whole, where the AF_XDP socket would drop it.
+    /// `None`: no bound.
+    pub max_len: Option<u32>,
 }
 
 /// The destination a [`Filter`] compiles to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Dest {
     Any,
+    AnyV4,
     V4([u8; 4]),
     V6([u8; 16]),
 }
@@ -289,6 +295,8 @@ impl Filter {
     fn dest(&self) -> Dest {
         match self.addr {
             None => Dest::Any,
+            // A socket on 0.0.0.0 takes IPv4 only; one on `::` both.
+            Some(IpAddr::V4(a)) if a.is_unspecified() => Dest::AnyV4,
             Some(a) if a.is_unspecified() => Dest::Any,
             Some(IpAddr::V4(v4)) => Dest::V4(v4.octets()),
             Some(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
@@ -419,20 +427,34 @@ fn assemble(filter: &Filter, fds: MapFds) -> Vec<Insn> {
     let port = wire16(filter.port);
     let mut asm = Asm::default();
     ethernet(&mut asm, dest);
-    if !matches!(dest, Dest::V6(_)) {
+    if takes_v4(dest) {
         asm.bind(Label::Ipv4);
         ipv4(&mut asm, dest, port);
     }
-    if !matches!(dest, Dest::V4(_)) {
+    if takes_v6(dest) {
         asm.bind(Label::Ipv6);
         ipv6(&mut asm, dest, port);
     }
     asm.bind(Label::Matched);
+    if let Some(max) = filter.max_len {
+        // Longer than a frame: the kernel's socket takes it whole.
+        let max = i32::try_from(max).unwrap_or(i32::MAX);
+        asm.emit(&[Insn::mov64_reg(TMP, DATA), Insn::alu64_imm(Alu::Add, TMP, max)]);
+        asm.jump(Insn::jmp_reg(Jmp::Gt, END, TMP, 0), Label::Pass);
+    }
     matched(&mut asm, fds);
     asm.bind(Label::Pass);
     count(&mut asm, fds.counters, COUNT_PASSED);
     asm.emit(&[Insn::mov64_imm(0, XDP_PASS), Insn::exit()]);
     asm.finish()
+}
+
+fn takes_v4(dest: Dest) -> bool {
+    matches!(dest, Dest::Any | Dest::AnyV4 | Dest::V4(_))
+}
+
+fn takes_v6(dest: Dest) -> bool {
+    matches!(dest, Dest::Any | Dest::V6(_))
 }
 
 /// Passes the frame unless it holds at least `need` bytes (the check the
@@ -447,10 +469,10 @@ fn ethernet(asm: &mut Asm, dest: Dest) {
     asm.emit(&[Insn::mov64_reg(CTX, 1), Insn::ldx(Size::W, DATA, CTX, 0), Insn::ldx(Size::W, END, CTX, 4)]);
     need_bytes(asm, ETH_LEN);
     asm.emit(&[Insn::ldx(Size::H, TMP, DATA, 12)]);
-    if !matches!(dest, Dest::V6(_)) {
+    if takes_v4(dest) {
         asm.jump(Insn::jmp_imm(Jmp::Eq, TMP, wire16(0x0800), 0), Label::Ipv4);
     }
-    if !matches!(dest, Dest::V4(_)) {
+    if takes_v6(dest) {
         asm.jump(Insn::jmp_imm(Jmp::Eq, TMP, wire16(0x86DD), 0), Label::Ipv6);
     }
     asm.jump(Insn::ja(0), Label::Pass);
@@ -710,7 +732,9 @@ mod tests {
         let v6 = IpAddr::V6("fd00:1::1".parse::<Ipv6Addr>().unwrap());
         let mapped = IpAddr::V6(Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped());
         let any6 = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
-        [None, Some(v4), Some(v6), Some(mapped), Some(any6)].map(|addr| Filter { port: 9000, addr }).to_vec()
+        [None, Some(v4), Some(v6), Some(mapped), Some(any6), Some(Ipv4Addr::UNSPECIFIED.into())]
+            .map(|addr| Filter { port: 9000, addr, max_len: None })
+            .to_vec()
     }
 
     #[test]
@@ -720,7 +744,8 @@ mod tests {
         assert_eq!(dests[1], Dest::V4([192, 168, 1, 200]));
         assert!(matches!(dests[2], Dest::V6(a) if a[0] == 0xfd && a[15] == 1));
         assert_eq!(dests[3], Dest::V4([10, 0, 0, 1]));
-        assert_eq!(dests[4], Dest::Any);
+        assert_eq!(dests[4], Dest::Any, "`::` is dual-stack");
+        assert_eq!(dests[5], Dest::AnyV4, "0.0.0.0 takes IPv4 only");
     }
 
     /// Every jump lands inside the program and on an instruction start (not

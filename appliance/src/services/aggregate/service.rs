@@ -746,7 +746,7 @@ pub async fn serve_shard(
         ));
     }
     if let Some(att) = &cfg.xdp {
-        for backend in super::xdp::bind_shard(att, me, shards)? {
+        for backend in super::xdp::bind_shard(att, me, shards).await {
             with(id, |st| st.xdp_receivers.push(backend.counters()));
             tasks.push(shard::spawn_local_named("statsd-xdp", recv_xdp(id, backend, att.clone(), records)));
         }

@@ -41,6 +41,9 @@ pub struct Attachment {
     pub port: u16,
     /// Each socket's UMEM and rings.
     umem: UmemConfig,
+    /// The interface's address, when it has one: frames to another host
+    /// are not taken.
+    mac: Option<[u8; 6]>,
 }
 
 impl fmt::Debug for Attachment {
@@ -87,7 +90,8 @@ pub fn attach(cfg: &AggregateConfig, udp: SocketAddr) -> Result<Option<Arc<Attac
 fn try_attach(interface: &str, mode: XdpMode, udp: SocketAddr, umem: UmemConfig) -> io::Result<Attachment> {
     let ifindex = program::ifindex(interface)?;
     let queues = rx_queues(interface)?;
-    let filter = Filter { port: udp.port(), addr: Some(udp.ip()) };
+    let max_len = Some(umem.frame_size - netstack::xdp::ring::PACKET_HEADROOM);
+    let filter = Filter { port: udp.port(), addr: Some(udp.ip()), max_len };
     let program = XdpProgram::load(&filter, queues)?;
     let (link, mode) = match mode {
         XdpMode::Native => (program.attach(ifindex, AttachMode::Native)?, AttachMode::Native),
@@ -109,7 +113,15 @@ fn try_attach(interface: &str, mode: XdpMode, udp: SocketAddr, umem: UmemConfig)
         mode,
         port: udp.port(),
         umem,
+        mac: mac_of(interface),
     })
+}
+
+/// The interface's Ethernet address (sysfs, `aa:bb:cc:dd:ee:ff`).
+fn mac_of(interface: &str) -> Option<[u8; 6]> {
+    let text = std::fs::read_to_string(format!("/sys/class/net/{interface}/address")).ok()?;
+    let bytes: Vec<u8> = text.trim().split(':').filter_map(|b| u8::from_str_radix(b, 16).ok()).collect();
+    <[u8; 6]>::try_from(bytes).ok()
 }
 
 /// The interface's receive queues, as sysfs lists them (in this process's
@@ -130,25 +142,61 @@ pub fn queues_of(queues: u32, index: usize, members: usize) -> Vec<u32> {
 }
 
 /// Opens this shard's sockets (member `index` of `members`) and puts them
-/// in the program's map: the backends to receive from.
-pub fn bind_shard(att: &Attachment, index: usize, members: usize) -> io::Result<Vec<XdpUdp>> {
-    let umem = &att.umem;
+/// in the program's map: the backends to receive from. A queue whose
+/// socket cannot be opened is logged and left out: its slot stays empty,
+/// so the program passes its datagrams to the kernel socket, and nothing
+/// is lost (`/status` shows the queues on AF_XDP).
+pub async fn bind_shard(att: &Attachment, index: usize, members: usize) -> Vec<XdpUdp> {
     let mut out = Vec::new();
+    // Zero-copy needs the driver's support (and native XDP); after the
+    // first refusal, copy mode for the rest.
+    let mut zero_copy = att.mode == AttachMode::Native;
     for q in queues_of(att.queues, index, members) {
-        // Zero-copy needs the driver's support (and native XDP); copy mode
-        // works everywhere.
-        let zero_copy = (att.mode == AttachMode::Native)
-            .then(|| XskSocket::bind(att.ifindex, q, BindMode::ZeroCopy, umem))
-            .and_then(Result::ok);
-        let socket = match zero_copy {
-            Some(s) => s,
-            None => XskSocket::bind(att.ifindex, q, BindMode::Copy, umem)
-                .map_err(|e| io::Error::new(e.kind(), format!("AF_XDP socket on queue {q}: {e}")))?,
-        };
-        att.program.set_socket(q, socket.fd())?;
-        out.push(XdpUdp::new(socket, att.port));
+        match bind_queue(att, q, &mut zero_copy).await {
+            Ok(socket) => {
+                let backend = XdpUdp::new(socket, att.port);
+                out.push(match att.mac {
+                    Some(mac) => backend.only_to(mac),
+                    None => backend,
+                });
+            }
+            Err(e) => tracing::error!(
+                interface = %att.interface, queue = q,
+                "AF_XDP socket: {e}; this queue's datagrams go to the kernel socket"
+            ),
+        }
     }
-    Ok(out)
+    out
+}
+
+/// One queue's socket, in its map slot. The kernel frees a queue a little
+/// after its last socket closed (a restart): `EBUSY` is retried briefly.
+async fn bind_queue(att: &Attachment, q: u32, zero_copy: &mut bool) -> io::Result<XskSocket> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
+    loop {
+        let socket = if *zero_copy {
+            match XskSocket::bind(att.ifindex, q, BindMode::ZeroCopy, &att.umem) {
+                Ok(s) => Ok(s),
+                Err(e) => {
+                    tracing::info!(queue = q, "AF_XDP zero-copy: {e}; copy mode");
+                    *zero_copy = false;
+                    XskSocket::bind(att.ifindex, q, BindMode::Copy, &att.umem)
+                }
+            }
+        } else {
+            XskSocket::bind(att.ifindex, q, BindMode::Copy, &att.umem)
+        };
+        match socket {
+            Ok(s) => {
+                att.program.set_socket(q, s.fd())?;
+                return Ok(s);
+            }
+            Err(e) if e.kind() == io::ErrorKind::ResourceBusy && std::time::Instant::now() < deadline => {
+                shard::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// One shard's AF_XDP figures: per socket, its counters.
