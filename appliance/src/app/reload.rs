@@ -110,7 +110,7 @@ pub fn reloadable(old: &AppConfig, new: &AppConfig) -> Result<(), String> {
             return restart("the kind of service");
         }
         if a.listens() != b.listens() {
-            return restart("listen (or udp)");
+            return restart("listen, udp, or the steering per-client limits set up");
         }
         if a.group() != b.group() {
             return restart("shards");
@@ -174,6 +174,42 @@ mod tests {
 
     fn file_top(top: &str) -> crate::config::AppConfig {
         file(top, "")
+    }
+
+    fn parsed(text: &str) -> crate::config::AppConfig {
+        FileConfig::parse(text).and_then(|f| f.validate()).expect("config")
+    }
+
+    /// Per-client caps and rates reload; turning the limits on or off, or
+    /// changing the prefixes, changes how the listening group is steered:
+    /// a restart (docs/operations.md).
+    #[test]
+    fn client_limits_reload_but_their_steering_needs_a_restart() {
+        let forward = |keys: &str| {
+            parsed(&format!(
+                "[[forward]]\nlisten = \"127.0.0.1:8080\"\nupstreams = [\"127.0.0.1:9\"]\n{keys}"
+            ))
+        };
+        let old = forward("max_conns_per_client = 5\n");
+        assert_eq!(reloadable(&old, &forward("max_conns_per_client = 10\nclient_rate = 3\n")), Ok(()));
+        for new in ["", "max_conns_per_client = 5\nclient_prefix_v4 = 24\n"] {
+            let err = reloadable(&old, &forward(new)).unwrap_err();
+            assert!(err.contains("needs a restart"), "{new:?}: {err}");
+        }
+    }
+
+    /// The aggregator's receive backend is restart-only.
+    #[test]
+    fn the_aggregate_backend_needs_a_restart() {
+        let aggregate = |keys: &str| {
+            parsed(&format!("[[aggregate]]\nlisten_udp = \"127.0.0.1:8125\"\nflush_stdout = true\n{keys}"))
+        };
+        let kernel = aggregate("");
+        let err = reloadable(&kernel, &aggregate("backend = \"xdp\"\ninterface = \"eth0\"\n")).unwrap_err();
+        assert!(err.contains("backend") && err.contains("needs a restart"), "{err}");
+        let xdp = aggregate("backend = \"auto\"\ninterface = \"eth0\"\n");
+        let err = reloadable(&xdp, &aggregate("backend = \"auto\"\ninterface = \"eth1\"\n")).unwrap_err();
+        assert!(err.contains("interface"), "{err}");
     }
 
     /// The runtime and the admin listener are built once: a reload that
