@@ -27,7 +27,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::OnceLock;
 
-use super::program::Insn;
+use super::insn::Insn;
 
 // Commands (enum bpf_cmd).
 const BPF_MAP_CREATE: u32 = 0;

@@ -20,6 +20,7 @@
 //! [`ring`] (memory shared with the kernel).
 
 pub mod bpf;
+pub mod insn;
 pub mod program;
 pub mod ring;
 pub mod socket;

@@ -9,6 +9,8 @@ use thiserror::Error;
 
 use cores::statsd::graphite::Percentile;
 
+pub use super::xdp::{Backend, XdpMode};
+
 /// Why a configuration was refused; each names the setting.
 #[derive(Debug, Error, PartialEq)]
 pub enum ConfigError {
@@ -87,55 +89,6 @@ pub enum Exchange {
     /// owner parses and aggregates them (the design ARCHITECTURE.md
     /// sketched first; kept to measure against).
     Records,
-}
-
-/// What receives the UDP datagrams.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum Backend {
-    /// Kernel UDP sockets, one per shard (the default).
-    #[default]
-    Kernel,
-    /// AF_XDP sockets on the receive queues of an interface, beside the
-    /// kernel sockets (which keep what the XDP program passes on:
-    /// fragments, other addresses). `fallback`: when AF_XDP cannot start,
-    /// log why and go on with the kernel sockets alone (`backend = "auto"`)
-    /// instead of refusing to start (`"xdp"`).
-    Xdp {
-        /// The interface statsd arrives on.
-        interface: String,
-        /// How the XDP program is attached.
-        mode: XdpMode,
-        /// Frames (2 KiB each) of each socket's UMEM, and entries of its
-        /// fill and receive rings: what absorbs a burst while the shard is
-        /// busy (a flush). Locked memory: frames x 2 KiB per queue.
-        frames: u32,
-        /// `auto`: fall back to the kernel path.
-        fallback: bool,
-    },
-}
-
-impl Backend {
-    /// As the configuration names it.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Backend::Kernel => "kernel",
-            Backend::Xdp { fallback: false, .. } => "xdp",
-            Backend::Xdp { fallback: true, .. } => "auto",
-        }
-    }
-}
-
-/// How the XDP program is attached to the interface.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum XdpMode {
-    /// In the driver, else generic.
-    #[default]
-    Auto,
-    /// In the driver (fails on interfaces without native XDP).
-    Native,
-    /// Generic XDP, after the kernel built its socket buffer: works on any
-    /// interface, gains less.
-    Generic,
 }
 
 /// Everything the aggregate service needs.

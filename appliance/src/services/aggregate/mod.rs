@@ -75,7 +75,7 @@ impl Service for AggregateConfig {
     fn prepare(&self, bound: &[std::net::SocketAddr]) -> Result<Option<Arc<dyn Service>>, String> {
         // The UDP listener is the first, when there is one.
         let Some(udp) = self.listen_udp.and(bound.first().copied()) else { return Ok(None) };
-        let Some(attachment) = xdp::attach(self, udp)? else { return Ok(None) };
+        let Some(attachment) = xdp::attach(&self.name, &self.backend, udp)? else { return Ok(None) };
         Ok(Some(Arc::new(AggregateConfig { xdp: Some(attachment), ..self.clone() })))
     }
 

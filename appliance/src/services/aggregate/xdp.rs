@@ -22,7 +22,54 @@ use netstack::xdp::program::{self, AttachMode, Filter, ProgramCounters, XdpLink,
 use netstack::xdp::socket::{BindMode, UmemConfig, XskSocket};
 use ops::metrics::{Exposition, Kind};
 
-use super::config::{AggregateConfig, Backend, XdpMode};
+/// What receives the UDP datagrams.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// Kernel UDP sockets, one per shard (the default).
+    #[default]
+    Kernel,
+    /// AF_XDP sockets on the receive queues of an interface, beside the
+    /// kernel sockets (which keep what the XDP program passes on:
+    /// fragments, other addresses). `fallback`: when AF_XDP cannot start,
+    /// log why and go on with the kernel sockets alone (`backend = "auto"`)
+    /// instead of refusing to start (`"xdp"`).
+    Xdp {
+        /// The interface statsd arrives on.
+        interface: String,
+        /// How the XDP program is attached.
+        mode: XdpMode,
+        /// Frames (2 KiB each) of each socket's UMEM, and entries of its
+        /// fill and receive rings: what absorbs a burst while the shard is
+        /// busy (a flush). Locked memory: frames x 2 KiB per queue.
+        frames: u32,
+        /// `auto`: fall back to the kernel path.
+        fallback: bool,
+    },
+}
+
+impl Backend {
+    /// As the configuration names it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Backend::Kernel => "kernel",
+            Backend::Xdp { fallback: false, .. } => "xdp",
+            Backend::Xdp { fallback: true, .. } => "auto",
+        }
+    }
+}
+
+/// How the XDP program is attached to the interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum XdpMode {
+    /// In the driver, else generic.
+    #[default]
+    Auto,
+    /// In the driver (fails on interfaces without native XDP).
+    Native,
+    /// Generic XDP, after the kernel built its socket buffer: works on any
+    /// interface, gains less.
+    Generic,
+}
 
 /// The XDP program attached to the interface, shared by the service's
 /// shards.
@@ -64,22 +111,23 @@ impl Attachment {
     }
 }
 
-/// Loads and attaches the program for `cfg`, whose UDP listener is bound
-/// to `udp`. `Ok(None)`: the kernel sockets alone (`backend = "kernel"`,
-/// or `"auto"` when AF_XDP cannot start here, with the reason logged).
-pub fn attach(cfg: &AggregateConfig, udp: SocketAddr) -> Result<Option<Arc<Attachment>>, String> {
-    let Backend::Xdp { interface, mode, fallback, frames } = &cfg.backend else { return Ok(None) };
+/// Loads and attaches the program for the service `service` with
+/// `backend`, whose UDP listener is bound to `udp`. `Ok(None)`: the kernel
+/// sockets alone (`backend = "kernel"`, or `"auto"` when AF_XDP cannot
+/// start here, with the reason logged).
+pub fn attach(service: &str, backend: &Backend, udp: SocketAddr) -> Result<Option<Arc<Attachment>>, String> {
+    let Backend::Xdp { interface, mode, fallback, frames } = backend else { return Ok(None) };
     let umem = UmemConfig { frames: *frames, ring_size: *frames, ..UmemConfig::default() };
     match try_attach(interface, *mode, udp, umem) {
         Ok(a) => {
             tracing::info!(
-                service = %cfg.name, interface = %a.interface, queues = a.queues, mode = ?a.mode,
+                service = %service, interface = %a.interface, queues = a.queues, mode = ?a.mode,
                 "AF_XDP: program attached"
             );
             Ok(Some(Arc::new(a)))
         }
         Err(e) if *fallback => {
-            tracing::warn!(service = %cfg.name, "backend auto: AF_XDP on {interface} cannot start ({e}); \
+            tracing::warn!(service = %service, "backend auto: AF_XDP on {interface} cannot start ({e}); \
                  receiving through the kernel sockets alone");
             Ok(None)
         }
