@@ -166,6 +166,13 @@ impl Appliance {
         }
     }
 
+    /// Whether a line containing `marker` was printed: among the lines
+    /// read so far, or one that arrives (stdout and stderr are read apart,
+    /// so a line printed before another may be read after it).
+    pub fn printed(&mut self, marker: &str) -> bool {
+        self.output().lines().any(|l| l.contains(marker)) || self.wait_for_line(marker).is_ok()
+    }
+
     /// Every line read so far.
     pub fn output(&mut self) -> String {
         while let Ok(l) = self.lines.try_recv() {

@@ -290,16 +290,16 @@ fn xdp_that_cannot_start_is_an_error_and_auto_falls_back() {
     let mut app =
         Appliance::start_in(pair.ns_a(), &xdp.iter().map(String::as_str).collect::<Vec<_>>()).expect("start");
     let status = app.wait_exit(Duration::from_secs(10)).expect("exits");
-    let out = app.output();
-    assert!(!status.success(), "{out}");
-    assert!(out.contains("nope0") && out.contains("backend = \"auto\""), "{out}");
+    assert!(!status.success(), "{}", app.output());
+    assert!(app.printed("backend = \"auto\""), "names the fallback: {}", app.output());
+    assert!(app.output().contains("nope0"), "{}", app.output());
     let auto: Vec<String> = args("auto");
     let mut app = Appliance::start_in(pair.ns_a(), &auto.iter().map(String::as_str).collect::<Vec<_>>())
         .expect("start");
     app.wait_for_line("aggregate listening on udp").expect("starts on the kernel sockets");
     let admin = app.wait_for_addr("admin listening on").expect("admin");
-    let out = app.output();
-    assert!(out.contains("backend auto") && out.contains("nope0"), "says why: {out}");
+    assert!(app.printed("backend auto"), "says why: {}", app.output());
+    assert!(app.output().contains("nope0"), "{}", app.output());
     let status = in_ns(pair.ns_a(), || http_get(admin, "/status").expect("status").1);
     let status: serde_json::Value = serde_json::from_str(&status).expect("json");
     let svc = &status["services"][0];
@@ -335,11 +335,11 @@ fn without_the_capabilities_xdp_names_them() {
     };
     let mut app = start("xdp");
     let status = app.wait_exit(Duration::from_secs(10)).expect("exits");
-    let out = app.output();
-    assert!(!status.success() && out.contains("CAP_BPF") && out.contains("CAP_NET_ADMIN"), "{out}");
+    assert!(!status.success(), "{}", app.output());
+    assert!(app.printed("CAP_BPF") && app.output().contains("CAP_NET_ADMIN"), "{}", app.output());
     let mut app = start("auto");
     app.wait_for_line("aggregate listening on udp").expect("starts on the kernel sockets");
-    assert!(app.output().contains("CAP_BPF"), "says why it fell back");
+    assert!(app.printed("CAP_BPF"), "says why it fell back: {}", app.output());
 }
 
 enum Damage {
