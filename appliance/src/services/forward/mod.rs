@@ -165,7 +165,7 @@ async fn handle(state: &ShardState, client: TcpStream) {
     }
     preamble.extend_from_slice(&early);
     let (ended, moved) = if preamble.is_empty() || upstream.send_all(preamble).await.0.is_ok() {
-        relay::relay(&client, &upstream, &state.group, cfg.idle_timeout).await
+        relay::relay(&client, &upstream, &state.buffers, cfg.idle_timeout).await
     } else {
         (Ended::Error, relay::Moved::default())
     };

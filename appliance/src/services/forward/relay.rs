@@ -62,16 +62,16 @@ enum Half {
 
 /// Relays until both directions are done (or one fails, or nothing moved
 /// either way for `idle`).
-pub async fn relay(
+pub(crate) async fn relay(
     client: &TcpStream,
     upstream: &TcpStream,
-    group: &BufRing,
+    buffers: &RelayBuffers,
     idle: Duration,
 ) -> (Ended, Moved) {
     let activity = Cell::new(shard::time::coarse_now());
     let (up_bytes, down_bytes, waited) = (Cell::new(0), Cell::new(0), Cell::new(0));
-    let mut up = pin!(pump(client, upstream, group, &activity, &up_bytes, &waited));
-    let mut down = pin!(pump(upstream, client, group, &activity, &down_bytes, &waited));
+    let mut up = pin!(pump(client, upstream, buffers, &activity, &up_bytes, &waited));
+    let mut down = pin!(pump(upstream, client, buffers, &activity, &down_bytes, &waited));
     let mut watchdog = pin!(watchdog(&activity, idle));
     let (mut up_done, mut down_done): (Option<Half>, Option<Half>) = (None, None);
     let mut idled = false;
@@ -128,13 +128,13 @@ async fn watchdog(activity: &Cell<Duration>, idle: Duration) {
 async fn pump(
     from: &TcpStream,
     to: &TcpStream,
-    group: &BufRing,
+    buffers: &RelayBuffers,
     activity: &Cell<Duration>,
     moved: &Cell<u64>,
     waited: &Cell<u64>,
 ) -> Half {
     loop {
-        let buf = match from.recv_provided(group).await {
+        let buf = match from.recv_provided(&buffers.group).await {
             Ok(Some(buf)) => buf,
             Ok(None) => {
                 let _ = to.shutdown_write().await;
@@ -144,7 +144,7 @@ async fn pump(
         };
         activity.set(shard::time::coarse_now());
         let n = buf.len() as u64;
-        if let Err(e) = forward(to, buf, group, waited).await {
+        if let Err(e) = forward(to, buf, buffers, waited).await {
             return Half::Failed(classify(&e));
         }
         moved.set(moved.get() + n);
@@ -152,18 +152,37 @@ async fn pump(
     }
 }
 
-thread_local! {
-    /// Bytes of slow-reader copies this shard holds now.
-    static COPIED: Cell<usize> = const { Cell::new(0) };
+/// One forward service's relay buffers on one shard: the group receives
+/// land in, and the bytes of slow-reader copies its connections hold now,
+/// bounded by the group's size (per service: each has its own group).
+pub(crate) struct RelayBuffers {
+    pub(crate) group: BufRing,
+    copied: Cell<usize>,
 }
 
-/// A slow-reader copy's share of [`COPIED`], given back when dropped (also
-/// when the relay is dropped mid-send).
-struct Copied(usize);
+impl RelayBuffers {
+    pub(crate) fn new(group: BufRing) -> RelayBuffers {
+        RelayBuffers { group, copied: Cell::new(0) }
+    }
 
-impl Drop for Copied {
+    /// Takes `n` bytes of the copy budget, if they fit.
+    fn take(&self, n: usize) -> Option<Copied<'_>> {
+        let budget = self.group.entries() * self.group.buf_size();
+        if self.copied.get() + n > budget {
+            return None;
+        }
+        self.copied.set(self.copied.get() + n);
+        Some(Copied(&self.copied, n))
+    }
+}
+
+/// A slow-reader copy's share of the budget, given back when dropped (also
+/// when the relay is dropped mid-send).
+struct Copied<'a>(&'a Cell<usize>, usize);
+
+impl Drop for Copied<'_> {
     fn drop(&mut self) {
-        COPIED.with(|c| c.set(c.get().saturating_sub(self.0)));
+        self.0.set(self.0.get().saturating_sub(self.1));
     }
 }
 
@@ -172,7 +191,12 @@ impl Drop for Copied {
 /// and the group buffer goes back before waiting for the reader (counted
 /// in `waited`), unless the shard's copies already hold as much as the
 /// group: then the send waits with the group buffer.
-async fn forward(to: &TcpStream, buf: ProvidedBuf, group: &BufRing, waited: &Cell<u64>) -> io::Result<()> {
+async fn forward(
+    to: &TcpStream,
+    buf: ProvidedBuf,
+    buffers: &RelayBuffers,
+    waited: &Cell<u64>,
+) -> io::Result<()> {
     let (res, buf) = to.try_send(buf).await;
     let sent = match res {
         Ok(n) if n == buf.len() => return Ok(()),
@@ -182,12 +206,9 @@ async fn forward(to: &TcpStream, buf: ProvidedBuf, group: &BufRing, waited: &Cel
     };
     waited.set(waited.get() + 1);
     let rest = buf.len() - sent;
-    let budget = group.entries() * group.buf_size();
-    if COPIED.with(|c| c.get()) + rest > budget {
+    let Some(_share) = buffers.take(rest) else {
         return send_from(to, buf, sent).await;
-    }
-    COPIED.with(|c| c.set(c.get() + rest));
-    let _share = Copied(rest);
+    };
     let copy = buf[sent..].to_vec();
     drop(buf);
     to.send_all(copy).await.0

@@ -57,7 +57,7 @@ pub(crate) struct ShardState {
     /// Per-client limits: this shard's table (every connection of a client
     /// reaches this one shard; the group is steered by client address).
     clients: RefCell<Option<ClientTable>>,
-    pub(crate) group: BufRing,
+    pub(crate) buffers: super::relay::RelayBuffers,
 }
 
 impl ShardState {
@@ -81,7 +81,7 @@ impl ShardState {
             id,
             members,
             conns: RefCell::new(ConnLimit::for_shard(Some(cfg.max_conns), n, me)),
-            group: BufRing::new(cfg.buffers, cfg.buffer_size)?,
+            buffers: super::relay::RelayBuffers::new(BufRing::new(cfg.buffers, cfg.buffer_size)?),
             pool: RefCell::new(pool),
             stats: RefCell::new(stats),
             clients: RefCell::new(cfg.clients.map(|p| ClientTable::new(share_of(p, n)))),
@@ -121,8 +121,9 @@ impl ShardState {
             u.up = u64::from(h.is_eligible(now));
         }
         s.active = u64::from(self.conns.borrow().active);
-        s.relay_buffers_free = self.group.entries().saturating_sub(self.group.in_use()) as u64;
-        s.relay_buffers_exhausted = self.group.exhausted();
+        let group = &self.buffers.group;
+        s.relay_buffers_free = group.entries().saturating_sub(group.in_use()) as u64;
+        s.relay_buffers_exhausted = group.exhausted();
         s.clients = self.clients.borrow().as_ref().map_or(0, |t| t.clients() as u64);
         s
     }
