@@ -179,10 +179,7 @@ const _: () = {
 /// the verifier log), for the duration of the call.
 unsafe fn sys_bpf<A: Attr>(cmd: u32, attr: &mut A) -> io::Result<c_long> {
     let ptr: *mut A = attr;
-    // SAFETY: `ptr` points to an initialised, exclusively borrowed block of
-    // ATTR_SIZE bytes (the Attr types' size), which the kernel may read and
-    // write back into (e.g. log_true_size); the pointers inside it are valid
-    // per this function's contract.
+    // SAFETY: `ptr` points to an initialised, exclusively borrowed block of ATTR_SIZE bytes (the Attr types' size), which the kernel may read and write back into (e.g. log_true_size); the pointers inside it are valid per this function's contract.
     let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd as c_long, ptr, ATTR_SIZE as c_long) };
     if rc < 0 {
         Err(io::Error::last_os_error())
@@ -194,8 +191,7 @@ unsafe fn sys_bpf<A: Attr>(cmd: u32, attr: &mut A) -> io::Result<c_long> {
 /// Wraps the descriptor a successful command returned.
 fn owned_fd(rc: c_long) -> io::Result<OwnedFd> {
     let raw = i32::try_from(rc).map_err(|_| io::Error::other(format!("bpf() returned {rc}, not a fd")))?;
-    // SAFETY: the kernel just installed `raw` in our table for this object
-    // and nothing else knows about it, so this is its only owner.
+    // SAFETY: the kernel just installed `raw` in our table for this object and nothing else knows about it, so this is its only owner.
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
@@ -309,8 +305,7 @@ impl Map {
         self.check_value(value.len())?;
         let key = key.to_ne_bytes();
         let mut attr = self.elem_attr(&key, value.as_ptr() as u64, flags);
-        // SAFETY: `key` holds the map's 4-byte key and `value` the
-        // value_len() bytes the kernel reads for this map; both outlive the call.
+        // SAFETY: `key` holds the map's 4-byte key and `value` the value_len() bytes the kernel reads for this map; both outlive the call.
         let rc = unsafe { sys_bpf(BPF_MAP_UPDATE_ELEM, &mut attr) };
         rc.map(drop).map_err(|e| explain(e, self.slot("updating", &key)))
     }
@@ -320,9 +315,7 @@ impl Map {
         let mut value = vec![0u8; self.value_len()?];
         let key = key.to_ne_bytes();
         let mut attr = self.elem_attr(&key, value.as_mut_ptr() as u64, 0);
-        // SAFETY: `key` holds the 4-byte key; `value` is writable for
-        // value_len() bytes, the most the kernel writes for this map type
-        // (per-CPU maps: one aligned value per possible CPU).
+        // SAFETY: `key` holds the 4-byte key; `value` is writable for value_len() bytes, the most the kernel writes for this map type (per-CPU maps: one aligned value per possible CPU).
         match unsafe { sys_bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) } {
             Ok(_) => Ok(Some(value)),
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
@@ -455,10 +448,7 @@ fn prog_load(insns: &[Insn], name: &str, log: Option<&mut [u8]>) -> io::Result<O
     };
     let mut attempts = LOAD_ATTEMPTS;
     loop {
-        // SAFETY: `insns` points to insn_cnt 8-byte `struct bpf_insn`s
-        // (Insn is repr(C) with that layout), `license` to a NUL-terminated
-        // string, and `log_buf` (if set) to log_size writable bytes; all
-        // are borrowed for the whole function.
+        // SAFETY: `insns` points to insn_cnt 8-byte `struct bpf_insn`s (Insn is repr(C) with that layout), `license` to a NUL-terminated string, and `log_buf` (if set) to log_size writable bytes; all are borrowed for the whole function.
         match unsafe { sys_bpf(BPF_PROG_LOAD, &mut attr) } {
             Err(e) if e.raw_os_error() == Some(libc::EAGAIN) && attempts > 1 => attempts -= 1,
             rc => return owned_fd(rc?),
@@ -491,9 +481,7 @@ pub fn test_run_xdp(prog: BorrowedFd<'_>, data: &[u8]) -> io::Result<u32> {
         batch_size: 0,
         zero: [0; ATTR_SIZE - 76],
     };
-    // SAFETY: `data` is readable for data_size_in bytes for the call; no
-    // output buffer or context is given (null pointers, zero sizes), so the
-    // kernel writes only into `attr` (retval, sizes, duration).
+    // SAFETY: `data` is readable for data_size_in bytes for the call; no output buffer or context is given (null pointers, zero sizes), so the kernel writes only into `attr` (retval, sizes, duration).
     let rc = unsafe { sys_bpf(BPF_PROG_TEST_RUN, &mut attr) };
     rc.map_err(|e| explain(e, "test-running the XDP program"))?;
     Ok(attr.retval)
@@ -546,8 +534,7 @@ fn link_error(err: io::Error, ifindex: u32, flags: u32) -> io::Error {
 /// Whether `ifindex` names an interface in the calling thread's namespace.
 fn interface_exists(ifindex: u32) -> bool {
     let mut name = [0 as libc::c_char; libc::IF_NAMESIZE];
-    // SAFETY: `name` is writable for IF_NAMESIZE bytes, the most
-    // if_indextoname writes.
+    // SAFETY: `name` is writable for IF_NAMESIZE bytes, the most if_indextoname writes.
     let found = unsafe { libc::if_indextoname(ifindex, name.as_mut_ptr()) };
     !found.is_null()
 }

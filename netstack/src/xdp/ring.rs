@@ -107,10 +107,7 @@ impl Mapping {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        // SAFETY: `ptr`/`len` are exactly one mapping we made; whatever pointed into it (rings,
-        // chunk bytes) borrows or sits beside this Mapping and is gone with it. The kernel may
-        // still hold the socket: it pins UMEM pages and references ring pages, writing them
-        // through its own mappings, so removing ours cannot make it write into our memory.
+        // SAFETY: `ptr`/`len` are exactly one mapping we made; whatever pointed into it (rings, chunk bytes) borrows or sits beside this Mapping and is gone with it. The kernel may still hold the socket: it pins UMEM pages and references ring pages, writing them through its own mappings, so removing ours cannot make it write into our memory.
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
     }
 }
@@ -229,9 +226,7 @@ impl<T: Desc> ConsumerRing<T> {
         }
         let n = n.min(max);
         for i in 0..n {
-            // SAFETY: the slot is in bounds, and the producer's Release store (loaded with Acquire
-            // above) published it; it is not rewritten until our consumer store below; any bits
-            // are a valid `T` (`Desc`).
+            // SAFETY: the slot is in bounds, and the producer's Release store (loaded with Acquire above) published it; it is not rewritten until our consumer store below; any bits are a valid `T` (`Desc`).
             f(unsafe { self.raw.slot(cons.wrapping_add(i)).read() });
         }
         if n > 0 {
@@ -286,8 +281,7 @@ impl<T: Desc> ProducerRing<T> {
         let mut n = 0;
         while n < room {
             let Some(item) = next() else { break };
-            // SAFETY: the slot is in bounds and free: the consumer's Release store (loaded with
-            // Acquire in `free`) says it is done with it, and it reads it only after our store below.
+            // SAFETY: the slot is in bounds and free: the consumer's Release store (loaded with Acquire in `free`) says it is done with it, and it reads it only after our store below.
             unsafe { self.raw.slot(prod.wrapping_add(n)).write(item) };
             n += 1;
         }
@@ -366,8 +360,7 @@ impl Umem {
         let len = (chunk.len as usize).min(self.map.len - start);
         // SAFETY: start <= map.len: the result stays inside the mapping (or one past its end).
         let ptr = unsafe { self.map.ptr.as_ptr().add(start) };
-        // SAFETY: start + len <= map.len; the chunk proves user space owns the frame, so the
-        // kernel does not write it while the slice (borrowing the chunk too) lives.
+        // SAFETY: start + len <= map.len; the chunk proves user space owns the frame, so the kernel does not write it while the slice (borrowing the chunk too) lives.
         unsafe { std::slice::from_raw_parts(ptr, len) }
     }
 
@@ -428,8 +421,7 @@ impl Rings {
         size: u32,
         umem: &Umem,
     ) -> io::Result<Rings> {
-        // SAFETY: each ring points into the mapping stored beside it in `Rings`, which outlives
-        // it; user space is the fill ring's only producer and the RX ring's only consumer.
+        // SAFETY: each ring points into the mapping stored beside it in `Rings`, which outlives it; user space is the fill ring's only producer and the RX ring's only consumer.
         let fill = ProducerRing::new(unsafe { RawRing::in_mapping(&fill_map, fill_off, size) }?);
         // SAFETY: as above.
         let rx = ConsumerRing::new(unsafe { RawRing::in_mapping(&rx_map, rx_off, size) }?);

@@ -232,8 +232,7 @@ pub fn try_in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> io::Result<
 fn join_netns(ns: &str) -> io::Result<()> {
     let path = format!("/var/run/netns/{ns}");
     let file = File::open(&path).map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))?;
-    // SAFETY: `file` is an open namespace file for the whole call; setns
-    // only changes the calling thread's network namespace.
+    // SAFETY: `file` is an open namespace file for the whole call; setns only changes the calling thread's network namespace.
     let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
     if rc != 0 {
         let e = io::Error::last_os_error();
