@@ -13,6 +13,15 @@ use appliance_tests::{http_get, metric, Appliance};
 use bench_support::netns::{in_ns, is_root, VethPair};
 use socket2::{Domain, Protocol, Socket, Type};
 
+/// Root can make namespaces and attach XDP; anyone else skips, saying so.
+fn root() -> bool {
+    let root = is_root();
+    if !root {
+        eprintln!("skipped: needs root (network namespaces, XDP, capabilities)");
+    }
+    root
+}
+
 /// Lines per datagram from the sender.
 const PER_DATAGRAM: usize = 10;
 
@@ -121,8 +130,7 @@ fn sum_of(text: &str, family: &str) -> f64 {
 /// program redirected them, the sockets received them), on every queue.
 #[test]
 fn statsd_over_af_xdp_counts_every_line() {
-    if !is_root() {
-        eprintln!("skipped: needs root (network namespaces, XDP)");
+    if !root() {
         return;
     }
     let s = start(2, "xdp");
@@ -153,8 +161,7 @@ fn statsd_over_af_xdp_counts_every_line() {
 /// backend checks the IPv6 frame, every line counts.
 #[test]
 fn statsd_over_af_xdp_on_ipv6() {
-    if !is_root() {
-        eprintln!("skipped: needs root (network namespaces, XDP)");
+    if !root() {
         return;
     }
     let s = start_on(1, "xdp", true);
@@ -173,8 +180,7 @@ fn statsd_over_af_xdp_on_ipv6() {
 /// passes to the kernel, whose socket the service keeps.
 #[test]
 fn bad_frames_are_counted_and_fragments_take_the_kernel_path() {
-    if !is_root() {
-        eprintln!("skipped: needs root (network namespaces, XDP)");
+    if !root() {
         return;
     }
     let s = start(1, "xdp");
@@ -217,8 +223,7 @@ fn bad_frames_are_counted_and_fragments_take_the_kernel_path() {
 /// the backend does not take them either.
 #[test]
 fn frames_to_another_host_are_not_taken() {
-    if !is_root() {
-        eprintln!("skipped: needs root (network namespaces, XDP)");
+    if !root() {
         return;
     }
     let s = start(1, "xdp");
@@ -243,8 +248,7 @@ fn frames_to_another_host_are_not_taken() {
 /// closed by the drain) and after SIGKILL (the kernel closes it).
 #[test]
 fn the_program_leaves_with_the_process() {
-    if !is_root() {
-        eprintln!("skipped: needs root (network namespaces, XDP)");
+    if !root() {
         return;
     }
     for signal in [libc::SIGTERM, libc::SIGKILL] {
@@ -263,8 +267,7 @@ fn the_program_leaves_with_the_process() {
 /// kernel sockets and says why.
 #[test]
 fn xdp_that_cannot_start_is_an_error_and_auto_falls_back() {
-    if !is_root() {
-        eprintln!("skipped: needs root (network namespaces, XDP)");
+    if !root() {
         return;
     }
     let pair = VethPair::new().expect("veth pair");
@@ -314,8 +317,7 @@ fn xdp_that_cannot_start_is_an_error_and_auto_falls_back() {
 /// and names them; `"auto"` runs on the kernel sockets.
 #[test]
 fn without_the_capabilities_xdp_names_them() {
-    if !is_root() {
-        eprintln!("skipped: needs root (network namespaces, dropping capabilities)");
+    if !root() {
         return;
     }
     let pair = VethPair::new().expect("veth pair");

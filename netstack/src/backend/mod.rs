@@ -34,7 +34,7 @@ use std::net::SocketAddr;
 pub use faulty::{FaultCounts, FaultRates, Faulty, FaultyBuf};
 pub use kernel::KernelUdp;
 pub use loopback::{Loopback, LoopbackBuf};
-pub use xdp::{datagram as xdp_datagram, FrameDrop, XdpCounters, XdpUdp};
+pub use xdp::{FrameDrop, XdpCounters, XdpUdp};
 
 /// A received datagram and its metadata.
 #[derive(Debug)]

@@ -74,7 +74,7 @@ impl FrameDrops {
 
 /// The UDP payload of a frame to `port`, and who sent it: the byte range
 /// of the payload within `frame`, after every length and checksum held.
-pub fn datagram(frame: &[u8], port: u16) -> Result<(Range<usize>, SocketAddr), FrameDrop> {
+pub(crate) fn datagram(frame: &[u8], port: u16) -> Result<(Range<usize>, SocketAddr), FrameDrop> {
     let eth = ethernet::Frame::new_checked(frame).map_err(|_| FrameDrop::Malformed)?;
     let at = eth.header_len();
     let ip = eth.payload();
@@ -228,58 +228,52 @@ mod tests {
     use super::*;
     use std::net::Ipv4Addr;
 
-    /// An Ethernet + IPv4 + UDP frame carrying `payload` to `port`.
-    fn v4_frame(payload: &[u8], port: u16) -> Vec<u8> {
-        let ip = ipv4::Repr {
-            src_addr: Ipv4Addr::new(10, 0, 0, 1),
-            dst_addr: Ipv4Addr::new(10, 0, 0, 2),
-            protocol: IpProtocol::UDP,
-            payload_len: 8 + payload.len(),
-            ..ipv4::Repr::default()
-        };
+    /// An Ethernet + IPv4 (or IPv6) + UDP frame carrying `payload` to `port`.
+    fn frame(v6: bool, payload: &[u8], port: u16) -> Vec<u8> {
+        let (ethertype, ip_len) = if v6 { (EtherType::IPV6, 40) } else { (EtherType::IPV4, 20) };
         let eth = ethernet::Repr {
             src_addr: ethernet::Address([2, 0, 0, 0, 0, 1]),
             dst_addr: ethernet::Address([2, 0, 0, 0, 0, 2]),
-            ethertype: EtherType::IPV4,
+            ethertype,
             vlan: None,
         };
-        let mut buf = vec![0u8; 14 + 20 + 8 + payload.len()];
+        let mut buf = vec![0u8; 14 + ip_len + 8 + payload.len()];
         let mut f = ethernet::Frame::new_unchecked(&mut buf[..]);
         eth.emit(&mut f).expect("eth");
-        let mut p = ipv4::Packet::new_unchecked(f.payload_mut());
-        ip.emit(&mut p).expect("ip");
-        let mut u = udp::Packet::new_unchecked(p.payload_mut());
-        udp::Repr { src_port: 4000, dst_port: port, payload_len: payload.len() }
-            .emit(&mut u, &ip.pseudo_header(), |b| b.copy_from_slice(payload))
-            .expect("udp");
+        let (l4_len, udp) =
+            (8 + payload.len(), udp::Repr { src_port: 4000, dst_port: port, payload_len: payload.len() });
+        let (ip_bytes, pseudo) = if v6 {
+            let ip = ipv6::Repr {
+                src_addr: "fd00::1".parse().expect("addr"),
+                dst_addr: "fd00::2".parse().expect("addr"),
+                next_header: IpProtocol::UDP,
+                payload_len: l4_len,
+                ..ipv6::Repr::default()
+            };
+            ip.emit(&mut ipv6::Packet::new_unchecked(f.payload_mut())).expect("ip");
+            (f.payload_mut(), ip.pseudo_header())
+        } else {
+            let ip = ipv4::Repr {
+                src_addr: Ipv4Addr::new(10, 0, 0, 1),
+                dst_addr: Ipv4Addr::new(10, 0, 0, 2),
+                protocol: IpProtocol::UDP,
+                payload_len: l4_len,
+                ..ipv4::Repr::default()
+            };
+            ip.emit(&mut ipv4::Packet::new_unchecked(f.payload_mut())).expect("ip");
+            (f.payload_mut(), ip.pseudo_header())
+        };
+        let mut u = udp::Packet::new_unchecked(&mut ip_bytes[ip_len..]);
+        udp.emit(&mut u, &pseudo, |b| b.copy_from_slice(payload)).expect("udp");
         buf
     }
 
-    /// An Ethernet + IPv6 + UDP frame carrying `payload` to `port`.
+    fn v4_frame(payload: &[u8], port: u16) -> Vec<u8> {
+        frame(false, payload, port)
+    }
+
     fn v6_frame(payload: &[u8], port: u16) -> Vec<u8> {
-        let ip = ipv6::Repr {
-            src_addr: "fd00::1".parse().expect("addr"),
-            dst_addr: "fd00::2".parse().expect("addr"),
-            next_header: IpProtocol::UDP,
-            payload_len: 8 + payload.len(),
-            ..ipv6::Repr::default()
-        };
-        let eth = ethernet::Repr {
-            src_addr: ethernet::Address([2, 0, 0, 0, 0, 1]),
-            dst_addr: ethernet::Address([2, 0, 0, 0, 0, 2]),
-            ethertype: EtherType::IPV6,
-            vlan: None,
-        };
-        let mut buf = vec![0u8; 14 + 40 + 8 + payload.len()];
-        let mut f = ethernet::Frame::new_unchecked(&mut buf[..]);
-        eth.emit(&mut f).expect("eth");
-        let mut p = ipv6::Packet::new_unchecked(f.payload_mut());
-        ip.emit(&mut p).expect("ip");
-        let mut u = udp::Packet::new_unchecked(p.payload_mut());
-        udp::Repr { src_port: 4000, dst_port: port, payload_len: payload.len() }
-            .emit(&mut u, &ip.pseudo_header(), |b| b.copy_from_slice(payload))
-            .expect("udp");
-        buf
+        frame(true, payload, port)
     }
 
     #[test]
