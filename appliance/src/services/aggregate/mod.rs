@@ -21,7 +21,7 @@ pub mod sink;
 pub mod xdp;
 pub use cores::statsd::stats;
 
-pub use config::{AggregateConfig, ConfigError};
+pub use config::{AggregateConfig, Backend, ConfigError};
 pub use service::gather_stats;
 
 use std::os::fd::OwnedFd;
@@ -127,6 +127,9 @@ impl Service for AggregateConfig {
             metrics::service(e, &self.name, &stats);
             let flushed = on_every_shard(move || service::last_flush(id)).await?;
             metrics::flushed_values(e, &self.name, &flushed);
+            if self.backend == Backend::Kernel {
+                return Ok(());
+            }
             let per_shard = on_every_shard(move || service::xdp_stats(id)).await?;
             let program = per_shard.iter().find_map(|(_, p)| *p);
             let queues: Vec<_> = per_shard.into_iter().flat_map(|(q, _)| q).collect();
@@ -139,11 +142,16 @@ impl Service for AggregateConfig {
 
     fn status(&self, id: ServiceId) -> Local<'static, Result<serde_json::Value, shard::SubmitError>> {
         let configured = self.backend.as_str();
+        let kernel = self.backend == Backend::Kernel;
         Box::pin(async move {
             let s = gather_stats(id).await?;
             // What receives now: `auto` may have fallen back to the kernel.
-            let per_shard = on_every_shard(move || service::xdp_stats(id)).await?;
-            let xdp_queues = per_shard.iter().map(|(q, _)| q.len()).sum::<usize>();
+            let xdp_queues = if kernel {
+                0
+            } else {
+                let per_shard = on_every_shard(move || service::xdp_stats(id)).await?;
+                per_shard.iter().map(|(q, _)| q.len()).sum::<usize>()
+            };
             let receiving = if xdp_queues > 0 { "xdp" } else { "kernel" };
             Ok(serde_json::json!({
                 "keys": s.keys, "metrics": s.metrics, "dropped": s.dropped_total(),
