@@ -309,9 +309,12 @@ fn udp_sessions_relay_replies_and_survive_idle_expiry() {
         "--no-pin",
         "--idle-timeout",
         "200ms",
+        "--admin",
+        "127.0.0.1:0",
     ])
     .expect("start");
     let addr = app.wait_for_addr("forward listening on").expect("listening");
+    let admin = app.wait_for_addr("admin listening on").expect("admin");
     let clients: Vec<std::net::UdpSocket> =
         (0..4).map(|_| std::net::UdpSocket::bind("127.0.0.1:0").expect("client")).collect();
     let roundtrip = |c: &std::net::UdpSocket, msg: &[u8]| -> Vec<u8> {
@@ -336,6 +339,11 @@ fn udp_sessions_relay_replies_and_survive_idle_expiry() {
     // new one and is relayed just the same.
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(roundtrip(&clients[0], b"after expiry"), b"after expiry");
+    // The expiries are counted and exposed (the counter was kept but left
+    // out of /metrics before the counter sets were declared once).
+    let (_, text) = appliance_tests::http_get(admin, "/metrics").expect("metrics");
+    let expired = "appliance_forward_udp_sessions_expired_total{service=\"forward\",shard=\"all\"}";
+    assert_eq!(appliance_tests::metric(&text, expired), Some(4.0), "{text}");
     stop.store(true, Ordering::SeqCst);
     thread.join().expect("upstream");
     app.signal(libc::SIGTERM);
