@@ -36,11 +36,13 @@ struct Setup {
 /// The aggregator (2 shards) on veth end `a` with `backend`, its Graphite
 /// sink on end `b`.
 fn start(queues: u32, backend: &str) -> Setup {
-    start_on(queues, backend, false)
+    start_on(queues, backend, false, &[])
 }
 
-/// [`start`], listening on end `a`'s IPv6 address with `v6`.
-fn start_on(queues: u32, backend: &str, v6: bool) -> Setup {
+/// [`start`], listening on end `a`'s IPv6 address with `v6`, the binary
+/// run through `wrap` (a command that execs its arguments) when given;
+/// then without waiting for the AF_XDP sockets.
+fn start_on(queues: u32, backend: &str, v6: bool, wrap: &[&str]) -> Setup {
     let pair = VethPair::with_queues(queues).expect("veth pair");
     pair.complete_checksums_from_b().expect("ethtool");
     let sink_at = SocketAddr::from((pair.addr_b(), 0));
@@ -67,11 +69,15 @@ fn start_on(queues: u32, backend: &str, v6: bool) -> Setup {
         "--grace",
         "3s",
     ];
-    let mut app = Appliance::start_in(pair.ns_a(), &args).expect("start");
+    let mut cmd = VethPair::exec(pair.ns_a(), wrap.first().copied().unwrap_or("env"));
+    cmd.args(wrap.iter().skip(1)).arg(appliance_tests::binary()).args(args);
+    let mut app = Appliance::spawn(&mut cmd).expect("start");
     let statsd = app.wait_for_addr("aggregate listening on udp").expect("listening");
     let admin = app.wait_for_addr("admin listening on").expect("admin");
     let s = Setup { pair, app, sink, statsd, admin };
-    wait_for_sockets(&s, queues);
+    if wrap.is_empty() {
+        wait_for_sockets(&s, queues);
+    }
     s
 }
 
@@ -164,7 +170,7 @@ fn statsd_over_af_xdp_on_ipv6() {
     if !root() {
         return;
     }
-    let s = start_on(1, "xdp", true);
+    let s = start_on(1, "xdp", true, &[]);
     blast(&s, "six.hits", 500);
     let want = (500 * PER_DATAGRAM) as f64;
     s.sink.eventually("every line counted", |k| k.sum("stats.counters.six.hits.count") == want);
@@ -216,6 +222,28 @@ fn bad_frames_are_counted_and_fragments_take_the_kernel_path() {
     assert_eq!(metric(&text, &series("malformed")), Some(5.0), "{text}");
     let passed = "appliance_aggregate_xdp_program_frames_total{service=\"aggregate\",action=\"pass\"}";
     assert!(metric(&text, passed) >= Some(2.0), "the fragments were passed on: {text}");
+}
+
+/// A queue whose AF_XDP socket cannot open (here: its UMEM over a small
+/// locked-memory limit, without CAP_IPC_LOCK) is left to the kernel
+/// socket: the service runs on, and every line still counts. (The old code
+/// ended that shard's service: nothing was counted.)
+#[test]
+fn a_socket_that_cannot_open_leaves_its_queue_to_the_kernel() {
+    if !root() {
+        return;
+    }
+    // 1 MiB of UMEM per socket; the two shards' rings fit in 512 KiB.
+    let wrap = ["capsh", "--drop=cap_ipc_lock", "--", "-c", "exec prlimit --memlock=524288 \"$0\" \"$@\""];
+    let mut s = start_on(1, "xdp", false, &wrap);
+    assert!(s.app.printed("AF_XDP socket"), "the failure is logged: {}", s.app.output());
+    blast(&s, "kernel.path", 100);
+    let want = (100 * PER_DATAGRAM) as f64;
+    s.sink.eventually("every line counted", |k| k.sum("stats.counters.kernel.path.count") == want);
+    let admin = s.admin;
+    let status = in_ns(s.pair.ns_a(), || http_get(admin, "/status").expect("status").1);
+    let status: serde_json::Value = serde_json::from_str(&status).expect("json");
+    assert_eq!(status["services"][0]["receiving"].as_str(), Some("kernel"), "{status}");
 }
 
 /// Frames to another host's MAC (a promiscuous port, a router's transit
