@@ -78,3 +78,61 @@ fn stalled_downloads_do_not_stall_other_connections() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The copy budget is each service's own: one forward service's stalled
+/// readers (here holding far more copies than the other's whole budget)
+/// leave the other service its copies, so its stalled readers still give
+/// their buffers back and its other connections go on. (With one budget
+/// per shard shared by every service, the small service found it spent
+/// by the big one, its stalled downloads kept all four buffers, and its
+/// echo stalled.)
+#[test]
+fn each_service_has_its_own_copy_budget() {
+    let up = Upstream::start(flood_or_echo, 0);
+    let dir = std::env::temp_dir().join(format!("appliance-copy-budget-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("appliance.toml");
+    let forward = |name: &str, buffers: u32| {
+        format!(
+            "[[forward]]\nname = \"{name}\"\nlisten = \"127.0.0.1:0\"\nupstreams = [\"{}\"]\n\
+             health_interval = \"0\"\nbuffers = {buffers}\nbuffer_size = 65536\n",
+            up.addr
+        )
+    };
+    let text = format!(
+        "[runtime]\nshards = 1\nno_pin = true\n[admin]\nlisten = \"127.0.0.1:0\"\n{}{}",
+        forward("big", 64),
+        forward("small", 4)
+    );
+    std::fs::write(&path, text).expect("write config");
+    let mut app = Appliance::start(&["run", "--config", path.to_str().expect("utf8")]).expect("start");
+    let big: SocketAddr = app.wait_for_addr("forward listening on").expect("big");
+    let small: SocketAddr = app.wait_for_addr("forward listening on").expect("small");
+    let stall = |addr: SocketAddr, n: usize| -> Vec<TcpStream> {
+        (0..n)
+            .map(|_| {
+                let mut s = TcpStream::connect(addr).expect("connect");
+                s.write_all(b"F").expect("ask for a download");
+                s
+            })
+            .collect()
+    };
+    // Sixteen stalled downloads on the big service: ~1 MiB of copies, four
+    // times the small service's whole budget (4 x 64 KiB).
+    let _big_stalled = stall(big, 16);
+    std::thread::sleep(Duration::from_millis(700));
+    let _small_stalled = stall(small, 6);
+    std::thread::sleep(Duration::from_millis(700));
+    let mut c = TcpStream::connect(small).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(3))).expect("timeout");
+    for round in 0..10u8 {
+        let msg = [b'e', round, round, round];
+        c.write_all(&msg).expect("send");
+        let mut back = [0u8; 4];
+        if let Err(e) = c.read_exact(&mut back) {
+            panic!("echo round {round} on the small service: {e} (its budget spent by the big one?)");
+        }
+        assert_eq!(back, msg);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
