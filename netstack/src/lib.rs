@@ -12,6 +12,8 @@
 //!   kernel-socket implementation (default), an in-memory loopback and a
 //!   fault injector, and one over AF_XDP ([`xdp`]).
 //! - [`xdp`]: AF_XDP sockets and the XDP program that feeds them.
+//! - [`fdpass`]: handing descriptors to another process (`SCM_RIGHTS`),
+//!   for binary upgrades.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -27,6 +29,7 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod fdpass;
 
 /// Marks a type as bound to the shard thread that made it (`!Send`,
 /// `!Sync`): its descriptor's operations and its close go through that

@@ -86,18 +86,26 @@ impl Incoming<'_> {
     /// clients already connected, then drop the listener so that new
     /// connections are refused at once instead of hanging in a backlog
     /// nobody reads.
-    pub fn take_ready(&mut self) -> Vec<TcpStream> {
+    ///
+    /// The multishot accept is cancelled and waited for: a connection it
+    /// took while the cancel was on its way is served too, not closed
+    /// unseen (which a client that has sent its request sees as a reset;
+    /// when the listening socket lives on in another process, after a
+    /// binary upgrade, no connection may be lost this way).
+    pub async fn finish(&mut self) -> Vec<TcpStream> {
         let mut ready = Vec::new();
-        if let Some(op) = self.op.as_mut() {
-            while let Some(mut c) = op.try_next() {
-                if let (Ok(_), Some(fd)) = (c.io_result(), c.take_fd()) {
-                    ready.push(TcpStream::from_fd(fd));
+        if let Some(mut op) = self.op.take() {
+            if op.cancel().is_ok() {
+                while let Some(mut c) = op.next().await {
+                    if let (Ok(_), Some(fd)) = (c.io_result(), c.take_fd()) {
+                        ready.push(TcpStream::from_fd(fd));
+                    }
                 }
             }
+            // Cancel not submitted (the ring failed): dropping cancels.
         }
-        // Cancel the multishot accept before draining the backlog, so the
-        // two do not race for the same connections.
-        self.op = None;
+        // The multishot accept has ended: draining the backlog does not
+        // race with it.
         let listener = SockRef::from(&self.listener.fd);
         loop {
             match listener.accept() {

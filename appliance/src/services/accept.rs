@@ -68,7 +68,7 @@ pub async fn accept_until_stopped(
     loop {
         match select(shard::stopping(), incoming.next()).await {
             Either::Left(()) => {
-                incoming.take_ready().into_iter().for_each(&mut on_conn);
+                incoming.finish().await.into_iter().for_each(&mut on_conn);
                 return;
             }
             Either::Right(Ok(conn)) => on_conn(conn),

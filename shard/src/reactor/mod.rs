@@ -173,6 +173,15 @@ impl Reactor {
         (keep, leftovers)
     }
 
+    /// Submits a cancel for the operation in slot `idx`, which keeps its
+    /// owner: its completions, the final `ECANCELED` one included, arrive
+    /// as usual.
+    pub(crate) fn cancel(&self, idx: u32) -> io::Result<()> {
+        let cancel = opcode::AsyncCancel::new(u64::from(idx)).build().user_data(TAG_IGNORE);
+        // SAFETY: a cancel entry carries no pointers.
+        unsafe { self.push(&cancel) }
+    }
+
     /// Closes `fd` through the ring, after every entry queued before it (so
     /// the number cannot be reused under an operation still queued), without
     /// waiting for the result.

@@ -164,6 +164,20 @@ impl<T: 'static> MultiOp<T> {
     pub fn is_ended(&self) -> bool {
         self.ended
     }
+
+    /// Asks the kernel to end the operation, keeping it: every completion
+    /// it posts until then (a connection a multishot accept took just
+    /// before the cancel landed, say) still comes out of
+    /// [`next`](Self::next), which returns `None` after the final one.
+    /// Dropping instead would let the reactor discard those completions
+    /// (closing their descriptors). Cancelling an ended operation, or twice,
+    /// does nothing.
+    pub fn cancel(&mut self) -> std::io::Result<()> {
+        if self.ended {
+            return Ok(());
+        }
+        alive(&self.home).reactor.cancel(self.idx)
+    }
 }
 
 impl<T: 'static> Drop for MultiOp<T> {
