@@ -141,6 +141,10 @@ pub struct ConnectArgs {
     /// Stop after exactly this many connections in total.
     #[arg(long)]
     pub requests: Option<u64>,
+    /// New connections per second in total (fixed-rate mode: each
+    /// connect is due on a schedule and its latency runs from then).
+    #[arg(long)]
+    pub rate: Option<f64>,
     /// Shared flags.
     #[command(flatten)]
     pub common: Common,

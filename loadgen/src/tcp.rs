@@ -288,6 +288,7 @@ async fn drain(s: Rc<TcpStream>, tally: Rc<Tally>) {
 /// `loadgen connect`.
 pub fn connect_rate(a: &ConnectArgs) -> anyhow::Result<Summary> {
     positive("connections", a.connections)?;
+    rate_flag(a.rate)?;
     let exchange = if a.http {
         Some(Exchange::Http(leak(request(&a.common.target.to_string(), "/"))))
     } else {
@@ -297,7 +298,7 @@ pub fn connect_rate(a: &ConnectArgs) -> anyhow::Result<Summary> {
         target: a.common.target,
         conns: a.connections,
         exchange: exchange.unwrap_or(Exchange::Echo(&[])),
-        conn_rate: None,
+        conn_rate: a.rate.map(|r| r / a.connections as f64),
         total: a.requests,
         timeout: duration_flag("timeout", &a.common.timeout)?,
     });
@@ -314,15 +315,25 @@ pub fn connect_rate(a: &ConnectArgs) -> anyhow::Result<Summary> {
         "none"
     };
     s.extra.push(("round_trip", round_trip.into()));
+    if let Some(r) = a.rate {
+        s.extra.push(("target_rate_per_s", r.into()));
+    }
     Ok(s)
 }
 
 async fn connect_loop(tally: Rc<Tally>, cfg: Arc<RrConfig>, c: usize, w: Window) {
     let quota = cfg.total.map(|t| share(t, cfg.conns, c));
+    let offset = cfg.conn_rate.map(|r| Duration::from_secs_f64(c as f64 / cfg.conns as f64 / r));
+    let mut pacer = Pacer::new(cfg.conn_rate, w.start + offset.unwrap_or_default());
     let (mut done, mut fails) = (0u64, 0u32);
     let mut conn = Conn::default();
     while !w.over() && quota.is_none_or(|q| done < q) && fails < MAX_FAILS {
-        let t0 = Instant::now();
+        // Unpaced: now. Paced: when it was due, so a slow connect delays
+        // the next one's start but not its measured latency.
+        let t0 = pacer.due().await;
+        if t0 >= w.deadline || w.over() {
+            return;
+        }
         let Some(stream) = connect(&tally, cfg.target, cfg.timeout, &w).await else {
             fails += 1;
             continue;

@@ -228,7 +228,8 @@ impl Server {
         self.stats.set(s);
     }
 
-    /// Serves `listener` until `until` completes.
+    /// Serves `listener` until `until` completes, then answers what was
+    /// already accepted or queued (waiting at most one request timeout).
     pub async fn serve(
         self: Rc<Self>,
         listener: TcpListener,
@@ -239,7 +240,7 @@ impl Server {
         let mut incoming = listener.incoming();
         loop {
             let conn = match select(until.as_mut(), incoming.next()).await {
-                Either::Left(()) => return,
+                Either::Left(()) => break,
                 Either::Right(Ok(conn)) => conn,
                 Either::Right(Err(e)) => {
                     tracing::warn!("admin accept: {e}");
@@ -247,18 +248,31 @@ impl Server {
                     continue;
                 }
             };
-            if self.open.get() >= self.limits.max_connections {
-                self.count(|s| s.refused += 1);
-                continue;
+            if let Some(task) = self.spawn_connection(conn, &router) {
+                task.detach();
             }
-            self.open.set(self.open.get() + 1);
-            let (server, router) = (self.clone(), router.clone());
-            shard::spawn_local_named("admin-conn", async move {
-                server.connection(conn, &router).await;
-                server.open.set(server.open.get() - 1);
-            })
-            .detach();
         }
+        // What the accept took meanwhile, or clients already queued, are
+        // answered rather than closed unseen (the listening socket may live
+        // on in a successor process, whose clients must not see a reset),
+        // within one request timeout.
+        let last: Vec<_> =
+            incoming.finish().await.into_iter().filter_map(|c| self.spawn_connection(c, &router)).collect();
+        let deadline = std::time::Instant::now() + self.limits.timeout;
+        let _ = shard::time::timeout_at(deadline, shard::future::join_all(last)).await;
+    }
+
+    fn spawn_connection(self: &Rc<Self>, conn: TcpStream, router: &Router) -> Option<shard::JoinHandle<()>> {
+        if self.open.get() >= self.limits.max_connections {
+            self.count(|s| s.refused += 1);
+            return None;
+        }
+        self.open.set(self.open.get() + 1);
+        let (server, router) = (self.clone(), router.clone());
+        Some(shard::spawn_local_named("admin-conn", async move {
+            server.connection(conn, &router).await;
+            server.open.set(server.open.get() - 1);
+        }))
     }
 
     async fn connection(&self, conn: TcpStream, router: &Router) {

@@ -1,6 +1,6 @@
 //! `ops`: what an operator needs to run the appliance: logging, signal
-//! handling, Prometheus exposition and a small HTTP server for the admin
-//! endpoint.
+//! handling, Prometheus exposition, a small HTTP server for the admin
+//! endpoint and systemd's readiness notifications.
 //!
 //! ```no_run
 //! ops::logging::init("info", ops::logging::LogFormat::Human).expect("logging");
@@ -15,3 +15,4 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod signals;
+pub mod systemd;

@@ -138,6 +138,11 @@ impl Appliance {
             .ok_or_else(|| format!("no address in {line:?}"))
     }
 
+    /// The process id (None once it has exited and been reaped).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Sends a signal to the process.
     pub fn signal(&self, sig: i32) {
         if let Some(c) = &self.child {

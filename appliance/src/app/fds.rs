@@ -7,7 +7,8 @@
 //! because of the upstream. So the appliance sizes its own limits:
 //!
 //! - a **reserve** for what it must always be able to open: the runtime
-//!   (rings, eventfds), every listener, the admin endpoint and its clients,
+//!   (rings, eventfds), every listener (twice with an upgrade socket: a
+//!   copy is kept for a successor), the admin endpoint and its clients,
 //!   one health check per upstream, Graphite and relay sockets, logging and
 //!   the rest of the process;
 //! - the remainder is shared between the services that accept connections
@@ -60,9 +61,15 @@ fn demand(service: &Service) -> Option<(u64, Option<u64>)> {
 fn reserve(cfg: &AppConfig, shards: usize) -> u64 {
     let shards = shards as u64;
     let mut r = BASE + PER_SHARD * shards + if cfg.admin.is_some() { ADMIN } else { 0 };
+    // With an upgrade socket every listener is kept twice (a copy offered
+    // to a successor), plus the socket and one connection on it.
+    let copies = if cfg.runtime.upgrade_socket.is_some() { 2 } else { 1 };
+    if copies == 2 {
+        r += 3;
+    }
     for s in &cfg.services {
         let d = s.descriptors();
-        r += s.listens().len() as u64 * shards + d.reserve_per_shard * shards + d.reserve;
+        r += s.listens().len() as u64 * shards * copies + d.reserve_per_shard * shards + d.reserve;
     }
     r
 }

@@ -10,6 +10,7 @@ pub mod fds;
 pub mod reload;
 pub mod startup;
 pub mod state;
+pub mod upgrade;
 
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
@@ -60,21 +61,62 @@ pub fn run(mut cfg: AppConfig, rt: shard::Runtime, path: Option<PathBuf>) -> any
     let budget = crate::app::fds::Budget::new(&cfg, shards, crate::app::fds::nofile());
     let warnings = budget.apply(&mut cfg);
     crate::app::startup::report(rt.plan(), &cfg, &budget, &warnings);
+    // Taking over (--upgrade) or claiming the upgrade socket comes first:
+    // a second instance fails here, naming the socket, before any bind.
+    let (mut inherited, role) = match (&cfg.runtime.upgrade_socket, cfg.runtime.upgrade) {
+        (Some(p), true) => (Some(upgrade::take_over(p)?), None),
+        (Some(p), false) => (None, Some(upgrade::Role::Serve(upgrade::claim(p)?))),
+        (None, _) => (None, Some(upgrade::Role::Off)),
+    };
+    let offer = upgrade::Offer::new(cfg.runtime.upgrade_socket.is_some());
     let mut bound = Vec::new();
     let mut listening = Vec::new();
     for service in &cfg.services {
         let conn_limit = budget.per_shard(bound.len(), service.members(shards).len());
-        bound.push(bind_service(service, &cfg, rt.plan(), conn_limit, &mut listening)?);
+        let b = bind_service(service, &cfg, rt.plan(), conn_limit, &mut listening, inherited.as_mut())?;
+        bound.push(b);
+    }
+    for (b, l) in bound.iter().flat_map(|b| b.groups.iter()).zip(&listening) {
+        offer.add(format!("{} {:?} {}", l.kind, l.service, l.proto), b).context("keeping listener copies")?;
     }
     let admin = match cfg.admin {
-        Some(addr) => Some(bind_admin(addr)?),
+        Some(addr) => Some(bind_admin(addr, inherited.as_mut())?),
         None => None,
     };
-    let app = App::new(cfg, path, rt.plan(), listening, admin.as_ref().map(|(_, a)| *a));
+    if let Some((fd, _)) = &admin {
+        offer.add("admin".into(), std::slice::from_ref(fd)).context("keeping listener copies")?;
+    }
+    let role = match (role, inherited) {
+        (Some(role), _) => role,
+        (None, Some(mut inherited)) => {
+            inherited.release_unused();
+            let path = cfg.runtime.upgrade_socket.clone().context("upgrade socket")?;
+            upgrade::Role::Finish(inherited, path)
+        }
+        (None, None) => upgrade::Role::Off,
+    };
+    let upgrade_path = cfg.runtime.upgrade_socket.clone();
+    let from = match &role {
+        upgrade::Role::Finish(inherited, _) => Some(inherited.from),
+        _ => None,
+    };
+    let admin_addr = admin.as_ref().map(|(_, a)| *a);
+    let app = App::new(cfg, path, rt.plan(), listening, admin_addr, offer, from);
     let handle = rt.handle();
     let hup = reload::watch_signals(signals, handle.clone(), app.clone())?;
-    let result = rt.run_with_handle(handle, move || main(app, bound, admin.map(|(fd, _)| fd), hup));
-    result.context("runtime")?
+    upgrade::spawn(role, app.clone(), handle.clone())?;
+    let main_app = app.clone();
+    let result = rt.run_with_handle(handle, move || main(main_app, bound, admin.map(|(fd, _)| fd), hup));
+    if let Some(path) = upgrade_path.filter(|_| !app.offer.handed_over()) {
+        // Ours to the end: no successor listens there.
+        let _ = std::fs::remove_file(path);
+    }
+    result.context("runtime")??;
+    let failure = app.failure().take();
+    match failure {
+        Some(e) => Err(anyhow::anyhow!(e)),
+        None => Ok(()),
+    }
 }
 
 /// Shard 0's main task: start the services everywhere, serve the admin
@@ -98,7 +140,21 @@ async fn main(app: Arc<App>, bound: Vec<Bound>, admin: Option<OwnedFd>, hup: Own
     let (done_tx, done_rx) = shard::sync::oneshot::channel::<()>();
     let admin_task = admin.map(|fd| {
         let app = app.clone();
-        shard::spawn_local_named("admin", async move { crate::app::admin::serve(fd, app, done_rx).await })
+        // After an upgrade the successor serves the admin endpoint (on the
+        // same socket): this process stops accepting there at once.
+        let done = {
+            let app = app.clone();
+            async move {
+                let handed_over = async {
+                    shard::stopping().await;
+                    if !app.offer.handed_over() {
+                        std::future::pending::<()>().await;
+                    }
+                };
+                let _ = shard::future::select(done_rx, std::pin::pin!(handed_over)).await;
+            }
+        };
+        shard::spawn_local_named("admin", async move { crate::app::admin::serve(fd, app, done).await })
     });
     shard::spawn_local_named("reload", reload::serve(hup, app.clone())).detach();
     let grace = app.config().grace;
@@ -189,6 +245,7 @@ fn bind_service(
     plan: &shard::placement::Plan,
     conn_limit: usize,
     listening: &mut Vec<Listening>,
+    mut inherited: Option<&mut upgrade::Inherited>,
 ) -> anyhow::Result<Bound> {
     let members = service.members(plan.shards.len());
     // Socket k of a group is member k's (bound in order), so a CPU program
@@ -199,7 +256,8 @@ fn bind_service(
     });
     let (mut groups, mut addrs) = (Vec::new(), Vec::new());
     for listen in service.listens() {
-        let (fds, addr) = bind(service, listen, members.len(), steer_to.as_deref())?;
+        let (fds, addr) =
+            bind(service, listen, members.len(), steer_to.as_deref(), inherited.as_deref_mut())?;
         let proto = if listen.udp { "udp" } else { "tcp" };
         let (service_name, kind) = (service.name().into(), service.kind());
         listening.push(Listening { service: service_name, kind, proto, addr, members: members.clone() });
@@ -222,19 +280,32 @@ fn bind(
     listen: Listen,
     shards: usize,
     steer_to: Option<&[u32]>,
+    inherited: Option<&mut upgrade::Inherited>,
 ) -> anyhow::Result<(Vec<OwnedFd>, SocketAddr)> {
     let opts = netstack::steer::ListenOptions { recv_buffer: listen.recv_buffer, ..Default::default() };
     let Listen { addr: listen, udp, by_client, .. } = listen;
     let what = || format!("{} {:?}: listen {listen}: cannot bind", service.kind(), service.name());
-    // Our group is ours: a second process on the same port would join it
-    // and take part of the traffic.
-    netstack::steer::ensure_free(listen, udp).with_context(what)?;
-    let bound = if udp {
-        netstack::steer::bind_udp_group(listen, shards, &opts)
-    } else {
-        netstack::steer::bind_group(listen, shards, &opts)
+    let taken = inherited.and_then(|i| i.take(listen, udp));
+    let was_taken = taken.is_some();
+    let listeners = match taken {
+        Some(fds) => grow(fds, shards, udp, &opts).with_context(what)?,
+        None => {
+            // Our group is ours: a second process on the same port would
+            // join it and take part of the traffic.
+            netstack::steer::ensure_free(listen, udp).with_context(what)?;
+            let bound = if udp {
+                netstack::steer::bind_udp_group(listen, shards, &opts)
+            } else {
+                netstack::steer::bind_group(listen, shards, &opts)
+            };
+            bound.with_context(what)?
+        }
     };
-    let listeners = bound.with_context(what)?;
+    if was_taken && by_client.is_none() && steer_to.is_none() {
+        // An inherited group may carry the old process's program: back
+        // to the hash unless one is attached below.
+        netstack::steer::detach_steering(&listeners[0]).with_context(what)?;
+    }
     if let Some((v4, v6)) = by_client {
         // Checked by `AppConfig::preflight`: a group steered by client is
         // not also steered by CPU.
@@ -250,12 +321,61 @@ fn bind(
     Ok((listeners, addr))
 }
 
-/// The admin listener (one socket, served by shard 0).
-fn bind_admin(addr: SocketAddr) -> anyhow::Result<(OwnedFd, SocketAddr)> {
+/// An inherited group made `shards` strong: more members join it when
+/// this process runs more shards than the old one. It cannot shrink:
+/// closing a member resets what waits in its backlog.
+fn grow(
+    mut fds: Vec<OwnedFd>,
+    shards: usize,
+    udp: bool,
+    opts: &netstack::steer::ListenOptions,
+) -> anyhow::Result<Vec<OwnedFd>> {
+    if fds.len() > shards {
+        anyhow::bail!(
+            "the running process has {} sockets here and this one would use {shards}: an upgrade \
+             cannot take fewer shards without resetting connections queued on the others \
+             (upgrade with at least {} shards, or restart)",
+            fds.len(),
+            fds.len()
+        );
+    }
+    let first = fds.first().context("an empty inherited group")?;
+    let addr = netstack::steer::local_addr(first)?;
+    if let Some(size) = opts.recv_buffer {
+        for fd in &fds {
+            socket2::SockRef::from(fd).set_recv_buffer_size(size)?;
+        }
+    }
+    // Same port, same user, SO_REUSEPORT: these join the inherited group,
+    // after its members (so socket i is still group index i).
+    let more = shards - fds.len();
+    if more > 0 {
+        let joined = if udp {
+            netstack::steer::bind_udp_group(addr, more, opts)?
+        } else {
+            netstack::steer::bind_group(addr, more, opts)?
+        };
+        fds.extend(joined);
+    }
+    Ok(fds)
+}
+
+/// The admin listener (one socket, served by shard 0), inherited on an
+/// upgrade when the address is the same.
+fn bind_admin(
+    addr: SocketAddr,
+    inherited: Option<&mut upgrade::Inherited>,
+) -> anyhow::Result<(OwnedFd, SocketAddr)> {
     let opts = netstack::steer::ListenOptions::default();
-    netstack::steer::ensure_free(addr, false).with_context(|| format!("--admin {addr}: cannot listen"))?;
-    let mut fds = netstack::steer::bind_group(addr, 1, &opts)
-        .with_context(|| format!("--admin {addr}: cannot listen"))?;
+    let mut fds = match inherited.and_then(|i| i.take(addr, false)) {
+        Some(fds) => grow(fds, 1, false, &opts).with_context(|| format!("--admin {addr}"))?,
+        None => {
+            netstack::steer::ensure_free(addr, false)
+                .with_context(|| format!("--admin {addr}: cannot listen"))?;
+            netstack::steer::bind_group(addr, 1, &opts)
+                .with_context(|| format!("--admin {addr}: cannot listen"))?
+        }
+    };
     let fd = fds.pop().context("admin listener")?;
     let local = netstack::steer::local_addr(&fd).with_context(|| format!("--admin {addr}"))?;
     Ok((fd, local))

@@ -53,6 +53,12 @@ pub fn watch_signals(
                     _ => {
                         tracing::info!("stopping: draining connections (signal again to exit at once)");
                         stopping = true;
+                        // The listeners must really close: no copy is kept
+                        // for a successor any more.
+                        app.offer.withdraw();
+                        if !app.offer.handed_over() {
+                            let _ = ops::systemd::notify("STOPPING=1");
+                        }
                         handle.stop();
                     }
                 }

@@ -24,9 +24,14 @@ pub struct App {
     pub listening: Vec<crate::app::Listening>,
     /// Where the admin endpoint listens.
     pub admin_addr: Option<SocketAddr>,
+    /// The listening sockets offered to a successor (binary upgrades).
+    pub offer: crate::app::upgrade::Offer,
+    /// The process this one took over from, if started with `--upgrade`.
+    pub upgraded_from: Option<u32>,
     serving: AtomicUsize,
     config: Mutex<AppConfig>,
     reloads: Mutex<ReloadStatus>,
+    failure: Mutex<Option<String>>,
 }
 
 /// Outcome of SIGHUP reloads.
@@ -48,6 +53,8 @@ impl App {
         plan: &shard::placement::Plan,
         listening: Vec<crate::app::Listening>,
         admin_addr: Option<SocketAddr>,
+        offer: crate::app::upgrade::Offer,
+        upgraded_from: Option<u32>,
     ) -> Arc<App> {
         Arc::new(App {
             started: Instant::now(),
@@ -55,9 +62,12 @@ impl App {
             placement: plan.shards.clone(),
             listening,
             admin_addr,
+            offer,
+            upgraded_from,
             serving: AtomicUsize::new(0),
             config: Mutex::new(config),
             reloads: Mutex::default(),
+            failure: Mutex::default(),
         })
     }
 
@@ -68,12 +78,23 @@ impl App {
 
     /// Every shard serves and the appliance is not draining.
     pub fn ready(&self) -> bool {
-        self.serving.load(Ordering::SeqCst) == self.placement.len() && !shard::is_stopping()
+        self.all_serving() && !shard::is_stopping()
+    }
+
+    /// Every shard has started its services (from any thread).
+    pub fn all_serving(&self) -> bool {
+        self.serving.load(Ordering::SeqCst) == self.placement.len()
     }
 
     /// The configuration in force.
     pub fn config(&self) -> MutexGuard<'_, AppConfig> {
         self.config.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Why the process must exit with an error once drained (an upgrade
+    /// that failed after this process started serving).
+    pub fn failure(&self) -> MutexGuard<'_, Option<String>> {
+        self.failure.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Reload bookkeeping.

@@ -1,6 +1,7 @@
 //! `[runtime]` / the runtime flags: how many shards, on which CPUs, how
 //! they wake each other and how long a drain may take.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
@@ -40,6 +41,15 @@ pub struct RuntimeArgs {
     /// service's shards [default: hash].
     #[arg(long, value_enum, env = "APPLIANCE_STEERING")]
     pub steering: Option<Steering>,
+    /// A Unix socket where the running process hands its listening
+    /// sockets to a new one started with --upgrade [default: none].
+    #[arg(long, env = "APPLIANCE_UPGRADE_SOCKET")]
+    pub upgrade_socket: Option<PathBuf>,
+    /// Take over from the process serving --upgrade-socket: inherit its
+    /// listening sockets, start serving, then have it drain.
+    #[arg(long, env = "APPLIANCE_UPGRADE")]
+    #[serde(skip)]
+    pub upgrade: bool,
 }
 
 /// `--steering` values.
@@ -87,6 +97,7 @@ impl RuntimeArgs {
             None => Duration::ZERO,
         };
         let grace = self.grace(key("grace"))?;
+        self.check_upgrade().map_err(|(field, e)| key(field).error(e))?;
         let steering_cpus = self.steering == Some(Steering::Cpu);
         let builder = shard::Builder::new().placement(opts).wake_mode(wake).idle_poll(idle_poll).grace(grace);
         let rt = builder.build().map_err(|e| match e {
@@ -112,6 +123,22 @@ impl RuntimeArgs {
             .map_err(|e| format!("\"cpu\": {e}; place one shard per CPU or use \"hash\""))
     }
 
+    /// `--upgrade` needs the socket to take over from.
+    fn check_upgrade(&self) -> Result<(), (&'static str, String)> {
+        match (&self.upgrade_socket, self.upgrade) {
+            (None, true) => Err((
+                "upgrade",
+                "needs the socket of the process to take over from: \
+                 --upgrade-socket PATH (or upgrade_socket in [runtime])"
+                    .into(),
+            )),
+            (Some(p), _) if !p.is_absolute() => {
+                Err(("upgrade_socket", format!("{p:?} must be an absolute path")))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The CPU each shard of `plan` is pinned to, by shard.
     pub fn shard_cpus(plan: &shard::placement::Plan) -> Vec<u32> {
         plan.shards.iter().map(|p| p.cpu as u32).collect()
@@ -132,6 +159,8 @@ impl RuntimeArgs {
             "idle_poll" => self.idle_poll.is_some(),
             "grace" => self.grace.is_some(),
             "steering" => self.steering.is_some(),
+            "upgrade_socket" => self.upgrade_socket.is_some(),
+            "upgrade" => self.upgrade,
             _ => false,
         };
         if given {
@@ -152,6 +181,8 @@ impl RuntimeArgs {
             idle_poll: over.idle_poll.clone().or_else(|| self.idle_poll.clone()),
             grace: over.grace.clone().or_else(|| self.grace.clone()),
             steering: over.steering.or(self.steering),
+            upgrade_socket: over.upgrade_socket.clone().or_else(|| self.upgrade_socket.clone()),
+            upgrade: over.upgrade || self.upgrade,
         }
     }
 

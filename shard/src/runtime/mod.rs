@@ -267,6 +267,12 @@ impl RuntimeHandle {
             s.request_stop();
         }
     }
+
+    /// Whether a stop was requested (from any thread; `shard::is_stopping`
+    /// only works on a shard).
+    pub fn is_stopping(&self) -> bool {
+        self.shared.get().is_some_and(|s| s.stopping.load(Ordering::SeqCst))
+    }
 }
 
 impl Runtime {

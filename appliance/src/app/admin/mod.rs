@@ -99,6 +99,8 @@ async fn status(app: &App) -> Result<serde_json::Value, shard::SubmitError> {
     let reloads = app.reloads().clone();
     Ok(json!({
         "version": env!("CARGO_PKG_VERSION"),
+        "pid": std::process::id(),
+        "upgraded_from": app.upgraded_from,
         "uptime_seconds": app.started.elapsed().as_secs_f64(),
         "ready": app.ready(),
         "draining": shard::is_stopping(),

@@ -1,0 +1,377 @@
+//! Binary upgrades that refuse no connection (HAProxy's `-x` with
+//! `expose-fd listeners`, nginx's `USR2`, Cloudflare's ecdysis).
+//!
+//! A process started with `upgrade_socket` (`--upgrade-socket`) listens
+//! there (a Unix `SOCK_SEQPACKET` socket, mode `0600`). A new process
+//! started with `--upgrade` and the same socket:
+//!
+//! 1. connects and says hello;
+//! 2. receives every listening socket of the running process (each
+//!    service's `SO_REUSEPORT` group and the admin listener) over
+//!    `SCM_RIGHTS` ([`netstack::fdpass`]). The sockets, and the
+//!    connections waiting in their backlogs, are now open in both
+//!    processes: both accept;
+//! 3. binds its configuration, taking an inherited group wherever it
+//!    listens on the same address and protocol (joining more members to
+//!    it when it runs more shards), binding fresh sockets elsewhere;
+//! 4. once every shard serves, tells systemd its pid (`MAINPID=`, when run
+//!    by systemd) and tells the old process it is ready;
+//! 5. the old process withdraws its copies of the sockets, stops accepting
+//!    (the connections its accept had already taken are served), answers
+//!    "draining", and drains its established connections for its grace
+//!    period, as on SIGTERM. The new process then listens on the upgrade
+//!    socket itself, ready for the next upgrade.
+//!
+//! Anything that fails before step 5 (the new configuration is invalid, a
+//! socket cannot be bound, the new process dies or is not ready within
+//! [`READY_TIMEOUT`]) leaves the old process serving as before; a new
+//! process whose upgrade fails after it started serving drains and exits
+//! with an error. Every step waits on the peer for a bounded time.
+//!
+//! Limits: established connections stay with the process that accepted
+//! them (as in HAProxy and Envoy); a group can grow (more shards) but not
+//! shrink (closing a member would reset what waits in its backlog); a
+//! listener on port 0 is never inherited (its port is a new one each time).
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use netstack::fdpass;
+use serde::{Deserialize, Serialize};
+use socket2::{SockRef, Socket, Type};
+
+use crate::app::state::App;
+
+/// How long the old process waits for the new one to be serving, and the
+/// new one waits to be serving before it gives up its upgrade.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long any other step waits on the peer.
+const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The protocol's version: both processes must speak the same one.
+const VERSION: u32 = 1;
+
+/// One message of the hand-off.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "msg", rename_all = "snake_case")]
+enum Msg {
+    /// New to old: take me over.
+    Hello { version: u32, pid: u32 },
+    /// Old to new: the groups that follow (what each is, how many sockets).
+    Offer { pid: u32, groups: Vec<(String, usize)> },
+    /// Old to new: sockets of group `group`, attached.
+    Sockets { group: usize },
+    /// Either way: no upgrade, and why.
+    Refused { reason: String },
+    /// New to old: every shard serves.
+    Ready,
+    /// Old to new: stopped accepting, draining; the upgrade socket is free.
+    Draining,
+}
+
+fn send(conn: &Socket, msg: &Msg, fds: &[BorrowedFd<'_>]) -> anyhow::Result<()> {
+    let bytes = serde_json::to_vec(msg).context("encoding")?;
+    fdpass::send(conn, &bytes, fds).context("sending")
+}
+
+fn recv(conn: &Socket) -> anyhow::Result<(Msg, Vec<OwnedFd>)> {
+    let (bytes, fds) = fdpass::recv(conn)?.context("the other process closed the connection")?;
+    let msg = serde_json::from_slice(&bytes).context("a message that is not the upgrade protocol")?;
+    Ok((msg, fds))
+}
+
+/// The listening sockets this process offers to a successor: a copy
+/// (`dup`) of each, so the sockets outlive this process's own listeners.
+/// Withdrawn (the copies closed) when the process starts to drain, so that
+/// after a plain SIGTERM its listeners really close and new connections are
+/// refused at once.
+#[derive(Debug)]
+pub struct Offer {
+    /// `None` once withdrawn.
+    groups: Mutex<Option<Vec<Offered>>>,
+    handed_over: AtomicBool,
+}
+
+impl Offer {
+    /// An offer, empty; `enabled` false (no upgrade socket): nothing is
+    /// ever kept.
+    pub fn new(enabled: bool) -> Offer {
+        Offer { groups: Mutex::new(enabled.then(Vec::new)), handed_over: AtomicBool::new(false) }
+    }
+
+    /// Keeps a copy of a group's sockets, described by `what` in logs.
+    pub fn add(&self, what: String, fds: &[OwnedFd]) -> std::io::Result<()> {
+        let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(groups) = groups.as_mut() {
+            let copies = fds.iter().map(OwnedFd::try_clone).collect::<std::io::Result<Vec<_>>>()?;
+            groups.push((what, copies));
+        }
+        Ok(())
+    }
+
+    /// Closes the copies: nothing is offered any more.
+    pub fn withdraw(&self) {
+        self.groups.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
+    /// Whether a successor took over (so this process must not speak for
+    /// the service to systemd, nor serve the admin endpoint, any more).
+    pub fn handed_over(&self) -> bool {
+        self.handed_over.load(Ordering::SeqCst)
+    }
+}
+
+/// One offered group: what it is (for logs), copies of its sockets.
+type Offered = (String, Vec<OwnedFd>);
+
+/// Listens on `path` for a successor, replacing a stale socket file a
+/// crashed process left; an appliance still serving there is an error.
+pub fn claim(path: &Path) -> anyhow::Result<Socket> {
+    match fdpass::connect(path, STEP_TIMEOUT) {
+        Ok(_) => bail!(
+            "upgrade socket {}: another appliance serves upgrades there; start this one with \
+             --upgrade to take over from it, or give it another upgrade_socket",
+            path.display()
+        ),
+        Err(e)
+            if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) =>
+        {
+            // Absent, or a file no process listens on any more.
+            let _ = std::fs::remove_file(path);
+        }
+        Err(e) => return Err(e).with_context(|| format!("upgrade socket {}", path.display())),
+    }
+    fdpass::listen(path).with_context(|| format!("upgrade socket {}: cannot listen", path.display()))
+}
+
+/// What a new process took from the one it upgrades.
+#[derive(Debug)]
+pub struct Inherited {
+    conn: Socket,
+    /// The old process.
+    pub from: u32,
+    groups: Vec<Group>,
+}
+
+#[derive(Debug)]
+struct Group {
+    what: String,
+    udp: bool,
+    addr: std::net::SocketAddr,
+    fds: Vec<OwnedFd>,
+}
+
+/// Connects to the process serving `path` and takes its listening sockets.
+pub fn take_over(path: &Path) -> anyhow::Result<Inherited> {
+    let conn = fdpass::connect(path, STEP_TIMEOUT)
+        .with_context(|| format!("--upgrade: no appliance serves upgrades at {}", path.display()))?;
+    send(&conn, &Msg::Hello { version: VERSION, pid: std::process::id() }, &[])?;
+    let (from, offered) = match recv(&conn).context("--upgrade: waiting for the running process")?.0 {
+        Msg::Offer { pid, groups } => (pid, groups),
+        Msg::Refused { reason } => bail!("--upgrade: the running process refused: {reason}"),
+        other => bail!("--upgrade: unexpected {other:?}"),
+    };
+    let mut fds: Vec<Vec<OwnedFd>> = offered.iter().map(|_| Vec::new()).collect();
+    let total: usize = offered.iter().map(|(_, n)| n).sum();
+    let mut received = 0;
+    while received < total {
+        let (msg, got) = recv(&conn).context("--upgrade: receiving sockets")?;
+        let Msg::Sockets { group } = msg else { bail!("--upgrade: unexpected {msg:?}") };
+        let slot = fds.get_mut(group).with_context(|| format!("--upgrade: no group {group}"))?;
+        received += got.len();
+        slot.extend(got);
+    }
+    let mut groups = Vec::new();
+    for ((what, count), fds) in offered.into_iter().zip(fds) {
+        let Some(first) = fds.first() else { continue };
+        if fds.len() != count {
+            bail!("--upgrade: {what}: {} sockets instead of {count}", fds.len());
+        }
+        let addr = netstack::steer::local_addr(first).with_context(|| format!("--upgrade: {what}"))?;
+        let udp = SockRef::from(first).r#type().with_context(|| format!("--upgrade: {what}"))? == Type::DGRAM;
+        groups.push(Group { what, udp, addr, fds });
+    }
+    tracing::info!("upgrade: took {} listening groups from process {from}", groups.len());
+    Ok(Inherited { conn, from, groups })
+}
+
+impl Inherited {
+    /// The inherited group listening on `addr` (`udp` or TCP), if any; port
+    /// 0 never matches (each start picks a new port).
+    pub fn take(&mut self, addr: std::net::SocketAddr, udp: bool) -> Option<Vec<OwnedFd>> {
+        if addr.port() == 0 {
+            return None;
+        }
+        let i = self.groups.iter().position(|g| g.udp == udp && g.addr == addr)?;
+        Some(self.groups.remove(i).fds)
+    }
+
+    /// Closes the groups no listener of this configuration took (their
+    /// sockets close for good when the old process drains).
+    pub fn release_unused(&mut self) {
+        for g in self.groups.drain(..) {
+            tracing::info!(
+                "upgrade: {} ({}) is not in this configuration: it closes when process {} drains",
+                g.what,
+                g.addr,
+                self.from
+            );
+        }
+    }
+}
+
+/// How a process takes part in upgrades once it serves.
+#[derive(Debug)]
+pub enum Role {
+    /// No upgrade socket.
+    Off,
+    /// Serves upgrades on this socket.
+    Serve(Socket),
+    /// Finishes taking over (then serves upgrades on `path`).
+    Finish(Inherited, PathBuf),
+}
+
+/// Starts the thread that, once every shard serves, tells systemd, finishes
+/// an upgrade in progress and serves the next ones.
+pub fn spawn(role: Role, app: Arc<App>, handle: shard::RuntimeHandle) -> anyhow::Result<()> {
+    std::thread::Builder::new()
+        .name("lifecycle".into())
+        .spawn(move || {
+            if !wait_ready(&app, &handle) {
+                return;
+            }
+            let listener = match role {
+                Role::Off => {
+                    notify("READY=1");
+                    return;
+                }
+                Role::Serve(listener) => {
+                    notify("READY=1");
+                    listener
+                }
+                Role::Finish(inherited, path) => match finish(inherited, &path) {
+                    Ok(listener) => listener,
+                    Err(e) => {
+                        let e = format!("{e:#}");
+                        tracing::error!("upgrade failed after this process started serving: {e}; draining");
+                        *app.failure() = Some(e);
+                        handle.stop();
+                        return;
+                    }
+                },
+            };
+            serve(listener, &app, &handle);
+        })
+        .context("starting the lifecycle thread")?;
+    Ok(())
+}
+
+fn notify(state: &str) {
+    if let Err(e) = ops::systemd::notify(state) {
+        tracing::warn!("systemd notification {state:?}: {e}");
+    }
+}
+
+/// Whether every shard serves within [`READY_TIMEOUT`] (false: stopping,
+/// or never ready).
+fn wait_ready(app: &App, handle: &shard::RuntimeHandle) -> bool {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while !app.all_serving() {
+        if handle.is_stopping() || Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    true
+}
+
+/// Step 4 and the end of step 5 on the new process's side.
+fn finish(inherited: Inherited, path: &Path) -> anyhow::Result<Socket> {
+    let Inherited { conn, from, .. } = inherited;
+    // Before the old process may exit, so systemd follows this one.
+    notify(&format!("MAINPID={}\nREADY=1", std::process::id()));
+    send(&conn, &Msg::Ready, &[]).with_context(|| format!("process {from} gave up on this upgrade"))?;
+    match recv(&conn).with_context(|| format!("process {from} did not confirm"))?.0 {
+        Msg::Draining => {}
+        other => bail!("process {from}: unexpected {other:?}"),
+    }
+    tracing::info!("upgrade: process {from} is draining; this process serves");
+    let _ = std::fs::remove_file(path);
+    fdpass::listen(path).with_context(|| format!("upgrade socket {}: cannot listen", path.display()))
+}
+
+/// Serves upgrade requests, one at a time, until one succeeds: then this
+/// process drains.
+fn serve(listener: Socket, app: &App, handle: &shard::RuntimeHandle) {
+    loop {
+        let conn = match listener.accept() {
+            Ok((conn, _)) => conn,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                tracing::warn!("upgrade socket: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        match hand_over(&conn, app) {
+            Ok(pid) => {
+                app.offer.handed_over.store(true, Ordering::SeqCst);
+                app.offer.withdraw();
+                tracing::info!(
+                    "upgrade: process {pid} serves now; draining (up to {:?})",
+                    app.config().grace
+                );
+                handle.stop();
+                // Free the socket path before the successor binds it.
+                drop(listener);
+                if let Err(e) = send(&conn, &Msg::Draining, &[]) {
+                    tracing::warn!("upgrade: telling process {pid}: {e:#}");
+                }
+                return;
+            }
+            Err(e) => tracing::warn!("upgrade refused or failed: {e:#}; this process keeps serving"),
+        }
+    }
+}
+
+/// Steps 1, 2 and the wait of 4 on the old process's side: the
+/// successor's pid once it is ready.
+fn hand_over(conn: &Socket, app: &App) -> anyhow::Result<u32> {
+    fdpass::bound_in_time(conn, STEP_TIMEOUT)?;
+    let pid = match recv(conn)?.0 {
+        Msg::Hello { version: VERSION, pid } => pid,
+        Msg::Hello { version, pid } => {
+            let reason = format!("protocol version {version}, this process speaks {VERSION}");
+            let _ = send(conn, &Msg::Refused { reason: reason.clone() }, &[]);
+            bail!("process {pid}: {reason}");
+        }
+        other => bail!("unexpected {other:?}"),
+    };
+    {
+        let groups = app.offer.groups.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(groups) = groups.as_ref() else {
+            let reason = "this process is draining".to_string();
+            let _ = send(conn, &Msg::Refused { reason: reason.clone() }, &[]);
+            bail!("process {pid}: {reason}");
+        };
+        let offer = groups.iter().map(|(what, fds)| (what.clone(), fds.len())).collect();
+        send(conn, &Msg::Offer { pid: std::process::id(), groups: offer }, &[])?;
+        for (i, (_, fds)) in groups.iter().enumerate() {
+            for chunk in fds.chunks(fdpass::MAX_FDS) {
+                let borrowed: Vec<BorrowedFd<'_>> = chunk.iter().map(AsFd::as_fd).collect();
+                send(conn, &Msg::Sockets { group: i }, &borrowed)?;
+            }
+        }
+    }
+    tracing::info!("upgrade: process {pid} took the listening sockets; waiting for it to serve");
+    conn.set_read_timeout(Some(READY_TIMEOUT))?;
+    match recv(conn).with_context(|| format!("process {pid} never said it was ready"))?.0 {
+        Msg::Ready => Ok(pid),
+        other => bail!("process {pid}: unexpected {other:?}"),
+    }
+}
