@@ -1,6 +1,6 @@
 //! Signals, delivered synchronously to one thread.
 //!
-//! `Signals::block` masks SIGINT, SIGTERM, SIGHUP and SIGQUIT in the calling
+//! `Signals::block` masks SIGINT, SIGTERM, SIGHUP, SIGQUIT and SIGUSR2 in the calling
 //! thread before any other thread starts, so every thread inherits the mask
 //! and no shard is ever interrupted. One thread then takes them one by one
 //! with `sigwait` and turns them into actions (drain, stop now, reload).
@@ -19,6 +19,8 @@ pub enum Signal {
     Hangup,
     /// Stop now.
     Quit,
+    /// Start a successor (binary upgrade), SIGUSR2.
+    User2,
 }
 
 /// The blocked signal set; see the module docs.
@@ -36,7 +38,7 @@ impl std::fmt::Debug for SigSet {
     }
 }
 
-const HANDLED: [libc::c_int; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
+const HANDLED: [libc::c_int; 5] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR2];
 
 impl Signals {
     /// Blocks the handled signals in this thread (and threads it starts).
@@ -71,6 +73,7 @@ impl Signals {
                 libc::SIGTERM => return Signal::Terminate,
                 libc::SIGHUP => return Signal::Hangup,
                 libc::SIGQUIT => return Signal::Quit,
+                libc::SIGUSR2 => return Signal::User2,
                 _ => continue,
             }
         }

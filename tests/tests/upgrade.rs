@@ -225,6 +225,9 @@ fn a_second_instance_is_refused_and_a_stale_socket_is_replaced() {
     drop(std::os::unix::net::UnixListener::bind(dir.join("upgrade.sock")).expect("stale file"));
     assert!(dir.join("upgrade.sock").exists());
     let mut first = run(&cfg, &[]);
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(dir.join("upgrade.sock")).expect("socket file").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "only this user may take the listeners");
     let (code, out) = run_to_end(&["run", "--config", cfg.to_str().expect("utf-8"), "--no-pin"]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("another appliance serves upgrades there"), "{out}");
@@ -279,6 +282,71 @@ fn systemd_hears_ready_and_follows_the_new_main_pid() {
     round_trip(port).expect("serving");
     new.signal(libc::SIGTERM);
     assert_eq!(next(), "STOPPING=1");
+    assert!(new.wait_exit(Duration::from_secs(15)).is_some());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// SIGUSR2 (nginx's way, and the systemd unit's `ExecReload`): the
+/// running process starts its own binary with its arguments and
+/// `--upgrade`; the new process takes over and the old one exits.
+#[test]
+fn sigusr2_starts_a_successor_that_takes_over() {
+    let dir = scratch("usr2");
+    let (_up, upstream) = echo();
+    let (port, admin) = (free_port(), free_port());
+    let cfg = config(&dir, port, admin, upstream);
+    let mut old = run(&cfg, &[]);
+    let old_pid = old.pid().map(u64::from);
+    old.signal(libc::SIGUSR2);
+    // The successor writes where the old process does: its lines come here.
+    old.wait_for_line("is draining; this process serves").expect("the successor takes over");
+    assert!(old.wait_exit(Duration::from_secs(15)).is_some_and(|s| s.success()), "{}", old.output());
+    let s = status(admin);
+    assert_eq!(s["upgraded_from"].as_u64(), old_pid, "{s}");
+    let new_pid = s["pid"].as_u64().expect("pid");
+    round_trip(port).expect("the successor serves");
+    let pid = i32::try_from(new_pid).expect("pid");
+    #[allow(unsafe_code)]
+    // SAFETY: kill(2) has no memory effects; the pid is the successor this test caused.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while dir.join("upgrade.sock").exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!dir.join("upgrade.sock").exists(), "the successor exits and removes its socket");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A service the new configuration drops keeps being served by the old
+/// process while it drains, and closes with it.
+#[test]
+fn a_dropped_service_closes_when_the_old_process_drains() {
+    let dir = scratch("dropped");
+    let (_up, upstream) = echo();
+    let (port, admin, extra_port) = (free_port(), free_port(), free_port());
+    let cfg = config(&dir, port, admin, upstream);
+    let with_extra = dir.join("extra.toml");
+    let extra = format!("[[echo]]\nname = \"extra\"\nlisten = \"127.0.0.1:{extra_port}\"\n");
+    std::fs::write(&with_extra, std::fs::read_to_string(&cfg).expect("config") + &extra).expect("config");
+    let mut old = run(&with_extra, &[]);
+    // A connection to the extra service keeps the old process draining.
+    let mut held = TcpStream::connect(("127.0.0.1", extra_port)).expect("extra service");
+    held.write_all(b"x").expect("write");
+    let mut one = [0u8; 1];
+    held.read_exact(&mut one).expect("echo");
+    let mut new = upgrade(&cfg, &mut old, &[]);
+    assert!(new.printed("is not in this configuration"), "{}", new.output());
+    held.write_all(b"y").expect("still served while the old process drains");
+    held.read_exact(&mut one).expect("echo");
+    assert_eq!(&one, b"y");
+    drop(held);
+    assert!(old.wait_exit(Duration::from_secs(15)).is_some_and(|s| s.success()), "{}", old.output());
+    let gone = TcpStream::connect(("127.0.0.1", extra_port)).map(drop).unwrap_err();
+    assert_eq!(gone.kind(), std::io::ErrorKind::ConnectionRefused);
+    round_trip(port).expect("the forward moved on");
+    new.signal(libc::SIGTERM);
     assert!(new.wait_exit(Duration::from_secs(15)).is_some());
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -43,16 +43,38 @@ fn start(queues: u32, backend: &str) -> Setup {
 /// run through `wrap` (a command that execs its arguments) when given;
 /// then without waiting for the AF_XDP sockets.
 fn start_on(queues: u32, backend: &str, v6: bool, wrap: &[&str]) -> Setup {
+    start_with(queues, backend, v6, wrap, &[])
+}
+
+/// [`start_on`] with `extra` flags.
+fn start_with(queues: u32, backend: &str, v6: bool, wrap: &[&str], extra: &[&str]) -> Setup {
     let pair = VethPair::with_queues(queues).expect("veth pair");
     pair.complete_checksums_from_b().expect("ethtool");
     let sink_at = SocketAddr::from((pair.addr_b(), 0));
     let sink = in_ns(pair.ns_b(), || Sink::start_at(sink_at));
     let listen = if v6 { format!("[{}]:8125", pair.addr6_a()) } else { format!("{}:8125", pair.addr_a()) };
-    let graphite = sink.addr.to_string();
+    let mut args = aggregate_args(&pair, &listen, sink.addr, backend);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let mut cmd = VethPair::exec(pair.ns_a(), wrap.first().copied().unwrap_or("env"));
+    cmd.args(wrap.iter().skip(1)).arg(appliance_tests::binary()).args(args);
+    let mut app = Appliance::spawn(&mut cmd).expect("start");
+    let statsd = app.wait_for_addr("aggregate listening on udp").expect("listening");
+    let admin = app.wait_for_addr("admin listening on").expect("admin");
+    let s = Setup { pair, app, sink, statsd, admin };
+    if wrap.is_empty() {
+        wait_for_sockets(&s, queues);
+    }
+    s
+}
+
+/// The aggregator's flags: 2 shards on `listen`, flushing to `graphite`
+/// every 200 ms, with `backend` on end `a`.
+fn aggregate_args(pair: &VethPair, listen: &str, graphite: SocketAddr, backend: &str) -> Vec<String> {
+    let graphite = graphite.to_string();
     let args = [
         "aggregate",
         "--listen-udp",
-        &listen,
+        listen,
         "--graphite",
         &graphite,
         "--flush-interval",
@@ -69,16 +91,7 @@ fn start_on(queues: u32, backend: &str, v6: bool, wrap: &[&str]) -> Setup {
         "--grace",
         "3s",
     ];
-    let mut cmd = VethPair::exec(pair.ns_a(), wrap.first().copied().unwrap_or("env"));
-    cmd.args(wrap.iter().skip(1)).arg(appliance_tests::binary()).args(args);
-    let mut app = Appliance::spawn(&mut cmd).expect("start");
-    let statsd = app.wait_for_addr("aggregate listening on udp").expect("listening");
-    let admin = app.wait_for_addr("admin listening on").expect("admin");
-    let s = Setup { pair, app, sink, statsd, admin };
-    if wrap.is_empty() {
-        wait_for_sockets(&s, queues);
-    }
-    s
+    args.iter().map(|s| s.to_string()).collect()
 }
 
 /// Until every queue's AF_XDP socket is in the program's map (its series
@@ -423,4 +436,51 @@ fn udp_checksum(src: Ipv4Addr, dst: Ipv4Addr, head: &[u8], payload: &[u8]) -> u1
         sum = (sum & 0xffff) + (sum >> 16);
     }
     !(sum as u16)
+}
+
+/// An interface takes one XDP program: an upgrade to a process that wants
+/// AF_XDP on the same interface fails while the old process holds it, and
+/// the old one serves on, on AF_XDP; one with `backend = "auto"` takes
+/// over on its kernel sockets (docs/operations.md, "Upgrading the
+/// binary"). Not a line is lost across either.
+#[test]
+fn an_upgrade_cannot_take_an_xdp_interface_and_auto_takes_over_on_sockets() {
+    if !root() {
+        return;
+    }
+    let sock = std::env::temp_dir().join(format!("appliance-xdp-upgrade-{}.sock", std::process::id()));
+    let sock = sock.to_str().expect("utf-8").to_string();
+    let mut s = start_with(1, "xdp", false, &[], &["--upgrade-socket", &sock]);
+    blast(&s, "up.hits", 100);
+    let successor = |backend: &str| {
+        let listen = s.statsd.to_string();
+        let mut args = aggregate_args(&s.pair, &listen, s.sink.addr, backend);
+        args.extend(["--upgrade-socket".to_string(), sock.clone(), "--upgrade".into()]);
+        let mut cmd = VethPair::exec(s.pair.ns_a(), "env");
+        cmd.arg(appliance_tests::binary()).args(args);
+        Appliance::spawn(&mut cmd).expect("start")
+    };
+    let mut xdp = successor("xdp");
+    let status = xdp.wait_exit(Duration::from_secs(20)).expect("exits");
+    assert!(!status.success(), "{}", xdp.output());
+    let out = xdp.output();
+    assert!(out.contains("listening groups from process") && out.contains("another XDP program"), "{out}");
+    assert!(s.app.printed("this process keeps serving"), "{}", s.app.output());
+    blast(&s, "up.hits", 100);
+    let want = (200 * PER_DATAGRAM) as f64;
+    s.sink.eventually("the old process counts on", |k| k.sum("stats.counters.up.hits.count") == want);
+    let frames = sum_of(&scrape(&s), "appliance_aggregate_xdp_frames_total");
+    assert_eq!(frames, 200.0, "on AF_XDP still");
+
+    let mut auto = successor("auto");
+    auto.wait_for_line("is draining; this process serves").expect("takes over");
+    assert!(auto.printed("backend auto"), "says it fell back: {}", auto.output());
+    assert!(s.app.wait_exit(Duration::from_secs(15)).is_some_and(|st| st.success()), "{}", s.app.output());
+    blast(&s, "up.hits", 100);
+    let want = (300 * PER_DATAGRAM) as f64;
+    s.sink.eventually("the successor counts every line", |k| k.sum("stats.counters.up.hits.count") == want);
+    s.sink.settle();
+    assert_eq!(s.sink.sum("stats.counters.up.hits.count"), want, "and no more");
+    auto.signal(libc::SIGTERM);
+    assert!(auto.wait_exit(Duration::from_secs(15)).is_some());
 }

@@ -57,6 +57,7 @@ pub struct Listening {
 /// config file SIGHUP re-reads (none: reloads are refused).
 pub fn run(mut cfg: AppConfig, rt: shard::Runtime, path: Option<PathBuf>) -> anyhow::Result<()> {
     let signals = ops::signals::Signals::block().context("blocking signals")?;
+    upgrade::remember_command_line();
     let shards = rt.shards();
     let budget = crate::app::fds::Budget::new(&cfg, shards, crate::app::fds::nofile());
     let warnings = budget.apply(&mut cfg);

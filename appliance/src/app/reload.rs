@@ -1,7 +1,8 @@
 //! Signals, and reloading the config file on SIGHUP.
 //!
 //! The signal thread owns the blocked signals. SIGTERM/SIGINT drain, a
-//! second one (or SIGQUIT) exits at once. On SIGHUP it reads and validates
+//! second one (or SIGQUIT) exits at once; SIGUSR2 starts a successor
+//! (a binary upgrade, see `upgrade`). On SIGHUP it reads and validates
 //! the file off the shards; a file that fails validation, or that changes
 //! what only a restart can change (services added or removed, a listening
 //! address, the transport, buffer sizes), is refused and reported (log,
@@ -49,6 +50,7 @@ pub fn watch_signals(
                         Err(e) => refused(&app, e),
                     },
                     ops::signals::Signal::Quit => std::process::exit(130),
+                    ops::signals::Signal::User2 => crate::app::upgrade::start_successor(&app),
                     _ if stopping => std::process::exit(130),
                     _ => {
                         tracing::info!("stopping: draining connections (signal again to exit at once)");

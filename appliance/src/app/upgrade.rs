@@ -225,6 +225,57 @@ impl Inherited {
     }
 }
 
+/// The executable and arguments this process was started with, taken at
+/// start: after a package replaced the binary, `/proc/self/exe` names the
+/// deleted old file, while the path names the new one.
+static STARTED_AS: std::sync::OnceLock<(PathBuf, Vec<std::ffi::OsString>)> = std::sync::OnceLock::new();
+
+/// Records how this process was started, for [`start_successor`].
+pub fn remember_command_line() {
+    if let Ok(exe) = std::env::current_exe() {
+        let _ = STARTED_AS.set((exe, std::env::args_os().skip(1).collect()));
+    }
+}
+
+/// SIGUSR2: starts the binary at this process's path with its arguments
+/// and `--upgrade` (nginx's USR2), which takes over through the upgrade
+/// socket. Its output goes where this process's goes; if it exits without
+/// taking over, that is logged and this process serves on.
+pub fn start_successor(app: &App) {
+    if app.config().runtime.upgrade_socket.is_none() {
+        tracing::error!(
+            "SIGUSR2: no upgrade socket (upgrade_socket in [runtime], --upgrade-socket): no upgrade"
+        );
+        return;
+    }
+    if app.offer.handed_over() || app.offer.groups.lock().unwrap_or_else(|p| p.into_inner()).is_none() {
+        tracing::error!("SIGUSR2: this process is draining: no upgrade");
+        return;
+    }
+    let Some((exe, args)) = STARTED_AS.get() else {
+        tracing::error!("SIGUSR2: the executable's path is unknown: no upgrade");
+        return;
+    };
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(args);
+    if !args.iter().any(|a| a == "--upgrade") {
+        cmd.arg("--upgrade");
+    }
+    match cmd.stdin(std::process::Stdio::null()).spawn() {
+        Ok(mut child) => {
+            let pid = child.id();
+            tracing::info!("SIGUSR2: started {} as process {pid} to take over", exe.display());
+            let _ = std::thread::Builder::new().name("successor".into()).spawn(move || {
+                // Reaps it if it fails; after a take-over this process exits first.
+                if let Ok(status) = child.wait() {
+                    tracing::warn!("upgrade: process {pid} exited ({status}) without taking over");
+                }
+            });
+        }
+        Err(e) => tracing::error!("SIGUSR2: cannot start {}: {e}: no upgrade", exe.display()),
+    }
+}
+
 /// How a process takes part in upgrades once it serves.
 #[derive(Debug)]
 pub enum Role {
@@ -373,5 +424,43 @@ fn hand_over(conn: &Socket, app: &App) -> anyhow::Result<u32> {
     match recv(conn).with_context(|| format!("process {pid} never said it was ready"))?.0 {
         Msg::Ready => Ok(pid),
         other => bail!("process {pid}: unexpected {other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(udp: bool, addr: &str) -> Group {
+        let fd = std::os::unix::net::UnixDatagram::unbound().expect("socket");
+        Group { what: "g".into(), udp, addr: addr.parse().expect("addr"), fds: vec![OwnedFd::from(fd)] }
+    }
+
+    #[test]
+    fn groups_match_by_address_and_protocol_never_on_port_zero() {
+        let (conn, _) = Socket::pair(socket2::Domain::UNIX, Type::SEQPACKET, None).expect("pair");
+        let groups =
+            vec![group(false, "127.0.0.1:80"), group(true, "127.0.0.1:80"), group(false, "127.0.0.1:0")];
+        let mut inherited = Inherited { conn, from: 1, groups };
+        assert!(inherited.take("127.0.0.1:0".parse().expect("addr"), false).is_none());
+        assert!(inherited.take("127.0.0.1:81".parse().expect("addr"), false).is_none());
+        assert!(inherited.take("127.0.0.1:80".parse().expect("addr"), true).is_some());
+        assert!(inherited.take("127.0.0.1:80".parse().expect("addr"), true).is_none(), "taken once");
+        assert!(inherited.take("127.0.0.1:80".parse().expect("addr"), false).is_some());
+        inherited.release_unused();
+        assert!(inherited.groups.is_empty());
+    }
+
+    #[test]
+    fn a_withdrawn_offer_keeps_nothing() {
+        let offer = Offer::new(true);
+        let fd = OwnedFd::from(std::os::unix::net::UnixDatagram::unbound().expect("socket"));
+        offer.add("g".into(), std::slice::from_ref(&fd)).expect("add");
+        assert_eq!(offer.groups.lock().expect("lock").as_ref().map(Vec::len), Some(1));
+        offer.withdraw();
+        assert!(offer.groups.lock().expect("lock").is_none());
+        let off = Offer::new(false);
+        off.add("g".into(), std::slice::from_ref(&fd)).expect("add");
+        assert!(off.groups.lock().expect("lock").is_none(), "no upgrade socket: no copies");
     }
 }
