@@ -20,9 +20,13 @@ pub struct Cli {
     /// Serve /metrics, /status, /healthz and /readyz here (e.g. 127.0.0.1:9090).
     #[arg(long, value_parser = crate::config::parse_addr, global = true, env = "APPLIANCE_ADMIN")]
     pub admin: Option<SocketAddr>,
-    /// Allow a non-loopback --admin address (the endpoint has no authentication).
+    /// Allow a non-loopback --admin address (reads have no authentication).
     #[arg(long, global = true, env = "APPLIANCE_ADMIN_ALLOW_REMOTE")]
     pub admin_allow_remote: bool,
+    /// Bearer token the admin API's changes need (16+ characters); without
+    /// one they are only taken on a loopback admin address.
+    #[arg(long, global = true, env = "APPLIANCE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
     /// What to run.
     #[command(subcommand)]
     pub command: Command,

@@ -69,7 +69,8 @@ fn configure(cli: &Cli) -> Result<Option<Configured>, String> {
         Command::Run(args) => {
             let mut cfg = file.validate().map_err(err)?;
             let over = args.runtime.clone();
-            cfg.set_overrides(config::Overrides { runtime: over.clone(), admin: None }).map_err(err)?;
+            cfg.set_overrides(config::Overrides { runtime: over.clone(), ..Default::default() })
+                .map_err(err)?;
             (cfg, Box::new(move |f: &str| over.key_over_file(f)))
         }
         Command::Echo(args) => {
@@ -86,8 +87,13 @@ fn configure(cli: &Cli) -> Result<Option<Configured>, String> {
         }
         Command::Topology(_) | Command::Check(_) | Command::Loadgen(_) => return Ok(Some((None, path))),
     };
+    if let Some(token) = &cli.admin_token {
+        config::check_token(token, Key("--admin-token".into())).map_err(err)?;
+        cfg.admin_token = Some(token.clone());
+        cfg.overrides.admin_token = Some(token.clone());
+    }
     if let Some(listen) = cli.admin {
-        let admin = AdminOptions { listen, allow_remote: cli.admin_allow_remote };
+        let admin = AdminOptions { listen, allow_remote: cli.admin_allow_remote, token: None };
         cfg.admin = Some(admin.validate(Key("--admin".into())).map_err(err)?);
         cfg.overrides.admin = cfg.admin;
         config::check_admin_port(listen, &cfg.services, Key("--admin".into())).map_err(err)?;
@@ -99,11 +105,12 @@ fn configure(cli: &Cli) -> Result<Option<Configured>, String> {
 /// A configuration of one service given by flags.
 fn from_flags(runtime: &RuntimeArgs, service: Service) -> Result<AppConfig, String> {
     let grace = runtime.grace(Key("--grace".into())).map_err(|e: ConfigError| e.to_string())?;
-    let overrides = config::Overrides { runtime: runtime.clone(), admin: None };
+    let overrides = config::Overrides { runtime: runtime.clone(), ..Default::default() };
     Ok(AppConfig {
         runtime: runtime.clone(),
         grace,
         admin: None,
+        admin_token: None,
         services: vec![service],
         from_file: false,
         overrides,

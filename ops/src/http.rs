@@ -19,7 +19,8 @@ use shard::future::{select, Either};
 /// A parsed request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
-    /// `GET` or `HEAD`.
+    /// `GET`, `HEAD` or `POST` (without a body: its parameters are in the
+    /// query string).
     pub method: String,
     /// The path, without the query string.
     pub path: String,
@@ -27,6 +28,8 @@ pub struct Request {
     pub query: Option<String>,
     /// Whether the connection stays open after the response.
     pub keep_alive: bool,
+    /// The `Authorization` header's value, if any.
+    pub authorization: Option<String>,
 }
 
 /// A response.
@@ -94,7 +97,7 @@ pub enum BadRequest {
     Malformed,
     /// The head exceeded the limit, or a body was announced.
     TooLarge,
-    /// A method other than GET and HEAD.
+    /// A method other than GET, HEAD and POST.
     Method,
 }
 
@@ -103,7 +106,7 @@ impl BadRequest {
         match self {
             BadRequest::Malformed => Response::text(400, "bad request\n"),
             BadRequest::TooLarge => Response::text(413, "request too large\n"),
-            BadRequest::Method => Response::text(405, "only GET and HEAD\n"),
+            BadRequest::Method => Response::text(405, "only GET, HEAD and POST (without a body)\n"),
         }
     }
 }
@@ -125,7 +128,11 @@ pub fn parse(buf: &[u8], max_request: usize) -> Result<Option<(Request, usize)>,
     }
     let method = req.method.unwrap_or_default().to_string();
     let mut keep_alive = req.version == Some(1);
+    let mut authorization = None;
     for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("authorization") {
+            authorization = Some(String::from_utf8_lossy(h.value).into_owned());
+        }
         if h.name.eq_ignore_ascii_case("content-length") && h.value != b"0" {
             return Err(BadRequest::TooLarge);
         }
@@ -137,7 +144,7 @@ pub fn parse(buf: &[u8], max_request: usize) -> Result<Option<(Request, usize)>,
             keep_alive = if keep_alive { !v.contains("close") } else { v.contains("keep-alive") };
         }
     }
-    if method != "GET" && method != "HEAD" {
+    if !matches!(method.as_str(), "GET" | "HEAD" | "POST") {
         return Err(BadRequest::Method);
     }
     let target = req.path.unwrap_or("/");
@@ -145,7 +152,7 @@ pub fn parse(buf: &[u8], max_request: usize) -> Result<Option<(Request, usize)>,
         Some((p, q)) => (p.to_string(), Some(q.to_string())),
         None => (target.to_string(), None),
     };
-    Ok(Some((Request { method, path, query, keep_alive }, consumed)))
+    Ok(Some((Request { method, path, query, keep_alive, authorization }, consumed)))
 }
 
 /// Server limits.
@@ -353,7 +360,13 @@ mod tests {
     fn refuses_bad_requests() {
         assert_eq!(parse(b"GET / HTTP/1.1\r\n", 8192), Ok(None));
         assert_eq!(parse(b"\x00\x01garbage\r\n\r\n", 8192), Err(BadRequest::Malformed));
-        assert_eq!(parse(b"POST / HTTP/1.1\r\n\r\n", 8192), Err(BadRequest::Method));
+        assert_eq!(parse(b"PUT / HTTP/1.1\r\n\r\n", 8192), Err(BadRequest::Method));
+        let (post, _) = parse(b"POST /x?a=1 HTTP/1.1\r\nAuthorization: Bearer t\r\n\r\n", 8192)
+            .expect("valid")
+            .expect("complete");
+        assert_eq!((post.method.as_str(), post.authorization.as_deref()), ("POST", Some("Bearer t")));
+        let body = parse(b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc", 8192);
+        assert_eq!(body, Err(BadRequest::TooLarge), "no bodies");
         let body = b"GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello";
         assert_eq!(parse(body, 8192), Err(BadRequest::TooLarge));
         let long = format!("GET /{} HTTP/1.1\r\n", "a".repeat(100));

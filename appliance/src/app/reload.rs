@@ -142,6 +142,7 @@ pub async fn serve(hup: OwnedFd, app: Arc<App>) {
             return;
         }
         let Some(new) = PENDING.lock().unwrap_or_else(|p| p.into_inner()).take() else { continue };
+        let _turn = crate::app::admin::api::one_at_a_time().await;
         match apply(&new).await {
             Ok(()) => {
                 tracing::info!("SIGHUP: configuration reloaded");
@@ -244,6 +245,7 @@ mod tests {
         let flags = Overrides {
             runtime: RuntimeArgs { shards: Some(4), grace: Some("1s".into()), ..Default::default() },
             admin: Some("127.0.0.1:9999".parse().expect("addr")),
+            admin_token: None,
         };
         let file = "[runtime]\nshards = 2\n[admin]\nlisten = \"127.0.0.1:9090\"\n";
         let mut running = file_top(file);

@@ -8,7 +8,7 @@
 //!
 //! ```toml
 //! [runtime]            # shards, cpus, pin, nic, wake, grace, steering
-//! [admin]              # listen, allow_remote
+//! [admin]              # listen, allow_remote, token
 //! [log]                # level, format
 //! [[echo]]             # name, listen, buffers, buffer_size
 //! [[forward]]          # name, listen, upstreams, balance, ... (the forward flags)
@@ -146,6 +146,25 @@ pub struct AdminOptions {
     /// Allow a non-loopback address.
     #[serde(default)]
     pub allow_remote: bool,
+    /// The bearer token the runtime API's changes need (`Authorization:
+    /// Bearer TOKEN`). Without one, changes are only taken on a loopback
+    /// listener.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+/// Shortest admin token accepted.
+pub const MIN_TOKEN: usize = 16;
+
+/// Checks an admin token: long enough to not be guessed, printable.
+pub fn check_token(token: &str, key: Key) -> Result<(), ConfigError> {
+    if token.len() < MIN_TOKEN || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(key.error(format!(
+            "the admin token must be {MIN_TOKEN} or more printable ASCII characters without spaces \
+             (e.g. the output of `openssl rand -hex 16`)"
+        )));
+    }
+    Ok(())
 }
 
 impl AdminOptions {
@@ -153,7 +172,7 @@ impl AdminOptions {
     pub fn validate(&self, key: Key) -> Result<SocketAddr, ConfigError> {
         if !self.listen.ip().is_loopback() && !self.allow_remote {
             return Err(key.error(format!(
-                "{}: not a loopback address; the admin endpoint has no authentication, \
+                "{}: not a loopback address; reading the admin endpoint needs no authentication, \
                  so allow it explicitly (--admin-allow-remote, or allow_remote = true)",
                 self.listen
             )));
@@ -185,6 +204,8 @@ pub struct AppConfig {
     pub grace: Duration,
     /// The admin endpoint, if any.
     pub admin: Option<SocketAddr>,
+    /// The admin API's bearer token, if any.
+    pub admin_token: Option<String>,
     /// Services by kind (echo, forward, aggregate), each kind in file order.
     pub services: Vec<Service>,
     /// Whether the services came from a file (errors name `aggregate[0].x`)
@@ -202,6 +223,8 @@ pub struct Overrides {
     pub runtime: RuntimeArgs,
     /// `--admin`, if given.
     pub admin: Option<SocketAddr>,
+    /// `--admin-token`, if given.
+    pub admin_token: Option<String>,
 }
 
 impl AppConfig {
@@ -230,6 +253,9 @@ impl AppConfig {
         self.grace = self.runtime.grace(overrides.runtime.key_over_file("grace"))?;
         if let Some(admin) = overrides.admin {
             self.admin = Some(admin);
+        }
+        if let Some(token) = &overrides.admin_token {
+            self.admin_token = Some(token.clone());
         }
         self.overrides = overrides;
         Ok(())
@@ -340,10 +366,15 @@ impl FileConfig {
         if let Some(admin) = admin {
             check_admin_port(admin, &services, Key("admin.listen".into()))?;
         }
+        let admin_token = self.admin.as_ref().and_then(|a| a.token.clone());
+        if let Some(token) = &admin_token {
+            check_token(token, Key("admin.token".into()))?;
+        }
         Ok(AppConfig {
             grace: self.runtime.grace(Key("runtime.grace".into()))?,
             runtime: self.runtime.clone(),
             admin,
+            admin_token,
             services,
             from_file: true,
             overrides: Overrides::default(),

@@ -69,6 +69,24 @@ pub struct SettingError {
     pub message: String,
 }
 
+/// A run-time change to a service's upstreams (the admin endpoint's API).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamChange {
+    /// A new upstream.
+    Add(cores::pool::upstream::UpstreamSpec),
+    /// A new weight or state for the upstream named so.
+    Set {
+        /// Its name (`HOST:PORT` as configured).
+        upstream: String,
+        /// The new weight, if any.
+        weight: Option<u32>,
+        /// The new state, if any.
+        state: Option<cores::pool::upstream::AdminState>,
+    },
+    /// The upstream named so leaves the pool (its connections finish).
+    Remove(String),
+}
+
 /// A service as the runner drives it. One value per configured service,
 /// shared by every shard (settings only: per-shard state lives in the
 /// shard's slot for the service's [`ServiceId`]).
@@ -130,6 +148,11 @@ pub trait Service: std::fmt::Debug + Send + Sync + 'static {
     /// Its part of `/status` beyond name, kind and listeners.
     fn status(&self, _id: ServiceId) -> Local<'static, Result<serde_json::Value, shard::SubmitError>> {
         Box::pin(async { Ok(serde_json::json!({})) })
+    }
+    /// A copy with `change` applied to its upstreams, for the runner to
+    /// apply as a reload (`None`: this kind has no upstreams).
+    fn change_upstreams(&self, _change: &UpstreamChange) -> Option<Result<Arc<dyn Service>, String>> {
+        None
     }
     /// For `restart_needed` and `reload` to see the other value's type.
     fn as_any(&self) -> &dyn Any;

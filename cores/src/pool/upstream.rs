@@ -38,6 +38,39 @@ pub struct UpstreamSpec {
     pub max_conns: Option<u32>,
     /// The `HOST:PORT` text as given, for statistics and consistent hashing.
     pub name: String,
+    /// What the operator set at run time (the admin endpoint's upstream
+    /// API); never part of the text form, so a re-read file makes every
+    /// upstream ready again.
+    pub state: AdminState,
+}
+
+/// An upstream's state as the operator sets it, beside its health.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum AdminState {
+    /// Takes new connections when healthy.
+    #[default]
+    Ready,
+    /// Takes no new connections; established ones finish; still checked.
+    Drain,
+    /// Maintenance: no new connections, no health checks; established
+    /// ones finish.
+    Maint,
+}
+
+impl AdminState {
+    /// `ready`, `drain` or `maint`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminState::Ready => "ready",
+            AdminState::Drain => "drain",
+            AdminState::Maint => "maint",
+        }
+    }
+
+    /// The state named `text` (as [`AdminState::as_str`] writes it).
+    pub fn parse(text: &str) -> Option<AdminState> {
+        [AdminState::Ready, AdminState::Drain, AdminState::Maint].into_iter().find(|s| s.as_str() == text)
+    }
 }
 
 /// Why an `--upstream` value was rejected. Every message starts with the
@@ -174,7 +207,7 @@ impl UpstreamSpec {
             Target::Addr(addr) => addr,
             Target::Name(host, port) => resolve_name(value, host, port, resolve)?,
         };
-        Ok(Self { addr, weight, max_conns, name: addr_text.to_owned() })
+        Ok(Self { addr, weight, max_conns, name: addr_text.to_owned(), state: AdminState::Ready })
     }
 
     /// Parses every value (system resolver) and rejects an empty list or a
@@ -558,7 +591,7 @@ mod tests {
         (ip, 1..=u16::MAX, 1..=MAX_WEIGHT, proptest::option::of(1..=u32::MAX)).prop_map(
             |(ip, port, weight, max_conns)| {
                 let addr = SocketAddr::new(ip, port);
-                UpstreamSpec { addr, weight, max_conns, name: addr.to_string() }
+                UpstreamSpec { addr, weight, max_conns, name: addr.to_string(), state: AdminState::Ready }
             },
         )
     }

@@ -1,11 +1,13 @@
 //! The admin endpoint: `GET /metrics` (Prometheus), `/status` (JSON),
-//! `/healthz` (the process is alive) and `/readyz` (every shard is serving
-//! and the appliance is not draining), on one listener served by shard 0
-//! with `ops::http` (bounded requests, connections and time).
+//! `/healthz` (the process is alive), `/readyz` (every shard is serving
+//! and the appliance is not draining) and the upstream API ([`api`]), on
+//! one listener served by shard 0 with `ops::http` (bounded requests,
+//! connections and time).
 //!
 //! A scrape gathers every shard's counters with `map_reduce`: each shard
 //! only copies its snapshot, so a scrape never stalls a shard for longer.
 
+pub mod api;
 mod metrics;
 
 use std::os::fd::OwnedFd;
@@ -48,6 +50,12 @@ pub async fn serve(fd: OwnedFd, app: Arc<App>, done: impl std::future::Future) {
 }
 
 async fn route(app: &App, req: Request, http: ops::http::HttpStats) -> Response {
+    if req.path.starts_with("/api/") {
+        return api::route(app, &req).await;
+    }
+    if req.method == "POST" {
+        return Response::text(405, "POST is for /api/upstreams/{add,set,remove}\n");
+    }
     match req.path.as_str() {
         "/metrics" => match metrics::render(app, http).await {
             Ok(text) => Response::new(200, ops::metrics::CONTENT_TYPE, text),
@@ -61,7 +69,7 @@ async fn route(app: &App, req: Request, http: ops::http::HttpStats) -> Response 
         "/readyz" if app.ready() => Response::text(200, "ready\n"),
         "/readyz" if shard::is_stopping() => Response::text(503, "draining\n"),
         "/readyz" => Response::text(503, "starting\n"),
-        "/" => Response::text(200, "appliance admin: /metrics /status /healthz /readyz\n"),
+        "/" => Response::text(200, "appliance admin: /metrics /status /healthz /readyz /api/upstreams\n"),
         _ => Response::text(404, "not found (try /metrics, /status, /healthz, /readyz)\n"),
     }
 }

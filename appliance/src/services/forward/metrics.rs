@@ -33,3 +33,20 @@ pub(super) fn upstreams(e: &mut Exposition, service: &str, names: &[&str], all: 
         e.histogram(name, &[("service", service), ("upstream", u)], &bounds, &s.connect_time, total_us / 1e6);
     }
 }
+
+/// `appliance_forward_upstream_admin_state`: 1 for the state the operator
+/// set (ready, drain, maint), 0 for the others.
+pub(super) fn admin_states(
+    e: &mut Exposition,
+    service: &str,
+    upstreams: &[cores::pool::upstream::UpstreamSpec],
+) {
+    let name = "appliance_forward_upstream_admin_state";
+    e.family(name, Kind::Gauge, "The upstream's state as set through the admin API (1: in this state).");
+    for u in upstreams {
+        for s in super::runtime::STATES {
+            let labels = [("service", service), ("upstream", u.name.as_str()), ("state", s.as_str())];
+            e.sample(name, &labels, f64::from(u8::from(u.state == s)));
+        }
+    }
+}

@@ -18,6 +18,7 @@
 mod metrics;
 pub mod proxy_header;
 pub mod relay;
+mod runtime;
 mod state;
 pub mod stats;
 pub mod udp;
@@ -33,7 +34,7 @@ use netstack::tcp::{TcpListener, TcpStream};
 
 use ops::metrics::Exposition;
 
-use super::{Descriptors, Listen, Local, Service, ServiceId};
+use super::{Descriptors, Listen, Local, Service, ServiceId, UpstreamChange};
 
 use cores::pool::balance::Policy;
 use cores::pool::health::HealthConfig;
@@ -369,6 +370,7 @@ impl crate::services::Service for ForwardConfig {
             metrics::service(e, &self.name, &per_shard);
             let names: Vec<&str> = self.upstreams.iter().map(|u| u.name.as_str()).collect();
             metrics::upstreams(e, &self.name, &names, &per_shard);
+            metrics::admin_states(e, &self.name, &self.upstreams);
             Ok(())
         })
     }
@@ -384,6 +386,7 @@ impl crate::services::Service for ForwardConfig {
                 .map(|(spec, s)| {
                     serde_json::json!({
                         "name": spec.name, "addr": spec.addr.to_string(), "weight": spec.weight,
+                        "state": runtime::state_of(spec), "max_conns": spec.max_conns,
                         "up": s.up == 1, "active": s.active, "connections": s.total,
                         "connect_errors": s.connect_errors,
                     })
@@ -397,6 +400,10 @@ impl crate::services::Service for ForwardConfig {
                 "upstreams": upstreams,
             }))
         })
+    }
+
+    fn change_upstreams(&self, change: &UpstreamChange) -> Option<Result<Arc<dyn Service>, String>> {
+        Some(self.changed(change).map(|c| Arc::new(c) as Arc<dyn Service>))
     }
 
     fn as_any(&self) -> &dyn std::any::Any {

@@ -26,6 +26,7 @@ use cores::pool::check;
 use cores::pool::clients::{ClientPolicy, ClientTable, Verdict};
 use cores::pool::health::{self, Health, Transition};
 use cores::pool::limits::{ConnLimit, UpstreamLimits};
+use cores::pool::upstream::AdminState;
 
 /// The upstream a connection uses, valid across reloads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,7 +182,11 @@ impl ShardState {
         let pool = &mut *guard;
         let (cfg, health, limits) = (&pool.cfg, &pool.health, &pool.limits);
         let eligible = |i: usize| {
-            !tried.contains(&cfg.upstreams[i].addr) && health[i].is_eligible(now) && limits.has_room(i)
+            let u = &cfg.upstreams[i];
+            u.state == AdminState::Ready
+                && !tried.contains(&u.addr)
+                && health[i].is_eligible(now)
+                && limits.has_room(i)
         };
         let i = pool.balancer.pick(client, eligible)?;
         if !pool.limits.try_acquire(i) {
@@ -280,6 +285,9 @@ impl ShardState {
         let count = mine.len();
         let exchange = Rc::new(cfg.exchange.clone());
         for (position, i) in mine.into_iter().enumerate() {
+            if cfg.upstreams[i].state == AdminState::Maint {
+                continue;
+            }
             let (state, addr, name) = (self.clone(), cfg.upstreams[i].addr, cfg.name.clone());
             let exchange = exchange.clone();
             let offset = health::check_offset(position, count, hc.interval);

@@ -1,0 +1,128 @@
+//! Run-time changes to a forward's pool (the admin endpoint's upstream
+//! API, HAProxy's runtime API is the model): a change makes a new
+//! configuration of the service, which is applied on every shard exactly
+//! as a reload is (upstreams that stay keep their health, connections and
+//! counters). A later SIGHUP re-reads the file, which is the truth again.
+
+use cores::pool::upstream::{AdminState, UpstreamSpec, MAX_WEIGHT};
+
+use super::ForwardConfig;
+use crate::services::UpstreamChange;
+
+/// Upstreams a pool may hold when the API adds to it.
+pub const MAX_UPSTREAMS: usize = 1024;
+
+impl ForwardConfig {
+    /// This configuration with `change` applied, or why it cannot be.
+    pub fn changed(&self, change: &UpstreamChange) -> Result<ForwardConfig, String> {
+        let mut new = self.clone();
+        match change {
+            UpstreamChange::Add(spec) => {
+                if let Some(u) = self.upstreams.iter().find(|u| u.name == spec.name || u.addr == spec.addr) {
+                    return Err(format!("{} is already in the pool (as {})", spec.name, u.name));
+                }
+                if self.upstreams.len() >= MAX_UPSTREAMS {
+                    return Err(format!("the pool holds {MAX_UPSTREAMS} upstreams at most"));
+                }
+                new.upstreams.push(spec.clone());
+            }
+            UpstreamChange::Set { upstream, weight, state } => {
+                let u = find(&mut new.upstreams, upstream)?;
+                if let Some(w) = *weight {
+                    if !(1..=MAX_WEIGHT).contains(&w) {
+                        return Err(format!(
+                            "weight {w}: must be 1..={MAX_WEIGHT} (drain it to take it out)"
+                        ));
+                    }
+                    u.weight = w;
+                }
+                if let Some(s) = *state {
+                    u.state = s;
+                }
+            }
+            UpstreamChange::Remove(upstream) => {
+                find(&mut new.upstreams, upstream)?;
+                new.upstreams.retain(|u| u.name != *upstream);
+                if new.upstreams.is_empty() {
+                    return Err(
+                        "a forward needs one upstream at least: put the last one in maintenance instead"
+                            .into(),
+                    );
+                }
+            }
+        }
+        Ok(new)
+    }
+}
+
+fn find<'a>(upstreams: &'a mut [UpstreamSpec], name: &str) -> Result<&'a mut UpstreamSpec, String> {
+    let known = upstreams.iter().map(|u| u.name.clone()).collect::<Vec<_>>();
+    upstreams
+        .iter_mut()
+        .find(|u| u.name == name)
+        .ok_or_else(|| format!("no upstream {name:?} (the pool: {known:?})"))
+}
+
+/// How the status and the API name an upstream's state.
+pub(super) fn state_of(spec: &UpstreamSpec) -> &'static str {
+    spec.state.as_str()
+}
+
+/// Every state, for the metric that shows which one an upstream is in.
+pub(super) const STATES: [AdminState; 3] = [AdminState::Ready, AdminState::Drain, AdminState::Maint];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forward() -> ForwardConfig {
+        let text = "[[forward]]\nname = \"web\"\nlisten = \"127.0.0.1:8080\"\n\
+                    upstreams = [\"127.0.0.1:9001\", \"127.0.0.1:9002,weight=3\"]\n";
+        let cfg = crate::config::FileConfig::parse(text).and_then(|f| f.validate()).expect("config");
+        cfg.services[0].as_any().downcast_ref::<ForwardConfig>().expect("forward").clone()
+    }
+
+    fn spec(text: &str) -> UpstreamSpec {
+        UpstreamSpec::parse(text).expect("spec")
+    }
+
+    #[test]
+    fn add_set_and_remove() {
+        let f = forward();
+        let added = f.changed(&UpstreamChange::Add(spec("127.0.0.1:9003,weight=2"))).expect("add");
+        assert_eq!(added.upstreams.len(), 3);
+        let set = UpstreamChange::Set {
+            upstream: "127.0.0.1:9002".into(),
+            weight: Some(7),
+            state: Some(AdminState::Drain),
+        };
+        let changed = added.changed(&set).expect("set");
+        assert_eq!((changed.upstreams[1].weight, changed.upstreams[1].state), (7, AdminState::Drain));
+        let removed = changed.changed(&UpstreamChange::Remove("127.0.0.1:9001".into())).expect("remove");
+        let names: Vec<&str> = removed.upstreams.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(names, ["127.0.0.1:9002", "127.0.0.1:9003"]);
+        assert_eq!(f.upstreams.len(), 2, "the running configuration is untouched");
+    }
+
+    #[test]
+    fn what_cannot_be_done_says_why() {
+        let f = forward();
+        let dup = f.changed(&UpstreamChange::Add(spec("127.0.0.1:9001,weight=5"))).unwrap_err();
+        assert!(dup.contains("already in the pool"), "{dup}");
+        let unknown = f.changed(&UpstreamChange::Remove("10.0.0.1:1".into())).unwrap_err();
+        assert!(unknown.contains("no upstream") && unknown.contains("127.0.0.1:9001"), "{unknown}");
+        let zero = UpstreamChange::Set { upstream: "127.0.0.1:9001".into(), weight: Some(0), state: None };
+        assert!(f.changed(&zero).unwrap_err().contains("1..="));
+        let one = f.changed(&UpstreamChange::Remove("127.0.0.1:9001".into())).expect("remove");
+        let last = one.changed(&UpstreamChange::Remove("127.0.0.1:9002".into())).unwrap_err();
+        assert!(last.contains("one upstream at least"), "{last}");
+    }
+
+    #[test]
+    fn the_pool_is_bounded() {
+        let mut f = forward();
+        f.upstreams = (0..MAX_UPSTREAMS).map(|i| spec(&format!("10.0.{}.{}:80", i / 256, i % 256))).collect();
+        let err = f.changed(&UpstreamChange::Add(spec("10.9.9.9:80"))).unwrap_err();
+        assert!(err.contains("at most"), "{err}");
+    }
+}
