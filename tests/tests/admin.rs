@@ -154,6 +154,9 @@ fn malformed_admin_requests_get_4xx_and_are_counted() {
     let up = Upstream::start(echo, 0);
     let (_app, _addr, admin) = forward_to(up.addr, &[]);
     assert_eq!(http_raw(admin, b"\x16\x03\x01garbage\r\n\r\n").expect("garbage").0, 400);
+    assert_eq!(http_raw(admin, b"PUT /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n").expect("put").0, 405);
+    // POST is for the upstream API only (answered by the router, not a
+    // malformed request).
     assert_eq!(http_raw(admin, b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n").expect("post").0, 405);
     let huge = format!("GET /metrics HTTP/1.1\r\nX-Pad: {}\r\n\r\n", "a".repeat(20_000));
     assert_eq!(http_raw(admin, huge.as_bytes()).expect("huge").0, 413);
