@@ -20,4 +20,5 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod dns;
 pub mod services;

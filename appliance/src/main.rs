@@ -111,6 +111,7 @@ fn from_flags(runtime: &RuntimeArgs, service: Service) -> Result<AppConfig, Stri
         grace,
         admin: None,
         admin_token: None,
+        dns: appliance::dns::DnsConfig::default(),
         services: vec![service],
         from_file: false,
         overrides,

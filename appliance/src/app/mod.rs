@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod fds;
 pub mod reload;
+pub mod resolve;
 pub mod startup;
 pub mod state;
 pub mod upgrade;
@@ -106,8 +107,10 @@ pub fn run(mut cfg: AppConfig, rt: shard::Runtime, path: Option<PathBuf>) -> any
     let handle = rt.handle();
     let hup = reload::watch_signals(signals, handle.clone(), app.clone())?;
     upgrade::spawn(role, app.clone(), handle.clone())?;
+    let dns = resolve::spawn(app.clone(), handle.clone())?;
     let main_app = app.clone();
-    let result = rt.run_with_handle(handle, move || main(main_app, bound, admin.map(|(fd, _)| fd), hup));
+    let fds = Fds { admin: admin.map(|(fd, _)| fd), hup, dns };
+    let result = rt.run_with_handle(handle, move || main(main_app, bound, fds));
     if let Some(path) = upgrade_path.filter(|_| !app.offer.handed_over()) {
         // Ours to the end: no successor listens there.
         let _ = std::fs::remove_file(path);
@@ -122,7 +125,16 @@ pub fn run(mut cfg: AppConfig, rt: shard::Runtime, path: Option<PathBuf>) -> any
 
 /// Shard 0's main task: start the services everywhere, serve the admin
 /// endpoint and reloads until every service has drained.
-async fn main(app: Arc<App>, bound: Vec<Bound>, admin: Option<OwnedFd>, hup: OwnedFd) -> anyhow::Result<()> {
+/// What shard 0's main task serves besides the services: the admin
+/// listener and the wake-ups of the signal and DNS threads.
+struct Fds {
+    admin: Option<OwnedFd>,
+    hup: OwnedFd,
+    dns: OwnedFd,
+}
+
+async fn main(app: Arc<App>, bound: Vec<Bound>, fds: Fds) -> anyhow::Result<()> {
+    let Fds { admin, hup, dns } = fds;
     for l in &app.listening {
         // Aggregate listens on two protocols: say which.
         let proto = if l.kind == "aggregate" { format!("{} ", l.proto) } else { String::new() };
@@ -158,6 +170,7 @@ async fn main(app: Arc<App>, bound: Vec<Bound>, admin: Option<OwnedFd>, hup: Own
         shard::spawn_local_named("admin", async move { crate::app::admin::serve(fd, app, done).await })
     });
     shard::spawn_local_named("reload", reload::serve(hup, app.clone())).detach();
+    shard::spawn_local_named("dns", resolve::serve(dns, app.clone())).detach();
     let grace = app.config().grace;
     let services = std::pin::pin!(run_services(&app, bound));
     let result = match shard::future::select(services, grace_over(grace)).await {

@@ -28,6 +28,8 @@ pub struct App {
     pub offer: crate::app::upgrade::Offer,
     /// The process this one took over from, if started with `--upgrade`.
     pub upgraded_from: Option<u32>,
+    /// What re-resolving upstream names found.
+    pub dns: crate::app::resolve::DnsStatus,
     serving: AtomicUsize,
     config: Mutex<AppConfig>,
     reloads: Mutex<ReloadStatus>,
@@ -64,6 +66,7 @@ impl App {
             admin_addr,
             offer,
             upgraded_from,
+            dns: Default::default(),
             serving: AtomicUsize::new(0),
             config: Mutex::new(config),
             reloads: Mutex::default(),

@@ -12,7 +12,7 @@ use crate::services::forward::ForwardConfig;
 use cores::pool::check::{self, Exchange, Expect};
 use cores::pool::clients::ClientPolicy;
 use cores::pool::health::HealthConfig;
-use cores::pool::upstream::UpstreamSpec;
+use cores::pool::upstream::{DnsName, UpstreamSpec};
 
 /// Defaults shared by the flags and the file.
 mod defaults {
@@ -260,19 +260,36 @@ impl ForwardOptions {
         }))
     }
 
-    /// Validates the options; every error names the flag or key.
+    /// Validates the options, resolving upstream names with the system's
+    /// resolver; every error names the flag or key.
     pub fn validate(&self, src: &Source) -> Result<Arc<ForwardConfig>, ConfigError> {
+        self.validate_with(src, &system_resolve_all)
+    }
+
+    /// [`ForwardOptions::validate`], resolving names with `resolve`
+    /// (`[dns]`'s nameservers).
+    pub fn validate_with(
+        &self,
+        src: &Source,
+        resolve: &Resolve<'_>,
+    ) -> Result<Arc<ForwardConfig>, ConfigError> {
         let key = |field: &str| src.key(field);
         if self.upstreams.is_empty() {
             return Err(key("upstreams").error("give at least one upstream HOST:PORT"));
         }
         let mut upstreams = Vec::with_capacity(self.upstreams.len());
+        let mut names = Vec::new();
         for (i, u) in self.upstreams.iter().enumerate() {
-            let spec = UpstreamSpec::parse(u).map_err(|e| src.item("upstreams", i).error(e))?;
-            if upstreams.iter().any(|s: &UpstreamSpec| s.addr == spec.addr) {
-                return Err(src.item("upstreams", i).error(format!("{u:?}: upstream given twice")));
+            let (specs, name) =
+                DnsName::parse_with(u, resolve).map_err(|e| src.item("upstreams", i).error(e))?;
+            for spec in specs {
+                if upstreams.iter().any(|s: &UpstreamSpec| s.addr == spec.addr) {
+                    let twice = format!("{u:?}: upstream given twice ({} is already in the pool)", spec.addr);
+                    return Err(src.item("upstreams", i).error(twice));
+                }
+                upstreams.push(spec);
             }
-            upstreams.push(spec);
+            names.extend(name);
         }
         let policy = self.balance.parse().map_err(|e| key("balance").error(e))?;
         let proxy_protocol = match &self.proxy_protocol {
@@ -305,6 +322,7 @@ impl ForwardOptions {
             name: self.name.clone(),
             listen: self.listen,
             upstreams,
+            names,
             policy,
             connect_timeout: src.duration("connect_timeout", &self.connect_timeout)?,
             idle_timeout: src.duration("idle_timeout", &self.idle_timeout)?,
@@ -323,6 +341,18 @@ impl ForwardOptions {
             clients: self.client_policy(src)?,
         }))
     }
+}
+
+/// How a forward resolves an upstream name: every address (IPv4 ones when
+/// there are any, else IPv6).
+pub type Resolve<'a> = dyn Fn(&str, u16) -> std::io::Result<Vec<std::net::IpAddr>> + 'a;
+
+/// The system resolver (`getaddrinfo`), for flags.
+fn system_resolve_all(host: &str, port: u16) -> std::io::Result<Vec<std::net::IpAddr>> {
+    use std::net::ToSocketAddrs as _;
+    let all: Vec<std::net::IpAddr> = (host, port).to_socket_addrs()?.map(|a| a.ip()).collect();
+    let v4: Vec<std::net::IpAddr> = all.iter().copied().filter(std::net::IpAddr::is_ipv4).collect();
+    Ok(if v4.is_empty() { all } else { v4 })
 }
 
 /// A duration that must be above zero.

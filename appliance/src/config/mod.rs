@@ -9,6 +9,7 @@
 //! ```toml
 //! [runtime]            # shards, cpus, pin, nic, wake, grace, steering
 //! [admin]              # listen, allow_remote, token
+//! [dns]                # nameservers, min_ttl, max_ttl, timeout
 //! [log]                # level, format
 //! [[echo]]             # name, listen, buffers, buffer_size
 //! [[forward]]          # name, listen, upstreams, balance, ... (the forward flags)
@@ -135,6 +136,9 @@ pub struct FileConfig {
     /// `[[aggregate]]`: any number, each with its own ports and keys.
     #[serde(default)]
     pub aggregate: Vec<AggregateOptions>,
+    /// `[dns]`: how upstream names are resolved and re-resolved.
+    #[serde(default)]
+    pub dns: crate::dns::DnsOptions,
 }
 
 /// `[admin]`: the admin HTTP endpoint.
@@ -206,6 +210,8 @@ pub struct AppConfig {
     pub admin: Option<SocketAddr>,
     /// The admin API's bearer token, if any.
     pub admin_token: Option<String>,
+    /// How upstream names are re-resolved.
+    pub dns: crate::dns::DnsConfig,
     /// Services by kind (echo, forward, aggregate), each kind in file order.
     pub services: Vec<Service>,
     /// Whether the services came from a file (errors name `aggregate[0].x`)
@@ -348,8 +354,16 @@ impl FileConfig {
         for (index, e) in self.echo.iter().enumerate() {
             services.push(e.validate(&Source::File { section: "echo", index })? as Service);
         }
+        let dns = self.dns.validate()?;
+        // Built on the first name only: most files have none.
+        let resolver = std::cell::OnceCell::new();
+        let resolve = |host: &str, _port: u16| -> std::io::Result<Vec<std::net::IpAddr>> {
+            let r = resolver.get_or_init(|| crate::dns::Resolver::new(&dns));
+            let r = r.as_ref().map_err(|e| std::io::Error::other(e.clone()))?;
+            r.lookup(host).map(|a| a.addrs).map_err(std::io::Error::other)
+        };
         for (index, f) in self.forward.iter().enumerate() {
-            services.push(f.validate(&Source::File { section: "forward", index })? as Service);
+            services.push(f.validate_with(&Source::File { section: "forward", index }, &resolve)? as Service);
         }
         for (index, a) in self.aggregate.iter().enumerate() {
             services.push(a.validate(&Source::File { section: "aggregate", index })? as Service);
@@ -375,6 +389,7 @@ impl FileConfig {
             runtime: self.runtime.clone(),
             admin,
             admin_token,
+            dns,
             services,
             from_file: true,
             overrides: Overrides::default(),

@@ -85,6 +85,14 @@ pub enum UpstreamChange {
     },
     /// The upstream named so leaves the pool (its connections finish).
     Remove(String),
+    /// A name's new answer: its upstreams become these addresses' (those
+    /// that stay keep their weight and state).
+    Resolved {
+        /// The name's `HOST:PORT`.
+        name: String,
+        /// Its addresses now.
+        addrs: Vec<std::net::IpAddr>,
+    },
 }
 
 /// A service as the runner drives it. One value per configured service,
@@ -153,6 +161,10 @@ pub trait Service: std::fmt::Debug + Send + Sync + 'static {
     /// apply as a reload (`None`: this kind has no upstreams).
     fn change_upstreams(&self, _change: &UpstreamChange) -> Option<Result<Arc<dyn Service>, String>> {
         None
+    }
+    /// Its upstreams given by name, to re-resolve on their TTL.
+    fn dns_names(&self) -> &[cores::pool::upstream::DnsName] {
+        &[]
     }
     /// For `restart_needed` and `reload` to see the other value's type.
     fn as_any(&self) -> &dyn Any;

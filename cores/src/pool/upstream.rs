@@ -255,6 +255,87 @@ impl fmt::Display for UpstreamSpec {
     }
 }
 
+/// An upstream given by host name: re-resolved at run time, each of its
+/// addresses one upstream named `HOST:PORT/IP` (statistics and Maglev
+/// follow the address, whatever else the answer holds).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DnsName {
+    /// The host name.
+    pub host: String,
+    /// The port every address is reached on.
+    pub port: u16,
+    /// Each address's weight.
+    pub weight: u32,
+    /// Each address's connection limit.
+    pub max_conns: Option<u32>,
+    /// `HOST:PORT` as given.
+    pub label: String,
+}
+
+impl DnsName {
+    /// One upstream per address, in the answer's order (duplicates once).
+    pub fn specs(&self, addrs: &[IpAddr]) -> Vec<UpstreamSpec> {
+        let mut seen = HashSet::new();
+        addrs
+            .iter()
+            .filter(|ip| seen.insert(**ip))
+            .map(|ip| UpstreamSpec {
+                addr: SocketAddr::new(*ip, self.port),
+                weight: self.weight,
+                max_conns: self.max_conns,
+                name: format!("{}/{ip}", self.label),
+                state: AdminState::Ready,
+            })
+            .collect()
+    }
+
+    /// Whether `spec` is one of this name's addresses.
+    pub fn owns(&self, spec: &UpstreamSpec) -> bool {
+        spec.name.strip_prefix(self.label.as_str()).is_some_and(|rest| rest.starts_with('/'))
+    }
+
+    /// Parses one configured value: a literal address is one upstream (no
+    /// name); a host name is resolved with `resolve_all(host, port)` and
+    /// gives one upstream per address, and the name to re-resolve.
+    pub fn parse_with<R>(
+        value: &str,
+        resolve_all: R,
+    ) -> Result<(Vec<UpstreamSpec>, Option<DnsName>), UpstreamError>
+    where
+        R: FnOnce(&str, u16) -> io::Result<Vec<IpAddr>>,
+    {
+        let (addr_text, options) = match value.split_once(',') {
+            Some((addr, options)) => (addr.trim(), Some(options)),
+            None => (value.trim(), None),
+        };
+        let target = parse_target(value, addr_text)?;
+        let (weight, max_conns) = match options {
+            Some(options) => parse_options(value, options)?,
+            None => (1, None),
+        };
+        match target {
+            Target::Addr(addr) => {
+                let name = addr_text.to_owned();
+                Ok((vec![UpstreamSpec { addr, weight, max_conns, name, state: AdminState::Ready }], None))
+            }
+            Target::Name(host, port) => {
+                let dns =
+                    DnsName { host: host.to_owned(), port, weight, max_conns, label: addr_text.to_owned() };
+                let addrs = resolve_all(host, port).map_err(|e| UpstreamError::Resolve {
+                    value: value.to_owned(),
+                    host: host.to_owned(),
+                    reason: e.to_string(),
+                })?;
+                let specs = dns.specs(&addrs);
+                if specs.is_empty() {
+                    return Err(UpstreamError::NoAddress { value: value.to_owned(), host: host.to_owned() });
+                }
+                Ok((specs, Some(dns)))
+            }
+        }
+    }
+}
+
 fn system_resolve(host: &str, port: u16) -> io::Result<Option<SocketAddr>> {
     Ok((host, port).to_socket_addrs()?.next())
 }

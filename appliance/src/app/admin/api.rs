@@ -116,24 +116,12 @@ fn change(action: &str, p: &Params) -> Result<UpstreamChange, String> {
     }
 }
 
-/// Applies `change` to the service named `name` on every shard, then makes
-/// it the running configuration.
+/// Applies `change` through the API and answers with the new pool.
 async fn apply(app: &App, name: &str, change: &UpstreamChange) -> Response {
-    let _turn = one_at_a_time().await;
-    let found =
-        app.config().services.iter().enumerate().find(|(_, s)| s.name() == name).map(|(i, s)| (i, s.clone()));
-    let Some((i, service)) = found else {
-        return Response::text(404, format!("no service {name:?}\n"));
+    let (i, new) = match apply_change(app, name, change).await {
+        Ok(applied) => applied,
+        Err((code, e)) => return Response::text(code, format!("{e}\n")),
     };
-    let new = match service.change_upstreams(change) {
-        None => return Response::text(400, format!("{} {name:?} has no upstreams\n", service.kind())),
-        Some(Err(e)) => return Response::text(409, format!("{e}\n")),
-        Some(Ok(new)) => new,
-    };
-    if let Err(e) = service.reload(ServiceId(i as u64), new.clone()).await {
-        return Response::text(500, format!("applying: {e}\n"));
-    }
-    app.config().services[i] = new.clone();
     tracing::info!(service = name, "admin API: {change:?}");
     match new.status(ServiceId(i as u64)).await {
         Ok(v) => {
@@ -141,6 +129,30 @@ async fn apply(app: &App, name: &str, change: &UpstreamChange) -> Response {
         }
         Err(e) => Response::text(200, format!("applied; status unavailable: {e}\n")),
     }
+}
+
+/// Applies `change` to the service named `name` on every shard, then makes
+/// it the running configuration (one change at a time): the service's
+/// position and new value, or an HTTP status and why not.
+pub async fn apply_change(
+    app: &App,
+    name: &str,
+    change: &UpstreamChange,
+) -> Result<(usize, crate::config::Service), (u16, String)> {
+    let _turn = one_at_a_time().await;
+    let found =
+        app.config().services.iter().enumerate().find(|(_, s)| s.name() == name).map(|(i, s)| (i, s.clone()));
+    let Some((i, service)) = found else {
+        return Err((404, format!("no service {name:?}")));
+    };
+    let new = match service.change_upstreams(change) {
+        None => return Err((400, format!("{} {name:?} has no upstreams", service.kind()))),
+        Some(Err(e)) => return Err((409, e)),
+        Some(Ok(new)) => new,
+    };
+    service.reload(ServiceId(i as u64), new.clone()).await.map_err(|e| (500, format!("applying: {e}")))?;
+    app.config().services[i] = new.clone();
+    Ok((i, new))
 }
 
 /// `GET /api/upstreams`.

@@ -31,7 +31,38 @@ pub(super) async fn render(app: &App, http: ops::http::HttpStats) -> Result<Stri
     for (i, service) in services.iter().enumerate() {
         service.metrics(ServiceId(i as u64), &mut e).await?;
     }
+    dns(&mut e, app);
     Ok(e.finish())
+}
+
+/// Re-resolved upstream names: lookups by result, and addresses now.
+fn dns(e: &mut Exposition, app: &App) {
+    let names = app.dns.lock().clone();
+    if names.is_empty() {
+        return;
+    }
+    let lookups = "appliance_forward_dns_lookups_total";
+    e.family(
+        lookups,
+        Kind::Counter,
+        "Lookups of upstream names: answered (ok) or failed (the last answer stays).",
+    );
+    for ((service, name), s) in &names {
+        let l = |result| [("service", service.as_str()), ("name", name.as_str()), ("result", result)];
+        e.sample(lookups, &l("ok"), s.lookups_ok as f64);
+        e.sample(lookups, &l("error"), s.lookups_failed as f64);
+    }
+    let changes = "appliance_forward_dns_changes_total";
+    e.family(changes, Kind::Counter, "Answers that changed the addresses of an upstream name.");
+    for ((service, name), s) in &names {
+        e.sample(changes, &[("service", service.as_str()), ("name", name.as_str())], s.changes as f64);
+    }
+    let addresses = "appliance_forward_dns_addresses";
+    e.family(addresses, Kind::Gauge, "Addresses an upstream name has in the pool.");
+    for ((service, name), s) in &names {
+        let l = [("service", service.as_str()), ("name", name.as_str())];
+        e.sample(addresses, &l, s.addresses.len() as f64);
+    }
 }
 
 fn process(e: &mut Exposition, app: &App, http: ops::http::HttpStats) {

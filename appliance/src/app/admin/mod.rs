@@ -114,10 +114,25 @@ async fn status(app: &App) -> Result<serde_json::Value, shard::SubmitError> {
         "draining": shard::is_stopping(),
         "config": app.path.as_ref().map_or("embedded default or flags".into(), |p| p.display().to_string()),
         "reloads": {"ok": reloads.ok, "failed": reloads.failed, "last_error": reloads.last_error},
+        "dns": dns_status(app),
         "placement": placement,
         "shards": shards,
         "services": list,
     }))
+}
+
+/// Each re-resolved upstream name: its service, addresses and lookups.
+fn dns_status(app: &App) -> Vec<serde_json::Value> {
+    app.dns
+        .lock()
+        .iter()
+        .map(|((service, name), s)| {
+            let mut v = json!(s);
+            v["service"] = json!(service);
+            v["name"] = json!(name);
+            v
+        })
+        .collect()
 }
 
 async fn service_status(

@@ -49,8 +49,10 @@ pub struct ForwardConfig {
     pub name: String,
     /// Where clients connect.
     pub listen: SocketAddr,
-    /// The pool.
+    /// The pool: literal addresses, and the current addresses of `names`.
     pub upstreams: Vec<UpstreamSpec>,
+    /// Upstreams given by name, re-resolved on their TTL (`crate::app::dns`).
+    pub names: Vec<cores::pool::upstream::DnsName>,
     /// How to pick an upstream.
     pub policy: Policy,
     /// Connect timeout per attempt.
@@ -400,6 +402,10 @@ impl crate::services::Service for ForwardConfig {
                 "upstreams": upstreams,
             }))
         })
+    }
+
+    fn dns_names(&self) -> &[cores::pool::upstream::DnsName] {
+        &self.names
     }
 
     fn change_upstreams(&self, change: &UpstreamChange) -> Option<Result<Arc<dyn Service>, String>> {

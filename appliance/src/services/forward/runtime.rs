@@ -40,6 +40,31 @@ impl ForwardConfig {
                     u.state = s;
                 }
             }
+            UpstreamChange::Resolved { name, addrs } => {
+                let dns = self
+                    .names
+                    .iter()
+                    .find(|n| n.label == *name)
+                    .ok_or(format!("no upstream name {name:?}"))?;
+                // Another entry's address (a literal, another name) stays
+                // that entry's: one upstream per address.
+                let others: Vec<_> = self.upstreams.iter().filter(|u| !dns.owns(u)).map(|u| u.addr).collect();
+                let mut fresh = dns.specs(addrs);
+                fresh.retain(|u| !others.contains(&u.addr));
+                if fresh.is_empty() {
+                    return Err(format!("{name}: no address of its own in the answer"));
+                }
+                for u in &mut fresh {
+                    // What the operator set through the API survives a new answer.
+                    if let Some(old) = self.upstreams.iter().find(|o| o.name == u.name) {
+                        (u.weight, u.state) = (old.weight, old.state);
+                    }
+                }
+                let at = new.upstreams.iter().position(|u| dns.owns(u)).unwrap_or(new.upstreams.len());
+                new.upstreams.retain(|u| !dns.owns(u));
+                let at = at.min(new.upstreams.len());
+                new.upstreams.splice(at..at, fresh);
+            }
             UpstreamChange::Remove(upstream) => {
                 find(&mut new.upstreams, upstream)?;
                 new.upstreams.retain(|u| u.name != *upstream);
@@ -116,6 +141,39 @@ mod tests {
         let one = f.changed(&UpstreamChange::Remove("127.0.0.1:9001".into())).expect("remove");
         let last = one.changed(&UpstreamChange::Remove("127.0.0.1:9002".into())).unwrap_err();
         assert!(last.contains("one upstream at least"), "{last}");
+    }
+
+    #[test]
+    fn a_new_answer_replaces_the_names_addresses_in_place() {
+        let text = "[[forward]]\nlisten = \"127.0.0.1:8080\"\nupstreams = [\"127.0.0.1:80\", \"web.test:80,weight=2\"]\n";
+        let resolve =
+            |_: &str, _: u16| Ok(vec!["10.0.0.1".parse().expect("ip"), "10.0.0.2".parse().expect("ip")]);
+        let opts: crate::config::ForwardOptions =
+            toml::from_str::<crate::config::FileConfig>(text).expect("toml").forward[0].clone();
+        let f = opts.validate_with(&crate::config::Source::Flags, &resolve).expect("valid");
+        let names = |c: &ForwardConfig| c.upstreams.iter().map(|u| u.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&f), ["127.0.0.1:80", "web.test:80/10.0.0.1", "web.test:80/10.0.0.2"]);
+        let drained = f
+            .changed(&UpstreamChange::Set {
+                upstream: "web.test:80/10.0.0.2".into(),
+                weight: None,
+                state: Some(AdminState::Drain),
+            })
+            .expect("drain");
+        let addrs = ["10.0.0.2", "10.0.0.3", "127.0.0.1"].map(|a| a.parse().expect("ip")).to_vec();
+        let again = drained
+            .changed(&UpstreamChange::Resolved { name: "web.test:80".into(), addrs })
+            .expect("resolved");
+        assert_eq!(
+            names(&again),
+            ["127.0.0.1:80", "web.test:80/10.0.0.2", "web.test:80/10.0.0.3"],
+            "not the literal's address"
+        );
+        assert_eq!((again.upstreams[1].state, again.upstreams[1].weight), (AdminState::Drain, 2), "kept");
+        assert_eq!(again.upstreams[2].state, AdminState::Ready);
+        let taken = vec!["127.0.0.1".parse().expect("ip")];
+        let err = again.changed(&UpstreamChange::Resolved { name: "web.test:80".into(), addrs: taken });
+        assert!(err.is_err(), "the literal keeps its address: {err:?}");
     }
 
     #[test]
