@@ -18,6 +18,7 @@
 //!   Maglev ([`pool::maglev`]), the health state machine with active checks
 //!   and passive ejection ([`pool::health`]), and connection limits
 //!   ([`pool::limits`]).
+//! - [`sni`]: the server name of a TLS ClientHello, and routes by name.
 //! - [`counters`]: counter sets declared once ([`counter_set!`]): the
 //!   struct, its cross-shard merge and the list expositions walk.
 //! - [`hash`]: the one stable hash everything that must agree across shards
@@ -34,4 +35,5 @@
 pub mod counters;
 pub mod hash;
 pub mod pool;
+pub mod sni;
 pub mod statsd;

@@ -8,11 +8,13 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::{ConfigError, Source};
+use crate::services::forward::sni::{Missing, SniConfig};
 use crate::services::forward::ForwardConfig;
 use cores::pool::check::{self, Exchange, Expect};
 use cores::pool::clients::ClientPolicy;
 use cores::pool::health::HealthConfig;
 use cores::pool::upstream::{DnsName, UpstreamSpec};
+use cores::sni::Routes;
 
 /// Defaults shared by the flags and the file.
 mod defaults {
@@ -65,6 +67,43 @@ mod defaults {
     }
     pub fn max_clients() -> usize {
         100_000
+    }
+    pub const CLIENT_HELLO_TIMEOUT: &str = "5s";
+    pub fn client_hello_timeout() -> String {
+        CLIENT_HELLO_TIMEOUT.into()
+    }
+    pub const SNI_MISSING: &str = "default";
+    pub fn sni_missing() -> String {
+        SNI_MISSING.into()
+    }
+}
+
+/// One SNI route: server names (exact, or `*.` wildcards) and the pool
+/// their connections go to. In the file a table (`{ names = [...],
+/// upstreams = [...] }`); as a flag `NAMES=UPSTREAMS`, names separated by
+/// commas and upstreams by `|`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SniRoute {
+    /// Server names: `api.example.com`, `*.example.com`.
+    pub names: Vec<String>,
+    /// The pool: `HOST:PORT[,weight=N][,max-conns=N]` each.
+    pub upstreams: Vec<String>,
+}
+
+impl std::str::FromStr for SniRoute {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let form = "expected NAME[,NAME...]=UPSTREAM[|UPSTREAM...]";
+        let (names, upstreams) = text.split_once('=').ok_or(format!("{text:?}: {form}"))?;
+        let names: Vec<String> =
+            names.split(',').map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect();
+        let upstreams: Vec<String> =
+            upstreams.split('|').map(|u| u.trim().to_string()).filter(|u| !u.is_empty()).collect();
+        if names.is_empty() || upstreams.is_empty() {
+            return Err(format!("{text:?}: {form}"));
+        }
+        Ok(SniRoute { names, upstreams })
     }
 }
 
@@ -168,6 +207,25 @@ pub struct ForwardOptions {
     #[arg(long, default_value_t = defaults::max_clients())]
     #[serde(default = "defaults::max_clients")]
     pub max_clients: usize,
+    /// Route TLS connections by the server name of their ClientHello
+    /// (read, never decrypted): `NAMES=UPSTREAMS` (names by commas,
+    /// `*.example.com` wildcards; upstreams by `|`); repeat for more
+    /// routes. Names no route has go to --upstream (the default pool).
+    #[arg(long = "sni-route")]
+    #[serde(default)]
+    pub sni_routes: Vec<SniRoute>,
+    /// With --sni-route: what a connection without a usable server name
+    /// (absent, malformed, not TLS) gets: `default` (the default pool) or
+    /// `refuse`.
+    #[arg(long, default_value = defaults::SNI_MISSING)]
+    #[serde(default = "defaults::sni_missing")]
+    pub sni_missing: String,
+    /// With --sni-route: a client whose ClientHello is not complete this
+    /// long after connecting is closed (and counted); it is also bounded to
+    /// one TLS record (16 KiB).
+    #[arg(long, default_value = defaults::CLIENT_HELLO_TIMEOUT)]
+    #[serde(default = "defaults::client_hello_timeout")]
+    pub client_hello_timeout: String,
     /// Forward UDP datagrams (a session per client) instead of TCP
     /// connections; active health checks are TCP connects, so they are
     /// off for UDP (passive ejection still applies).
@@ -279,18 +337,9 @@ impl ForwardOptions {
         }
         let mut upstreams = Vec::with_capacity(self.upstreams.len());
         let mut names = Vec::new();
-        for (i, u) in self.upstreams.iter().enumerate() {
-            let (specs, name) =
-                DnsName::parse_with(u, resolve).map_err(|e| src.item("upstreams", i).error(e))?;
-            for spec in specs {
-                if upstreams.iter().any(|s: &UpstreamSpec| s.addr == spec.addr) {
-                    let twice = format!("{u:?}: upstream given twice ({} is already in the pool)", spec.addr);
-                    return Err(src.item("upstreams", i).error(twice));
-                }
-                upstreams.push(spec);
-            }
-            names.extend(name);
-        }
+        let default_pool =
+            add_upstreams(&self.upstreams, src, "upstreams", resolve, &mut upstreams, &mut names)?;
+        let sni = self.sni(src, resolve, default_pool, &mut upstreams, &mut names)?;
         let policy = self.balance.parse().map_err(|e| key("balance").error(e))?;
         let proxy_protocol = match &self.proxy_protocol {
             Some(v) => Some(v.parse().map_err(|e: String| key("proxy_protocol").error(e))?),
@@ -323,6 +372,7 @@ impl ForwardOptions {
             listen: self.listen,
             upstreams,
             names,
+            sni,
             policy,
             connect_timeout: src.duration("connect_timeout", &self.connect_timeout)?,
             idle_timeout: src.duration("idle_timeout", &self.idle_timeout)?,
@@ -340,6 +390,87 @@ impl ForwardOptions {
             group: src.group(&self.shards)?,
             clients: self.client_policy(src)?,
         }))
+    }
+}
+
+/// Parses `values` (the key `field`) into `upstreams` and `names`: the
+/// entries (`HOST:PORT` of a literal or a name) they make a pool of. An
+/// address already in `upstreams` is an error within one list and shared
+/// between lists (a route may reuse a default upstream).
+fn add_upstreams(
+    values: &[String],
+    src: &Source,
+    field: &str,
+    resolve: &Resolve<'_>,
+    upstreams: &mut Vec<UpstreamSpec>,
+    names: &mut Vec<DnsName>,
+) -> Result<Vec<String>, ConfigError> {
+    let mut pool: Vec<String> = Vec::new();
+    for (i, u) in values.iter().enumerate() {
+        let item = || src.item(field, i);
+        let (specs, name) = DnsName::parse_with(u, resolve).map_err(|e| item().error(e))?;
+        let entry = name.as_ref().map_or_else(|| specs[0].name.clone(), |n| n.label.clone());
+        if pool.contains(&entry) {
+            return Err(item().error(format!("{u:?}: upstream given twice")));
+        }
+        for spec in specs {
+            match upstreams.iter().find(|s| s.addr == spec.addr) {
+                // The same entry in another list: one upstream, in both pools.
+                Some(s) if s.name == spec.name => {}
+                Some(s) => {
+                    let twice = format!("{u:?}: {} is already in the pool (as {})", spec.addr, s.name);
+                    return Err(item().error(twice));
+                }
+                None => upstreams.push(spec),
+            }
+        }
+        if let Some(n) = name {
+            if !names.contains(&n) {
+                names.push(n);
+            }
+        }
+        pool.push(entry);
+    }
+    Ok(pool)
+}
+
+impl ForwardOptions {
+    /// The SNI routes, their upstreams added to the service's.
+    fn sni(
+        &self,
+        src: &Source,
+        resolve: &Resolve<'_>,
+        default_pool: Vec<String>,
+        upstreams: &mut Vec<UpstreamSpec>,
+        names: &mut Vec<DnsName>,
+    ) -> Result<Option<SniConfig>, ConfigError> {
+        if self.sni_routes.is_empty() {
+            return Ok(None);
+        }
+        if self.udp {
+            return Err(src
+                .key("sni_routes")
+                .error("SNI routes are for TLS over TCP; drop udp or the routes"));
+        }
+        let mut pools = vec![default_pool];
+        for (i, r) in self.sni_routes.iter().enumerate() {
+            let field = format!("sni_routes[{i}].upstreams");
+            if r.upstreams.is_empty() || r.names.is_empty() {
+                return Err(src.item("sni_routes", i).error("a route needs names and at least one upstream"));
+            }
+            pools.push(add_upstreams(&r.upstreams, src, &field, resolve, upstreams, names)?);
+        }
+        let routes = Routes::new(self.sni_routes.iter().enumerate().map(|(i, r)| (r.names.as_slice(), i)))
+            .map_err(|e| src.key("sni_routes").error(e))?;
+        let missing = match self.sni_missing.as_str() {
+            "default" => Missing::Default,
+            "refuse" => Missing::Refuse,
+            other => {
+                return Err(src.key("sni_missing").error(format!("{other:?}: expected default or refuse")))
+            }
+        };
+        let hello_timeout = nonzero(src, "client_hello_timeout", &self.client_hello_timeout)?;
+        Ok(Some(SniConfig { routes, pools, missing, hello_timeout }))
     }
 }
 
@@ -362,4 +493,42 @@ fn nonzero(src: &Source, field: &str, value: &str) -> Result<std::time::Duration
         return Err(src.key(field).error(format!("{value:?}: must be above zero (e.g. 5s)")));
     }
     Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_route_as_a_flag() {
+        let r: SniRoute = "api.test, *.api.test=127.0.0.1:1|127.0.0.1:2,weight=3".parse().expect("route");
+        assert_eq!(r.names, ["api.test", "*.api.test"]);
+        assert_eq!(r.upstreams, ["127.0.0.1:1", "127.0.0.1:2,weight=3"]);
+        for bad in ["api.test", "=127.0.0.1:1", "api.test="] {
+            assert!(bad.parse::<SniRoute>().is_err(), "{bad}");
+        }
+    }
+
+    /// An upstream in the default pool and a route is one upstream in
+    /// both pools; an address under two names is an error.
+    #[test]
+    fn pools_share_upstreams_by_entry() {
+        let opts = |routes: &str| -> Result<Arc<ForwardConfig>, ConfigError> {
+            let text = format!(
+                "[[forward]]\nlisten = \"127.0.0.1:0\"\nupstreams = [\"127.0.0.1:1\", \"127.0.0.1:2\"]\nsni_routes = [{routes}]\n"
+            );
+            let file: crate::config::FileConfig = toml::from_str(&text).expect("toml");
+            file.forward[0].validate(&Source::Flags)
+        };
+        let f =
+            opts("{ names = [\"a.test\"], upstreams = [\"127.0.0.1:2\", \"127.0.0.1:3\"] }").expect("valid");
+        assert_eq!(f.upstreams.len(), 3);
+        let sni = f.sni.as_ref().expect("sni");
+        assert_eq!(sni.pools, [vec!["127.0.0.1:1", "127.0.0.1:2"], vec!["127.0.0.1:2", "127.0.0.1:3"]]);
+        let m = crate::services::forward::sni::members(sni, &f.upstreams, &f.names);
+        assert_eq!(m, [vec![true, true, false], vec![false, true, true]]);
+        let err =
+            opts("{ names = [\"a.test\"], upstreams = [\"127.0.0.1:3\", \"127.0.0.1:3\"] }").unwrap_err();
+        assert!(err.message.contains("twice"), "{err}");
+    }
 }

@@ -19,6 +19,7 @@ mod metrics;
 pub mod proxy_header;
 pub mod relay;
 mod runtime;
+pub mod sni;
 mod state;
 pub mod stats;
 pub mod udp;
@@ -51,8 +52,10 @@ pub struct ForwardConfig {
     pub listen: SocketAddr,
     /// The pool: literal addresses, and the current addresses of `names`.
     pub upstreams: Vec<UpstreamSpec>,
-    /// Upstreams given by name, re-resolved on their TTL (`crate::app::dns`).
+    /// Upstreams given by name, re-resolved on their TTL (`crate::app::resolve`).
     pub names: Vec<cores::pool::upstream::DnsName>,
+    /// Routes by TLS server name to pools of `upstreams`, if any.
+    pub sni: Option<sni::SniConfig>,
     /// How to pick an upstream.
     pub policy: Policy,
     /// Connect timeout per attempt.
@@ -154,7 +157,14 @@ async fn handle(state: &ShardState, client: TcpStream) {
     } else {
         (client.peer_addr().ok(), None, Vec::new())
     };
-    let Some((u, upstream)) = connect(state, &cfg, peer).await else {
+    let (pool, early) = match &cfg.sni {
+        None => (0, early),
+        Some(sni) => match route(state, sni, &client, early).await {
+            Some(routed) => routed,
+            None => return,
+        },
+    };
+    let Some((u, upstream)) = connect(state, &cfg, peer, pool).await else {
         state.count(|s| s.refused_no_upstream += 1);
         let _ = client.set_reset_on_close();
         return;
@@ -190,15 +200,54 @@ async fn handle(state: &ShardState, client: TcpStream) {
     state.release(&u);
 }
 
-/// Connects to an upstream, trying up to `retries` others after failures.
+/// Reads the ClientHello and picks the pool by its server name, counting
+/// the outcome: the pool and the bytes read, or `None` when the client is
+/// refused (reset) or gone.
+async fn route(
+    state: &ShardState,
+    sni: &sni::SniConfig,
+    client: &TcpStream,
+    early: Vec<u8>,
+) -> Option<(usize, Vec<u8>)> {
+    let (hello, read) = match sni::read_hello(client, early, sni.hello_timeout).await {
+        Ok(r) => r,
+        Err(e) => {
+            if e.kind() == io::ErrorKind::TimedOut {
+                state.count(|s| s.client_hello_timeouts += 1);
+                let _ = client.set_reset_on_close();
+            }
+            tracing::debug!("ClientHello: {e}");
+            return None;
+        }
+    };
+    let decision = sni::decide(sni, &hello);
+    state.count(|s| match (&hello, decision) {
+        (_, sni::Decision::Route(_)) => s.sni_routed += 1,
+        (_, sni::Decision::Unmatched) => s.sni_unmatched += 1,
+        (cores::sni::Hello::NoName, _) => s.sni_missing += 1,
+        _ => s.sni_malformed += 1,
+    });
+    match decision.pool() {
+        Some(pool) => Some((pool, read)),
+        None => {
+            state.count(|s| s.refused_sni += 1);
+            let _ = client.set_reset_on_close();
+            None
+        }
+    }
+}
+
+/// Connects to an upstream of pool `pool`, trying up to `retries` others
+/// after failures.
 async fn connect(
     state: &ShardState,
     cfg: &ForwardConfig,
     client: Option<SocketAddr>,
+    pool: usize,
 ) -> Option<(UpstreamRef, TcpStream)> {
     let mut tried = Vec::new();
     for attempt in 0..=cfg.retries {
-        let u = state.pick(client, &tried)?;
+        let u = state.pick(client, &tried, pool)?;
         tried.push(u.addr);
         if attempt > 0 {
             state.count(|s| s.retries += 1);

@@ -25,6 +25,10 @@ impl ForwardConfig {
                     return Err(format!("the pool holds {MAX_UPSTREAMS} upstreams at most"));
                 }
                 new.upstreams.push(spec.clone());
+                if let Some(sni) = new.sni.as_mut() {
+                    // Into the default pool: routes are the file's.
+                    sni.pools[0].push(spec.name.clone());
+                }
             }
             UpstreamChange::Set { upstream, weight, state } => {
                 let u = find(&mut new.upstreams, upstream)?;
@@ -68,6 +72,9 @@ impl ForwardConfig {
             UpstreamChange::Remove(upstream) => {
                 find(&mut new.upstreams, upstream)?;
                 new.upstreams.retain(|u| u.name != *upstream);
+                if let Some(sni) = new.sni.as_mut() {
+                    sni.pools.iter_mut().for_each(|p| p.retain(|e| e != upstream));
+                }
                 if new.upstreams.is_empty() {
                     return Err(
                         "a forward needs one upstream at least: put the last one in maintenance instead"

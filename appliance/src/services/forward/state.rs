@@ -43,6 +43,8 @@ struct Pool {
     balancer: Balancer,
     health: Vec<Health>,
     limits: UpstreamLimits,
+    /// With SNI routes: which upstream is in which pool, `[pool][i]`.
+    members: Option<Vec<Vec<bool>>>,
 }
 
 /// One shard's view of one forward service.
@@ -71,6 +73,7 @@ impl ShardState {
             balancer: Balancer::from_specs(cfg.policy, &cfg.upstreams, seed(me)),
             health: cfg.upstreams.iter().map(|_| Health::new(health_cfg)).collect(),
             limits: UpstreamLimits::new(cfg.upstreams.iter().map(|u| u.max_conns), n, me),
+            members: cfg.sni.as_ref().map(|s| super::sni::members(s, &cfg.upstreams, &cfg.names)),
             generation: 0,
             cfg: cfg.clone(),
         };
@@ -175,15 +178,23 @@ impl ShardState {
         pool.cfg.upstreams.iter().position(|s| s.addr == u.addr)
     }
 
-    /// Picks an eligible upstream not in `tried` and reserves a slot on it.
-    pub(crate) fn pick(&self, client: Option<SocketAddr>, tried: &[SocketAddr]) -> Option<UpstreamRef> {
+    /// Picks an eligible upstream of pool `pool` (0: the default, the only
+    /// one without SNI routes) not in `tried` and reserves a slot on it.
+    pub(crate) fn pick(
+        &self,
+        client: Option<SocketAddr>,
+        tried: &[SocketAddr],
+        pool_no: usize,
+    ) -> Option<UpstreamRef> {
         let now = Instant::now();
         let mut guard = self.pool.borrow_mut();
         let pool = &mut *guard;
         let (cfg, health, limits) = (&pool.cfg, &pool.health, &pool.limits);
+        let member = pool.members.as_ref().and_then(|m| m.get(pool_no));
         let eligible = |i: usize| {
             let u = &cfg.upstreams[i];
-            u.state == AdminState::Ready
+            member.is_none_or(|m| m.get(i).copied().unwrap_or(false))
+                && u.state == AdminState::Ready
                 && !tried.contains(&u.addr)
                 && health[i].is_eligible(now)
                 && limits.has_room(i)
@@ -268,7 +279,8 @@ impl ShardState {
         let active = self.conns.borrow().active;
         *self.conns.borrow_mut() = ConnLimit { active, ..ConnLimit::for_shard(Some(cfg.max_conns), n, me) };
         self.stats.borrow_mut().upstreams = stats;
-        *self.pool.borrow_mut() = Pool { cfg, generation, balancer, health, limits };
+        let members = cfg.sni.as_ref().map(|s| super::sni::members(s, &cfg.upstreams, &cfg.names));
+        *self.pool.borrow_mut() = Pool { cfg, generation, balancer, health, limits, members };
         self.start_health_checks();
     }
 

@@ -61,6 +61,19 @@ cores::counter_set! {
             "Upstream connects that failed on our side (descriptors, ports, memory), not the upstream's.",
         proxy_header_timeouts: Counter("appliance_forward_proxy_header_timeouts_total")
             "Clients closed because their PROXY header was not complete within proxy_header_timeout.",
+        sni_routed: Counter("appliance_forward_sni_total", result = "routed")
+            "Connections by what their ClientHello's server name did: matched a route, matched none (default pool), was absent, or was malformed (or not TLS).",
+        sni_unmatched: Counter("appliance_forward_sni_total", result = "unmatched")
+            "Connections by what their ClientHello's server name did: matched a route, matched none (default pool), was absent, or was malformed (or not TLS).",
+        sni_missing: Counter("appliance_forward_sni_total", result = "missing")
+            "Connections by what their ClientHello's server name did: matched a route, matched none (default pool), was absent, or was malformed (or not TLS).",
+        sni_malformed: Counter("appliance_forward_sni_total", result = "malformed")
+            "Connections by what their ClientHello's server name did: matched a route, matched none (default pool), was absent, or was malformed (or not TLS).",
+        /// Absent or malformed names with `sni_missing = "refuse"`.
+        refused_sni: Counter("appliance_forward_refused_total", reason = "sni")
+            "Client connections refused, by reason: over max_conns, no eligible upstream, or a client over its limits.",
+        client_hello_timeouts: Counter("appliance_forward_client_hello_timeouts_total")
+            "Clients closed because their ClientHello was not complete within client_hello_timeout.",
         bytes_up: Counter("appliance_forward_bytes_total", direction = "up")
             "Bytes relayed (up: client to upstream).",
         bytes_down: Counter("appliance_forward_bytes_total", direction = "down")

@@ -100,7 +100,7 @@ fn session(
         state.count_udp(|s| s.sessions_refused += 1);
         return None;
     }
-    let Some(upstream) = state.pick(Some(client), &[]) else {
+    let Some(upstream) = state.pick(Some(client), &[], 0) else {
         state.leave();
         return None;
     };
