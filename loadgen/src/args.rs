@@ -138,6 +138,11 @@ pub struct ConnectArgs {
     /// server does all of its per-connection work only then).
     #[arg(long)]
     pub http: bool,
+    /// Make the round trip a TLS ClientHello (512 bytes, one record) with
+    /// this server name, echoed back: what an SNI router reads before it
+    /// picks an upstream (against an echo upstream; no handshake follows).
+    #[arg(long, conflicts_with = "http")]
+    pub tls_hello: Option<String>,
     /// Stop after exactly this many connections in total.
     #[arg(long)]
     pub requests: Option<u64>,

@@ -291,6 +291,8 @@ pub fn connect_rate(a: &ConnectArgs) -> anyhow::Result<Summary> {
     rate_flag(a.rate)?;
     let exchange = if a.http {
         Some(Exchange::Http(leak(request(&a.common.target.to_string(), "/"))))
+    } else if let Some(name) = &a.tls_hello {
+        Some(Exchange::Echo(leak(client_hello(name, 512)?)))
     } else {
         (a.size > 0).then(|| Exchange::Echo(leak(vec![b'c'; a.size])))
     };
@@ -309,6 +311,8 @@ pub fn connect_rate(a: &ConnectArgs) -> anyhow::Result<Summary> {
     let mut s = summary("connect", "connections", a.common.target, a.connections, out);
     let round_trip = if a.http {
         "http"
+    } else if a.tls_hello.is_some() {
+        "tls-hello"
     } else if a.size > 0 {
         "echo"
     } else {
@@ -361,5 +365,52 @@ async fn connect_loop(tally: Rc<Tally>, cfg: Arc<RrConfig>, c: usize, w: Window)
         tally.ok(t0.elapsed());
         done += 1;
         fails = 0;
+    }
+}
+
+/// A TLS 1.2-framed ClientHello record of `size` bytes carrying `name` as
+/// its server name (SNI), one cipher suite and a padding extension (RFC
+/// 7685) for the rest, as browsers pad theirs.
+fn client_hello(name: &str, size: usize) -> anyhow::Result<Vec<u8>> {
+    let name = name.as_bytes();
+    let mut sni = vec![0, 0];
+    sni.extend_from_slice(&((name.len() + 5) as u16).to_be_bytes());
+    sni.extend_from_slice(&((name.len() + 3) as u16).to_be_bytes());
+    sni.push(0);
+    sni.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    sni.extend_from_slice(name);
+    // Record header 5, handshake header 4, version 2, random 32, session
+    // id 1, suites 4, compression 2, extensions length 2, padding header 4.
+    let fixed = 5 + 4 + 2 + 32 + 1 + 4 + 2 + 2 + sni.len() + 4;
+    let pad = size.checked_sub(fixed).ok_or_else(|| anyhow::anyhow!("--tls-hello: name too long"))?;
+    let mut ext = sni;
+    ext.extend_from_slice(&[0, 21]);
+    ext.extend_from_slice(&(pad as u16).to_be_bytes());
+    ext.resize(ext.len() + pad, 0);
+    let mut body = vec![3, 3];
+    body.extend_from_slice(&[0x42; 32]);
+    body.push(0);
+    body.extend_from_slice(&[0, 2, 0x13, 0x01, 1, 0]);
+    body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+    body.extend_from_slice(&ext);
+    let mut record = vec![0x16, 3, 1];
+    record.extend_from_slice(&((body.len() + 4) as u16).to_be_bytes());
+    record.push(1);
+    record.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+    record.extend_from_slice(&body);
+    Ok(record)
+}
+
+#[cfg(test)]
+mod hello_tests {
+    #[test]
+    fn the_hello_is_the_size_asked_and_names_the_server() {
+        let h = super::client_hello("api.example.com", 512).expect("hello");
+        assert_eq!(h.len(), 512);
+        assert_eq!(usize::from(u16::from_be_bytes([h[3], h[4]])), 512 - 5, "one record");
+        assert!(h.windows(15).any(|w| w == b"api.example.com"));
+        let read = cores::sni::server_name(&h);
+        assert_eq!(read, cores::sni::Hello::Name("api.example.com".into()), "an SNI router reads it");
+        assert!(super::client_hello(&"x".repeat(600), 512).is_err());
     }
 }

@@ -10,6 +10,10 @@ req/s (wrk -t1 -c50), bulk Gbit/s (iperf3, one stream), new connections/s
 time per request at that rate (utime+stime of every process of the proxy,
 from /proc/PID/stat, before and after).
 
+SNI routing: the cost per connection of reading the ClientHello and routing by
+its server name, the appliance (--sni-route) against HAProxy (req.ssl_sni)
+and nginx stream (ssl_preread), each against its own plain forward.
+
 Aggregate (only when the binary has `appliance aggregate`): loadgen statsd
 at a ladder of rates against the appliance and etsy statsd, each checked
 exactly through loadgen's Graphite sink; the highest rate with every
@@ -20,8 +24,8 @@ to the last CPU, alternating.
 
 Every process runs in its own process group and every group is killed on
 exit, failure or Ctrl-C. COMPARE_QUICK=1 makes a short run; COMPARE_ROUNDS,
-COMPARE_SECONDS and COMPARE_RATE override; COMPARE_ONLY=forward|aggregate
-runs one half; COMPARE_APP points at another appliance binary (an older build, for
+COMPARE_SECONDS and COMPARE_RATE override; COMPARE_ONLY=forward|sni|aggregate
+runs one part; COMPARE_APP points at another appliance binary (an older build, for
 before/after figures in one session); COMPARE_BASELINE=BINARY adds an older build
 as one more forward proxy in the same rounds, with an "appliance / baseline" column.
 Output: a table on stdout, target/compare/report.md, target/compare/latency.svg.
@@ -169,6 +173,25 @@ def start_proxy(system, upstream, tag):
     return port, p
 
 
+def start_sni_proxy(system, upstream):
+    """A proxy routing by the ClientHello's server name (api.example.com
+    to `upstream`, anything else to `upstream` too)."""
+    port = free_port()
+    name = f"{system}-sni"
+    if system in ("appliance", "baseline"):
+        p = start(name, [APP if system == "appliance" else BASELINE, "forward", "--listen", f"127.0.0.1:{port}",
+                         "--upstream", f"127.0.0.1:{upstream}", "--sni-route", f"api.example.com=127.0.0.1:{upstream}",
+                         "--shards", "2", "--no-pin", "--health-interval", "0"])
+    elif system == "haproxy":
+        p = start(name, ["haproxy", "-db", "-f", render("haproxy-sni.cfg.in", name + ".cfg", LISTEN=port, UPSTREAM=upstream)])
+    else:
+        conf = render("nginx-sni.conf.in", name + ".conf", LISTEN=port, UPSTREAM=upstream, WORK=WORK,
+                      NAME=name, LOAD_MODULE=stream_module())
+        p = nginx(name, conf)
+    wait_port(port, p)
+    return port, p
+
+
 def loadgen(*args, cpus=None):
     """Runs loadgen (one shard, unpinned unless `cpus` pins it) and returns its JSON."""
     cmd = [APP, "loadgen", *args, "--json"] + (["--cpus", cpus] if cpus else ["--shards", "1", "--no-pin"])
@@ -264,6 +287,69 @@ def forward():
         res[k] = {s: [r[k] for r in fixed_runs[s]] for s in SYSTEMS}
     stop_all()
     return res, rate
+
+
+def sni():
+    """SNI routing's cost per connection: every proxy forwards to one echo
+    upstream, once plainly and once routing by the ClientHello's server
+    name; loadgen connect sends a 512-byte ClientHello naming
+    api.example.com on each new connection and reads its echo. New
+    connections/s unpaced, and the proxy's CPU per connection at one fixed
+    connect rate for all. Returns {figure: {system: [values]}}."""
+    if "sni-route" not in subprocess.run([APP, "forward", "--help"], capture_output=True, text=True).stdout:
+        log("== sni: skipped (this binary has no --sni-route)")
+        return None
+    echo = free_port()
+    wait_port(echo, start("echo-backend", [APP, "echo", "--listen", f"127.0.0.1:{echo}", "--shards", "1", "--no-pin"]))
+    systems = [s for s in PROXIES if s != "baseline"]
+    plain = {s: start_proxy(s, echo, "plain") for s in systems}
+    routed = {s: start_sni_proxy(s, echo) for s in systems}
+
+    def hello(port, *extra):
+        return loadgen("connect", "--tls-hello", "api.example.com", "--target", f"127.0.0.1:{port}",
+                       "--connections", "16", "--duration", f"{SECONDS}s", *extra)
+
+    res = {}
+    log("== SNI: new connections/s with a ClientHello round trip, plain and routed by server name")
+    res["plain_cps"] = rounds("plain conn/s", systems, lambda s: hello(plain[s][0])["rate_per_s"])
+    res["sni_cps"] = rounds("sni conn/s", systems, lambda s: hello(routed[s][0])["rate_per_s"])
+    rate = float(os.environ.get("COMPARE_SNI_RATE", "0")) or max(
+        500.0, round(RATE_FRACTION * min(median(res["sni_cps"][s]) for s in systems), -2))
+    log(f"== SNI: proxy CPU per connection at a fixed {rate:.0f} connections/s")
+
+    def cpu(proxies):
+        def measure(s):
+            port, proc = proxies[s]
+            before = cpu_seconds(proc.pid)
+            j = hello(port, "--rate", str(rate))
+            after = cpu_seconds(proc.pid)
+            if j["errors"]:
+                log(f"  {s}: {j['errors']} errors: {j.get('first_error')}")
+            return (after - before) * 1e6 / j["ok"] if j["ok"] else float("nan")
+        return measure
+
+    res["plain_cpu"] = rounds("plain CPU us/conn", systems, cpu(plain))
+    res["sni_cpu"] = rounds("sni CPU us/conn", systems, cpu(routed))
+    res["rate"] = rate
+    stop_all()
+    return res
+
+
+def sni_table(res):
+    systems = [s for s in PROXIES if s != "baseline"]
+    med = {k: {s: median(res[k][s]) for s in systems} for k in ("plain_cps", "sni_cps", "plain_cpu", "sni_cpu")}
+    head = ["figure"] + [NAMES[s] for s in systems] + ["appliance / HAProxy", "appliance / nginx stream"]
+    rows = []
+    for key, label, f in [("plain_cps", "conn/s, plain forward", "{:.0f}"), ("sni_cps", "conn/s, SNI routed", "{:.0f}"),
+                          ("plain_cpu", "CPU us/conn, plain", "{:.1f}"), ("sni_cpu", "CPU us/conn, SNI routed", "{:.1f}")]:
+        rows.append([label] + [fmt(f, med[key][s]) for s in systems]
+                    + [ratio(med[key]["appliance"], med[key]["haproxy"]), ratio(med[key]["appliance"], med[key]["nginx"])])
+    cost = {s: med["sni_cpu"][s] - med["plain_cpu"][s] for s in systems}
+    rows.append(["SNI routing's extra CPU us/conn"] + [fmt("{:.1f}", cost[s]) for s in systems]
+                + [ratio(cost["appliance"], cost["haproxy"]), ratio(cost["appliance"], cost["nginx"])])
+    drop = {s: med["sni_cps"][s] / med["plain_cps"][s] for s in systems}
+    rows.append(["conn/s routed / plain"] + [fmt("{:.2f}", drop[s]) for s in systems] + ["", ""])
+    return head, rows
 
 
 def aggregate():
@@ -502,6 +588,7 @@ def main():
     log(f"compare: {ROUNDS} round(s) of {SECONDS} s per system and figure{' (COMPARE_QUICK)' if QUICK else ''}")
     only = os.environ.get("COMPARE_ONLY", "")
     res, rate = forward() if only in ("", "forward") else (None, 0.0)
+    routing = sni() if only in ("", "sni") else None
     agg = aggregate() if only in ("", "aggregate") else None
     bare = one_core() if only in ("", "aggregate") else None
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
@@ -515,6 +602,11 @@ def main():
         log("\n" + text_table(head, rows))
         with open(os.path.join(WORK, "latency.svg"), "w") as f:
             f.write(svg(res, rate))
+    if routing is not None:
+        shead, srows = sni_table(routing)
+        report += (f"\n#### SNI routing (512-byte ClientHello echoed per connection; CPU at {routing['rate']:.0f} conn/s)\n\n"
+                   + markdown(shead, srows))
+        log("\n" + text_table(shead, srows))
     if agg is not None:
         ahead, arows, lossless = aggregate_table(agg)
         report += ("\n#### aggregate (statsd, 20 lines per datagram, 1000 keys per type)\n\n"
@@ -537,7 +629,7 @@ def main():
     with open(os.path.join(WORK, "report.md"), "w") as f:
         f.write(report)
     with open(os.path.join(WORK, "raw.json"), "w") as f:
-        json.dump({"forward": res, "fixed_rate": rate, "aggregate": agg, "bare_loop": bare}, f, indent=1)
+        json.dump({"forward": res, "fixed_rate": rate, "sni": routing, "aggregate": agg, "bare_loop": bare}, f, indent=1)
     log(f"\nwrote {WORK}/report.md, {WORK}/latency.svg, {WORK}/raw.json")
 
 
