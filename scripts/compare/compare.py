@@ -156,37 +156,22 @@ def nginx(name, conf):
     return start(name, ["nginx", "-p", WORK + "/", "-e", f"{WORK}/{name}.err", "-c", conf, "-g", "daemon off;"])
 
 
-def start_proxy(system, upstream, tag):
+def start_proxy(system, upstream, tag, sni=False):
+    """A proxy to `upstream`; with `sni`, one that routes by the
+    ClientHello's server name (api.example.com to `upstream`, any other
+    name to `upstream` too), so only the routing differs."""
     port = free_port()
     name = f"{system}-{tag}"
     if system in ("appliance", "baseline"):
+        route = ["--sni-route", f"api.example.com=127.0.0.1:{upstream}"] if sni else []
         p = start(name, [APP if system == "appliance" else BASELINE, "forward", "--listen", f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{upstream}",
-                         "--shards", "2", "--no-pin", "--health-interval", "0"])
+                         "--shards", "2", "--no-pin", "--health-interval", "0", *route])
     elif system == "haproxy":
-        conf = render("haproxy.cfg.in", name + ".cfg", LISTEN=port, UPSTREAM=upstream)
+        conf = render("haproxy-sni.cfg.in" if sni else "haproxy.cfg.in", name + ".cfg", LISTEN=port, UPSTREAM=upstream)
         p = start(name, ["haproxy", "-db", "-f", conf])
     else:
-        conf = render("nginx-stream.conf.in", name + ".conf", LISTEN=port, UPSTREAM=upstream, WORK=WORK,
-                      NAME=name, LOAD_MODULE=stream_module())
-        p = nginx(name, conf)
-    wait_port(port, p)
-    return port, p
-
-
-def start_sni_proxy(system, upstream):
-    """A proxy routing by the ClientHello's server name (api.example.com
-    to `upstream`, anything else to `upstream` too)."""
-    port = free_port()
-    name = f"{system}-sni"
-    if system in ("appliance", "baseline"):
-        p = start(name, [APP if system == "appliance" else BASELINE, "forward", "--listen", f"127.0.0.1:{port}",
-                         "--upstream", f"127.0.0.1:{upstream}", "--sni-route", f"api.example.com=127.0.0.1:{upstream}",
-                         "--shards", "2", "--no-pin", "--health-interval", "0"])
-    elif system == "haproxy":
-        p = start(name, ["haproxy", "-db", "-f", render("haproxy-sni.cfg.in", name + ".cfg", LISTEN=port, UPSTREAM=upstream)])
-    else:
-        conf = render("nginx-sni.conf.in", name + ".conf", LISTEN=port, UPSTREAM=upstream, WORK=WORK,
-                      NAME=name, LOAD_MODULE=stream_module())
+        conf = render("nginx-sni.conf.in" if sni else "nginx-stream.conf.in", name + ".conf", LISTEN=port,
+                      UPSTREAM=upstream, WORK=WORK, NAME=name, LOAD_MODULE=stream_module())
         p = nginx(name, conf)
     wait_port(port, p)
     return port, p
@@ -303,7 +288,7 @@ def sni():
     wait_port(echo, start("echo-backend", [APP, "echo", "--listen", f"127.0.0.1:{echo}", "--shards", "1", "--no-pin"]))
     systems = [s for s in PROXIES if s != "baseline"]
     plain = {s: start_proxy(s, echo, "plain") for s in systems}
-    routed = {s: start_sni_proxy(s, echo) for s in systems}
+    routed = {s: start_proxy(s, echo, "sni", sni=True) for s in systems}
 
     def hello(port, *extra):
         return loadgen("connect", "--tls-hello", "api.example.com", "--target", f"127.0.0.1:{port}",

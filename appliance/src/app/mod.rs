@@ -6,6 +6,7 @@
 //! reload (SIGHUP, see [`reload`]).
 
 pub mod admin;
+pub mod change;
 pub mod fds;
 pub mod reload;
 pub mod resolve;
@@ -70,7 +71,7 @@ pub fn run(mut cfg: AppConfig, rt: shard::Runtime, path: Option<PathBuf>) -> any
         (Some(p), false) => (None, Some(upgrade::Role::Serve(upgrade::claim(p)?))),
         (None, _) => (None, Some(upgrade::Role::Off)),
     };
-    let offer = upgrade::Offer::new(cfg.runtime.upgrade_socket.is_some());
+    let offer = state::Offer::new(cfg.runtime.upgrade_socket.is_some());
     let mut bound = Vec::new();
     let mut listening = Vec::new();
     for service in &cfg.services {
@@ -154,20 +155,22 @@ async fn main(app: Arc<App>, bound: Vec<Bound>, fds: Fds) -> anyhow::Result<()> 
     let admin_task = admin.map(|fd| {
         let app = app.clone();
         // After an upgrade the successor serves the admin endpoint (on the
-        // same socket): this process stops accepting there at once.
-        let done = {
-            let app = app.clone();
-            async move {
-                let handed_over = async {
-                    shard::stopping().await;
-                    if !app.offer.handed_over() {
-                        std::future::pending::<()>().await;
-                    }
-                };
-                let _ = shard::future::select(done_rx, std::pin::pin!(handed_over)).await;
-            }
+        // same socket): this process stops accepting there first, while
+        // its shards still answer, then drains.
+        let handed_over = app.offer.admin_stop_signal();
+        let done = async move {
+            let handed_over = async {
+                match &handed_over {
+                    Ok(fd) if crate::app::change::woken(fd).await => {}
+                    _ => std::future::pending::<()>().await,
+                }
+            };
+            let _ = shard::future::select(done_rx, std::pin::pin!(handed_over)).await;
         };
-        shard::spawn_local_named("admin", async move { crate::app::admin::serve(fd, app, done).await })
+        shard::spawn_local_named("admin", async move {
+            crate::app::admin::serve(fd, app.clone(), done).await;
+            app.offer.admin_closed();
+        })
     });
     shard::spawn_local_named("reload", reload::serve(hup, app.clone())).detach();
     shard::spawn_local_named("dns", resolve::serve(dns, app.clone())).detach();

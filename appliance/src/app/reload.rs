@@ -15,12 +15,11 @@
 //! line (queued Graphite intervals follow a new Graphite address).
 
 use std::io::Write as _;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
-use shard::future::{select, Either};
 
 use crate::app::state::App;
 use crate::config::{AppConfig, FileConfig};
@@ -132,17 +131,9 @@ pub fn reloadable(old: &AppConfig, new: &AppConfig) -> Result<(), String> {
 
 /// Shard 0's task: applies each prepared configuration on every shard.
 pub async fn serve(hup: OwnedFd, app: Arc<App>) {
-    loop {
-        let read = shard::ops::read(hup.as_raw_fd(), Vec::with_capacity(16));
-        let n = match select(shard::stopping(), read).await {
-            Either::Left(()) => return,
-            Either::Right((r, _)) => r,
-        };
-        if !matches!(n, Ok(n) if n > 0) {
-            return;
-        }
+    while crate::app::change::woken(&hup).await {
         let Some(new) = PENDING.lock().unwrap_or_else(|p| p.into_inner()).take() else { continue };
-        let _turn = crate::app::admin::api::one_at_a_time().await;
+        let _turn = crate::app::change::one_at_a_time().await;
         match apply(&new).await {
             Ok(()) => {
                 tracing::info!("SIGHUP: configuration reloaded");

@@ -11,46 +11,19 @@
 //! configuration each turn, so a SIGHUP that adds or drops names is
 //! followed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io::Write as _;
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use shard::future::{select, Either};
 
 use crate::app::state::App;
 use crate::dns::{DnsConfig, Resolver};
 use crate::services::UpstreamChange;
-
-/// What the thread knows of one name, for `/status` and `/metrics`.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct NameStatus {
-    /// The addresses of the last answer that was applied.
-    pub addresses: Vec<String>,
-    /// Lookups that answered.
-    pub lookups_ok: u64,
-    /// Lookups that failed or answered no address (the last answer stays).
-    pub lookups_failed: u64,
-    /// Answers that changed the pool.
-    pub changes: u64,
-    /// Why the last failed lookup failed.
-    pub last_error: Option<String>,
-}
-
-/// Every name's status, by (service, `HOST:PORT`).
-#[derive(Debug, Default)]
-pub struct DnsStatus(Mutex<BTreeMap<(String, String), NameStatus>>);
-
-impl DnsStatus {
-    /// The table.
-    pub fn lock(&self) -> MutexGuard<'_, BTreeMap<(String, String), NameStatus>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
 
 /// A new answer for shard 0 to apply.
 #[derive(Debug)]
@@ -179,20 +152,12 @@ fn same_set(a: &[IpAddr], b: &[IpAddr]) -> bool {
 
 /// Shard 0's task: applies each new answer on every shard.
 pub async fn serve(wake: OwnedFd, app: Arc<App>) {
-    loop {
-        let read = shard::ops::read(wake.as_raw_fd(), Vec::with_capacity(64));
-        let n = match select(shard::stopping(), read).await {
-            Either::Left(()) => return,
-            Either::Right((r, _)) => r,
-        };
-        if !matches!(n, Ok(n) if n > 0) {
-            return;
-        }
+    while crate::app::change::woken(&wake).await {
         let updates = std::mem::take(&mut *PENDING.lock().unwrap_or_else(|p| p.into_inner()));
         for u in updates {
             let change = UpstreamChange::Resolved { name: u.name.clone(), addrs: u.addrs.clone() };
             let addrs: Vec<String> = u.addrs.iter().map(IpAddr::to_string).collect();
-            match crate::app::admin::api::apply_change(&app, &u.service, &change).await {
+            match crate::app::change::apply(&app, &u.service, &change).await {
                 Ok(_) => {
                     tracing::info!(service = %u.service, name = %u.name, "dns: now {addrs:?}");
                     if let Some(s) = app.dns.lock().get_mut(&(u.service, u.name)) {

@@ -3,9 +3,11 @@
 //! main thread, the signal thread and shard 0 (the admin endpoint and the
 //! reload task); never touched on a hot path.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -25,11 +27,11 @@ pub struct App {
     /// Where the admin endpoint listens.
     pub admin_addr: Option<SocketAddr>,
     /// The listening sockets offered to a successor (binary upgrades).
-    pub offer: crate::app::upgrade::Offer,
+    pub offer: Offer,
     /// The process this one took over from, if started with `--upgrade`.
     pub upgraded_from: Option<u32>,
     /// What re-resolving upstream names found.
-    pub dns: crate::app::resolve::DnsStatus,
+    pub dns: DnsStatus,
     serving: AtomicUsize,
     config: Mutex<AppConfig>,
     reloads: Mutex<ReloadStatus>,
@@ -55,7 +57,7 @@ impl App {
         plan: &shard::placement::Plan,
         listening: Vec<crate::app::Listening>,
         admin_addr: Option<SocketAddr>,
-        offer: crate::app::upgrade::Offer,
+        offer: Offer,
         upgraded_from: Option<u32>,
     ) -> Arc<App> {
         Arc::new(App {
@@ -103,5 +105,123 @@ impl App {
     /// Reload bookkeeping.
     pub fn reloads(&self) -> MutexGuard<'_, ReloadStatus> {
         self.reloads.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The listening sockets this process offers to a successor: a copy
+/// (`dup`) of each, so the sockets outlive this process's own listeners.
+/// Withdrawn (the copies closed) when the process starts to drain, so that
+/// after a plain SIGTERM its listeners really close and new connections are
+/// refused at once.
+#[derive(Debug)]
+pub struct Offer {
+    /// `None` once withdrawn.
+    groups: Mutex<Option<Vec<Offered>>>,
+    handed_over: AtomicBool,
+    /// Wakes shard 0's admin task to stop accepting (the successor takes
+    /// the admin listener), and whether it has.
+    admin_stop: Mutex<Option<std::os::unix::net::UnixStream>>,
+    admin_closed: AtomicBool,
+}
+
+impl Offer {
+    /// An offer, empty; `enabled` false (no upgrade socket): nothing is
+    /// ever kept.
+    pub fn new(enabled: bool) -> Offer {
+        Offer {
+            groups: Mutex::new(enabled.then(Vec::new)),
+            handed_over: AtomicBool::new(false),
+            admin_stop: Mutex::new(None),
+            admin_closed: AtomicBool::new(false),
+        }
+    }
+
+    /// Keeps a copy of a group's sockets, described by `what` in logs.
+    pub fn add(&self, what: String, fds: &[OwnedFd]) -> std::io::Result<()> {
+        let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(groups) = groups.as_mut() {
+            let copies = fds.iter().map(OwnedFd::try_clone).collect::<std::io::Result<Vec<_>>>()?;
+            groups.push((what, copies));
+        }
+        Ok(())
+    }
+
+    /// Closes the copies: nothing is offered any more.
+    pub fn withdraw(&self) {
+        self.groups.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
+    /// The groups offered (`None` once withdrawn), locked.
+    pub fn groups(&self) -> MutexGuard<'_, Option<Vec<Offered>>> {
+        self.groups.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A successor took over.
+    pub fn hand_over(&self) {
+        self.handed_over.store(true, Ordering::SeqCst);
+    }
+
+    /// The end the admin task watches: written once, when a successor
+    /// takes over, so that this process stops accepting admin requests
+    /// while its shards still answer them.
+    pub fn admin_stop_signal(&self) -> std::io::Result<OwnedFd> {
+        let (rx, tx) = std::os::unix::net::UnixStream::pair()?;
+        *self.admin_stop.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+        Ok(OwnedFd::from(rx))
+    }
+
+    /// The admin task has stopped accepting.
+    pub fn admin_closed(&self) {
+        self.admin_closed.store(true, Ordering::SeqCst);
+    }
+
+    /// Has the admin task stop accepting, and waits (up to `limit`) until it
+    /// has: the successor then answers every admin request. Returns at
+    /// once without an admin endpoint.
+    pub fn close_admin(&self, limit: std::time::Duration) {
+        use std::io::Write as _;
+        let Some(mut tx) = self.admin_stop.lock().unwrap_or_else(|p| p.into_inner()).take() else { return };
+        if tx.write_all(&[1]).is_err() {
+            return;
+        }
+        let deadline = std::time::Instant::now() + limit;
+        while !self.admin_closed.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+
+    /// Whether a successor took over (so this process must not speak for
+    /// the service to systemd, nor serve the admin endpoint, any more).
+    pub fn handed_over(&self) -> bool {
+        self.handed_over.load(Ordering::SeqCst)
+    }
+}
+
+/// One offered group: what it is (for logs), copies of its sockets.
+pub type Offered = (String, Vec<OwnedFd>);
+
+/// What the thread knows of one name, for `/status` and `/metrics`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct NameStatus {
+    /// The addresses of the last answer that was applied.
+    pub addresses: Vec<String>,
+    /// Lookups that answered.
+    pub lookups_ok: u64,
+    /// Lookups that failed or answered no address (the last answer stays).
+    pub lookups_failed: u64,
+    /// Answers that changed the pool.
+    pub changes: u64,
+    /// Why the last failed lookup failed.
+    pub last_error: Option<String>,
+}
+
+/// Every name's status, by (service, `HOST:PORT`).
+#[derive(Debug, Default)]
+pub struct DnsStatus(Mutex<BTreeMap<(String, String), NameStatus>>);
+
+impl DnsStatus {
+    /// The table.
+    pub fn lock(&self) -> MutexGuard<'_, BTreeMap<(String, String), NameStatus>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

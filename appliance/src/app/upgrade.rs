@@ -35,8 +35,7 @@
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
@@ -84,50 +83,6 @@ fn recv(conn: &Socket) -> anyhow::Result<(Msg, Vec<OwnedFd>)> {
     let msg = serde_json::from_slice(&bytes).context("a message that is not the upgrade protocol")?;
     Ok((msg, fds))
 }
-
-/// The listening sockets this process offers to a successor: a copy
-/// (`dup`) of each, so the sockets outlive this process's own listeners.
-/// Withdrawn (the copies closed) when the process starts to drain, so that
-/// after a plain SIGTERM its listeners really close and new connections are
-/// refused at once.
-#[derive(Debug)]
-pub struct Offer {
-    /// `None` once withdrawn.
-    groups: Mutex<Option<Vec<Offered>>>,
-    handed_over: AtomicBool,
-}
-
-impl Offer {
-    /// An offer, empty; `enabled` false (no upgrade socket): nothing is
-    /// ever kept.
-    pub fn new(enabled: bool) -> Offer {
-        Offer { groups: Mutex::new(enabled.then(Vec::new)), handed_over: AtomicBool::new(false) }
-    }
-
-    /// Keeps a copy of a group's sockets, described by `what` in logs.
-    pub fn add(&self, what: String, fds: &[OwnedFd]) -> std::io::Result<()> {
-        let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(groups) = groups.as_mut() {
-            let copies = fds.iter().map(OwnedFd::try_clone).collect::<std::io::Result<Vec<_>>>()?;
-            groups.push((what, copies));
-        }
-        Ok(())
-    }
-
-    /// Closes the copies: nothing is offered any more.
-    pub fn withdraw(&self) {
-        self.groups.lock().unwrap_or_else(|p| p.into_inner()).take();
-    }
-
-    /// Whether a successor took over (so this process must not speak for
-    /// the service to systemd, nor serve the admin endpoint, any more).
-    pub fn handed_over(&self) -> bool {
-        self.handed_over.load(Ordering::SeqCst)
-    }
-}
-
-/// One offered group: what it is (for logs), copies of its sockets.
-type Offered = (String, Vec<OwnedFd>);
 
 /// Listens on `path` for a successor, replacing a stale socket file a
 /// crashed process left; an appliance still serving there is an error.
@@ -248,7 +203,7 @@ pub fn start_successor(app: &App) {
         );
         return;
     }
-    if app.offer.handed_over() || app.offer.groups.lock().unwrap_or_else(|p| p.into_inner()).is_none() {
+    if app.offer.handed_over() || app.offer.groups().is_none() {
         tracing::error!("SIGUSR2: this process is draining: no upgrade");
         return;
     }
@@ -371,7 +326,10 @@ fn serve(listener: Socket, app: &App, handle: &shard::RuntimeHandle) {
         };
         match hand_over(&conn, app) {
             Ok(pid) => {
-                app.offer.handed_over.store(true, Ordering::SeqCst);
+                app.offer.hand_over();
+                // Admin requests go to the successor from here on (this
+                // process's answers would come from draining shards).
+                app.offer.close_admin(Duration::from_secs(5));
                 app.offer.withdraw();
                 tracing::info!(
                     "upgrade: process {pid} serves now; draining (up to {:?})",
@@ -404,7 +362,7 @@ fn hand_over(conn: &Socket, app: &App) -> anyhow::Result<u32> {
         other => bail!("unexpected {other:?}"),
     };
     {
-        let groups = app.offer.groups.lock().unwrap_or_else(|p| p.into_inner());
+        let groups = app.offer.groups();
         let Some(groups) = groups.as_ref() else {
             let reason = "this process is draining".to_string();
             let _ = send(conn, &Msg::Refused { reason: reason.clone() }, &[]);
@@ -430,6 +388,7 @@ fn hand_over(conn: &Socket, app: &App) -> anyhow::Result<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::app::state::Offer;
 
     fn group(udp: bool, addr: &str) -> Group {
         let fd = std::os::unix::net::UnixDatagram::unbound().expect("socket");
@@ -456,11 +415,11 @@ mod tests {
         let offer = Offer::new(true);
         let fd = OwnedFd::from(std::os::unix::net::UnixDatagram::unbound().expect("socket"));
         offer.add("g".into(), std::slice::from_ref(&fd)).expect("add");
-        assert_eq!(offer.groups.lock().expect("lock").as_ref().map(Vec::len), Some(1));
+        assert_eq!(offer.groups().as_ref().map(Vec::len), Some(1));
         offer.withdraw();
-        assert!(offer.groups.lock().expect("lock").is_none());
+        assert!(offer.groups().is_none());
         let off = Offer::new(false);
         off.add("g".into(), std::slice::from_ref(&fd)).expect("add");
-        assert!(off.groups.lock().expect("lock").is_none(), "no upgrade socket: no copies");
+        assert!(off.groups().is_none(), "no upgrade socket: no copies");
     }
 }

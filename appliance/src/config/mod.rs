@@ -20,6 +20,7 @@
 //! binary as the default of `appliance run`.
 
 pub mod aggregate;
+pub mod dns;
 pub mod echo;
 pub mod forward;
 pub mod runtime;
@@ -138,7 +139,7 @@ pub struct FileConfig {
     pub aggregate: Vec<AggregateOptions>,
     /// `[dns]`: how upstream names are resolved and re-resolved.
     #[serde(default)]
-    pub dns: crate::dns::DnsOptions,
+    pub dns: dns::DnsOptions,
 }
 
 /// `[admin]`: the admin HTTP endpoint.

@@ -192,17 +192,7 @@ impl UpstreamSpec {
     where
         R: FnOnce(&str, u16) -> io::Result<Option<SocketAddr>>,
     {
-        let (addr_text, options) = match value.split_once(',') {
-            Some((addr, options)) => (addr.trim(), Some(options)),
-            None => (value.trim(), None),
-        };
-        // The whole value is checked before any lookup, so a typo in an
-        // option is reported as such rather than after a DNS timeout.
-        let target = parse_target(value, addr_text)?;
-        let (weight, max_conns) = match options {
-            Some(options) => parse_options(value, options)?,
-            None => (1, None),
-        };
+        let Checked { addr_text, target, weight, max_conns } = check(value)?;
         let addr = match target {
             Target::Addr(addr) => addr,
             Target::Name(host, port) => resolve_name(value, host, port, resolve)?,
@@ -304,15 +294,7 @@ impl DnsName {
     where
         R: FnOnce(&str, u16) -> io::Result<Vec<IpAddr>>,
     {
-        let (addr_text, options) = match value.split_once(',') {
-            Some((addr, options)) => (addr.trim(), Some(options)),
-            None => (value.trim(), None),
-        };
-        let target = parse_target(value, addr_text)?;
-        let (weight, max_conns) = match options {
-            Some(options) => parse_options(value, options)?,
-            None => (1, None),
-        };
+        let Checked { addr_text, target, weight, max_conns } = check(value)?;
         match target {
             Target::Addr(addr) => {
                 let name = addr_text.to_owned();
@@ -338,6 +320,28 @@ impl DnsName {
 
 fn system_resolve(host: &str, port: u16) -> io::Result<Option<SocketAddr>> {
     Ok((host, port).to_socket_addrs()?.next())
+}
+
+/// A value checked whole before any lookup, so a typo in an option is
+/// reported as such rather than after a DNS timeout.
+struct Checked<'t> {
+    addr_text: &'t str,
+    target: Target<'t>,
+    weight: u32,
+    max_conns: Option<u32>,
+}
+
+fn check(value: &str) -> Result<Checked<'_>, UpstreamError> {
+    let (addr_text, options) = match value.split_once(',') {
+        Some((addr, options)) => (addr.trim(), Some(options)),
+        None => (value.trim(), None),
+    };
+    let target = parse_target(value, addr_text)?;
+    let (weight, max_conns) = match options {
+        Some(options) => parse_options(value, options)?,
+        None => (1, None),
+    };
+    Ok(Checked { addr_text, target, weight, max_conns })
 }
 
 /// What a `HOST:PORT` names: an address, or a host name still to resolve.

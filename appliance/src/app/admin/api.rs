@@ -12,13 +12,9 @@
 //! truth again. Changes need `Authorization: Bearer TOKEN` when a token is
 //! configured, and without one are only taken on a loopback listener.
 
-use std::cell::Cell;
-use std::rc::Rc;
-
 use cores::pool::upstream::{AdminState, UpstreamSpec};
 use ops::http::{Request, Response};
 use serde_json::json;
-use shard::sync::notify::Notify;
 
 use crate::app::state::App;
 use crate::services::{ServiceId, UpstreamChange};
@@ -118,7 +114,7 @@ fn change(action: &str, p: &Params) -> Result<UpstreamChange, String> {
 
 /// Applies `change` through the API and answers with the new pool.
 async fn apply(app: &App, name: &str, change: &UpstreamChange) -> Response {
-    let (i, new) = match apply_change(app, name, change).await {
+    let (i, new) = match crate::app::change::apply(app, name, change).await {
         Ok(applied) => applied,
         Err((code, e)) => return Response::text(code, format!("{e}\n")),
     };
@@ -129,30 +125,6 @@ async fn apply(app: &App, name: &str, change: &UpstreamChange) -> Response {
         }
         Err(e) => Response::text(200, format!("applied; status unavailable: {e}\n")),
     }
-}
-
-/// Applies `change` to the service named `name` on every shard, then makes
-/// it the running configuration (one change at a time): the service's
-/// position and new value, or an HTTP status and why not.
-pub async fn apply_change(
-    app: &App,
-    name: &str,
-    change: &UpstreamChange,
-) -> Result<(usize, crate::config::Service), (u16, String)> {
-    let _turn = one_at_a_time().await;
-    let found =
-        app.config().services.iter().enumerate().find(|(_, s)| s.name() == name).map(|(i, s)| (i, s.clone()));
-    let Some((i, service)) = found else {
-        return Err((404, format!("no service {name:?}")));
-    };
-    let new = match service.change_upstreams(change) {
-        None => return Err((400, format!("{} {name:?} has no upstreams", service.kind()))),
-        Some(Err(e)) => return Err((409, e)),
-        Some(Ok(new)) => new,
-    };
-    service.reload(ServiceId(i as u64), new.clone()).await.map_err(|e| (500, format!("applying: {e}")))?;
-    app.config().services[i] = new.clone();
-    Ok((i, new))
 }
 
 /// `GET /api/upstreams`.
@@ -213,33 +185,6 @@ fn decode(text: &str) -> String {
 
 fn hex(b: u8) -> Option<u8> {
     (b as char).to_digit(16).map(|d| d as u8)
-}
-
-thread_local! {
-    /// Whether a change is being applied on this shard (shard 0, where the
-    /// admin endpoint and SIGHUP reloads run), and its waiters.
-    static TURN: Rc<(Cell<bool>, Notify)> = Rc::new((Cell::new(false), Notify::default()));
-}
-
-/// Holds the turn to change the running configuration until dropped.
-#[derive(Debug)]
-pub struct Turn(Rc<(Cell<bool>, Notify)>);
-
-/// Waits for the turn: runtime API changes and SIGHUP reloads never
-/// interleave (each reads the running configuration, applies, and writes
-/// it back).
-pub async fn one_at_a_time() -> Turn {
-    let turn = TURN.with(Rc::clone);
-    turn.1.wait_until(|| !turn.0.get()).await;
-    turn.0.set(true);
-    Turn(turn)
-}
-
-impl Drop for Turn {
-    fn drop(&mut self) {
-        self.0 .0.set(false);
-        self.0 .1.notify();
-    }
 }
 
 #[cfg(test)]
