@@ -35,6 +35,10 @@ mod defaults {
     pub fn max_keys() -> usize {
         MAX_KEYS
     }
+    pub const EXACT_SAMPLES: u32 = 1000;
+    pub fn exact_samples() -> u32 {
+        EXACT_SAMPLES
+    }
     pub fn delete_idle() -> String {
         DELETE_IDLE.into()
     }
@@ -125,6 +129,13 @@ pub struct AggregateOptions {
     #[arg(long, default_value = defaults::PERCENTILES)]
     #[serde(default = "defaults::percentiles")]
     pub percentiles: String,
+    /// Samples a timer key keeps as they came each interval (16 bytes
+    /// each, within 2^20 per shard): up to this many, its figures are
+    /// etsy statsd's exactly; above, the sketch's (within 1 %). 0: always
+    /// the sketch.
+    #[arg(long, default_value_t = defaults::EXACT_SAMPLES)]
+    #[serde(default = "defaults::exact_samples")]
+    pub exact_samples: u32,
     /// Keys at most, across all shards; new keys beyond it are dropped (counted).
     #[arg(long, default_value_t = defaults::MAX_KEYS)]
     #[serde(default = "defaults::max_keys")]
@@ -195,6 +206,7 @@ impl AggregateOptions {
             prefix: self.prefix.trim_end_matches('.').to_owned(),
             relays: self.relays.clone(),
             percentiles,
+            exact_samples: self.exact_samples,
             max_keys: self.max_keys,
             delete_idle: src.duration("delete_idle", &self.delete_idle)?,
             flush_stdout: self.flush_stdout,

@@ -18,7 +18,7 @@ use super::graphite::{self, Format};
 use super::parse::{parse_line, Line};
 use super::relay;
 use super::stats::AggregateStats;
-use super::table::{canonical_key, Agg, Table};
+use super::table::{canonical_key, Agg, Table, EXACT_BUDGET};
 use crate::hash::hash64;
 
 /// Events and service checks held for relays per instance and interval.
@@ -43,6 +43,9 @@ pub struct Settings {
     pub relays: Vec<SocketAddr>,
     /// Graphite naming and timer percentiles.
     pub format: Format,
+    /// Samples a timer key keeps as they came per interval, for etsy's
+    /// exact figures (0: the sketch only).
+    pub exact_samples: u32,
 }
 
 /// What one flushed slice produced.
@@ -76,11 +79,15 @@ impl Aggregator {
     /// Instance `me` of `shards`.
     pub fn new(me: usize, shards: usize, settings: Settings) -> Aggregator {
         let shards = shards.max(1);
+        let mut owned = Table::new(settings.max_keys, settings.max_idle_flushes);
+        let mut partial = Table::new(settings.max_keys, 0);
+        owned.set_exact(settings.exact_samples, EXACT_BUDGET);
+        partial.set_exact(settings.exact_samples, EXACT_BUDGET);
         Aggregator {
             me,
             shards,
-            owned: Table::new(settings.max_keys, settings.max_idle_flushes),
-            partial: Table::new(settings.max_keys, 0),
+            owned,
+            partial,
             stats: AggregateStats::default(),
             key: Vec::with_capacity(256),
             passthrough: Vec::new(),
@@ -220,6 +227,8 @@ impl Aggregator {
     pub fn reconfigure(&mut self, settings: Settings) {
         self.owned.set_limits(settings.max_keys, settings.max_idle_flushes);
         self.partial.set_limits(settings.max_keys, 0);
+        self.owned.set_exact(settings.exact_samples, EXACT_BUDGET);
+        self.partial.set_exact(settings.exact_samples, EXACT_BUDGET);
         self.settings =
             Settings { records: self.settings.records, max_line: self.settings.max_line, ..settings };
     }
@@ -243,6 +252,7 @@ mod tests {
             max_idle_flushes: 10,
             max_line: 4096,
             records,
+            exact_samples: 0,
             relays: Vec::new(),
             format: Format {
                 prefix: "stats".into(),

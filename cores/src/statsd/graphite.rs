@@ -95,6 +95,9 @@ fn write_timer(w: &mut Lines<'_>, f: &Format, s: &super::sketch::Sketch) {
     let count = s.count();
     w.line(".count", count);
     w.line(".count_ps", count / f.interval_secs);
+    if let Some(kept) = s.exact() {
+        return write_exact(w, f, &super::exact::Samples::weighted(kept.to_vec()));
+    }
     let (Some(mean), Some(std), Some(lo), Some(hi), Some(median)) =
         (s.mean(), s.std(), s.min(), s.max(), s.quantile(0.5))
     else {
@@ -106,6 +109,24 @@ fn write_timer(w: &mut Lines<'_>, f: &Format, s: &super::sketch::Sketch) {
     w.line(".std", std);
     w.line(".upper", hi);
     w.line(".lower", lo);
+    for p in &f.percentiles {
+        if let Some(t) = s.threshold(p.value) {
+            w.line_pct(".upper_", &p.label, t.upper);
+            w.line_pct(".mean_", &p.label, t.mean);
+            w.line_pct(".sum_", &p.label, t.sum);
+        }
+    }
+}
+
+/// etsy's figures from every sample of the interval (see [`super::exact`]).
+fn write_exact(w: &mut Lines<'_>, f: &Format, s: &super::exact::Samples) {
+    let (lower, upper) = s.lower_upper();
+    w.line(".sum", s.sum());
+    w.line(".mean", s.mean());
+    w.line(".median", s.median());
+    w.line(".std", s.std());
+    w.line(".upper", upper);
+    w.line(".lower", lower);
     for p in &f.percentiles {
         if let Some(t) = s.threshold(p.value) {
             w.line_pct(".upper_", &p.label, t.upper);
@@ -299,6 +320,67 @@ mod tests {
             lines(MetricType::Timer, "t", "", Flushed::Sampled(&empty)),
             ["stats.timers.t.count 0 1700000000", "stats.timers.t.count_ps 0 1700000000"]
         );
+    }
+
+    /// Value of `stats.timers.t.<name>` in `got`.
+    fn timer_value(got: &[String], name: &str) -> f64 {
+        let prefix = format!("stats.timers.t.{name} ");
+        let line =
+            got.iter().find(|l| l.starts_with(&prefix)).unwrap_or_else(|| panic!("no {name} in {got:?}"));
+        line.split(' ').nth(1).and_then(|v| v.parse().ok()).expect("value")
+    }
+
+    /// The values 1..100 in one interval: etsy statsd's figures exactly
+    /// (its process_metrics gives upper_90 90, mean_90 45.5, sum_90 4095;
+    /// the sketch alone said 89.13), whatever the order they came in.
+    #[test]
+    fn a_few_samples_give_etsys_figures_exactly() {
+        let mut s = Sketch::with_exact(1000);
+        for v in (1..=100).rev() {
+            s.add(f64::from(v), 1.0);
+        }
+        let f = Format { percentiles: parse_percentiles("50,90,95,99").unwrap(), ..fmt() };
+        let mut out = Vec::new();
+        let k = KeyView { kind: MetricType::Timer, name: b"t", tags: b"" };
+        write_key(&mut out, &f, k, Flushed::Sampled(&s), 1_700_000_000);
+        let got: Vec<String> = String::from_utf8(out).unwrap().lines().map(String::from).collect();
+        for (name, want) in [
+            ("count", 100.0),
+            ("sum", 5050.0),
+            ("mean", 50.5),
+            ("median", 50.5),
+            ("upper", 100.0),
+            ("lower", 1.0),
+            ("upper_90", 90.0),
+            ("mean_90", 45.5),
+            ("sum_90", 4095.0),
+            ("upper_50", 50.0),
+            ("sum_95", 4560.0),
+            ("upper_99", 99.0),
+        ] {
+            assert_eq!(timer_value(&got, name), want, "{name}");
+        }
+    }
+
+    /// A million samples: over the bound, the sketch answers, within its
+    /// stated error, and the samples are no longer held.
+    #[test]
+    fn past_the_bound_the_sketch_answers_within_its_error() {
+        let mut s = Sketch::with_exact(1000);
+        for v in 1..=1_000_000 {
+            s.add(f64::from(v), 1.0);
+        }
+        assert!(s.exact().is_none());
+        assert_eq!(s.exact_len(), 0, "the kept samples were given back");
+        let f = Format { percentiles: parse_percentiles("90").unwrap(), ..fmt() };
+        let mut out = Vec::new();
+        let k = KeyView { kind: MetricType::Timer, name: b"t", tags: b"" };
+        write_key(&mut out, &f, k, Flushed::Sampled(&s), 1_700_000_000);
+        let got: Vec<String> = String::from_utf8(out).unwrap().lines().map(String::from).collect();
+        let upper = timer_value(&got, "upper_90");
+        let alpha = crate::statsd::sketch::RELATIVE_ACCURACY;
+        assert!((upper - 900_000.0).abs() <= alpha * 900_000.0, "{upper}");
+        assert_eq!(timer_value(&got, "count"), 1_000_000.0);
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! The statsd / DogStatsD aggregator's core, bottom up: [`parse`] (lines in
 //! place, drops by reason), [`stream`] (lines out of a byte stream),
 //! [`sketch`] and [`set`] (mergeable timer sketch with 1 % relative error,
+//! etsy's exact figures from the samples while a key has few, [`exact`],
 //! exact-then-HyperLogLog unique counts), [`table`] (a shard's keys and
 //! their per-interval aggregates), then the outputs [`graphite`] and
 //! [`relay`]; [`aggregator`] puts them together as one shard's share of an
 //! aggregator, and [`stats`] counts what happened.
 
 pub mod aggregator;
+pub mod exact;
 pub mod graphite;
 pub mod parse;
 pub mod relay;

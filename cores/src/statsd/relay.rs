@@ -69,8 +69,11 @@ pub fn write_key(out: &mut Vec<u8>, key: KeyView<'_>, value: Flushed<'_>) -> usi
                 MetricType::Distribution => "d",
                 _ => "ms",
             };
-            for (v, w) in sk.buckets() {
-                line(&mut s, &v, code, Some(1.0 / w));
+            // The samples as they came when the key kept them all (the next
+            // tier then has them exactly), else the sketch's buckets.
+            match sk.exact() {
+                Some(kept) => kept.iter().for_each(|(v, w)| line(&mut s, v, code, Some(1.0 / w))),
+                None => sk.buckets().for_each(|(v, w)| line(&mut s, &v, code, Some(1.0 / w))),
             }
         }
         Flushed::Set(set) => match set.hashes() {

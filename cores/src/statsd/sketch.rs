@@ -17,6 +17,11 @@
 //! only loosens the bound for the very lowest quantiles (~1e17 of dynamic
 //! range fit before that happens).
 //!
+//! Exact samples: a sketch made [`Sketch::with_exact`] also keeps the
+//! samples as they came up to its bound, and while it holds them all the
+//! figures are computed from them as etsy statsd computes them
+//! ([`super::exact`]); past the bound it drops them and the sketch answers.
+//!
 //! Sample weights: a sample sent with `@rate` counts `1/rate` times in
 //! every statistic (etsy statsd weights only `count`; here `sum` and
 //! `mean` are weighted too, so `mean = sum / count` holds).
@@ -106,6 +111,11 @@ pub struct Sketch {
     max: f64,
     mean: f64,
     m2: f64,
+    /// The samples as they came, `(value, weight)`, while there are at
+    /// most `exact_cap` (see [`super::exact`]); dropped for good once over.
+    exact: Vec<(f64, f64)>,
+    exact_cap: u32,
+    exact_over: bool,
 }
 
 impl Default for Sketch {
@@ -142,6 +152,42 @@ impl Sketch {
             max: f64::NEG_INFINITY,
             mean: 0.0,
             m2: 0.0,
+            exact: Vec::new(),
+            exact_cap: 0,
+            exact_over: false,
+        }
+    }
+
+    /// An empty sketch that also keeps up to `cap` samples as they came,
+    /// so that while a key has no more than that its figures are etsy's,
+    /// exactly ([`Sketch::exact`]). 0: none kept.
+    pub fn with_exact(cap: u32) -> Sketch {
+        Sketch { exact_cap: cap, ..Sketch::new() }
+    }
+
+    /// An empty sketch with this one's exact-samples bound (a new interval).
+    pub fn emptied(&self) -> Sketch {
+        Sketch::with_exact(self.exact_cap)
+    }
+
+    /// The samples as they came, `(value, weight)`, when every one of them
+    /// was kept (none over the bound, none merged from a sketch that did
+    /// not keep its own); `None` otherwise or when empty.
+    pub fn exact(&self) -> Option<&[(f64, f64)]> {
+        (self.exact_cap > 0 && !self.exact_over && self.count > 0.0).then_some(self.exact.as_slice())
+    }
+
+    /// Samples held as they came.
+    pub fn exact_len(&self) -> usize {
+        self.exact.len()
+    }
+
+    /// Stops keeping samples as they came (over the bound, or a table's
+    /// budget for them is spent): the sketch alone answers from now on.
+    pub fn give_up_exact(&mut self) {
+        if self.exact_cap > 0 && !self.exact_over {
+            self.exact_over = true;
+            self.exact = Vec::new();
         }
     }
 
@@ -150,6 +196,13 @@ impl Sketch {
     pub fn add(&mut self, x: f64, w: f64) {
         if !(x.is_finite() && w > 0.0 && w.is_finite()) {
             return;
+        }
+        if self.exact_cap > 0 && !self.exact_over {
+            if self.exact.len() < self.exact_cap as usize {
+                self.exact.push((x, w));
+            } else {
+                self.give_up_exact();
+            }
         }
         if x >= MIN_INDEXABLE {
             self.pos.add(index_of(x), w);
@@ -173,6 +226,16 @@ impl Sketch {
     pub fn merge(&mut self, other: &Sketch) {
         if other.count == 0.0 {
             return;
+        }
+        match other.exact() {
+            Some(more)
+                if self.exact_cap > 0
+                    && !self.exact_over
+                    && self.exact.len() + more.len() <= self.exact_cap as usize =>
+            {
+                self.exact.extend_from_slice(more);
+            }
+            _ => self.give_up_exact(),
         }
         for (i, c) in other.pos.iter() {
             self.pos.add(i, c);
@@ -276,9 +339,11 @@ impl Sketch {
         Some(Threshold { upper, sum, mean: sum / k })
     }
 
-    /// Heap bytes held by the bucket stores.
+    /// Heap bytes held by the bucket stores and the samples kept.
     pub fn heap_bytes(&self) -> usize {
-        self.pos.heap_bytes() + self.neg.heap_bytes()
+        self.pos.heap_bytes()
+            + self.neg.heap_bytes()
+            + self.exact.capacity() * std::mem::size_of::<(f64, f64)>()
     }
 }
 

@@ -56,12 +56,22 @@ pub enum Agg {
 }
 
 impl Agg {
-    fn new(kind: MetricType) -> Agg {
+    /// A new aggregate of `kind`; timers keep up to `exact` samples as
+    /// they came.
+    fn new(kind: MetricType, exact: u32) -> Agg {
         match kind {
             MetricType::Counter => Agg::Counter(0.0),
             MetricType::Gauge => Agg::Gauge { value: 0.0, absolute: false },
             MetricType::Set => Agg::Set(Box::default()),
-            _ => Agg::Sampled(Box::default()),
+            _ => Agg::Sampled(Box::new(Sketch::with_exact(exact))),
+        }
+    }
+
+    /// Samples held as they came.
+    fn exact_len(&self) -> usize {
+        match self {
+            Agg::Sampled(s) => s.exact_len(),
+            _ => 0,
         }
     }
 
@@ -107,7 +117,7 @@ impl Agg {
             Agg::Gauge { .. } => {}
             Agg::Sampled(s) => {
                 if s.count() > 0.0 {
-                    **s = Sketch::new();
+                    **s = s.emptied();
                 }
             }
             Agg::Set(s) => {
@@ -247,13 +257,39 @@ pub struct Table {
     map: HashTable<(Box<[u8]>, Entry)>,
     max_keys: usize,
     max_idle: u32,
+    /// Samples a timer key keeps as they came, per interval.
+    exact: u32,
+    /// Samples the whole table keeps as they came at most, and how many it
+    /// holds: past the budget, keys that get samples give theirs up.
+    exact_budget: usize,
+    exact_held: usize,
 }
+
+/// Samples a table keeps as they came, across its keys, by default: 16
+/// bytes each, so 16 MiB per shard at most.
+pub const EXACT_BUDGET: usize = 1 << 20;
 
 impl Table {
     /// A table of at most `max_keys` keys whose keys are deleted after more
     /// than `max_idle` flushes without an update.
     pub fn new(max_keys: usize, max_idle: u32) -> Table {
-        Table { map: HashTable::new(), max_keys, max_idle }
+        Table {
+            map: HashTable::new(),
+            max_keys,
+            max_idle,
+            exact: 0,
+            exact_budget: EXACT_BUDGET,
+            exact_held: 0,
+        }
+    }
+
+    /// Timer keys keep up to `per_key` samples as they came each interval
+    /// (their figures then are etsy's exactly), within `budget` samples for
+    /// the whole table. 0: sketches only. New keys and new intervals
+    /// follow it.
+    pub fn set_exact(&mut self, per_key: u32, budget: usize) {
+        self.exact = per_key;
+        self.exact_budget = budget;
     }
 
     /// New limits (a reload): a table above `max_keys` keeps its keys and
@@ -280,14 +316,24 @@ impl Table {
 
     /// [`Table::apply`] when the caller already has `hash64(key)`.
     pub fn apply_hashed(&mut self, key: &[u8], hash: u64, m: &Metric<'_>) -> Result<(), Refused> {
+        let exact = self.exact;
+        let spent = self.exact_held >= self.exact_budget;
         let entry = match self.map.find_mut(slot_hash(hash), |(k, _)| **k == *key) {
             Some((_, e)) => e,
-            None => self.insert(key.into(), hash, Agg::new(m.kind))?,
+            None => self.insert(key.into(), hash, Agg::new(m.kind, exact))?,
         };
         entry.idle = 0;
+        let before = entry.agg.exact_len();
+        if spent {
+            if let Agg::Sampled(s) = &mut entry.agg {
+                s.give_up_exact();
+            }
+        }
         for v in m.values() {
             entry.agg.apply(v, m.rate);
         }
+        let after = entry.agg.exact_len();
+        self.exact_held = (self.exact_held + after).saturating_sub(before);
         Ok(())
     }
 
@@ -304,25 +350,39 @@ impl Table {
     /// into the key's aggregate.
     pub fn merge(&mut self, key: Box<[u8]>, partial: Agg) -> Result<(), Refused> {
         let hash = hash64(&key);
-        match self.map.find_mut(slot_hash(hash), |(k, _)| *k == key) {
+        let (exact, spent) = (self.exact, self.exact_held >= self.exact_budget);
+        let give_up = |agg: &mut Agg| {
+            if let (true, Agg::Sampled(s)) = (spent, agg) {
+                s.give_up_exact();
+            }
+        };
+        let (before, after) = match self.map.find_mut(slot_hash(hash), |(k, _)| *k == key) {
             Some((_, e)) => {
+                let before = e.agg.exact_len();
+                give_up(&mut e.agg);
                 e.agg.merge(&partial);
                 e.idle = 0;
+                (before, e.agg.exact_len())
             }
             None => {
                 // A gauge first seen as deltas starts from zero, which is
                 // what merging the deltas into a fresh gauge gives.
-                let mut fresh = Agg::new(kind_of(&key));
+                let mut fresh = Agg::new(kind_of(&key), exact);
+                give_up(&mut fresh);
                 fresh.merge(&partial);
+                let after = fresh.exact_len();
                 self.insert(key, hash, fresh)?;
+                (0, after)
             }
-        }
+        };
+        self.exact_held = (self.exact_held + after).saturating_sub(before);
         Ok(())
     }
 
     /// Takes every key and aggregate out, leaving the table empty (a
     /// shard's partials for keys other shards own).
     pub fn drain(&mut self) -> impl Iterator<Item = (Box<[u8]>, Agg)> + '_ {
+        self.exact_held = 0;
         self.map.drain().map(|(k, e)| (k, e.agg))
     }
 
@@ -349,10 +409,12 @@ impl Table {
     ) -> usize {
         let before = self.map.len();
         let max_idle = self.max_idle;
+        let mut released = 0;
         self.map.retain(|(key, e)| {
             if !parts.contains(&e.part) {
                 return true;
             }
+            released += e.agg.exact_len();
             if e.idle > max_idle {
                 return false;
             }
@@ -363,6 +425,7 @@ impl Table {
             e.idle = e.idle.saturating_add(1);
             true
         });
+        self.exact_held = self.exact_held.saturating_sub(released);
         before - self.map.len()
     }
 
@@ -425,6 +488,65 @@ mod tests {
 
     fn row(name: &str, tags: &str, a: f64, b: f64) -> (String, String, f64, f64) {
         (name.into(), tags.into(), a, b)
+    }
+
+    /// How many samples of `name`'s timer the table kept as they came
+    /// (None: it answers from the sketch).
+    fn kept(t: &mut Table, name: &str) -> Option<usize> {
+        let mut found = None;
+        t.flush(|k, v| {
+            if let (true, Flushed::Sampled(s)) = (k.name == name.as_bytes(), v) {
+                found = Some(s.exact().map(<[_]>::len));
+            }
+        });
+        found.flatten()
+    }
+
+    #[test]
+    fn exact_samples_within_the_key_bound_and_the_table_budget() {
+        let mut t = Table::new(100, 5);
+        t.set_exact(10, 15);
+        let lines = |name: &str, n: usize| (1..=n).map(|i| format!("{name}:{i}|ms\n")).collect::<String>();
+        feed(&mut t, &lines("a", 10));
+        feed(&mut t, &lines("b", 10));
+        feed(&mut t, &lines("c", 11));
+        // a kept its 10; b reached the budget (15 held) and gave its 5 up;
+        // c was over its own bound of 10.
+        let mut seen = std::collections::HashMap::new();
+        t.flush(|k, v| {
+            if let Flushed::Sampled(s) = v {
+                seen.insert(String::from_utf8_lossy(k.name).into_owned(), s.exact().map(<[_]>::len));
+            }
+        });
+        assert_eq!(seen["a"], Some(10));
+        assert_eq!(seen["b"], None);
+        assert_eq!(seen["c"], None);
+        // A new interval: the budget is back.
+        feed(&mut t, &lines("b", 3));
+        assert_eq!(kept(&mut t, "b"), Some(3));
+    }
+
+    #[test]
+    fn partials_keep_their_samples_when_all_fit() {
+        let mut owner = Table::new(100, 5);
+        owner.set_exact(10, 100);
+        let mut other = Table::new(100, 0);
+        other.set_exact(10, 100);
+        feed(&mut owner, "t:1|ms\nt:2|ms\nt:3|ms\nt:4|ms\n");
+        feed(&mut other, "t:5|ms\nt:6|ms\nt:7|ms\n");
+        let partials: Vec<_> = other.drain().collect();
+        for (k, v) in partials {
+            owner.merge(k, v).unwrap();
+        }
+        assert_eq!(kept(&mut owner, "t"), Some(7));
+        // A partial from a shard keeping none (a sketch only): the sketch answers.
+        let mut plain = Table::new(100, 0);
+        feed(&mut owner, "t:1|ms\n");
+        feed(&mut plain, "t:9|ms\n");
+        for (k, v) in plain.drain().collect::<Vec<_>>() {
+            owner.merge(k, v).unwrap();
+        }
+        assert_eq!(kept(&mut owner, "t"), None);
     }
 
     #[test]

@@ -113,6 +113,9 @@ pub struct AggregateConfig {
     pub relays: Vec<SocketAddr>,
     /// Timer percentile thresholds.
     pub percentiles: Vec<Percentile>,
+    /// Samples a timer key keeps as they came per interval, so its figures
+    /// are etsy's exactly (0: the sketch only).
+    pub exact_samples: u32,
     /// Keys at most, across all shards (each shard gets an equal share).
     pub max_keys: usize,
     /// A key not updated for this long is deleted (0: after the first
@@ -168,6 +171,7 @@ impl Default for AggregateConfig {
             prefix: "stats".into(),
             relays: Vec::new(),
             percentiles: cores::statsd::graphite::parse_percentiles("50,90,95,99").unwrap_or_default(),
+            exact_samples: 1000,
             max_keys: 1_000_000,
             delete_idle: Duration::from_secs(300),
             flush_stdout: false,

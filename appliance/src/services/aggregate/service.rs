@@ -650,6 +650,7 @@ fn settings_of(cfg: &AggregateConfig, shards: usize) -> Settings {
         max_idle_flushes: cfg.max_idle_flushes(),
         max_line: cfg.max_line_length,
         records: cfg.exchange == Exchange::Records,
+        exact_samples: cfg.exact_samples,
         relays: cfg.relays.clone(),
         format: Format {
             prefix: cfg.prefix.clone(),
