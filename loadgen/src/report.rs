@@ -90,6 +90,8 @@ pub struct Tally {
     pub bytes_out: Cell<u64>,
     /// Bytes received.
     pub bytes_in: Cell<u64>,
+    /// Datagrams sent (UDP modes).
+    pub datagrams: Cell<u64>,
     hist: RefCell<Histogram<u64>>,
     first_error: RefCell<Option<String>>,
     /// statsd: counter total sent per key index.
@@ -105,6 +107,7 @@ impl Tally {
             ok: Cell::new(0),
             errors: Cell::new(0),
             bytes_out: Cell::new(0),
+            datagrams: Cell::new(0),
             bytes_in: Cell::new(0),
             hist: RefCell::new(new_histogram()),
             first_error: RefCell::new(None),
@@ -153,6 +156,7 @@ impl Tally {
             ok: self.ok.get(),
             errors: self.errors.get(),
             bytes_out: self.bytes_out.get(),
+            datagrams: self.datagrams.get(),
             bytes_in: self.bytes_in.get(),
             hist: self.hist.replace(new_histogram()),
             first_error: self.first_error.borrow_mut().take(),
@@ -170,6 +174,8 @@ pub struct ShardResult {
     pub errors: u64,
     /// Bytes sent.
     pub bytes_out: u64,
+    /// Datagrams sent (UDP modes).
+    pub datagrams: u64,
     /// Bytes received.
     pub bytes_in: u64,
     /// Latencies in nanoseconds.
@@ -186,6 +192,7 @@ impl Default for ShardResult {
             ok: 0,
             errors: 0,
             bytes_out: 0,
+            datagrams: 0,
             bytes_in: 0,
             hist: new_histogram(),
             first_error: None,
@@ -200,6 +207,7 @@ impl ShardResult {
         self.ok += other.ok;
         self.errors += other.errors;
         self.bytes_out += other.bytes_out;
+        self.datagrams += other.datagrams;
         self.bytes_in += other.bytes_in;
         // Same bounds on both sides, so adding cannot fail.
         let _ = self.hist.add(&other.hist);
@@ -274,6 +282,7 @@ impl Summary {
             "errors": self.result.errors,
             "rate_per_s": self.rate(),
             "bytes_out": self.result.bytes_out,
+            "datagrams_sent": self.result.datagrams,
             "bytes_in": self.result.bytes_in,
             "gbit_out_per_s": self.gbits(self.result.bytes_out),
             "gbit_in_per_s": self.gbits(self.result.bytes_in),

@@ -198,6 +198,7 @@ async fn sender(tally: Rc<Tally>, cfg: Arc<StatsdConfig>, c: usize, w: Window) {
         match r {
             Ok(n) => {
                 tally.bytes_out.set(tally.bytes_out.get() + n as u64);
+                tally.datagrams.set(tally.datagrams.get() + 1);
                 tally.ok_unmeasured(lines);
                 for &(k, v) in &pending {
                     counters[k as usize] += v;

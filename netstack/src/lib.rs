@@ -14,6 +14,7 @@
 //! - [`xdp`]: AF_XDP sockets and the XDP program that feeds them.
 //! - [`fdpass`]: handing descriptors to another process (`SCM_RIGHTS`),
 //!   for binary upgrades.
+//! - [`sockopt`]: the kernel's drop count of a socket.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -36,6 +37,7 @@ pub mod fdpass;
 /// shard's ring, so it must not be used or dropped from another.
 pub(crate) type ShardBound = std::marker::PhantomData<std::rc::Rc<()>>;
 pub mod listener;
+pub mod sockopt;
 pub mod steer;
 pub mod tcp;
 pub mod udp;

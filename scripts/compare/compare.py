@@ -458,6 +458,47 @@ def one_core():
     return {s: {k: median([r[k] for r in seen[s]]) for k in ("sent", "received", "rate", "exact")} for s in seen}
 
 
+def visible_loss():
+    """Loss the user can see: the aggregator overloaded on purpose (stalled
+    for a second under load), then the datagrams loadgen sent against
+    what the appliance counted plus the kernel drops it reports
+    (appliance_aggregate_{datagrams,kernel_drops}_total on /metrics, read
+    before and after). Returns {sent, counted, kernel_drops}."""
+    udp, admin = free_port(), free_port()
+    p = start("aggregate-overload", [APP, "aggregate", "--listen-udp", f"127.0.0.1:{udp}", "--flush-interval", "1s",
+                                     "--flush-stdout", "--cpus", "0", "--admin", f"127.0.0.1:{admin}"])
+    wait_port(admin, p)
+
+    def scrape():
+        with socket.create_connection(("127.0.0.1", admin), timeout=10) as c:
+            c.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            text = b"".join(iter(lambda: c.recv(65536), b"")).decode()
+        get = lambda name: sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines()
+                               if l.startswith(name + "{") and 'shard="all"' in l)
+        return get("appliance_aggregate_datagrams_total"), get("appliance_aggregate_kernel_drops_total")
+
+    before = scrape()
+    # 3 s of load; the aggregator stalls (SIGSTOP, as a descheduled or
+    # swapped process would) for 1 s of it, so its buffers overflow.
+    rate = 400_000
+    cmd = [APP, "loadgen", "statsd", "--target", f"127.0.0.1:{udp}", "--lines", str(3 * rate), "--rate", str(rate),
+           "--keys", "1000", "--types", "c", "--per-packet", "20", "--json", "--cpus", "0"]
+    gen = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    os.killpg(p.pid, signal.SIGSTOP)
+    time.sleep(1.0)
+    os.killpg(p.pid, signal.SIGCONT)
+    text, _ = gen.communicate(timeout=120)
+    j = json.loads(next(l for l in text.splitlines() if l.startswith("{")))
+    time.sleep(2)
+    after = scrape()
+    stop(p)
+    out = {"sent": j["datagrams_sent"], "counted": after[0] - before[0], "kernel_drops": after[1] - before[1]}
+    log(f"== overload: sent {out['sent']:.0f} datagrams, counted {out['counted']:.0f}, "
+        f"kernel drops reported {out['kernel_drops']:.0f}")
+    return out
+
+
 # (key, label, higher is better, format)
 ROWS = [
     ("rps", "req/s, wrk -t1 -c50", True, "{:.0f}"),
@@ -576,6 +617,7 @@ def main():
     routing = sni() if only in ("", "sni") else None
     agg = aggregate() if only in ("", "aggregate") else None
     bare = one_core() if only in ("", "aggregate") else None
+    loss = visible_loss() if only in ("", "aggregate") and agg is not None else None
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     report = (f"### make compare{' (COMPARE_QUICK=1)' if QUICK else ''}, {stamp}\n\n"
               f"Median of {ROUNDS} alternating round(s) of {SECONDS} s; {os.cpu_count()} CPUs shared by load "
@@ -611,10 +653,18 @@ def main():
                 f"{a['exact']:.4f}): {ratio(a['rate'], b['rate'])} the better bare loop (target: within 10%).\n")
         report += "\n" + line
         log(line.rstrip())
+    if loss is not None:
+        gap = loss["sent"] - loss["counted"] - loss["kernel_drops"]
+        line = (f"Overloaded on purpose (stalled 1 s under 400k lines/s): sent {loss['sent']:.0f} datagrams; the "
+                f"appliance counted {loss['counted']:.0f} and reported {loss['kernel_drops']:.0f} dropped by the "
+                f"kernel: {'sent = counted + reported drops' if gap == 0 else f'{gap:.0f} unaccounted for'}.\n")
+        report += "\n" + line
+        log(line.rstrip())
     with open(os.path.join(WORK, "report.md"), "w") as f:
         f.write(report)
     with open(os.path.join(WORK, "raw.json"), "w") as f:
-        json.dump({"forward": res, "fixed_rate": rate, "sni": routing, "aggregate": agg, "bare_loop": bare}, f, indent=1)
+        json.dump({"forward": res, "fixed_rate": rate, "sni": routing, "aggregate": agg, "bare_loop": bare,
+                   "visible_loss": loss}, f, indent=1)
     log(f"\nwrote {WORK}/report.md, {WORK}/latency.svg, {WORK}/raw.json")
 
 

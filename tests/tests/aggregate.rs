@@ -472,3 +472,34 @@ fn assert_families_are_groups(text: &str) {
         }
     }
 }
+
+/// Loss the user can see: while the aggregator is stopped (SIGSTOP) its
+/// sockets' buffers fill and the kernel drops the rest. What it then
+/// reports as received plus what it reports the kernel dropped is every
+/// datagram sent, and every received line is counted.
+#[test]
+fn kernel_drops_are_reported_and_add_up() {
+    let sink = Sink::start();
+    let (app, udp, _) = start(&sink, &["--flush-interval", "500ms"]);
+    sink.wait_for("stats.aggregate.lines", 0.0).expect("first flush");
+    let sent = 20_000usize;
+    app.signal(libc::SIGSTOP);
+    let sockets: Vec<UdpSocket> = (0..16).map(|_| UdpSocket::bind("127.0.0.1:0").expect("bind")).collect();
+    for i in 0..sent {
+        sockets[i % 16].send_to(b"drops.k:1|c", udp).expect("send");
+    }
+    app.signal(libc::SIGCONT);
+    let counted = |s: &Sink| {
+        s.last("stats.aggregate.datagrams").unwrap_or(0.0)
+            + s.last("stats.aggregate.kernel_drops").unwrap_or(0.0)
+    };
+    sink.eventually("received + dropped = sent", |s| counted(s) == sent as f64);
+    let (received, dropped) = (
+        sink.last("stats.aggregate.datagrams").unwrap_or(0.0),
+        sink.last("stats.aggregate.kernel_drops").unwrap_or(0.0),
+    );
+    assert!(dropped > 0.0, "the buffers were overrun: {received} received");
+    sink.settle();
+    let lines = sink.sum("stats.counters.drops.k.count");
+    assert_eq!(lines, received, "every datagram read is counted");
+}

@@ -10,6 +10,9 @@ crate::counter_set! {
     /// family named here.
     pub struct AggregateStats {
         datagrams: Counter("appliance_aggregate_datagrams_total") "Datagrams received.",
+        /// Read from the kernel (`SO_MEMINFO`) when counters are gathered.
+        kernel_drops: Counter("appliance_aggregate_kernel_drops_total")
+            "Datagrams the kernel dropped on the service's UDP sockets (receive buffer full) before the appliance could read them.",
         truncated: Counter("appliance_aggregate_truncated_total")
             "Datagrams larger than max_datagram, cut there (their cut line is dropped).",
         tcp_connections: Counter("appliance_aggregate_tcp_connections_total") "TCP connections accepted.",

@@ -84,6 +84,12 @@ struct ShardState {
     /// the run: a reload does not change it), and this shard's sockets.
     xdp: Option<Arc<super::xdp::Attachment>>,
     xdp_receivers: Vec<netstack::backend::XdpCounters>,
+    /// A second descriptor of the UDP socket while its receiver runs (so
+    /// a scrape or a flush reads the kernel's drop count; closed with the
+    /// receiver, so it never keeps the socket in its group longer), and
+    /// the drops counted on sockets already closed.
+    drop_probe: Option<OwnedFd>,
+    kernel_drops_closed: u64,
 }
 
 /// A shard's state of one aggregate service, kept in the shard's slot for
@@ -128,6 +134,7 @@ pub fn shard_stats(id: ServiceId) -> AggregateStats {
     with(id, |st| {
         let mut s = st.agg.stats().clone();
         s.keys = st.agg.keys() as u64;
+        s.kernel_drops = st.kernel_drops_closed + st.drop_probe.as_ref().map_or(0, probe_drops);
         for o in st.outbox.iter().chain(&st.retired) {
             s.flush_errors += o.errors.get();
             s.intervals_dropped += o.dropped.get();
@@ -250,8 +257,21 @@ fn not_running() -> io::Error {
 
 async fn recv_udp(id: ServiceId, fd: OwnedFd, buffers: u16, size: usize, records: bool) -> io::Result<()> {
     let guard = ReceiverGuard::enter(id).ok_or_else(not_running)?;
+    let probe = fd.try_clone()?;
+    with_shard(&guard.0, |st| st.drop_probe = Some(probe));
     let backend = KernelUdp::new(UdpSocket::from_fd(fd)?, buffers, size)?;
-    receive(id, &guard.0, backend, records).await
+    let r = receive(id, &guard.0, backend, records).await;
+    with_shard(&guard.0, |st| {
+        if let Some(probe) = st.drop_probe.take() {
+            st.kernel_drops_closed += probe_drops(&probe);
+        }
+    });
+    r
+}
+
+/// The kernel's drop count of a socket (0 if it cannot be read).
+fn probe_drops(fd: &OwnedFd) -> u64 {
+    netstack::sockopt::receive_drops(fd).unwrap_or(0)
 }
 
 /// Datagrams from one AF_XDP socket; holding `_attached` keeps the XDP
@@ -736,6 +756,8 @@ pub async fn serve_shard(
         shipping: Vec::new(),
         xdp: cfg.xdp.clone(),
         xdp_receivers: Vec::new(),
+        drop_probe: None,
+        kernel_drops_closed: 0,
     };
     id.install(Rc::new(RefCell::new(state)));
     let records = cfg.exchange == Exchange::Records;
