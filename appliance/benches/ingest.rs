@@ -87,6 +87,7 @@ fn aggregator() -> Aggregator {
         // interval as they came (this bench never flushes, so past them
         // every sample takes the sketch's path, as a busy key does).
         exact_samples: 1000,
+        rules: cores::statsd::rules::Rules::default(),
         relays: Vec::new(),
         format,
     };

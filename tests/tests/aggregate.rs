@@ -503,3 +503,24 @@ fn kernel_drops_are_reported_and_add_up() {
     let lines = sink.sum("stats.counters.drops.k.count");
     assert_eq!(lines, received, "every datagram read is counted");
 }
+
+/// Cost control: metrics dropped by name pattern never reach a table and
+/// are counted; a stripped tag key does not make keys (the counts of every
+/// request id add up under one key).
+#[test]
+fn drop_rules_and_stripped_tags() {
+    let sink = Sink::start();
+    let args = ["--flush-interval", "500ms", "--drop-metric", "debug.*", "--strip-tag", "request_id"];
+    let (_app, udp, _) = start(&sink, &args);
+    sink.wait_for("stats.aggregate.lines", 0.0).expect("first flush");
+    let datagrams: Vec<String> = (0..200)
+        .map(|i| format!("api.hits:1|c|#request_id:{i},env:prod\ndebug.noise:1|c\ndebug.a.b:1|c"))
+        .collect();
+    send_udp(udp, &datagrams, 8);
+    sink.eventually("every kept line", |s| s.sum("stats.counters.api.hits.count;env=prod") == 200.0);
+    sink.eventually("drops counted", |s| s.last("stats.aggregate.rule_drops") == Some(200.0));
+    sink.settle();
+    assert_eq!(sink.sum("stats.counters.debug.a.b.count"), 200.0, "`*` stays within one part");
+    let paths: Vec<String> = sink.lines().into_iter().map(|l| l.0).collect();
+    assert!(!paths.iter().any(|p| p.contains("request_id") || p.contains("debug.noise")), "{paths:?}");
+}

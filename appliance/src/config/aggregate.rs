@@ -136,6 +136,17 @@ pub struct AggregateOptions {
     #[arg(long, default_value_t = defaults::EXACT_SAMPLES)]
     #[serde(default = "defaults::exact_samples")]
     pub exact_samples: u32,
+    /// Drop metrics whose name matches this glob before aggregation (`*`
+    /// matches within one dot-separated part: `debug.*`); repeat for more.
+    /// Counted in rule_drops.
+    #[arg(long = "drop-metric")]
+    #[serde(default)]
+    pub drop_metrics: Vec<String>,
+    /// Remove this tag key from every metric before aggregation (a tag
+    /// whose values are unbounded, such as a request id); repeat for more.
+    #[arg(long = "strip-tag")]
+    #[serde(default)]
+    pub strip_tags: Vec<String>,
     /// Keys at most, across all shards; new keys beyond it are dropped (counted).
     #[arg(long, default_value_t = defaults::MAX_KEYS)]
     #[serde(default = "defaults::max_keys")]
@@ -188,6 +199,11 @@ impl AggregateOptions {
     /// depends on the shard count is checked again when the runtime starts.
     pub fn validate(&self, src: &Source) -> Result<Arc<AggregateConfig>, ConfigError> {
         let key = |field: &str| src.key(field);
+        // Checked in two steps so the error names the key at fault.
+        use cores::statsd::rules::Rules;
+        Rules::new(&self.drop_metrics, &[]).map_err(|e| key("drop_metrics").error(e))?;
+        let rules =
+            Rules::new(&self.drop_metrics, &self.strip_tags).map_err(|e| key("strip_tags").error(e))?;
         let percentiles = parse_percentiles(&self.percentiles)
             .map_err(|e| key("percentiles").error(format!("{:?}: {e}", self.percentiles)))?;
         let exchange = match self.exchange.as_str() {
@@ -207,6 +223,7 @@ impl AggregateOptions {
             relays: self.relays.clone(),
             percentiles,
             exact_samples: self.exact_samples,
+            rules,
             max_keys: self.max_keys,
             delete_idle: src.duration("delete_idle", &self.delete_idle)?,
             flush_stdout: self.flush_stdout,

@@ -17,8 +17,9 @@ use std::ops::Range;
 use super::graphite::{self, Format};
 use super::parse::{parse_line, Line};
 use super::relay;
+use super::rules::Rules;
 use super::stats::AggregateStats;
-use super::table::{canonical_key, Agg, Table, EXACT_BUDGET};
+use super::table::{canonical_key, canonical_key_keeping, Agg, Table, EXACT_BUDGET};
 use crate::hash::hash64;
 
 /// Events and service checks held for relays per instance and interval.
@@ -46,6 +47,8 @@ pub struct Settings {
     /// Samples a timer key keeps as they came per interval, for etsy's
     /// exact figures (0: the sketch only).
     pub exact_samples: u32,
+    /// Metrics dropped by name and tag keys stripped, before aggregation.
+    pub rules: Rules,
 }
 
 /// What one flushed slice produced.
@@ -119,7 +122,11 @@ impl Aggregator {
                     }
                 }
                 Ok(Line::Metric(m)) => {
-                    canonical_key(&m, key);
+                    if settings.rules.drops(m.name) {
+                        stats.rule_drops += 1;
+                        continue;
+                    }
+                    keyed(&settings.rules, &m, key);
                     let hash = hash64(key);
                     let owner = (hash % *shards as u64) as usize;
                     if records && owner != *me {
@@ -144,7 +151,7 @@ impl Aggregator {
         let Aggregator { owned, stats, key, settings, .. } = self;
         for raw in raw_lines(data) {
             if let Ok(Line::Metric(m)) = parse_line(raw, settings.max_line) {
-                canonical_key(&m, key);
+                keyed(&settings.rules, &m, key);
                 match owned.apply_hashed(key, hash64(key), &m) {
                     Ok(()) => stats.metrics += 1,
                     Err(_) => stats.keys_refused += 1,
@@ -234,6 +241,15 @@ impl Aggregator {
     }
 }
 
+/// `m`'s key, without the tags `rules` strip.
+fn keyed(rules: &Rules, m: &crate::statsd::parse::Metric<'_>, key: &mut Vec<u8>) {
+    if rules.strips() {
+        canonical_key_keeping(m, key, |t| rules.keeps_tag(t));
+    } else {
+        canonical_key(m, key);
+    }
+}
+
 /// The non-empty lines of `data`, without `\n` or a trailing `\r` (as
 /// `parse::Lines` splits them), raw.
 fn raw_lines(data: &[u8]) -> impl Iterator<Item = &[u8]> {
@@ -253,6 +269,7 @@ mod tests {
             max_line: 4096,
             records,
             exact_samples: 0,
+            rules: Rules::default(),
             relays: Vec::new(),
             format: Format {
                 prefix: "stats".into(),
@@ -268,8 +285,11 @@ mod tests {
     /// to their owners, every owner flushes. What comes out is exactly what
     /// went in, whatever the instance count and exchange.
     fn run(n: usize, records: bool, lines: &[String]) -> HashMap<String, f64> {
-        let mut shards: Vec<Aggregator> =
-            (0..n).map(|me| Aggregator::new(me, n, settings(records))).collect();
+        run_with(n, &settings(records), lines)
+    }
+
+    fn run_with(n: usize, settings: &Settings, lines: &[String]) -> HashMap<String, f64> {
+        let mut shards: Vec<Aggregator> = (0..n).map(|me| Aggregator::new(me, n, settings.clone())).collect();
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         for line in lines {
             seed ^= seed << 13;
@@ -314,6 +334,32 @@ mod tests {
         }
         lines.push("bad line".into());
         lines
+    }
+
+    /// Drop rules and stripped tags act the same whatever the instance
+    /// count and exchange (records are keyed again by their owner).
+    #[test]
+    fn rules_drop_by_name_and_strip_tags_before_aggregation() {
+        let lines: Vec<String> = (0..90)
+            .flat_map(|i| {
+                [
+                    format!("api.hits:1|c|#request_id:{i},env:prod"),
+                    format!("debug.noise:1|c|#env:prod"),
+                    format!("debug.deep.kept:1|c"),
+                ]
+            })
+            .collect();
+        for records in [false, true] {
+            let mut s = settings(records);
+            s.rules = Rules::new(&["debug.*".into()], &["request_id".into()]).expect("rules");
+            for n in [1, 3] {
+                let got = run_with(n, &s, &lines);
+                assert_eq!(got.get("stats.counters.api.hits.count;env=prod"), Some(&90.0), "{records} {n}");
+                assert!(!got.keys().any(|k| k.contains("request_id")), "{got:?}");
+                assert!(!got.keys().any(|k| k.contains("debug.noise")));
+                assert_eq!(got.get("stats.counters.debug.deep.kept.count"), Some(&90.0), "one part only");
+            }
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod exact;
 pub mod graphite;
 pub mod parse;
 pub mod relay;
+pub mod rules;
 pub mod set;
 pub mod sketch;
 pub mod stats;

@@ -20,6 +20,7 @@ crate::counter_set! {
             "TCP connections refused: the shard's share of the descriptor budget was in use.",
         lines: Counter("appliance_aggregate_lines_total") "Non-empty lines received.",
         metrics: Counter("appliance_aggregate_metrics_total") "Metric lines accepted.",
+        rule_drops: Counter("appliance_aggregate_rule_drops_total") "Metric lines dropped by a drop rule (by name).",
         events: Counter("appliance_aggregate_events_total")
             "DogStatsD events seen (forwarded to relays, else dropped).",
         service_checks: Counter("appliance_aggregate_service_checks_total")

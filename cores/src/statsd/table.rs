@@ -199,6 +199,12 @@ impl<'a> KeyView<'a> {
 /// index in [`MetricType::ALL`]), the name, then `|tag` for each tag in
 /// byte order (duplicates kept). No allocation beyond `out`'s growth.
 pub fn canonical_key(m: &Metric<'_>, out: &mut Vec<u8>) {
+    canonical_key_keeping(m, out, |_| true);
+}
+
+/// [`canonical_key`] with only the tags `keep` accepts (tags stripped by
+/// [`super::rules::Rules`]).
+pub fn canonical_key_keeping(m: &Metric<'_>, out: &mut Vec<u8>, keep: impl Fn(&[u8]) -> bool) {
     out.clear();
     // `MetricType` is declared in the order of `MetricType::ALL`.
     out.push(b'0' + m.kind as u8);
@@ -209,9 +215,9 @@ pub fn canonical_key(m: &Metric<'_>, out: &mut Vec<u8>) {
     // Tags are few: sort references to them on the stack.
     let mut few: [&[u8]; 16] = [&[]; 16];
     let mut n = 0;
-    for tag in m.tag_iter() {
+    for tag in m.tag_iter().filter(|t| keep(t)) {
         if n == few.len() {
-            let mut many: Vec<&[u8]> = m.tag_iter().collect();
+            let mut many: Vec<&[u8]> = m.tag_iter().filter(|t| keep(t)).collect();
             many.sort_unstable();
             return push_tags(out, &many);
         }

@@ -116,6 +116,8 @@ pub struct AggregateConfig {
     /// Samples a timer key keeps as they came per interval, so its figures
     /// are etsy's exactly (0: the sketch only).
     pub exact_samples: u32,
+    /// Metrics dropped by name and tag keys stripped before aggregation.
+    pub rules: cores::statsd::rules::Rules,
     /// Keys at most, across all shards (each shard gets an equal share).
     pub max_keys: usize,
     /// A key not updated for this long is deleted (0: after the first
@@ -172,6 +174,7 @@ impl Default for AggregateConfig {
             relays: Vec::new(),
             percentiles: cores::statsd::graphite::parse_percentiles("50,90,95,99").unwrap_or_default(),
             exact_samples: 1000,
+            rules: cores::statsd::rules::Rules::default(),
             max_keys: 1_000_000,
             delete_idle: Duration::from_secs(300),
             flush_stdout: false,

@@ -671,6 +671,7 @@ fn settings_of(cfg: &AggregateConfig, shards: usize) -> Settings {
         max_line: cfg.max_line_length,
         records: cfg.exchange == Exchange::Records,
         exact_samples: cfg.exact_samples,
+        rules: cfg.rules.clone(),
         relays: cfg.relays.clone(),
         format: Format {
             prefix: cfg.prefix.clone(),
