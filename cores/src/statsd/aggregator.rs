@@ -344,8 +344,8 @@ mod tests {
             .flat_map(|i| {
                 [
                     format!("api.hits:1|c|#request_id:{i},env:prod"),
-                    format!("debug.noise:1|c|#env:prod"),
-                    format!("debug.deep.kept:1|c"),
+                    "debug.noise:1|c|#env:prod".to_string(),
+                    "debug.deep.kept:1|c".to_string(),
                 ]
             })
             .collect();
