@@ -524,3 +524,37 @@ fn drop_rules_and_stripped_tags() {
     let paths: Vec<String> = sink.lines().into_iter().map(|l| l.0).collect();
     assert!(!paths.iter().any(|p| p.contains("request_id") || p.contains("debug.noise")), "{paths:?}");
 }
+
+/// Per-origin key limits by source: a source sending 40 keys from many
+/// ports (so, unsteered, several shards would see it) gets exactly its 5
+/// per interval across both shards; a quiet source is untouched; /status
+/// names the offender.
+#[test]
+fn per_origin_key_limits_by_source_hold_across_shards() {
+    let sink = Sink::start();
+    let args = ["--flush-interval", "1s", "--max-keys-per-origin", "5", "--admin", "127.0.0.1:0"];
+    let (mut app, udp, _) = start(&sink, &args);
+    let admin = app.wait_for_addr("admin listening on").expect("admin");
+    sink.wait_for("stats.aggregate.lines", 0.0).expect("first flush");
+    let from = |ip: [u8; 4], lines: Vec<String>| {
+        let sockets: Vec<UdpSocket> =
+            (0..16).map(|_| UdpSocket::bind((std::net::Ipv4Addr::from(ip), 0)).expect("bind")).collect();
+        for (i, l) in lines.iter().enumerate() {
+            sockets[i % 16].send_to(l.as_bytes(), udp).expect("send");
+        }
+    };
+    from([127, 0, 0, 2], (0..40).map(|k| format!("noisy.k{k}:1|c")).collect());
+    from([127, 0, 0, 3], (0..3).map(|k| format!("quiet.k{k}:1|c")).collect());
+    sink.eventually("refusals counted", |s| s.last("stats.aggregate.origin_refused") == Some(35.0));
+    sink.settle();
+    let paths: std::collections::HashSet<String> = sink.lines().into_iter().map(|l| l.0).collect();
+    let noisy =
+        paths.iter().filter(|p| p.starts_with("stats.counters.noisy.") && p.ends_with(".count")).count();
+    let quiet =
+        paths.iter().filter(|p| p.starts_with("stats.counters.quiet.") && p.ends_with(".count")).count();
+    assert_eq!((noisy, quiet), (5, 3), "exactly its budget across shards");
+    let (_, body) = appliance_tests::http_get(admin, "/status").expect("status");
+    let status: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let worst = &status["services"][0]["worst_origins"];
+    assert_eq!(worst, &serde_json::json!([{"origin": "127.0.0.2", "refused": 35}]), "{status}");
+}

@@ -36,6 +36,12 @@ mod defaults {
         MAX_KEYS
     }
     pub const EXACT_SAMPLES: u32 = 1000;
+    pub fn origin() -> String {
+        "source".into()
+    }
+    pub fn max_origins() -> usize {
+        10_000
+    }
     pub fn exact_samples() -> u32 {
         EXACT_SAMPLES
     }
@@ -147,6 +153,24 @@ pub struct AggregateOptions {
     #[arg(long = "strip-tag")]
     #[serde(default)]
     pub strip_tags: Vec<String>,
+    /// New keys one origin may add per interval (0: no limit); lines for
+    /// further keys are refused and counted against it (the worst origins
+    /// are on /status). With --origin source the service's sockets are
+    /// steered by source address, so the limit holds across shards; with a
+    /// tag it holds per shard.
+    #[arg(long, default_value_t = 0)]
+    #[serde(default)]
+    pub max_keys_per_origin: usize,
+    /// What an origin is for --max-keys-per-origin: `source` (the sender's
+    /// address) or `tag:NAME` (the value of that tag, e.g. tag:service).
+    #[arg(long, default_value = "source")]
+    #[serde(default = "defaults::origin")]
+    pub origin: String,
+    /// Origins tracked at most per shard; lines from a new origin beyond it
+    /// are refused (counted) until the next interval.
+    #[arg(long, default_value_t = 10_000)]
+    #[serde(default = "defaults::max_origins")]
+    pub max_origins: usize,
     /// Keys at most, across all shards; new keys beyond it are dropped (counted).
     #[arg(long, default_value_t = defaults::MAX_KEYS)]
     #[serde(default = "defaults::max_keys")]
@@ -195,6 +219,32 @@ pub struct AggregateOptions {
 }
 
 impl AggregateOptions {
+    /// The per-origin limits, if `max_keys_per_origin` turns them on.
+    fn origin_policy(
+        &self,
+        src: &Source,
+    ) -> Result<Option<cores::statsd::origins::OriginPolicy>, ConfigError> {
+        use cores::statsd::origins::{OriginBy, OriginPolicy};
+        if self.max_keys_per_origin == 0 {
+            return Ok(None);
+        }
+        let by = match self.origin.as_str() {
+            "source" => OriginBy::Source,
+            other => match other.strip_prefix("tag:").filter(|t| !t.is_empty() && !t.contains([':', ','])) {
+                Some(tag) => OriginBy::Tag(tag.as_bytes().to_vec()),
+                None => {
+                    return Err(src.key("origin").error(format!("{other:?}: expected source or tag:NAME")))
+                }
+            },
+        };
+        if self.max_origins == 0 {
+            return Err(src.key("max_origins").error("0: must be at least 1"));
+        }
+        Ok(Some(OriginPolicy { by, keys: self.max_keys_per_origin, max_origins: self.max_origins }))
+    }
+}
+
+impl AggregateOptions {
     /// Validates the options; every error names the flag or key. What
     /// depends on the shard count is checked again when the runtime starts.
     pub fn validate(&self, src: &Source) -> Result<Arc<AggregateConfig>, ConfigError> {
@@ -204,6 +254,7 @@ impl AggregateOptions {
         Rules::new(&self.drop_metrics, &[]).map_err(|e| key("drop_metrics").error(e))?;
         let rules =
             Rules::new(&self.drop_metrics, &self.strip_tags).map_err(|e| key("strip_tags").error(e))?;
+        let origins = self.origin_policy(src)?;
         let percentiles = parse_percentiles(&self.percentiles)
             .map_err(|e| key("percentiles").error(format!("{:?}: {e}", self.percentiles)))?;
         let exchange = match self.exchange.as_str() {
@@ -224,6 +275,7 @@ impl AggregateOptions {
             percentiles,
             exact_samples: self.exact_samples,
             rules,
+            origins,
             max_keys: self.max_keys,
             delete_idle: src.duration("delete_idle", &self.delete_idle)?,
             flush_stdout: self.flush_stdout,

@@ -11,10 +11,11 @@
 //! module's business, so N instances can run in one test with the exchange
 //! done by hand, and the timestamps passed in.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 
 use super::graphite::{self, Format};
+use super::origins::{OriginBy, OriginPolicy, Origins, Verdict as OriginVerdict};
 use super::parse::{parse_line, Line};
 use super::relay;
 use super::rules::Rules;
@@ -49,6 +50,8 @@ pub struct Settings {
     pub exact_samples: u32,
     /// Metrics dropped by name and tag keys stripped, before aggregation.
     pub rules: Rules,
+    /// Per-origin key limits, if any.
+    pub origins: Option<OriginPolicy>,
 }
 
 /// What one flushed slice produced.
@@ -75,6 +78,8 @@ pub struct Aggregator {
     passthrough: Vec<u8>,
     /// Records mode: raw lines waiting to be shipped, per owner.
     outgoing: Vec<Vec<u8>>,
+    /// Per-origin key limits.
+    origins: Option<Origins>,
     settings: Settings,
 }
 
@@ -95,6 +100,7 @@ impl Aggregator {
             key: Vec::with_capacity(256),
             passthrough: Vec::new(),
             outgoing: (0..shards).map(|_| Vec::new()).collect(),
+            origins: settings.origins.clone().map(Origins::new),
             settings,
         }
     }
@@ -102,8 +108,26 @@ impl Aggregator {
     /// Parses `data` (whole lines) into this instance's tables, or, in
     /// records mode, the batches for the keys' owners.
     pub fn ingest(&mut self, data: &[u8]) {
+        self.ingest_from(data, None);
+    }
+
+    /// [`Aggregator::ingest`] of lines `source` sent (for per-origin
+    /// limits by source address).
+    pub fn ingest_from(&mut self, data: &[u8], source: Option<IpAddr>) {
         let records = self.settings.records;
-        let Aggregator { me, shards, owned, partial, stats, key, passthrough, outgoing, settings } = self;
+        let Aggregator { me, shards, owned, partial, stats, key, passthrough, outgoing, origins, settings } =
+            self;
+        let mut ip = [0u8; 16];
+        let source: Option<&[u8]> = source.map(|a| match a {
+            IpAddr::V4(v4) => {
+                ip[..4].copy_from_slice(&v4.octets());
+                &ip[..4]
+            }
+            IpAddr::V6(v6) => {
+                ip = v6.octets();
+                &ip[..]
+            }
+        });
         for raw in raw_lines(data) {
             stats.lines += 1;
             match parse_line(raw, settings.max_line) {
@@ -128,6 +152,16 @@ impl Aggregator {
                     }
                     keyed(&settings.rules, &m, key);
                     let hash = hash64(key);
+                    if let Some(o) = origins.as_mut() {
+                        let origin = match &o.policy().by {
+                            OriginBy::Source => source,
+                            OriginBy::Tag(name) => tag_value(&m, name),
+                        };
+                        if origin.is_some_and(|id| o.admit(id, hash) != OriginVerdict::Admit) {
+                            stats.origin_refused += 1;
+                            continue;
+                        }
+                    }
                     let owner = (hash % *shards as u64) as usize;
                     if records && owner != *me {
                         // The owner parses it again and counts it as a metric.
@@ -196,7 +230,7 @@ impl Aggregator {
     /// (`first`) also carries the passed-through events and counts the
     /// flush.
     pub fn flush_slice(&mut self, parts: Range<u8>, ts: u64, first: bool) -> Slice {
-        let Aggregator { owned, stats, passthrough, settings, .. } = self;
+        let Aggregator { owned, stats, passthrough, settings, origins, .. } = self;
         let mut out = Slice { relays: vec![Vec::new(); settings.relays.len()], ..Slice::default() };
         let expired = owned.flush_parts(parts, |k, v| {
             out.lines += graphite::write_key(&mut out.graphite, &settings.format, k, v, ts) as u64;
@@ -209,9 +243,18 @@ impl Aggregator {
                 r.append(passthrough);
             }
             stats.flushes += 1;
+            if let Some(o) = origins.as_mut() {
+                o.new_interval();
+            }
         }
         stats.keys_expired += expired as u64;
         out
+    }
+
+    /// The `n` origins with the most lines refused by the per-origin
+    /// limits, raw (see [`super::origins::label`]), most first.
+    pub fn origin_offenders(&self, n: usize) -> Vec<(Vec<u8>, u64)> {
+        self.origins.as_ref().map(|o| o.offenders(n)).unwrap_or_default()
     }
 
     /// Keys owned now.
@@ -236,9 +279,22 @@ impl Aggregator {
         self.partial.set_limits(settings.max_keys, 0);
         self.owned.set_exact(settings.exact_samples, EXACT_BUDGET);
         self.partial.set_exact(settings.exact_samples, EXACT_BUDGET);
+        match (self.origins.as_mut(), settings.origins.clone()) {
+            (Some(o), Some(policy)) => o.set_policy(policy),
+            (_, policy) => self.origins = policy.map(Origins::new),
+        }
         self.settings =
             Settings { records: self.settings.records, max_line: self.settings.max_line, ..settings };
     }
+}
+
+/// The value of `m`'s tag `name` (`name:value`; empty for a bare `name`).
+fn tag_value<'a>(m: &crate::statsd::parse::Metric<'a>, name: &[u8]) -> Option<&'a [u8]> {
+    m.tag_iter().find_map(|t| match t.strip_prefix(name)? {
+        [] => Some(&[][..]),
+        [b':', value @ ..] => Some(value),
+        _ => None,
+    })
 }
 
 /// `m`'s key, without the tags `rules` strip.
@@ -270,6 +326,7 @@ mod tests {
             records,
             exact_samples: 0,
             rules: Rules::default(),
+            origins: None,
             relays: Vec::new(),
             format: Format {
                 prefix: "stats".into(),
@@ -334,6 +391,33 @@ mod tests {
         }
         lines.push("bad line".into());
         lines
+    }
+
+    /// Each source gets its own budget of new keys per interval; what is
+    /// refused is counted and its source named among the offenders; a new
+    /// interval restores the budget.
+    #[test]
+    fn per_origin_key_limits() {
+        let mut s = settings(false);
+        s.origins = Some(OriginPolicy { by: OriginBy::Source, keys: 3, max_origins: 100 });
+        let mut a = Aggregator::new(0, 1, s);
+        let (x, y): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let lines: String = (0..10).map(|i| format!("k{i}:1|c\n")).collect();
+        a.ingest_from(lines.as_bytes(), Some(x));
+        a.ingest_from(b"k0:1|c\nk1:1|c\n", Some(y));
+        a.ingest_from(lines.as_bytes(), None);
+        assert_eq!(a.stats().origin_refused, 7, "x: 3 of 10 keys; y within; no source: not limited");
+        assert_eq!(a.origin_offenders(5), vec![(vec![10, 0, 0, 1], 7)]);
+        assert_eq!(crate::statsd::origins::label(&OriginBy::Source, &[10, 0, 0, 1]), "10.0.0.1");
+        a.flush_slice(0..crate::statsd::table::PARTS, 1, true);
+        a.ingest_from(b"k9:1|c\n", Some(x));
+        assert_eq!(a.stats().origin_refused, 7, "a new interval, a new budget");
+        let mut t = settings(false);
+        t.origins = Some(OriginPolicy { by: OriginBy::Tag(b"service".to_vec()), keys: 1, max_origins: 100 });
+        let mut b = Aggregator::new(0, 1, t);
+        b.ingest(b"a:1|c|#service:web\nb:1|c|#service:web\nc:1|c|#service:db\nd:1|c\n");
+        assert_eq!(b.stats().origin_refused, 1);
+        assert_eq!(b.origin_offenders(1), vec![(b"web".to_vec(), 1)]);
     }
 
     /// Drop rules and stripped tags act the same whatever the instance

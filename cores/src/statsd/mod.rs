@@ -10,6 +10,7 @@
 pub mod aggregator;
 pub mod exact;
 pub mod graphite;
+pub mod origins;
 pub mod parse;
 pub mod relay;
 pub mod rules;

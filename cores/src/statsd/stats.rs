@@ -21,6 +21,8 @@ crate::counter_set! {
         lines: Counter("appliance_aggregate_lines_total") "Non-empty lines received.",
         metrics: Counter("appliance_aggregate_metrics_total") "Metric lines accepted.",
         rule_drops: Counter("appliance_aggregate_rule_drops_total") "Metric lines dropped by a drop rule (by name).",
+        origin_refused: Counter("appliance_aggregate_origin_refused_total")
+            "Metric lines refused: a new key over its origin's max_keys_per_origin, or a new origin over max_origins.",
         events: Counter("appliance_aggregate_events_total")
             "DogStatsD events seen (forwarded to relays, else dropped).",
         service_checks: Counter("appliance_aggregate_service_checks_total")

@@ -118,6 +118,8 @@ pub struct AggregateConfig {
     pub exact_samples: u32,
     /// Metrics dropped by name and tag keys stripped before aggregation.
     pub rules: cores::statsd::rules::Rules,
+    /// Per-origin key limits (per shard, per interval), if any.
+    pub origins: Option<cores::statsd::origins::OriginPolicy>,
     /// Keys at most, across all shards (each shard gets an equal share).
     pub max_keys: usize,
     /// A key not updated for this long is deleted (0: after the first
@@ -175,6 +177,7 @@ impl Default for AggregateConfig {
             percentiles: cores::statsd::graphite::parse_percentiles("50,90,95,99").unwrap_or_default(),
             exact_samples: 1000,
             rules: cores::statsd::rules::Rules::default(),
+            origins: None,
             max_keys: 1_000_000,
             delete_idle: Duration::from_secs(300),
             flush_stdout: false,

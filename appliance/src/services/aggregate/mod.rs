@@ -45,13 +45,18 @@ impl Service for AggregateConfig {
     }
 
     fn listens(&self) -> Vec<Listen> {
+        // Per-origin limits by source: each source's datagrams and
+        // connections always reach one shard, so its limit is exact.
+        let by_source =
+            self.origins.as_ref().is_some_and(|o| o.by == cores::statsd::origins::OriginBy::Source);
+        let by_client = by_source.then_some((32, 128));
         let udp = self.listen_udp.map(|addr| Listen {
             addr,
             udp: true,
             recv_buffer: Some(self.udp_socket_buffer),
-            by_client: None,
+            by_client,
         });
-        let tcp = self.listen_tcp.map(|addr| Listen { addr, udp: false, recv_buffer: None, by_client: None });
+        let tcp = self.listen_tcp.map(|addr| Listen { addr, udp: false, recv_buffer: None, by_client });
         udp.into_iter().chain(tcp).collect()
     }
 
@@ -143,6 +148,7 @@ impl Service for AggregateConfig {
     fn status(&self, id: ServiceId) -> Local<'static, Result<serde_json::Value, shard::SubmitError>> {
         let configured = self.backend.as_str();
         let kernel = self.backend == Backend::Kernel;
+        let by = self.origins.as_ref().map(|o| o.by.clone());
         Box::pin(async move {
             let s = gather_stats(id).await?;
             // What receives now: `auto` may have fallen back to the kernel.
@@ -153,9 +159,21 @@ impl Service for AggregateConfig {
                 per_shard.iter().map(|(q, _)| q.len()).sum::<usize>()
             };
             let receiving = if xdp_queues > 0 { "xdp" } else { "kernel" };
+            let worst = match &by {
+                Some(by) => {
+                    let lists = on_every_shard(move || service::origin_offenders(id, 10)).await?;
+                    cores::statsd::origins::merge_offenders(lists, 10)
+                        .into_iter()
+                        .map(|(o, n)| serde_json::json!({"origin": cores::statsd::origins::label(by, &o), "refused": n}))
+                        .collect()
+                }
+                None => Vec::new(),
+            };
             Ok(serde_json::json!({
                 "keys": s.keys, "metrics": s.metrics, "dropped": s.dropped_total(),
                 "flushes": s.flushes, "flush_errors": s.flush_errors,
+                "kernel_drops": s.kernel_drops, "rule_drops": s.rule_drops,
+                "origin_refused": s.origin_refused, "worst_origins": worst,
                 "backend": configured, "receiving": receiving, "xdp_queues": xdp_queues,
             }))
         })

@@ -46,6 +46,7 @@ use super::sink::Outbox;
 use crate::services::ServiceId;
 use cores::statsd::aggregator::{Aggregator, Partials, Settings, Slice};
 use cores::statsd::graphite::Format;
+use cores::statsd::origins::OriginBy;
 use cores::statsd::parse::DropReason;
 use cores::statsd::relay;
 use cores::statsd::stats::AggregateStats;
@@ -127,6 +128,11 @@ pub fn xdp_stats(
         (super::xdp::shard_queues(&st.xdp_receivers), program)
     })
     .unwrap_or_default()
+}
+
+/// This shard's `n` worst origins under the per-origin limits, raw.
+pub fn origin_offenders(id: ServiceId, n: usize) -> Vec<(Vec<u8>, u64)> {
+    with(id, |st| st.agg.origin_offenders(n)).unwrap_or_default()
 }
 
 /// This shard's counters (all zero outside the service).
@@ -224,7 +230,7 @@ fn on_datagram<B: AsRef<[u8]>>(shard: &Shard, d: &Received<B>) {
             }
             payload = &payload[..end];
         }
-        st.agg.ingest(payload);
+        st.agg.ingest_from(payload, d.source.map(|a| a.ip()));
     });
 }
 
@@ -380,10 +386,10 @@ async fn accept_tcp(
     Ok(())
 }
 
-fn feed_piece(shard: &Shard, p: Piece<'_>) {
+fn feed_piece(shard: &Shard, p: Piece<'_>, source: Option<std::net::IpAddr>) {
     with_shard(shard, |st| match p {
         _ if st.sealed => {}
-        Piece::Lines(lines) => st.agg.ingest(lines),
+        Piece::Lines(lines) => st.agg.ingest_from(lines, source),
         Piece::TooLong => {
             let stats = st.agg.stats_mut();
             stats.lines += 1;
@@ -395,6 +401,10 @@ fn feed_piece(shard: &Shard, p: Piece<'_>) {
 async fn tcp_conn(id: ServiceId, conn: TcpStream, group: BufRing, max_line: usize, records: bool) {
     let Some(guard) = ReceiverGuard::enter(id) else { return };
     let shard = &guard.0;
+    // Only the per-origin limits by source read it: a getpeername per
+    // connection otherwise.
+    let by_source = with_shard(shard, |st| st.cfg.origins.as_ref().is_some_and(|o| o.by == OriginBy::Source));
+    let source = if by_source { conn.peer_addr().ok().map(|a| a.ip()) } else { None };
     let mut lines = StreamLines::new(max_line);
     let mut rx = conn.recv_stream(&group);
     let mut drain_until = None;
@@ -420,7 +430,7 @@ async fn tcp_conn(id: ServiceId, conn: TcpStream, group: BufRing, max_line: usiz
         };
         match next {
             Ok(Some(buf)) => {
-                lines.feed(&buf, |p| feed_piece(shard, p));
+                lines.feed(&buf, |p| feed_piece(shard, p, source));
                 if records {
                     ship_records(id, RECORD_BATCH);
                 }
@@ -432,7 +442,7 @@ async fn tcp_conn(id: ServiceId, conn: TcpStream, group: BufRing, max_line: usiz
             }
         }
     }
-    lines.finish(|p| feed_piece(shard, p));
+    lines.finish(|p| feed_piece(shard, p, source));
 }
 
 fn unix_now() -> u64 {
@@ -672,6 +682,7 @@ fn settings_of(cfg: &AggregateConfig, shards: usize) -> Settings {
         records: cfg.exchange == Exchange::Records,
         exact_samples: cfg.exact_samples,
         rules: cfg.rules.clone(),
+        origins: cfg.origins.clone(),
         relays: cfg.relays.clone(),
         format: Format {
             prefix: cfg.prefix.clone(),
