@@ -111,7 +111,7 @@ impl Origins {
         }
         if self.history.len() > REMEMBERED {
             let mut all: Vec<(Box<[u8]>, u64)> = self.history.drain().collect();
-            all.sort_by(|a, b| b.1.cmp(&a.1));
+            all.sort_by_key(|e| std::cmp::Reverse(e.1));
             all.truncate(REMEMBERED);
             self.history = all.into_iter().collect();
         }
