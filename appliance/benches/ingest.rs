@@ -88,6 +88,7 @@ fn aggregator() -> Aggregator {
         // every sample takes the sketch's path, as a busy key does).
         exact_samples: 1000,
         rules: cores::statsd::rules::Rules::default(),
+        origins: None,
         relays: Vec::new(),
         format,
     };
