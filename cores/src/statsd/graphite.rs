@@ -96,39 +96,33 @@ fn write_timer(w: &mut Lines<'_>, f: &Format, s: &super::sketch::Sketch) {
     w.line(".count", count);
     w.line(".count_ps", count / f.interval_secs);
     if let Some(kept) = s.exact() {
-        return write_exact(w, f, &super::exact::Samples::weighted(kept.to_vec()));
+        // Every sample of the interval: etsy's figures (see `super::exact`).
+        let e = super::exact::Samples::weighted(kept.to_vec());
+        let (lower, upper) = e.lower_upper();
+        let figures = [e.sum(), e.mean(), e.median(), e.std(), upper, lower];
+        return write_figures(w, f, figures, |pct| e.threshold(pct));
     }
     let (Some(mean), Some(std), Some(lo), Some(hi), Some(median)) =
         (s.mean(), s.std(), s.min(), s.max(), s.quantile(0.5))
     else {
         return;
     };
-    w.line(".sum", s.sum());
-    w.line(".mean", mean);
-    w.line(".median", median);
-    w.line(".std", std);
-    w.line(".upper", hi);
-    w.line(".lower", lo);
-    for p in &f.percentiles {
-        if let Some(t) = s.threshold(p.value) {
-            w.line_pct(".upper_", &p.label, t.upper);
-            w.line_pct(".mean_", &p.label, t.mean);
-            w.line_pct(".sum_", &p.label, t.sum);
-        }
-    }
+    write_figures(w, f, [s.sum(), mean, median, std, hi, lo], |pct| s.threshold(pct));
 }
 
-/// etsy's figures from every sample of the interval (see [`super::exact`]).
-fn write_exact(w: &mut Lines<'_>, f: &Format, s: &super::exact::Samples) {
-    let (lower, upper) = s.lower_upper();
-    w.line(".sum", s.sum());
-    w.line(".mean", s.mean());
-    w.line(".median", s.median());
-    w.line(".std", s.std());
-    w.line(".upper", upper);
-    w.line(".lower", lower);
+/// A timer's figures after its count: `[sum, mean, median, std, upper,
+/// lower]`, then each percentile's from `threshold`.
+fn write_figures(
+    w: &mut Lines<'_>,
+    f: &Format,
+    figures: [f64; 6],
+    threshold: impl Fn(f64) -> Option<super::sketch::Threshold>,
+) {
+    for (suffix, v) in [".sum", ".mean", ".median", ".std", ".upper", ".lower"].into_iter().zip(figures) {
+        w.line(suffix, v);
+    }
     for p in &f.percentiles {
-        if let Some(t) = s.threshold(p.value) {
+        if let Some(t) = threshold(p.value) {
             w.line_pct(".upper_", &p.label, t.upper);
             w.line_pct(".mean_", &p.label, t.mean);
             w.line_pct(".sum_", &p.label, t.sum);
