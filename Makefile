@@ -67,6 +67,8 @@ test-deps:
 		{ $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$p; } \
 			|| echo "could not install $$p: its checks are skipped"; \
 	done
+	@python3 -c "import datadog" 2>/dev/null || python3 -m pip install -q datadog 2>/dev/null \
+		|| echo "could not install the Datadog Python client: its check is skipped"
 
 test-unit:
 	$(CARGO) test --workspace --all-targets

@@ -15,6 +15,7 @@
 //! - [`fdpass`]: handing descriptors to another process (`SCM_RIGHTS`),
 //!   for binary upgrades.
 //! - [`sockopt`]: the kernel's drop count of a socket.
+//! - [`unix`]: Unix datagram sockets with the sender's credentials.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -41,5 +42,6 @@ pub mod sockopt;
 pub mod steer;
 pub mod tcp;
 pub mod udp;
+pub mod unix;
 pub mod wire;
 pub mod xdp;

@@ -82,6 +82,12 @@ pub fn run(mut cfg: AppConfig, rt: shard::Runtime, path: Option<PathBuf>) -> any
     for (b, l) in bound.iter().flat_map(|b| b.groups.iter()).zip(&listening) {
         offer.add(format!("{} {:?} {}", l.kind, l.service, l.proto), b).context("keeping listener copies")?;
     }
+    for b in &bound {
+        for fd in b.service.prepared_sockets() {
+            let what = format!("{} {:?} unix", b.service.kind(), b.service.name());
+            offer.add(what, std::slice::from_ref(&fd)).context("keeping listener copies")?;
+        }
+    }
     let admin = match cfg.admin {
         Some(addr) => Some(bind_admin(addr, inherited.as_mut())?),
         None => None,
@@ -281,8 +287,9 @@ fn bind_service(
         groups.push(fds);
         addrs.push(addr);
     }
+    let mut inherit = |path: &std::path::Path| inherited.as_deref_mut().and_then(|i| i.take_unix(path));
     let prepared = service
-        .prepare(&addrs)
+        .prepare(&addrs, &mut inherit)
         .map_err(|e| anyhow::anyhow!("{} {:?}: {e}", service.kind(), service.name()))?;
     let service = prepared.unwrap_or_else(|| service.clone());
     Ok(Bound { service, members, groups, conn_limit })

@@ -117,8 +117,36 @@ pub struct Inherited {
 struct Group {
     what: String,
     udp: bool,
-    addr: std::net::SocketAddr,
+    addr: Local,
     fds: Vec<OwnedFd>,
+}
+
+/// Where an inherited socket is bound.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Local {
+    Ip(std::net::SocketAddr),
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for Local {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Local::Ip(a) => a.fmt(f),
+            Local::Unix(p) => p.display().fmt(f),
+        }
+    }
+}
+
+/// Where `fd` is bound.
+fn local_of(fd: &OwnedFd) -> std::io::Result<Local> {
+    let addr = SockRef::from(fd).local_addr()?;
+    match (addr.as_socket(), addr.as_pathname()) {
+        (Some(ip), _) => Ok(Local::Ip(ip)),
+        (None, Some(path)) => Ok(Local::Unix(path.to_path_buf())),
+        _ => {
+            Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "neither an IP nor a Unix path socket"))
+        }
+    }
 }
 
 /// Connects to the process serving `path` and takes its listening sockets.
@@ -147,7 +175,7 @@ pub fn take_over(path: &Path) -> anyhow::Result<Inherited> {
         if fds.len() != count {
             bail!("--upgrade: {what}: {} sockets instead of {count}", fds.len());
         }
-        let addr = netstack::steer::local_addr(first).with_context(|| format!("--upgrade: {what}"))?;
+        let addr = local_of(first).with_context(|| format!("--upgrade: {what}"))?;
         let udp = SockRef::from(first).r#type().with_context(|| format!("--upgrade: {what}"))? == Type::DGRAM;
         groups.push(Group { what, udp, addr, fds });
     }
@@ -162,8 +190,14 @@ impl Inherited {
         if addr.port() == 0 {
             return None;
         }
-        let i = self.groups.iter().position(|g| g.udp == udp && g.addr == addr)?;
+        let i = self.groups.iter().position(|g| g.udp == udp && g.addr == Local::Ip(addr))?;
         Some(self.groups.remove(i).fds)
+    }
+
+    /// The inherited Unix socket bound at `path`, if any.
+    pub fn take_unix(&mut self, path: &Path) -> Option<OwnedFd> {
+        let i = self.groups.iter().position(|g| g.addr == Local::Unix(path.to_path_buf()))?;
+        self.groups.remove(i).fds.into_iter().next()
     }
 
     /// Closes the groups no listener of this configuration took (their
@@ -327,6 +361,7 @@ fn serve(listener: Socket, app: &App, handle: &shard::RuntimeHandle) {
         match hand_over(&conn, app) {
             Ok(pid) => {
                 app.offer.hand_over();
+                crate::services::aggregate::unix::handed_over();
                 // Admin requests go to the successor from here on (this
                 // process's answers would come from draining shards).
                 app.offer.close_admin(Duration::from_secs(5));
@@ -392,7 +427,12 @@ mod tests {
 
     fn group(udp: bool, addr: &str) -> Group {
         let fd = std::os::unix::net::UnixDatagram::unbound().expect("socket");
-        Group { what: "g".into(), udp, addr: addr.parse().expect("addr"), fds: vec![OwnedFd::from(fd)] }
+        Group {
+            what: "g".into(),
+            udp,
+            addr: Local::Ip(addr.parse().expect("addr")),
+            fds: vec![OwnedFd::from(fd)],
+        }
     }
 
     #[test]

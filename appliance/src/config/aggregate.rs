@@ -92,6 +92,18 @@ pub struct AggregateOptions {
     #[arg(long, value_parser = crate::config::parse_addr)]
     #[serde(default)]
     pub listen_tcp: Option<SocketAddr>,
+    /// Unix datagram socket for DogStatsD clients (the Datadog agent's
+    /// `dogstatsd_socket`, e.g. /var/run/datadog/dsd.socket), mode 0722; a
+    /// stale socket file is replaced.
+    #[arg(long)]
+    #[serde(default)]
+    pub listen_unix: Option<std::path::PathBuf>,
+    /// Tag what arrives on --listen-unix with its sender: `pid:N`, and
+    /// `container_id:ID` when the process runs in a container (from
+    /// /proc/PID/cgroup), from the kernel's credentials of each datagram.
+    #[arg(long)]
+    #[serde(default)]
+    pub origin_detection: bool,
     /// Flush every shard this often (e.g. 10s, 500ms).
     #[arg(long, default_value = defaults::FLUSH_INTERVAL)]
     #[serde(default = "defaults::flush_interval")]
@@ -268,6 +280,8 @@ impl AggregateOptions {
             exchange,
             listen_udp: self.listen_udp,
             listen_tcp: self.listen_tcp,
+            listen_unix: self.listen_unix.clone(),
+            origin_detection: self.origin_detection,
             flush_interval: src.duration("flush_interval", &self.flush_interval)?,
             graphite: self.graphite,
             prefix: self.prefix.trim_end_matches('.').to_owned(),

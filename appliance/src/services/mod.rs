@@ -126,8 +126,20 @@ pub trait Service: std::fmt::Debug + Send + Sync + 'static {
     /// given where those were bound (`listens()` order, ports resolved):
     /// the service carrying it, or `None` when there is nothing to set up.
     /// An aggregator on AF_XDP attaches its XDP program here.
-    fn prepare(&self, _bound: &[SocketAddr]) -> Result<Option<Arc<dyn Service>>, String> {
+    ///
+    /// `inherit(path)` gives the Unix socket bound at `path` that a binary
+    /// upgrade handed over, if any: a service binding one takes it instead.
+    fn prepare(
+        &self,
+        _bound: &[SocketAddr],
+        _inherit: &mut dyn FnMut(&std::path::Path) -> Option<OwnedFd>,
+    ) -> Result<Option<Arc<dyn Service>>, String> {
         Ok(None)
+    }
+    /// Copies of the sockets it bound in `prepare` (Unix sockets), offered
+    /// to a successor on a binary upgrade.
+    fn prepared_sockets(&self) -> Vec<OwnedFd> {
+        Vec::new()
     }
     /// Serves one shard with that shard's socket of each listener group,
     /// at most `conn_limit` connections at once where it has no limit of

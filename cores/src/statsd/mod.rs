@@ -19,3 +19,4 @@ pub mod sketch;
 pub mod stats;
 pub mod stream;
 pub mod table;
+pub mod tagging;

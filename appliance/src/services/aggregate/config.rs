@@ -15,7 +15,7 @@ pub use super::xdp::{Backend, XdpMode};
 #[derive(Debug, Error, PartialEq)]
 pub enum ConfigError {
     /// Neither a UDP nor a TCP listener.
-    #[error("nothing to listen on: give listen-udp and/or listen-tcp")]
+    #[error("nothing to listen on: give listen-udp, listen-tcp and/or listen-unix")]
     NoListener,
     /// No output at all: metrics would be aggregated and thrown away.
     #[error("no output: give graphite, relay or flush-stdout")]
@@ -157,6 +157,12 @@ pub struct AggregateConfig {
     /// prepared the service (`Service::prepare`); `None` before, and with
     /// the kernel sockets alone.
     pub xdp: Option<std::sync::Arc<super::xdp::Attachment>>,
+    /// Unix datagram socket path for DogStatsD clients.
+    pub listen_unix: Option<std::path::PathBuf>,
+    /// Tag Unix socket clients' metrics with their pid and container id.
+    pub origin_detection: bool,
+    /// The bound Unix socket, once the runner has prepared the service.
+    pub unix: Option<std::sync::Arc<super::unix::UnixSocket>>,
 }
 
 /// The largest UDP payload over IPv4 (65,535 less the IP and UDP headers):
@@ -190,6 +196,9 @@ impl Default for AggregateConfig {
             group: None,
             backend: Backend::Kernel,
             xdp: None,
+            listen_unix: None,
+            origin_detection: false,
+            unix: None,
         }
     }
 }
@@ -197,7 +206,7 @@ impl Default for AggregateConfig {
 impl AggregateConfig {
     /// Checks the settings for a runtime of `shards` shards.
     pub fn validate(&self, shards: usize) -> Result<(), ConfigError> {
-        if self.listen_udp.is_none() && self.listen_tcp.is_none() {
+        if self.listen_udp.is_none() && self.listen_tcp.is_none() && self.listen_unix.is_none() {
             return Err(ConfigError::NoListener);
         }
         if self.graphite.is_none() && self.relays.is_empty() && !self.flush_stdout {

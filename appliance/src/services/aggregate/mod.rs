@@ -18,6 +18,7 @@ pub mod config;
 mod metrics;
 pub mod service;
 pub mod sink;
+pub mod unix;
 pub mod xdp;
 pub use cores::statsd::stats;
 
@@ -77,11 +78,32 @@ impl Service for AggregateConfig {
         }
     }
 
-    fn prepare(&self, bound: &[std::net::SocketAddr]) -> Result<Option<Arc<dyn Service>>, String> {
+    fn prepare(
+        &self,
+        bound: &[std::net::SocketAddr],
+        inherit: &mut dyn FnMut(&std::path::Path) -> Option<OwnedFd>,
+    ) -> Result<Option<Arc<dyn Service>>, String> {
+        let mut prepared: Option<AggregateConfig> = None;
         // The UDP listener is the first, when there is one.
-        let Some(udp) = self.listen_udp.and(bound.first().copied()) else { return Ok(None) };
-        let Some(attachment) = xdp::attach(&self.name, &self.backend, udp)? else { return Ok(None) };
-        Ok(Some(Arc::new(AggregateConfig { xdp: Some(attachment), ..self.clone() })))
+        if let Some(udp) = self.listen_udp.and(bound.first().copied()) {
+            if let Some(attachment) = xdp::attach(&self.name, &self.backend, udp)? {
+                prepared = Some(AggregateConfig { xdp: Some(attachment), ..self.clone() });
+            }
+        }
+        if let Some(path) = &self.listen_unix {
+            let socket = match inherit(path) {
+                Some(fd) => unix::UnixSocket::inherited(fd, path, self.origin_detection),
+                None => unix::UnixSocket::bind(path, self.origin_detection),
+            };
+            let socket = socket.map_err(|e| format!("listen_unix {}: {e}", path.display()))?;
+            let base = prepared.unwrap_or_else(|| self.clone());
+            prepared = Some(AggregateConfig { unix: Some(Arc::new(socket)), ..base });
+        }
+        Ok(prepared.map(|c| Arc::new(c) as Arc<dyn Service>))
+    }
+
+    fn prepared_sockets(&self) -> Vec<OwnedFd> {
+        self.unix.iter().filter_map(|u| u.for_shard().ok()).collect()
     }
 
     fn serve(
@@ -106,11 +128,12 @@ impl Service for AggregateConfig {
                 c.exchange,
                 c.max_line_length,
                 c.backend.clone(),
+                (c.listen_unix.clone(), c.origin_detection),
             )
         };
         (fixed(self) != fixed(new)).then(|| {
-            "udp_buffers, max_datagram, udp_socket_buffer, exchange, max_line_length, backend, interface or \
-             xdp_mode"
+            "udp_buffers, max_datagram, udp_socket_buffer, exchange, max_line_length, backend, interface, \
+             xdp_mode, listen_unix or origin_detection"
                 .to_string()
         })
     }

@@ -91,6 +91,9 @@ struct ShardState {
     /// the drops counted on sockets already closed.
     drop_probe: Option<OwnedFd>,
     kernel_drops_closed: u64,
+    /// The Unix socket, held for the run (a reload's config does not carry
+    /// it; its file goes when the last holder does).
+    _unix: Option<Arc<super::unix::UnixSocket>>,
 }
 
 /// A shard's state of one aggregate service, kept in the shard's slot for
@@ -207,14 +210,26 @@ async fn records_delivered(id: ServiceId) {
 /// A datagram: its complete lines; the cut last line of a truncated one
 /// is dropped as too long.
 fn on_datagram<B: AsRef<[u8]>>(shard: &Shard, d: &Received<B>) {
+    on_payload(shard, d.payload(), d.truncated, d.source.map(|a| a.ip()), None);
+}
+
+/// A datagram's payload (cut to the receive buffer when `truncated`), from
+/// `source`; with `tags` (a Unix socket client's origin), those are added
+/// to every line, in `scratch`.
+fn on_payload(
+    shard: &Shard,
+    mut payload: &[u8],
+    truncated: bool,
+    source: Option<std::net::IpAddr>,
+    tags: Option<(&str, &mut Vec<u8>)>,
+) {
     with_shard(shard, |st| {
         if st.sealed {
             return;
         }
         let stats = st.agg.stats_mut();
         stats.datagrams += 1;
-        let mut payload = d.payload();
-        if d.truncated {
+        if truncated {
             stats.truncated += 1;
             let (service, max) = (&st.cfg.name, st.cfg.max_datagram);
             ops::warn_limited!(
@@ -230,8 +245,62 @@ fn on_datagram<B: AsRef<[u8]>>(shard: &Shard, d: &Received<B>) {
             }
             payload = &payload[..end];
         }
-        st.agg.ingest_from(payload, d.source.map(|a| a.ip()));
+        match tags {
+            Some((tags, scratch)) => {
+                cores::statsd::tagging::add_tags(payload, tags.as_bytes(), scratch);
+                st.agg.ingest_from(scratch, source);
+            }
+            None => st.agg.ingest_from(payload, source),
+        }
     });
+}
+
+/// DogStatsD datagrams from the Unix socket (see `super::unix`), until a
+/// stop; then what has arrived, until quiet or the end of the receiving
+/// part of the grace.
+async fn recv_unix(id: ServiceId, fd: OwnedFd, max: usize, records: bool, origin: bool) -> io::Result<()> {
+    let guard = ReceiverGuard::enter(id).ok_or_else(not_running)?;
+    let shard = &guard.0;
+    let (mut buf, mut scratch) = (vec![0u8; max], Vec::new());
+    let mut origins = super::unix::Origins::default();
+    let mut end = None;
+    loop {
+        loop {
+            match netstack::unix::recv_creds(std::os::fd::AsFd::as_fd(&fd), &mut buf) {
+                Ok((n, truncated, creds)) => {
+                    let tags = creds.filter(|_| origin).map(|c| origins.tags(c.pid));
+                    let tags = tags.as_deref().map(|t| (t, &mut scratch));
+                    on_payload(shard, &buf[..n], truncated, None, tags);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    ops::warn_limited!("statsd unix receive: {e}");
+                    shard::time::sleep(Duration::from_millis(10)).await;
+                    break;
+                }
+            }
+        }
+        if records {
+            ship_records(id, 0);
+        }
+        let ready = netstack::unix::readable(&fd);
+        match end {
+            Some(end) => {
+                let Some(wait) = drain_wait(id, end, Duration::from_millis(50)) else { break };
+                if shard::time::timeout(wait, ready).await.is_err() {
+                    break;
+                }
+            }
+            None => {
+                if let Either::Left(()) = select(shard::stopping(), std::pin::pin!(ready)).await {
+                    end = Some(receive_deadline());
+                }
+            }
+        }
+    }
+    records_delivered(id).await;
+    Ok(())
 }
 
 /// Counts a running receiver for the shutdown barrier.
@@ -770,6 +839,7 @@ pub async fn serve_shard(
         xdp_receivers: Vec::new(),
         drop_probe: None,
         kernel_drops_closed: 0,
+        _unix: cfg.unix.clone(),
     };
     id.install(Rc::new(RefCell::new(state)));
     let records = cfg.exchange == Exchange::Records;
@@ -785,6 +855,14 @@ pub async fn serve_shard(
             with(id, |st| st.xdp_receivers.push(backend.counters()));
             tasks.push(shard::spawn_local_named("statsd-xdp", recv_xdp(id, backend, att.clone(), records)));
         }
+    }
+    if let Some(unix) = &cfg.unix {
+        let origin = cfg.origin_detection;
+        let max = cfg.max_datagram;
+        tasks.push(shard::spawn_local_named(
+            "statsd-unix",
+            recv_unix(id, unix.for_shard()?, max, records, origin),
+        ));
     }
     if let Some(fd) = tcp {
         let accept = accept_tcp(id, fd, cfg.max_line_length, records, max_conns);

@@ -1,0 +1,118 @@
+//! DogStatsD over a Unix datagram socket, as the Datadog agent takes it:
+//! one socket (mode 0722, a stale file replaced), read by every member
+//! shard (each waits for readiness on its ring, then reads what is queued
+//! without blocking), each datagram handled like a UDP one. With origin
+//! detection, each datagram's lines are tagged with the sender the kernel
+//! vouches for (`SO_PASSCRED`): `pid:N`, and `container_id:ID` when
+//! `/proc/PID/cgroup` names a container.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+/// The bound socket, shared by the member shards; its file is removed when
+/// the last user is gone (the process ends or the service is dropped).
+#[derive(Debug)]
+pub struct UnixSocket {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl UnixSocket {
+    /// Binds `path` (mode 0722, so any local client may write).
+    pub fn bind(path: &Path, origin: bool) -> io::Result<UnixSocket> {
+        let fd = netstack::unix::bind_dgram(path, 0o722, origin)?;
+        Ok(UnixSocket { fd, path: path.to_path_buf() })
+    }
+
+    /// The socket a binary upgrade handed over (its file stays, and is
+    /// ours to remove at the end); credentials as `origin` asks.
+    pub fn inherited(fd: OwnedFd, path: &Path, origin: bool) -> io::Result<UnixSocket> {
+        socket2::SockRef::from(&fd).set_passcred(origin)?;
+        Ok(UnixSocket { fd, path: path.to_path_buf() })
+    }
+
+    /// A descriptor of the socket for one shard.
+    pub fn for_shard(&self) -> io::Result<OwnedFd> {
+        self.fd.try_clone()
+    }
+}
+
+impl AsFd for UnixSocket {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// Set once a successor process took the sockets over (a binary upgrade):
+/// the files are its now.
+static HANDED_OVER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The sockets' files belong to a successor: never remove them.
+pub fn handed_over() {
+    HANDED_OVER.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+impl Drop for UnixSocket {
+    fn drop(&mut self) {
+        if !HANDED_OVER.load(std::sync::atomic::Ordering::SeqCst) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Container ids of recent senders, by pid (bounded: cleared when full).
+#[derive(Debug, Default)]
+pub struct Origins(HashMap<u32, Option<String>>);
+
+const REMEMBERED_PIDS: usize = 4096;
+
+impl Origins {
+    /// The tags for a datagram from `pid`: `pid:N[,container_id:ID]`.
+    pub fn tags(&mut self, pid: u32) -> String {
+        if self.0.len() >= REMEMBERED_PIDS && !self.0.contains_key(&pid) {
+            self.0.clear();
+        }
+        let container = self.0.entry(pid).or_insert_with(|| {
+            std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok().and_then(|t| container_id(&t))
+        });
+        match container {
+            Some(id) => format!("pid:{pid},container_id:{id}"),
+            None => format!("pid:{pid}"),
+        }
+    }
+}
+
+/// The container id a `/proc/PID/cgroup` names: a 64-hex-digit id in the
+/// last part of a cgroup path (Docker `/docker/ID`, containerd and CRI-O
+/// `…-ID.scope`, Kubernetes `…/pod…/ID`), as the Datadog agent reads it.
+pub fn container_id(cgroup: &str) -> Option<String> {
+    cgroup.lines().find_map(|line| {
+        let path = line.splitn(3, ':').nth(2)?;
+        let last = path.rsplit('/').next()?;
+        let last = last.strip_suffix(".scope").unwrap_or(last);
+        let id = last.rsplit(['-', ':']).next()?;
+        (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_ascii_lowercase())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::container_id;
+
+    #[test]
+    fn container_ids_from_cgroup_files() {
+        let id = "3f4a0e7c0d3b2a19f8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a39281";
+        for file in [
+            format!("0::/system.slice/docker-{id}.scope\n"),
+            format!("12:memory:/docker/{id}\n11:cpu:/docker/{id}\n"),
+            format!("0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/cri-containerd-{id}.scope\n"),
+            format!("0::/kubepods/besteffort/pod0d1e/{id}\n"),
+        ] {
+            assert_eq!(container_id(&file).as_deref(), Some(id), "{file}");
+        }
+        assert_eq!(container_id("0::/user.slice/user-0.slice/session-3.scope\n"), None);
+        assert_eq!(container_id("garbage"), None);
+    }
+}

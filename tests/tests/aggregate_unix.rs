@@ -1,0 +1,107 @@
+//! DogStatsD over a Unix datagram socket (docs/operations.md, "DogStatsD
+//! over a Unix socket"): the real binary, clients on the socket (this test
+//! itself, and the Datadog Python client in UDS mode when it is
+//! installed), exact totals at a Graphite sink, each line tagged with its
+//! sender's pid (origin detection from the kernel's credentials).
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use appliance_tests::graphite::Sink;
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("appliance-uds-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    dir
+}
+
+#[test]
+fn unix_socket_clients_are_counted_exactly_and_tagged_with_their_pid() {
+    let dir = scratch("pid");
+    let path = dir.join("dsd.socket");
+    std::fs::write(&path, b"left by a crashed process").expect("stale file");
+    let sink = Sink::start();
+    let p = path.to_str().expect("utf-8");
+    let args = ["--flush-interval", "500ms", "--listen-unix", p, "--origin-detection"];
+    let (mut app, _, _) = appliance_tests::start_aggregate(sink.addr, &args);
+    let mode = std::fs::metadata(&path).expect("socket file").permissions().mode();
+    assert_eq!(mode & 0o777, 0o722, "any local client may write, as the Datadog agent's");
+    let client = UnixDatagram::unbound().expect("client");
+    for _ in 0..100 {
+        client.send_to(b"uds.hits:1|c\nuds.tagged:2|c|#env:prod", &path).expect("send");
+    }
+    let pid = std::process::id();
+    let hits = format!("stats.counters.uds.hits.count;pid={pid}");
+    let tagged = format!("stats.counters.uds.tagged.count;env=prod;pid={pid}");
+    sink.eventually("every line, tagged with our pid", |s| s.sum(&hits) == 100.0 && s.sum(&tagged) == 200.0);
+
+    if python_datadog() {
+        // Blocking sends (socket_timeout=None): a Unix datagram queue holds
+        // net.unix.max_dgram_qlen datagrams (10 by default), and the
+        // client's default, non-blocking, drops past that on its side.
+        let script = format!(
+            "from datadog.dogstatsd import DogStatsd\n\
+             s = DogStatsd(socket_path={p:?}, disable_buffering=True, socket_timeout=None)\n\
+             for i in range(250):\n    s.increment('py.hits', tags=['lang:python'])\n\
+             s.close_socket()\n"
+        );
+        let child = Command::new("python3").args(["-c", &script]).spawn().expect("python3");
+        let py = child.id();
+        let out = child.wait_with_output().expect("python");
+        assert!(out.status.success());
+        // The interpreter may be started through a wrapper (pyenv): the
+        // pid that sent is the one the lines are tagged with.
+        let prefix = "stats.counters.py.hits.count;lang=python;pid=";
+        let total =
+            |s: &Sink| -> f64 { s.lines().iter().filter(|l| l.0.starts_with(prefix)).map(|l| l.1).sum() };
+        sink.eventually("the Python client's 250 increments", |s| total(s) == 250.0);
+        let pids: std::collections::HashSet<String> =
+            sink.lines().into_iter().filter_map(|l| l.0.strip_prefix(prefix).map(str::to_string)).collect();
+        assert_eq!(pids.len(), 1, "one sender: {pids:?} (python3 started as {py})");
+    }
+    sink.settle();
+    assert_eq!(sink.sum(&hits), 100.0, "and no more");
+    app.signal(libc::SIGTERM);
+    assert!(app.wait_exit(Duration::from_secs(15)).is_some());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while path.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!path.exists(), "the socket file is removed at exit");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Whether the Datadog Python client is installed (make test installs it
+/// best effort); skipped with a note otherwise.
+fn python_datadog() -> bool {
+    let ok = Command::new("python3").args(["-c", "import datadog"]).status().is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("skipped the Python client: `pip install datadog` did not happen");
+    }
+    ok
+}
+
+/// A socket another aggregator still receives on is not taken over.
+#[test]
+fn a_live_socket_is_not_taken() {
+    let dir = scratch("live");
+    let path = dir.join("dsd.socket");
+    let _live = UnixDatagram::bind(&path).expect("someone else's socket");
+    let p = path.to_str().expect("utf-8");
+    let (code, out) = appliance_tests::run_to_end(&[
+        "aggregate",
+        "--listen-unix",
+        p,
+        "--flush-stdout",
+        "--shards",
+        "1",
+        "--no-pin",
+    ]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("another process receives on this socket"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
