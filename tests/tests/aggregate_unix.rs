@@ -105,3 +105,63 @@ fn a_live_socket_is_not_taken() {
     assert!(out.contains("another process receives on this socket"), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A binary upgrade hands the Unix socket over too: clients keep sending
+/// to the same file, nothing sent is lost, the file outlives the old
+/// process.
+#[test]
+fn the_unix_socket_survives_an_upgrade() {
+    let dir = scratch("upgrade");
+    let (path, upgrade) = (dir.join("dsd.socket"), dir.join("upgrade.sock"));
+    let sink = Sink::start();
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "aggregate",
+            "--listen-unix",
+            path.to_str().expect("utf-8"),
+            "--graphite",
+            &sink.addr.to_string(),
+            "--flush-interval",
+            "500ms",
+            "--shards",
+            "2",
+            "--no-pin",
+            "--upgrade-socket",
+            upgrade.to_str().expect("utf-8"),
+            "--grace",
+            "5s",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let start = |extra: &[&str]| {
+        let a = args(extra);
+        appliance_tests::Appliance::start(&a.iter().map(String::as_str).collect::<Vec<_>>()).expect("start")
+    };
+    let mut old = start(&[]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !upgrade.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let client = UnixDatagram::unbound().expect("client");
+    for _ in 0..100 {
+        client.send_to(b"up.hits:1|c", &path).expect("send before");
+    }
+    let mut new = start(&["--upgrade"]);
+    new.wait_for_line("is draining; this process serves").expect("handed over");
+    for _ in 0..100 {
+        client.send_to(b"up.hits:1|c", &path).expect("send during");
+    }
+    assert!(old.wait_exit(Duration::from_secs(15)).is_some_and(|s| s.success()), "{}", old.output());
+    assert!(path.exists(), "the old process left the file to its successor");
+    for _ in 0..100 {
+        client.send_to(b"up.hits:1|c", &path).expect("send after");
+    }
+    sink.eventually("every line of both processes", |s| s.sum("stats.counters.up.hits.count") == 300.0);
+    new.signal(libc::SIGTERM);
+    assert!(new.wait_exit(Duration::from_secs(15)).is_some());
+    let _ = std::fs::remove_dir_all(&dir);
+}
