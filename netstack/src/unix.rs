@@ -1,8 +1,9 @@
-//! Unix datagram sockets for local clients (DogStatsD over UDS, as the
-//! Datadog agent takes it): binding over a stale socket file, and
-//! receiving with the sender's credentials (`SO_PASSCRED`,
-//! `SCM_CREDENTIALS`), so a service can tell which process sent what. The
-//! only unsafe code of the module is `recvmsg` and its control message.
+//! Unix sockets for local clients (DogStatsD over UDS, as the Datadog
+//! agent takes it): binding over a stale socket file, receiving datagrams
+//! with the sender's credentials (`SO_PASSCRED`, `SCM_CREDENTIALS`), and a
+//! stream connection's peer (`SO_PEERCRED`), so a service can tell which
+//! process sent what. The only unsafe code of the module is `recvmsg` with
+//! its control message and `getsockopt`.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -47,6 +48,58 @@ pub fn bind_dgram(path: &Path, mode: u32, creds: bool) -> io::Result<OwnedFd> {
         socket.set_passcred(true)?;
     }
     Ok(socket.into())
+}
+
+/// A non-blocking listening Unix stream socket at `path`, mode `mode`, a
+/// stale file replaced as [`bind_dgram`] does.
+pub fn bind_stream(path: &Path, mode: u32) -> io::Result<OwnedFd> {
+    if path.exists() {
+        let probe = Socket::new(Domain::UNIX, Type::STREAM.cloexec(), None)?;
+        match probe.connect(&SockAddr::unix(path)?) {
+            Ok(()) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("{}: another process listens on this socket", path.display()),
+                ))
+            }
+            Err(_) => std::fs::remove_file(path)?,
+        }
+    }
+    let socket = Socket::new(Domain::UNIX, Type::STREAM.nonblocking().cloexec(), None)?;
+    socket.bind(&SockAddr::unix(path)?)?;
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// Accepts a connection without waiting (non-blocking, close-on-exec);
+/// `WouldBlock` when none is queued.
+pub fn accept(listener: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let (conn, _) = socket2::SockRef::from(&listener).accept()?;
+    conn.set_nonblocking(true)?;
+    Ok(conn.into())
+}
+
+/// The process at the other end of a connected Unix socket
+/// (`SO_PEERCRED`), as it was when it connected.
+pub fn peer_creds(fd: BorrowedFd<'_>) -> io::Result<Creds> {
+    // SAFETY: ucred is plain data; all-zero is a valid value.
+    let mut c: libc::ucred = unsafe { mem::zeroed() };
+    let mut len = mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `fd` is live for the borrow; `c` is a writable ucred of `len` bytes, which the kernel fills.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut c as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Creds { pid: c.pid as u32, uid: c.uid, gid: c.gid })
 }
 
 /// Receives one datagram into `buf` without waiting: its length, whether it
@@ -122,6 +175,21 @@ mod tests {
         tx.send_to(&[b'x'; 100], &path).expect("send");
         let (n, cut, _) = recv_creds(fd.as_fd(), &mut buf).expect("recv");
         assert_eq!((n, cut), (64, true));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn stream_sockets_know_their_peer() {
+        let dir = std::env::temp_dir().join(format!("netstack-unix-stream-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("dsd.stream");
+        let listener = bind_stream(&path, 0o722).expect("bind");
+        assert_eq!(accept(listener.as_fd()).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        let _client = std::os::unix::net::UnixStream::connect(&path).expect("connect");
+        let conn = accept(listener.as_fd()).expect("accept");
+        assert_eq!(peer_creds(conn.as_fd()).expect("creds").pid, std::process::id());
+        assert_eq!(bind_stream(&path, 0o722).unwrap_err().kind(), io::ErrorKind::AddrInUse);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -165,3 +165,50 @@ fn the_unix_socket_survives_an_upgrade() {
     assert!(new.wait_exit(Duration::from_secs(15)).is_some());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The stream socket: length-prefixed frames, whatever the writes' sizes,
+/// each tagged with the connecting process; a frame over max_datagram
+/// closes its connection (counted) and no other.
+#[test]
+fn stream_clients_send_length_prefixed_frames() {
+    use std::io::{Read, Write};
+    let dir = scratch("stream");
+    let path = dir.join("dsd.stream");
+    let sink = Sink::start();
+    let p = path.to_str().expect("utf-8");
+    let args = [
+        "--flush-interval",
+        "500ms",
+        "--listen-unix-stream",
+        p,
+        "--origin-detection",
+        "--max-datagram",
+        "1024",
+    ];
+    let (_app, _, _) = appliance_tests::start_aggregate(sink.addr, &args);
+    let frame = |payload: &[u8]| {
+        let mut f = (payload.len() as u32).to_le_bytes().to_vec();
+        f.extend_from_slice(payload);
+        f
+    };
+    let mut stream: Vec<u8> = Vec::new();
+    for _ in 0..100 {
+        stream.extend(frame(b"st.hits:1|c\nst.other:2|c"));
+    }
+    let mut client = std::os::unix::net::UnixStream::connect(&path).expect("connect");
+    for piece in stream.chunks(7) {
+        client.write_all(piece).expect("write");
+    }
+    let mut bad = std::os::unix::net::UnixStream::connect(&path).expect("connect");
+    bad.write_all(&frame(&[b'x'; 2000])).expect("write");
+    bad.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let closed = bad.read(&mut [0u8; 1]);
+    assert!(matches!(closed, Ok(0) | Err(_)), "the oversized frame's connection is closed: {closed:?}");
+    let pid = std::process::id();
+    let hits = format!("stats.counters.st.hits.count;pid={pid}");
+    let other = format!("stats.counters.st.other.count;pid={pid}");
+    sink.eventually("every frame's lines", |s| s.sum(&hits) == 100.0 && s.sum(&other) == 200.0);
+    sink.eventually("the oversized frame counted", |s| s.last("stats.aggregate.truncated") == Some(1.0));
+    drop(client);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -98,6 +98,12 @@ pub struct AggregateOptions {
     #[arg(long)]
     #[serde(default)]
     pub listen_unix: Option<std::path::PathBuf>,
+    /// Unix stream socket for DogStatsD clients that send length-prefixed
+    /// frames (a 4-byte little-endian length, then a datagram's worth of
+    /// lines), mode 0722; a stale socket file is replaced.
+    #[arg(long)]
+    #[serde(default)]
+    pub listen_unix_stream: Option<std::path::PathBuf>,
     /// Tag what arrives on --listen-unix with its sender: `pid:N`, and
     /// `container_id:ID` when the process runs in a container (from
     /// /proc/PID/cgroup), from the kernel's credentials of each datagram.
@@ -281,6 +287,7 @@ impl AggregateOptions {
             listen_udp: self.listen_udp,
             listen_tcp: self.listen_tcp,
             listen_unix: self.listen_unix.clone(),
+            listen_unix_stream: self.listen_unix_stream.clone(),
             origin_detection: self.origin_detection,
             flush_interval: src.duration("flush_interval", &self.flush_interval)?,
             graphite: self.graphite,

@@ -9,6 +9,7 @@
 
 pub mod aggregator;
 pub mod exact;
+pub mod frames;
 pub mod graphite;
 pub mod origins;
 pub mod parse;

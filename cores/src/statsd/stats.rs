@@ -15,7 +15,8 @@ crate::counter_set! {
             "Datagrams the kernel dropped on the service's UDP sockets (receive buffer full) before the appliance could read them.",
         truncated: Counter("appliance_aggregate_truncated_total")
             "Datagrams larger than max_datagram, cut there (their cut line is dropped).",
-        tcp_connections: Counter("appliance_aggregate_tcp_connections_total") "TCP connections accepted.",
+        tcp_connections: Counter("appliance_aggregate_tcp_connections_total")
+            "Stream connections accepted (TCP, and Unix stream sockets).",
         tcp_refused: Counter("appliance_aggregate_tcp_refused_total")
             "TCP connections refused: the shard's share of the descriptor budget was in use.",
         lines: Counter("appliance_aggregate_lines_total") "Non-empty lines received.",

@@ -159,10 +159,14 @@ pub struct AggregateConfig {
     pub xdp: Option<std::sync::Arc<super::xdp::Attachment>>,
     /// Unix datagram socket path for DogStatsD clients.
     pub listen_unix: Option<std::path::PathBuf>,
+    /// Unix stream socket path (length-prefixed frames).
+    pub listen_unix_stream: Option<std::path::PathBuf>,
     /// Tag Unix socket clients' metrics with their pid and container id.
     pub origin_detection: bool,
     /// The bound Unix socket, once the runner has prepared the service.
     pub unix: Option<std::sync::Arc<super::unix::UnixSocket>>,
+    /// The bound Unix stream socket, likewise.
+    pub unix_stream: Option<std::sync::Arc<super::unix::UnixSocket>>,
 }
 
 /// The largest UDP payload over IPv4 (65,535 less the IP and UDP headers):
@@ -197,8 +201,10 @@ impl Default for AggregateConfig {
             backend: Backend::Kernel,
             xdp: None,
             listen_unix: None,
+            listen_unix_stream: None,
             origin_detection: false,
             unix: None,
+            unix_stream: None,
         }
     }
 }
@@ -206,7 +212,8 @@ impl Default for AggregateConfig {
 impl AggregateConfig {
     /// Checks the settings for a runtime of `shards` shards.
     pub fn validate(&self, shards: usize) -> Result<(), ConfigError> {
-        if self.listen_udp.is_none() && self.listen_tcp.is_none() && self.listen_unix.is_none() {
+        let unix = self.listen_unix.is_some() || self.listen_unix_stream.is_some();
+        if self.listen_udp.is_none() && self.listen_tcp.is_none() && !unix {
             return Err(ConfigError::NoListener);
         }
         if self.graphite.is_none() && self.relays.is_empty() && !self.flush_stdout {

@@ -99,11 +99,20 @@ impl Service for AggregateConfig {
             let base = prepared.unwrap_or_else(|| self.clone());
             prepared = Some(AggregateConfig { unix: Some(Arc::new(socket)), ..base });
         }
+        if let Some(path) = &self.listen_unix_stream {
+            let socket = match inherit(path) {
+                Some(fd) => Ok(unix::UnixSocket::inherited_listener(fd, path)),
+                None => unix::UnixSocket::listen(path),
+            };
+            let socket = socket.map_err(|e| format!("listen_unix_stream {}: {e}", path.display()))?;
+            let base = prepared.unwrap_or_else(|| self.clone());
+            prepared = Some(AggregateConfig { unix_stream: Some(Arc::new(socket)), ..base });
+        }
         Ok(prepared.map(|c| Arc::new(c) as Arc<dyn Service>))
     }
 
     fn prepared_sockets(&self) -> Vec<OwnedFd> {
-        self.unix.iter().filter_map(|u| u.for_shard().ok()).collect()
+        self.unix.iter().chain(&self.unix_stream).filter_map(|u| u.for_shard().ok()).collect()
     }
 
     fn serve(
@@ -128,12 +137,12 @@ impl Service for AggregateConfig {
                 c.exchange,
                 c.max_line_length,
                 c.backend.clone(),
-                (c.listen_unix.clone(), c.origin_detection),
+                (c.listen_unix.clone(), c.listen_unix_stream.clone(), c.origin_detection),
             )
         };
         (fixed(self) != fixed(new)).then(|| {
             "udp_buffers, max_datagram, udp_socket_buffer, exchange, max_line_length, backend, interface, \
-             xdp_mode, listen_unix or origin_detection"
+             xdp_mode, listen_unix, listen_unix_stream or origin_detection"
                 .to_string()
         })
     }

@@ -93,7 +93,7 @@ struct ShardState {
     kernel_drops_closed: u64,
     /// The Unix socket, held for the run (a reload's config does not carry
     /// it; its file goes when the last holder does).
-    _unix: Option<Arc<super::unix::UnixSocket>>,
+    _unix: (Option<Arc<super::unix::UnixSocket>>, Option<Arc<super::unix::UnixSocket>>),
 }
 
 /// A shard's state of one aggregate service, kept in the shard's slot for
@@ -514,6 +514,115 @@ async fn tcp_conn(id: ServiceId, conn: TcpStream, group: BufRing, max_line: usiz
     lines.finish(|p| feed_piece(shard, p, source));
 }
 
+/// Accepts DogStatsD stream clients on the Unix stream socket (every
+/// member shard accepts on it), as TCP clients are, within the shard's
+/// share of the descriptor budget.
+async fn accept_unix_stream(
+    id: ServiceId,
+    fd: OwnedFd,
+    cfg: Arc<AggregateConfig>,
+    max_conns: usize,
+) -> io::Result<()> {
+    let _guard = ReceiverGuard::enter(id).ok_or_else(not_running)?;
+    let group = BufRing::new(256, 16384)?;
+    let open = crate::services::accept::Drain::default();
+    let mut stopping = false;
+    loop {
+        // Every member shard waits on the same listener: whoever accepts
+        // first takes the connection, the others find none (WouldBlock).
+        loop {
+            let conn = match netstack::unix::accept(std::os::fd::AsFd::as_fd(&fd)) {
+                Ok(conn) => TcpStream::from_fd(conn),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    ops::warn_limited!("statsd unix stream accept: {e}; backing off");
+                    shard::time::sleep(Duration::from_millis(10)).await;
+                    break;
+                }
+            };
+            if open.open() >= max_conns {
+                with(id, |st| st.agg.stats_mut().tcp_refused += 1);
+                let _ = conn.set_reset_on_close();
+                continue;
+            }
+            let counted = open.enter();
+            with(id, |st| st.agg.stats_mut().tcp_connections += 1);
+            let task = unix_stream_conn(id, conn, group.clone(), cfg.clone());
+            shard::spawn_local_named("statsd-unix-stream", async move {
+                task.await;
+                drop(counted);
+            })
+            .detach();
+        }
+        if stopping {
+            return Ok(());
+        }
+        let ready = netstack::unix::readable(&fd);
+        if let Either::Left(()) = select(shard::stopping(), std::pin::pin!(ready)).await {
+            // Take what clients already connected, then stop accepting.
+            stopping = true;
+        }
+    }
+}
+
+/// One stream client: length-prefixed frames, each handled as a datagram
+/// (tagged with the client's pid and container id with origin
+/// detection). A frame longer than max_datagram closes the connection
+/// (the stream cannot be resynchronised), counted as truncated.
+async fn unix_stream_conn(id: ServiceId, conn: TcpStream, group: BufRing, cfg: Arc<AggregateConfig>) {
+    let Some(guard) = ReceiverGuard::enter(id) else { return };
+    let shard = &guard.0;
+    let tags = cfg
+        .origin_detection
+        .then(|| netstack::unix::peer_creds(std::os::fd::AsFd::as_fd(&conn)).ok())
+        .flatten()
+        .map(|c| super::unix::Origins::default().tags(c.pid));
+    let mut frames = cores::statsd::frames::Frames::new(cfg.max_datagram);
+    let mut scratch = Vec::new();
+    let mut rx = conn.recv_stream(&group);
+    let mut drain_until = None;
+    loop {
+        let next = if let Some(end) = drain_until {
+            let Some(wait) = drain_wait(id, end, Duration::from_millis(100)) else { break };
+            match shard::time::timeout(wait, rx.next()).await {
+                Ok(r) => r,
+                Err(_) => break,
+            }
+        } else {
+            match select(shard::stopping(), rx.next()).await {
+                Either::Left(()) => {
+                    drain_until = Some(receive_deadline());
+                    continue;
+                }
+                Either::Right(r) => r,
+            }
+        };
+        let buf = match next {
+            Ok(Some(buf)) => buf,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::debug!("statsd unix stream receive: {e}");
+                break;
+            }
+        };
+        let fed = frames.feed(&buf, |payload| {
+            on_payload(shard, payload, false, None, tags.as_deref().map(|t| (t, &mut scratch)));
+        });
+        if let Err(cores::statsd::frames::TooLong(len)) = fed {
+            with_shard(shard, |st| st.agg.stats_mut().truncated += 1);
+            ops::warn_limited!(
+                "a statsd stream frame of {len} bytes is over max_datagram: connection closed"
+            );
+            let _ = conn.set_reset_on_close();
+            break;
+        }
+        if cfg.exchange == Exchange::Records {
+            ship_records(id, RECORD_BATCH);
+        }
+    }
+}
+
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
@@ -839,7 +948,7 @@ pub async fn serve_shard(
         xdp_receivers: Vec::new(),
         drop_probe: None,
         kernel_drops_closed: 0,
-        _unix: cfg.unix.clone(),
+        _unix: (cfg.unix.clone(), cfg.unix_stream.clone()),
     };
     id.install(Rc::new(RefCell::new(state)));
     let records = cfg.exchange == Exchange::Records;
@@ -863,6 +972,10 @@ pub async fn serve_shard(
             "statsd-unix",
             recv_unix(id, unix.for_shard()?, max, records, origin),
         ));
+    }
+    if let Some(listener) = &cfg.unix_stream {
+        let accept = accept_unix_stream(id, listener.for_shard()?, cfg.clone(), max_conns);
+        tasks.push(shard::spawn_local_named("statsd-unix-accept", accept));
     }
     if let Some(fd) = tcp {
         let accept = accept_tcp(id, fd, cfg.max_line_length, records, max_conns);

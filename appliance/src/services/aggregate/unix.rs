@@ -26,6 +26,17 @@ impl UnixSocket {
         Ok(UnixSocket { fd, path: path.to_path_buf() })
     }
 
+    /// Listens for stream clients at `path` (mode 0722).
+    pub fn listen(path: &Path) -> io::Result<UnixSocket> {
+        let fd = netstack::unix::bind_stream(path, 0o722)?;
+        Ok(UnixSocket { fd, path: path.to_path_buf() })
+    }
+
+    /// A listening stream socket a binary upgrade handed over.
+    pub fn inherited_listener(fd: OwnedFd, path: &Path) -> UnixSocket {
+        UnixSocket { fd, path: path.to_path_buf() }
+    }
+
     /// The socket a binary upgrade handed over (its file stays, and is
     /// ours to remove at the end); credentials as `origin` asks.
     pub fn inherited(fd: OwnedFd, path: &Path, origin: bool) -> io::Result<UnixSocket> {
