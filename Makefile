@@ -69,6 +69,8 @@ test-deps:
 	done
 	@python3 -c "import datadog" 2>/dev/null || python3 -m pip install -q datadog 2>/dev/null \
 		|| echo "could not install the Datadog Python client: its check is skipped"
+	@[ -d target/node/node_modules/hot-shots ] || npm install --silent --prefix target/node hot-shots unix-dgram \
+		>/dev/null 2>&1 || echo "could not install hot-shots: its check is skipped"
 
 test-unit:
 	$(CARGO) test --workspace --all-targets

@@ -63,6 +63,23 @@ fn unix_socket_clients_are_counted_exactly_and_tagged_with_their_pid() {
             sink.lines().into_iter().filter_map(|l| l.0.strip_prefix(prefix).map(str::to_string)).collect();
         assert_eq!(pids.len(), 1, "one sender: {pids:?} (python3 started as {py})");
     }
+    if let Some(modules) = hot_shots() {
+        // hot-shots in UDS mode, buffering lines into datagrams as its
+        // users do (maxBufferSize).
+        let script = format!(
+            "const StatsD = require('hot-shots');\n\
+             const c = new StatsD({{ protocol: 'uds', path: {p:?}, maxBufferSize: 8192, bufferFlushInterval: 50,\n\
+               errorHandler: e => {{ console.error(e); process.exitCode = 1; }} }});\n\
+             for (let i = 0; i < 250; i++) c.increment('js.hits', 1, ['lang:node']);\n\
+             c.close(() => {{}});\n"
+        );
+        let child =
+            Command::new("node").args(["-e", &script]).env("NODE_PATH", &modules).spawn().expect("node");
+        let js = child.id();
+        assert!(child.wait_with_output().expect("node").status.success());
+        let series = format!("stats.counters.js.hits.count;lang=node;pid={js}");
+        sink.eventually("hot-shots' 250 increments", |s| s.sum(&series) == 250.0);
+    }
     sink.settle();
     assert_eq!(sink.sum(&hits), 100.0, "and no more");
     app.signal(libc::SIGTERM);
@@ -83,6 +100,18 @@ fn python_datadog() -> bool {
         eprintln!("skipped the Python client: `pip install datadog` did not happen");
     }
     ok
+}
+
+/// Where `make test` installs hot-shots (best effort), if it did.
+fn hot_shots() -> Option<PathBuf> {
+    let modules = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/node/node_modules");
+    let ok = modules.join("hot-shots").exists() && modules.join("unix-dgram").exists();
+    if !ok {
+        eprintln!(
+            "skipped hot-shots: `npm install --prefix target/node hot-shots unix-dgram` did not happen"
+        );
+    }
+    ok.then_some(modules)
 }
 
 /// A socket another aggregator still receives on is not taken over.
