@@ -322,23 +322,29 @@ impl Table {
 
     /// [`Table::apply`] when the caller already has `hash64(key)`.
     pub fn apply_hashed(&mut self, key: &[u8], hash: u64, m: &Metric<'_>) -> Result<(), Refused> {
-        let exact = self.exact;
-        let spent = self.exact_held >= self.exact_budget;
+        let (exact, spent) = (self.exact, self.exact_held >= self.exact_budget);
         let entry = match self.map.find_mut(slot_hash(hash), |(k, _)| **k == *key) {
             Some((_, e)) => e,
             None => self.insert(key.into(), hash, Agg::new(m.kind, exact))?,
         };
         entry.idle = 0;
-        let before = entry.agg.exact_len();
-        if spent {
-            if let Agg::Sampled(s) = &mut entry.agg {
-                s.give_up_exact();
+        let Agg::Sampled(sketch) = &mut entry.agg else {
+            // Counters, gauges and sets keep no samples: nothing to count.
+            for v in m.values() {
+                entry.agg.apply(v, m.rate);
             }
+            return Ok(());
+        };
+        let before = sketch.exact_len();
+        if spent {
+            sketch.give_up_exact();
         }
         for v in m.values() {
-            entry.agg.apply(v, m.rate);
+            if let Value::Number(x) = v {
+                sketch.add(x, 1.0 / m.rate);
+            }
         }
-        let after = entry.agg.exact_len();
+        let after = sketch.exact_len();
         self.exact_held = (self.exact_held + after).saturating_sub(before);
         Ok(())
     }
