@@ -482,11 +482,15 @@ fn kernel_drops_are_reported_and_add_up() {
     let sink = Sink::start();
     let (app, udp, _) = start(&sink, &["--flush-interval", "500ms"]);
     sink.wait_for("stats.aggregate.lines", 0.0).expect("first flush");
-    let sent = 20_000usize;
+    let sent = 40_000usize;
     app.signal(libc::SIGSTOP);
     let sockets: Vec<UdpSocket> = (0..16).map(|_| UdpSocket::bind("127.0.0.1:0").expect("bind")).collect();
+    // 1 KiB datagrams (over 2 KiB each of receive buffer, with the
+    // kernel's overhead): 40,000 of them overrun the two sockets' buffers
+    // (8 MiB asked, capped at net.core.rmem_max, doubled by the kernel).
+    let datagram = format!("drops.k:1|c\n#{}", "x".repeat(1000));
     for i in 0..sent {
-        sockets[i % 16].send_to(b"drops.k:1|c", udp).expect("send");
+        sockets[i % 16].send_to(datagram.as_bytes(), udp).expect("send");
     }
     app.signal(libc::SIGCONT);
     let counted = |s: &Sink| {
