@@ -28,19 +28,7 @@ pub struct Creds {
 /// `SO_PASSCRED` when `creds`. A socket file left by a process that is gone
 /// is replaced; one a live process still receives on is an error.
 pub fn bind_dgram(path: &Path, mode: u32, creds: bool) -> io::Result<OwnedFd> {
-    if path.exists() {
-        let probe = Socket::new(Domain::UNIX, Type::DGRAM.cloexec(), None)?;
-        match probe.connect(&SockAddr::unix(path)?) {
-            Ok(()) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    format!("{}: another process receives on this socket", path.display()),
-                ))
-            }
-            // Nothing bound there any more (or not a socket): stale.
-            Err(_) => std::fs::remove_file(path)?,
-        }
-    }
+    replace_stale(path, Type::DGRAM, "receives on")?;
     let socket = Socket::new(Domain::UNIX, Type::DGRAM.nonblocking().cloexec(), None)?;
     socket.bind(&SockAddr::unix(path)?)?;
     std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
@@ -53,18 +41,7 @@ pub fn bind_dgram(path: &Path, mode: u32, creds: bool) -> io::Result<OwnedFd> {
 /// A non-blocking listening Unix stream socket at `path`, mode `mode`, a
 /// stale file replaced as [`bind_dgram`] does.
 pub fn bind_stream(path: &Path, mode: u32) -> io::Result<OwnedFd> {
-    if path.exists() {
-        let probe = Socket::new(Domain::UNIX, Type::STREAM.cloexec(), None)?;
-        match probe.connect(&SockAddr::unix(path)?) {
-            Ok(()) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    format!("{}: another process listens on this socket", path.display()),
-                ))
-            }
-            Err(_) => std::fs::remove_file(path)?,
-        }
-    }
+    replace_stale(path, Type::STREAM, "listens on")?;
     let socket = Socket::new(Domain::UNIX, Type::STREAM.nonblocking().cloexec(), None)?;
     socket.bind(&SockAddr::unix(path)?)?;
     std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
@@ -100,6 +77,23 @@ pub fn peer_creds(fd: BorrowedFd<'_>) -> io::Result<Creds> {
         return Err(io::Error::last_os_error());
     }
     Ok(Creds { pid: c.pid as u32, uid: c.uid, gid: c.gid })
+}
+
+/// Removes a socket file at `path` no process `does` any more (a connect
+/// of type `ty` is refused, or it is not a socket); one a live process
+/// still uses is `AddrInUse`.
+fn replace_stale(path: &Path, ty: Type, does: &str) -> io::Result<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let probe = Socket::new(Domain::UNIX, ty.cloexec(), None)?;
+    match probe.connect(&SockAddr::unix(path)?) {
+        Ok(()) => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("{}: another process {does} this socket", path.display()),
+        )),
+        Err(_) => std::fs::remove_file(path),
+    }
 }
 
 /// Receives one datagram into `buf` without waiting: its length, whether it

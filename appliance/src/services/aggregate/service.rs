@@ -477,26 +477,7 @@ async fn tcp_conn(id: ServiceId, conn: TcpStream, group: BufRing, max_line: usiz
     let mut lines = StreamLines::new(max_line);
     let mut rx = conn.recv_stream(&group);
     let mut drain_until = None;
-    loop {
-        let next = if let Some(end) = drain_until {
-            // Draining: what the client sends until it closes or goes
-            // quiet, for the receiving part of the grace at most. Then the
-            // connection is closed unread (a client still sending sees a
-            // reset): nothing read after the final flush could be flushed.
-            let Some(wait) = drain_wait(id, end, Duration::from_millis(100)) else { break };
-            match shard::time::timeout(wait, rx.next()).await {
-                Ok(r) => r,
-                Err(_) => break,
-            }
-        } else {
-            match select(shard::stopping(), rx.next()).await {
-                Either::Left(()) => {
-                    drain_until = Some(receive_deadline());
-                    continue;
-                }
-                Either::Right(r) => r,
-            }
-        };
+    while let Some(next) = next_chunk(id, &mut rx, &mut drain_until).await {
         match next {
             Ok(Some(buf)) => {
                 lines.feed(&buf, |p| feed_piece(shard, p, source));
@@ -582,22 +563,7 @@ async fn unix_stream_conn(id: ServiceId, conn: TcpStream, group: BufRing, cfg: A
     let mut scratch = Vec::new();
     let mut rx = conn.recv_stream(&group);
     let mut drain_until = None;
-    loop {
-        let next = if let Some(end) = drain_until {
-            let Some(wait) = drain_wait(id, end, Duration::from_millis(100)) else { break };
-            match shard::time::timeout(wait, rx.next()).await {
-                Ok(r) => r,
-                Err(_) => break,
-            }
-        } else {
-            match select(shard::stopping(), rx.next()).await {
-                Either::Left(()) => {
-                    drain_until = Some(receive_deadline());
-                    continue;
-                }
-                Either::Right(r) => r,
-            }
-        };
+    while let Some(next) = next_chunk(id, &mut rx, &mut drain_until).await {
         let buf = match next {
             Ok(Some(buf)) => buf,
             Ok(None) => break,
@@ -619,6 +585,28 @@ async fn unix_stream_conn(id: ServiceId, conn: TcpStream, group: BufRing, cfg: A
         }
         if cfg.exchange == Exchange::Records {
             ship_records(id, RECORD_BATCH);
+        }
+    }
+}
+
+/// The next chunk a stream client sent, or `None` when the connection is
+/// to end: after a stop, what the client sends until it closes or goes
+/// quiet, for the receiving part of the grace at most. Then the connection
+/// is closed unread (a client still sending sees a reset): nothing read
+/// after the final flush could be flushed.
+async fn next_chunk(
+    id: ServiceId,
+    rx: &mut netstack::tcp::RecvStream<'_>,
+    drain_until: &mut Option<Instant>,
+) -> Option<io::Result<Option<shard::reactor::ProvidedBuf>>> {
+    loop {
+        if let Some(end) = *drain_until {
+            let wait = drain_wait(id, end, Duration::from_millis(100))?;
+            return shard::time::timeout(wait, rx.next()).await.ok();
+        }
+        match select(shard::stopping(), rx.next()).await {
+            Either::Left(()) => *drain_until = Some(receive_deadline()),
+            Either::Right(r) => return Some(r),
         }
     }
 }
