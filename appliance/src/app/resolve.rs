@@ -96,7 +96,7 @@ fn refresh(app: &App, handle: &shard::RuntimeHandle, mut wake: UnixStream) {
                 let have: Vec<String> = current(app, service, name).iter().map(IpAddr::to_string).collect();
                 app.dns.lock().entry(key.clone()).or_default().addresses = have;
             }
-            let when = due[&key];
+            let when = due.get(&key).copied().unwrap_or(now);
             if when > now {
                 continue;
             }
