@@ -22,9 +22,9 @@ pub fn receive_drops(socket: &impl AsFd) -> io::Result<u64> {
     let mut info = [0u32; SK_MEMINFO_VARS];
     let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
     let fd = socket.as_fd().as_raw_fd();
-    // SAFETY: `fd` is a live descriptor for the borrow; `info` is a writable buffer of `len` bytes, which the kernel fills (at most `len`) and for which it updates `len`.
-    let rc =
-        unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, SO_MEMINFO, info.as_mut_ptr().cast(), &mut len) };
+    let out = info.as_mut_ptr().cast();
+    // SAFETY: `fd` is a live descriptor for the borrow; `out` is `info`, a writable buffer of `len` bytes, which the kernel fills (at most `len`) and for which it updates `len`.
+    let rc = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, SO_MEMINFO, out, &mut len) };
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
