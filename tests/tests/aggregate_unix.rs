@@ -241,3 +241,67 @@ fn stream_clients_send_length_prefixed_frames() {
     drop(client);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Unix stream clients take their share of the descriptor budget as TCP
+/// clients do (the service has no TCP listener here: before, it then had
+/// no share at all, so a flood of stream clients could take every
+/// descriptor): beyond it a client is closed at once and counted, and the
+/// clients within it keep counting.
+#[test]
+fn unix_stream_clients_beyond_the_budget_are_refused_and_counted() {
+    use std::io::{Read, Write};
+    if Command::new("prlimit").arg("--version").output().is_err() {
+        eprintln!("skipped: util-linux prlimit is not installed");
+        return;
+    }
+    let dir = scratch("budget");
+    let path = dir.join("dsd.stream");
+    let sink = Sink::start();
+    let (graphite, p) = (sink.addr.to_string(), path.to_str().expect("utf-8").to_string());
+    let args = [
+        "aggregate",
+        "--listen-unix-stream",
+        &p,
+        "--graphite",
+        &graphite,
+        "--flush-interval",
+        "200ms",
+        "--shards",
+        "2",
+        "--no-pin",
+    ];
+    let mut app = appliance_tests::Appliance::start_with_nofile(300, &args).expect("aggregate");
+    app.wait_for_line("aggregate").expect("started");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !path.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let clients: Vec<std::os::unix::net::UnixStream> =
+        (0..250).map(|_| std::os::unix::net::UnixStream::connect(&path).expect("connect")).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let (mut kept, mut refused) = (Vec::new(), 0);
+    for mut c in clients {
+        c.set_nonblocking(true).expect("nonblocking");
+        match c.read(&mut [0u8; 1]) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                c.set_nonblocking(false).expect("blocking");
+                kept.push(c);
+            }
+            _ => refused += 1,
+        }
+    }
+    assert!(refused > 0 && !kept.is_empty(), "kept {}, refused {refused}", kept.len());
+    let frame = |payload: &[u8]| {
+        let mut f = (payload.len() as u32).to_le_bytes().to_vec();
+        f.extend_from_slice(payload);
+        f
+    };
+    for c in &mut kept {
+        c.write_all(&frame(b"budget.k:1|c")).expect("a kept client still sends");
+    }
+    let n = kept.len() as f64;
+    sink.eventually("every kept client's line counted", |s| s.sum("stats.counters.budget.k.count") == n);
+    sink.eventually("the refused counted", |s| s.last("stats.aggregate.tcp_refused") == Some(refused as f64));
+    let _ = std::fs::remove_dir_all(&dir);
+}

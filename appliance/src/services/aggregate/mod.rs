@@ -68,13 +68,17 @@ impl Service for AggregateConfig {
     }
 
     fn descriptors(&self) -> Descriptors {
-        // A TCP client is one descriptor; each shard keeps a Graphite
-        // connection and opens a socket per relay at flush time.
+        // A stream client (TCP or Unix) is one descriptor; each shard keeps
+        // a Graphite connection, opens a socket per relay at flush time,
+        // and holds its own descriptor of each Unix socket (plus the one
+        // the service keeps).
+        let streams = self.listen_tcp.is_some() || self.listen_unix_stream.is_some();
+        let unix = u64::from(self.listen_unix.is_some()) + u64::from(self.listen_unix_stream.is_some());
         Descriptors {
-            per_conn: u64::from(self.listen_tcp.is_some()),
+            per_conn: u64::from(streams),
             limit: None,
-            reserve_per_shard: 1 + self.relays.len() as u64,
-            reserve: 0,
+            reserve_per_shard: 1 + self.relays.len() as u64 + unix,
+            reserve: unix,
         }
     }
 
