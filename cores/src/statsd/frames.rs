@@ -43,7 +43,8 @@ impl Frames {
     }
 
     /// Bytes of an incomplete frame held.
-    pub fn pending(&self) -> usize {
+    #[cfg(test)]
+    fn pending(&self) -> usize {
         self.carry.len()
     }
 }

@@ -6,7 +6,7 @@
 //!
 //! Memory is bounded: at most `keys` key hashes (8 bytes each) per origin
 //! and `max_origins` origins; a new origin beyond that is refused as a
-//! whole and counted in [`Origins::overflow`]. Key sets empty at every
+//! whole ([`Verdict::TooManyOrigins`], counted by the caller). Key sets empty at every
 //! interval ([`Origins::new_interval`]); refusal counts stay.
 
 use std::collections::{HashMap, HashSet};
@@ -60,13 +60,12 @@ pub struct Origins {
     table: HashMap<Box<[u8]>, Origin>,
     /// Refusals of earlier intervals, the [`REMEMBERED`] worst origins.
     history: HashMap<Box<[u8]>, u64>,
-    overflow: u64,
 }
 
 impl Origins {
     /// No origins yet.
     pub fn new(policy: OriginPolicy) -> Origins {
-        Origins { policy, table: HashMap::new(), history: HashMap::new(), overflow: 0 }
+        Origins { policy, table: HashMap::new(), history: HashMap::new() }
     }
 
     /// The policy.
@@ -83,7 +82,6 @@ impl Origins {
     pub fn admit(&mut self, origin: &[u8], key_hash: u64) -> Verdict {
         if !self.table.contains_key(origin) {
             if self.table.len() >= self.policy.max_origins {
-                self.overflow += 1;
                 return Verdict::TooManyOrigins;
             }
             self.table.insert(origin.into(), Origin::default());
@@ -115,11 +113,6 @@ impl Origins {
             all.truncate(REMEMBERED);
             self.history = all.into_iter().collect();
         }
-    }
-
-    /// Lines refused because `max_origins` were tracked.
-    pub fn overflow(&self) -> u64 {
-        self.overflow
     }
 
     /// The `n` origins with the most refused lines, most first.
@@ -189,7 +182,6 @@ mod tests {
         assert_eq!(o.admit(b"a", 1), Verdict::Admit);
         assert_eq!(o.admit(b"b", 1), Verdict::Admit);
         assert_eq!(o.admit(b"c", 1), Verdict::TooManyOrigins);
-        assert_eq!(o.overflow(), 1);
         o.new_interval();
         assert_eq!(o.admit(b"c", 1), Verdict::Admit, "a new interval makes room");
     }

@@ -46,11 +46,6 @@ impl Rules {
         })
     }
 
-    /// Whether there is nothing to do.
-    pub fn is_empty(&self) -> bool {
-        self.drop.is_empty() && self.strip.is_empty()
-    }
-
     /// Whether a metric named `name` is dropped.
     pub fn drops(&self, name: &[u8]) -> bool {
         self.drop.iter().any(|p| glob(p, name))

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 /// The bound socket, shared by the member shards; its file is removed when
@@ -47,12 +47,6 @@ impl UnixSocket {
     /// A descriptor of the socket for one shard.
     pub fn for_shard(&self) -> io::Result<OwnedFd> {
         self.fd.try_clone()
-    }
-}
-
-impl AsFd for UnixSocket {
-    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.fd.as_fd()
     }
 }
 
