@@ -412,6 +412,20 @@ mod tests {
         a.flush_slice(0..crate::statsd::table::PARTS, 1, true);
         a.ingest_from(b"k9:1|c\n", Some(x));
         assert_eq!(a.stats().origin_refused, 7, "a new interval, a new budget");
+        // In records mode the limits apply where the lines are received,
+        // before they are shipped to their owners.
+        let mut r = settings(true);
+        r.origins = Some(OriginPolicy { by: OriginBy::Source, keys: 3, max_origins: 100 });
+        let mut shipping = Aggregator::new(0, 4, r);
+        shipping.ingest_from(lines.as_bytes(), Some(x));
+        assert_eq!(shipping.stats().origin_refused, 7);
+        let shipped: usize = shipping
+            .take_records(0)
+            .iter()
+            .map(|(_, b)| b.split(|&c| c == b'\n').filter(|l| !l.is_empty()).count())
+            .sum();
+        let kept_here = shipping.keys();
+        assert_eq!(shipped + kept_here, 3, "only the admitted lines go on");
         let mut t = settings(false);
         t.origins = Some(OriginPolicy { by: OriginBy::Tag(b"service".to_vec()), keys: 1, max_origins: 100 });
         let mut b = Aggregator::new(0, 1, t);

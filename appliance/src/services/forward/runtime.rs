@@ -183,6 +183,42 @@ mod tests {
         assert!(err.is_err(), "the literal keeps its address: {err:?}");
     }
 
+    /// With SNI routes, an upstream the API adds joins the default pool
+    /// (routes are the file's), and one it removes leaves every pool
+    /// (docs/operations.md, "Routing TLS by server name").
+    #[test]
+    fn api_upstreams_join_the_default_pool() {
+        let text = "[[forward]]\nlisten = \"127.0.0.1:443\"\nupstreams = [\"127.0.0.1:1\"]\n\
+                    sni_routes = [{ names = [\"a.test\"], upstreams = [\"127.0.0.1:1\", \"127.0.0.1:2\"] }]\n";
+        let cfg = crate::config::FileConfig::parse(text).and_then(|f| f.validate()).expect("config");
+        let f = cfg.services[0].as_any().downcast_ref::<ForwardConfig>().expect("forward").clone();
+        let added = f.changed(&UpstreamChange::Add(spec("127.0.0.1:3"))).expect("add");
+        let pools = &added.sni.as_ref().expect("sni").pools;
+        assert_eq!(pools[0], ["127.0.0.1:1", "127.0.0.1:3"]);
+        assert_eq!(pools[1], ["127.0.0.1:1", "127.0.0.1:2"]);
+        let removed = added.changed(&UpstreamChange::Remove("127.0.0.1:1".into())).expect("remove");
+        let pools = &removed.sni.as_ref().expect("sni").pools;
+        assert!(pools.iter().all(|p| !p.iter().any(|e| e == "127.0.0.1:1")), "{pools:?}");
+    }
+
+    /// Upstreams given by name on the command line are kept for
+    /// re-resolving too (the DNS thread follows every forward's names).
+    #[test]
+    fn names_from_flags_are_followed() {
+        let opts = crate::config::ForwardOptions {
+            upstreams: vec!["localhost:80".into()],
+            ..toml::from_str::<crate::config::FileConfig>(
+                "[[forward]]\nlisten = \"127.0.0.1:0\"\nupstreams = [\"127.0.0.1:1\"]\n",
+            )
+            .expect("toml")
+            .forward[0]
+                .clone()
+        };
+        let f = opts.validate(&crate::config::Source::Flags).expect("localhost resolves");
+        assert_eq!(f.names.iter().map(|n| n.label.as_str()).collect::<Vec<_>>(), ["localhost:80"]);
+        assert!(f.upstreams.iter().all(|u| u.name.starts_with("localhost:80/")));
+    }
+
     #[test]
     fn the_pool_is_bounded() {
         let mut f = forward();
