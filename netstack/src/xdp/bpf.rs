@@ -341,7 +341,11 @@ impl Map {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a per-CPU u64 array"));
         }
         let Some(bytes) = self.lookup(key)? else { return Ok(0) };
-        let per_cpu = bytes.chunks_exact(8).map(|c| u64::from_ne_bytes(c.try_into().expect("8-byte chunk")));
+        let per_cpu = bytes.chunks_exact(8).map(|c| {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(c);
+            u64::from_ne_bytes(word)
+        });
         Ok(per_cpu.fold(0u64, u64::wrapping_add))
     }
 

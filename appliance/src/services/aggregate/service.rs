@@ -269,7 +269,7 @@ async fn recv_unix(id: ServiceId, fd: OwnedFd, max: usize, records: bool, origin
             match netstack::unix::recv_creds(std::os::fd::AsFd::as_fd(&fd), &mut buf) {
                 Ok((n, truncated, creds)) => {
                     let tags = creds.filter(|_| origin).map(|c| origins.tags(c.pid));
-                    let tags = tags.as_deref().map(|t| (t, &mut scratch));
+                    let tags = tags.map(|t| (t, &mut scratch));
                     on_payload(shard, &buf[..n], truncated, None, tags);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -436,14 +436,7 @@ async fn accept_tcp(
     let group = BufRing::new(256, 16384)?;
     let open = crate::services::accept::Drain::default();
     crate::services::accept::accept_until_stopped(listener, |conn| {
-        if open.open() >= max_conns {
-            // The shard's share of the descriptor budget is in use.
-            with(id, |st| st.agg.stats_mut().tcp_refused += 1);
-            let _ = conn.set_reset_on_close();
-            return;
-        }
-        let counted = open.enter();
-        with(id, |st| st.agg.stats_mut().tcp_connections += 1);
+        let Some(counted) = admit_stream(id, &open, max_conns, &conn) else { return };
         let task = tcp_conn(id, conn, group.clone(), max_line, records);
         shard::spawn_local_named("statsd-tcp", async move {
             task.await;
@@ -522,13 +515,7 @@ async fn accept_unix_stream(
                     break;
                 }
             };
-            if open.open() >= max_conns {
-                with(id, |st| st.agg.stats_mut().tcp_refused += 1);
-                let _ = conn.set_reset_on_close();
-                continue;
-            }
-            let counted = open.enter();
-            with(id, |st| st.agg.stats_mut().tcp_connections += 1);
+            let Some(counted) = admit_stream(id, &open, max_conns, &conn) else { continue };
             let task = unix_stream_conn(id, conn, group.clone(), cfg.clone());
             shard::spawn_local_named("statsd-unix-stream", async move {
                 task.await;
@@ -547,6 +534,23 @@ async fn accept_unix_stream(
     }
 }
 
+/// Admits a stream client (TCP or Unix) within the shard's share of the
+/// descriptor budget, counted; one over it is reset at once and counted.
+fn admit_stream(
+    id: ServiceId,
+    open: &crate::services::accept::Drain,
+    max_conns: usize,
+    conn: &TcpStream,
+) -> Option<crate::services::accept::DrainGuard> {
+    if open.open() >= max_conns {
+        with(id, |st| st.agg.stats_mut().tcp_refused += 1);
+        let _ = conn.set_reset_on_close();
+        return None;
+    }
+    with(id, |st| st.agg.stats_mut().tcp_connections += 1);
+    Some(open.enter())
+}
+
 /// One stream client: length-prefixed frames, each handled as a datagram
 /// (tagged with the client's pid and container id with origin
 /// detection). A frame longer than max_datagram closes the connection
@@ -558,7 +562,7 @@ async fn unix_stream_conn(id: ServiceId, conn: TcpStream, group: BufRing, cfg: A
         .origin_detection
         .then(|| netstack::unix::peer_creds(std::os::fd::AsFd::as_fd(&conn)).ok())
         .flatten()
-        .map(|c| super::unix::Origins::default().tags(c.pid));
+        .map(|c| super::unix::Origins::default().tags(c.pid).to_string());
     let mut frames = cores::statsd::frames::Frames::new(cfg.max_datagram);
     let mut scratch = Vec::new();
     let mut rx = conn.recv_stream(&group);

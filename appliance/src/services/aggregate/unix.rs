@@ -67,25 +67,26 @@ impl Drop for UnixSocket {
     }
 }
 
-/// Container ids of recent senders, by pid (bounded: cleared when full).
+/// The origin tags of recent senders, by pid (read once per pid, not per
+/// datagram; bounded: cleared when full).
 #[derive(Debug, Default)]
-pub struct Origins(HashMap<u32, Option<String>>);
+pub struct Origins(HashMap<u32, String>);
 
 const REMEMBERED_PIDS: usize = 4096;
 
 impl Origins {
     /// The tags for a datagram from `pid`: `pid:N[,container_id:ID]`.
-    pub fn tags(&mut self, pid: u32) -> String {
+    pub fn tags(&mut self, pid: u32) -> &str {
         if self.0.len() >= REMEMBERED_PIDS && !self.0.contains_key(&pid) {
             self.0.clear();
         }
-        let container = self.0.entry(pid).or_insert_with(|| {
-            std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok().and_then(|t| container_id(&t))
-        });
-        match container {
-            Some(id) => format!("pid:{pid},container_id:{id}"),
-            None => format!("pid:{pid}"),
-        }
+        self.0.entry(pid).or_insert_with(|| {
+            let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok();
+            match cgroup.as_deref().and_then(container_id) {
+                Some(id) => format!("pid:{pid},container_id:{id}"),
+                None => format!("pid:{pid}"),
+            }
+        })
     }
 }
 
