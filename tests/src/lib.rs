@@ -254,3 +254,22 @@ pub fn http_raw(addr: SocketAddr, request: &[u8]) -> std::io::Result<(u16, Strin
 pub fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
 }
+
+/// Splits connected clients into those the server keeps open (a read
+/// finds nothing yet) and the number it closed or reset at once (refused
+/// over a limit). `nonblocking` sets a client's mode; kept clients are
+/// left blocking.
+pub fn served<S: Read>(clients: Vec<S>, nonblocking: impl Fn(&S, bool)) -> (Vec<S>, usize) {
+    let (mut kept, mut refused) = (Vec::new(), 0);
+    for mut c in clients {
+        nonblocking(&c, true);
+        match c.read(&mut [0u8; 1]) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                nonblocking(&c, false);
+                kept.push(c);
+            }
+            _ => refused += 1,
+        }
+    }
+    (kept, refused)
+}

@@ -249,7 +249,7 @@ fn stream_clients_send_length_prefixed_frames() {
 /// clients within it keep counting.
 #[test]
 fn unix_stream_clients_beyond_the_budget_are_refused_and_counted() {
-    use std::io::{Read, Write};
+    use std::io::Write;
     if Command::new("prlimit").arg("--version").output().is_err() {
         eprintln!("skipped: util-linux prlimit is not installed");
         return;
@@ -280,17 +280,8 @@ fn unix_stream_clients_beyond_the_budget_are_refused_and_counted() {
     let clients: Vec<std::os::unix::net::UnixStream> =
         (0..250).map(|_| std::os::unix::net::UnixStream::connect(&path).expect("connect")).collect();
     std::thread::sleep(Duration::from_millis(300));
-    let (mut kept, mut refused) = (Vec::new(), 0);
-    for mut c in clients {
-        c.set_nonblocking(true).expect("nonblocking");
-        match c.read(&mut [0u8; 1]) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                c.set_nonblocking(false).expect("blocking");
-                kept.push(c);
-            }
-            _ => refused += 1,
-        }
-    }
+    let (mut kept, refused) =
+        appliance_tests::served(clients, |c, on| c.set_nonblocking(on).expect("nonblocking"));
     assert!(refused > 0 && !kept.is_empty(), "kept {}, refused {refused}", kept.len());
     let frame = |payload: &[u8]| {
         let mut f = (payload.len() as u32).to_le_bytes().to_vec();

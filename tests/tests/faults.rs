@@ -628,7 +628,6 @@ fn bad_values_name_the_key_the_value_and_the_form() {
 /// keep counting.
 #[test]
 fn aggregate_tcp_clients_beyond_the_budget_are_refused_and_counted() {
-    use std::io::Read;
     if std::process::Command::new("prlimit").arg("--version").output().is_err() {
         eprintln!("skipped: util-linux prlimit is not installed");
         return;
@@ -657,20 +656,8 @@ fn aggregate_tcp_clients_beyond_the_budget_are_refused_and_counted() {
     let admin = app.wait_for_addr("admin listening on").expect("admin");
     let clients: Vec<TcpStream> = (0..250).map(|_| TcpStream::connect(tcp).expect("connect")).collect();
     std::thread::sleep(Duration::from_millis(300));
-    let (mut kept, mut refused) = (Vec::new(), 0);
-    for mut c in clients {
-        c.set_nonblocking(true).expect("nonblocking");
-        let mut byte = [0u8; 1];
-        match c.read(&mut byte) {
-            // Open and quiet: served.
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                c.set_nonblocking(false).expect("blocking");
-                kept.push(c);
-            }
-            // Reset or closed at once: refused.
-            _ => refused += 1,
-        }
-    }
+    let (mut kept, refused) =
+        appliance_tests::served(clients, |c, on| c.set_nonblocking(on).expect("nonblocking"));
     assert!(refused > 0 && !kept.is_empty(), "kept {}, refused {refused}", kept.len());
     for c in &mut kept {
         c.write_all(b"budget.k:1|c\n").expect("a kept client still sends");
