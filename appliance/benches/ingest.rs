@@ -5,7 +5,10 @@
 //! does on the same bytes: counting newlines.
 //!
 //! `cargo bench -p appliance --bench ingest` prints ns per line for each
-//! mix and the ratio to counting. `-- --passes N` runs a fixed amount of
+//! mix and the ratio to counting; then, with one flush per pass, ns per
+//! line when flushing to Graphite text and when keeping Prometheus series
+//! named by a 50-mapping statsd_exporter file (`map/ing`: that over
+//! ingest alone). `-- --passes N` runs a fixed amount of
 //! work instead of timing (for `valgrind --tool=callgrind`, whose
 //! instruction counts do not depend on what else the machine is doing).
 //!
@@ -14,11 +17,13 @@
 //! argument) it is a smoke test: one pass, checking every line applied.
 
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cores::hash::hash64;
 use cores::statsd::aggregator::{Aggregator, Settings};
 use cores::statsd::graphite::Format;
+use cores::statsd::mapping::Mapper;
 use cores::statsd::parse::{parse_line, Line};
 use cores::statsd::table::{canonical_key, Table};
 use loadgen::statsd::{parse_types, LineGen};
@@ -77,6 +82,16 @@ fn table_only(table: &mut Table, key: &mut Vec<u8>, data: &[u8]) -> u64 {
 
 /// One instance that owns every key (a one-shard aggregator).
 fn aggregator() -> Aggregator {
+    aggregator_with(None)
+}
+
+/// statsd_exporter's mapping file of 50 mappings (globs, regexes, drops,
+/// observer options).
+const MAPPING50: &str = include_str!("../../cores/tests/data/mapping50.yml");
+
+/// [`aggregator`], keeping Prometheus series named by `mapping` (and no
+/// Graphite text) when one is given.
+fn aggregator_with(mapping: Option<&str>) -> Aggregator {
     let format = Format { prefix: "stats".into(), percentiles: Vec::new(), interval_secs: 10.0 };
     let settings = Settings {
         max_keys: 1_000_000,
@@ -89,11 +104,36 @@ fn aggregator() -> Aggregator {
         exact_samples: 1000,
         rules: cores::statsd::rules::Rules::default(),
         origins: None,
+        graphite: true,
+        prometheus: None,
         relays: Vec::new(),
         format,
     };
+    let settings = match mapping {
+        Some(text) => {
+            let mapper = Mapper::from_yaml(text).expect("the bench's mapping file loads");
+            Settings { graphite: false, prometheus: Some(Arc::new(mapper)), ..settings }
+        }
+        None => settings,
+    };
     Aggregator::new(0, 1, settings)
 }
+
+/// A pass's datagrams, then one flush: ns per line of both (a flush per
+/// 100,000 lines over the mix's keys, far more often than a 10 s interval
+/// at a busy shard's rate, so the flush's share is overstated).
+#[inline(never)]
+fn ingest_and_flush(agg: &mut Aggregator, data: &[u8], last: bool, ts: &mut u64) -> u64 {
+    let n = ingest(agg, data);
+    if last {
+        *ts += 10;
+        black_box(agg.flush_slice(0..cores::statsd::table::PARTS, *ts, true));
+    }
+    n
+}
+
+/// One round's ns per line: count, table, ingest, +graphite, +map50.
+type Round = (f64, f64, f64, f64, f64);
 
 /// Runs `pass` over every datagram, `passes` times or (when `passes` is 0)
 /// for about `budget`; returns ns per line.
@@ -123,7 +163,10 @@ fn main() {
         .unwrap_or(usize::from(quick));
     let budget = Duration::from_millis(700);
     println!("ingest: ns per line over {DATAGRAMS} datagrams of {PER_DATAGRAM} lines, {KEYS} keys per type");
-    println!("{:<28} {:>10} {:>10} {:>10} {:>8}", "mix", "count \\n", "table", "ingest", "ratio");
+    println!(
+        "{:<20} {:>9} {:>9} {:>9} {:>7} {:>10} {:>10} {:>7}",
+        "mix", "count \\n", "table", "ingest", "ratio", "+graphite", "+map50", "map/ing"
+    );
     for (name, types, tags) in
         [("counters", "c", false), ("counters, tagged", "c", true), ("every type", "c,g,ms,h,d,s", false)]
     {
@@ -136,15 +179,40 @@ fn main() {
         // a valid metric, so every one must apply.
         let applied: u64 = dgrams.iter().map(|d| ingest(&mut agg, d)).sum();
         assert_eq!(applied, (DATAGRAMS * PER_DATAGRAM) as u64, "{name}: lines applied");
+        // With a flush per pass: to Graphite text, or to Prometheus series
+        // named by a 50-mapping file.
+        let (mut graphite, mut mapped) = (aggregator(), aggregator_with(Some(MAPPING50)));
+        let mut ts = 0u64;
         let mut rounds = Vec::new();
         for _ in 0..if passes > 0 { 1 } else { 5 } {
             let bare = measure(&dgrams, passes, budget, count_lines);
             let core = measure(&dgrams, passes, budget, |d| table_only(&mut table, &mut key, d));
             let full = measure(&dgrams, passes, budget, |d| ingest(&mut agg, d));
-            rounds.push((bare, core, full));
+            let mut i = 0;
+            let gr = measure(&dgrams, passes, budget, |d| {
+                i += 1;
+                ingest_and_flush(&mut graphite, d, i % dgrams.len() == 0, &mut ts)
+            });
+            let mut i = 0;
+            let map = measure(&dgrams, passes, budget, |d| {
+                i += 1;
+                ingest_and_flush(&mut mapped, d, i % dgrams.len() == 0, &mut ts)
+            });
+            rounds.push((bare, core, full, gr, map));
         }
-        rounds.sort_by(|a, b| a.2.total_cmp(&b.2));
-        let (bare, core, full) = rounds[rounds.len() / 2];
-        println!("{name:<28} {bare:>10.1} {core:>10.1} {full:>10.1} {:>7.1}x", full / bare);
+        // Each column's median over the rounds; the ratio's median too.
+        let median = |f: &dyn Fn(&Round) -> f64| {
+            let mut v: Vec<f64> = rounds.iter().map(f).collect();
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (bare, core, full) = (median(&|r| r.0), median(&|r| r.1), median(&|r| r.2));
+        let (gr, map, ratio) = (median(&|r| r.3), median(&|r| r.4), median(&|r| r.4 / r.2));
+        println!(
+            "{name:<20} {bare:>9.1} {core:>9.1} {full:>9.1} {:>6.1}x {gr:>10.1} {map:>10.1} {:>6.2}x",
+            full / bare,
+            ratio
+        );
+        assert!(mapped.prometheus().is_some_and(|s| !s.families.is_empty()), "{name}: series kept");
     }
 }

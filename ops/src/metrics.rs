@@ -20,6 +20,8 @@ pub enum Kind {
     Gauge,
     /// Bucketed observations.
     Histogram,
+    /// Quantiles of observations.
+    Summary,
 }
 
 impl Kind {
@@ -28,6 +30,7 @@ impl Kind {
             Kind::Counter => "counter",
             Kind::Gauge => "gauge",
             Kind::Histogram => "histogram",
+            Kind::Summary => "summary",
         }
     }
 }
@@ -64,7 +67,10 @@ impl Exposition {
     /// and the samples written next join it wherever it was announced.
     pub fn family(&mut self, name: &str, kind: Kind, help: &str) -> &mut Self {
         debug_assert!(valid_name(name), "bad metric name {name}");
-        debug_assert!(kind != Kind::Counter || name.ends_with("_total"), "counter {name} needs _total");
+        debug_assert!(
+            kind != Kind::Counter || !name.starts_with("appliance_") || name.ends_with("_total"),
+            "counter {name} needs _total"
+        );
         if let Some(i) = self.families.iter().position(|(f, _)| f == name) {
             self.current = Some(i);
             return self;
@@ -124,11 +130,30 @@ impl Exposition {
             cumulative += counts.get(i).copied().unwrap_or(0);
             out.push_str(name);
             out.push_str("_bucket");
-            write_labels(out, labels, Some(&le));
+            write_labels(out, labels, Some(("le", &le)));
             let _ = writeln!(out, " {cumulative}");
         }
         self.sample(&format!("{name}_sum"), labels, sum);
         self.sample(&format!("{name}_count"), labels, cumulative as f64);
+    }
+
+    /// Writes a summary: each `(quantile, value)`, then `_sum` and `_count`.
+    pub fn summary(
+        &mut self,
+        name: &str,
+        labels: Labels<'_>,
+        quantiles: &[(f64, f64)],
+        sum: f64,
+        count: f64,
+    ) {
+        let out = self.out(name);
+        for (q, v) in quantiles {
+            out.push_str(name);
+            write_labels(out, labels, Some(("quantile", &format_value(*q))));
+            let _ = writeln!(out, " {}", format_value(*v));
+        }
+        self.sample(&format!("{name}_sum"), labels, sum);
+        self.sample(&format!("{name}_count"), labels, count);
     }
 
     /// The text.
@@ -141,14 +166,14 @@ impl Exposition {
     }
 }
 
-fn write_labels(out: &mut String, labels: Labels<'_>, le: Option<&str>) {
-    if labels.is_empty() && le.is_none() {
+/// Writes `{labels,extra}` (nothing when both are empty).
+fn write_labels(out: &mut String, labels: Labels<'_>, extra: Option<(&str, &str)>) {
+    if labels.is_empty() && extra.is_none() {
         return;
     }
     out.push('{');
     let mut first = true;
-    let le = le.map(|v| ("le", v));
-    for (k, v) in labels.iter().copied().chain(le) {
+    for (k, v) in labels.iter().copied().chain(extra) {
         debug_assert!(valid_name(k), "bad label name {k}");
         if !first {
             out.push(',');
@@ -240,6 +265,19 @@ mod tests {
         assert!(text.contains("h_seconds_bucket{u=\"x\",le=\"+Inf\"} 9\n"), "{text}");
         assert!(text.contains("h_seconds_count{u=\"x\"} 9\n"), "{text}");
         assert!(text.contains("h_seconds_sum{u=\"x\"} 1.5\n"), "{text}");
+    }
+
+    #[test]
+    fn summary_has_quantiles_then_sum_and_count() {
+        let mut e = Exposition::new();
+        e.family("rpc_seconds", Kind::Summary, "s");
+        e.summary("rpc_seconds", &[("m", "get")], &[(0.5, 0.25), (0.99, f64::NAN)], 7.5, 30.0);
+        let text = e.finish();
+        let want = "# HELP rpc_seconds s\n# TYPE rpc_seconds summary\n\
+            rpc_seconds{m=\"get\",quantile=\"0.5\"} 0.25\n\
+            rpc_seconds{m=\"get\",quantile=\"0.99\"} NaN\n\
+            rpc_seconds_sum{m=\"get\"} 7.5\nrpc_seconds_count{m=\"get\"} 30\n";
+        assert_eq!(text, want);
     }
 
     #[test]

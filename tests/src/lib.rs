@@ -255,6 +255,22 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
+/// Checks `text` with `promtool check metrics` (Debian's `prometheus`,
+/// which `make test-deps` installs).
+pub fn promtool_accepts(text: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (install Debian's prometheus: make test-deps)");
+    child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write");
+    let out = child.wait_with_output().expect("promtool");
+    let report = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "promtool check metrics failed:\n{report}\n{text}");
+}
+
 /// Splits connected clients into those the server keeps open (a read
 /// finds nothing yet) and the number it closed or reset at once (refused
 /// over a limit). `nonblocking` sets a client's mode; kept clients are

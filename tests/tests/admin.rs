@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use appliance_tests::upstream::{echo, identify, Upstream};
-use appliance_tests::{http_get, http_raw, metric, run_to_end, Appliance};
+use appliance_tests::{http_get, http_raw, metric, promtool_accepts, run_to_end, Appliance};
 
 /// Starts `args` and returns the app, the first service address and the admin address.
 fn start(args: &[&str], service: &str) -> (Appliance, SocketAddr, SocketAddr) {
@@ -80,24 +80,6 @@ fn metrics_count_what_was_sent() {
     assert_eq!(per_shard, 12.0);
     assert!(metric(&text, "appliance_runtime_loop_turns_total{shard=\"all\"}").unwrap_or(0.0) > 0.0);
     promtool_accepts(&text);
-}
-
-/// Runs `promtool check metrics` when it is installed.
-fn promtool_accepts(text: &str) {
-    let Ok(mut child) = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-    else {
-        eprintln!("promtool not installed: exposition not checked by it");
-        return;
-    };
-    child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write");
-    let out = child.wait_with_output().expect("promtool");
-    let report = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "promtool check metrics failed:\n{report}");
 }
 
 #[test]
@@ -319,30 +301,38 @@ mod tempdir {
 }
 
 #[test]
-fn aggregate_values_and_counters_are_on_metrics_without_graphite() {
-    let args = ["aggregate", "--listen-udp", "127.0.0.1:0", "--flush-interval", "1s", "--flush-stdout"];
+fn aggregate_series_are_on_their_own_path_and_counters_on_metrics() {
+    let args = ["aggregate", "--listen-udp", "127.0.0.1:0", "--flush-interval", "1s", "--prometheus"];
     let mut argv = args.to_vec();
     argv.extend_from_slice(&["--shards", "2", "--no-pin", "--admin", "127.0.0.1:0"]);
     let (_app, udp, admin) = start(&argv, "aggregate");
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
-    socket.send_to(b"api.hits:3|c\napi.hits:4|c\nnot a metric\nusers:ann|s|#env:prod\n", udp).expect("send");
+    socket
+        .send_to(b"api.hits_total:3|c\napi.hits_total:4|c\nnot a metric\nusers:ann|s|#env:prod\n", udp)
+        .expect("send");
     let deadline = Instant::now() + Duration::from_secs(10);
-    let hits = "appliance_aggregate_value{service=\"aggregate\",metric=\"stats.counters.api.hits.count\"}";
-    let text = loop {
-        let (_, text) = http_get(admin, "/metrics").expect("scrape");
-        if metric(&text, hits) == Some(7.0) {
+    let series = loop {
+        let (status, text) = http_get(admin, "/metrics/aggregate").expect("scrape");
+        assert_eq!(status, 200, "{text}");
+        if metric(&text, "api_hits_total") == Some(7.0) {
             break text;
         }
         assert!(Instant::now() < deadline, "the flushed count never appeared:\n{text}");
         std::thread::sleep(Duration::from_millis(50));
     };
-    let users = "appliance_aggregate_value{service=\"aggregate\",metric=\"stats.sets.users.count;env=prod\"}";
-    assert_eq!(metric(&text, users), Some(1.0), "{text}");
+    assert_eq!(metric(&series, "users{env=\"prod\"}"), Some(1.0), "{series}");
+    assert!(series.contains("# TYPE api_hits_total counter\n"), "{series}");
+    promtool_accepts(&series);
+    let (_, text) = http_get(admin, "/metrics").expect("scrape");
+    assert!(!text.contains("api_hits"), "the aggregates are not mixed into the appliance's own metrics");
     let all = |name: &str| format!("appliance_aggregate_{name}{{service=\"aggregate\",shard=\"all\"}}");
     assert_eq!(metric(&text, &all("lines_total")), Some(4.0), "{text}");
     assert_eq!(metric(&text, &all("metrics_total")), Some(3.0), "{text}");
+    assert_eq!(metric(&text, &all("prom_series")), Some(2.0), "{text}");
     let dropped =
         "appliance_aggregate_dropped_total{service=\"aggregate\",reason=\"no_value\",shard=\"all\"}";
     assert_eq!(metric(&text, dropped), Some(1.0), "{text}");
     promtool_accepts(&text);
+    let (status, text) = http_get(admin, "/metrics/nothing").expect("scrape");
+    assert_eq!(status, 404, "{text}");
 }

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use super::{ConfigError, Source};
 use crate::services::aggregate::config::{AggregateConfig, Backend, Exchange, XdpMode};
 use cores::statsd::graphite::parse_percentiles;
+use cores::statsd::mapping::Mapper;
 
 /// Defaults shared by the flags and the file.
 mod defaults {
@@ -201,6 +202,17 @@ pub struct AggregateOptions {
     #[arg(long)]
     #[serde(default)]
     pub flush_stdout: bool,
+    /// Keep the aggregates as Prometheus series, served by the admin
+    /// endpoint at /metrics/NAME (NAME: the service's name), as
+    /// statsd_exporter shows them.
+    #[arg(long)]
+    #[serde(default)]
+    pub prometheus: bool,
+    /// A statsd_exporter mapping file (YAML) naming those series and their
+    /// labels; implies --prometheus. Read again on reload.
+    #[arg(long)]
+    #[serde(default)]
+    pub mapping_config: Option<std::path::PathBuf>,
     /// Longer lines are dropped (counted), never truncated.
     #[arg(long, default_value_t = defaults::MAX_LINE_LENGTH)]
     #[serde(default = "defaults::max_line_length")]
@@ -281,6 +293,7 @@ impl AggregateOptions {
             other => return Err(key("exchange").error(format!("{other:?}: expected partials or records"))),
         };
         let backend = self.backend(src)?;
+        let prometheus = self.mapper(src)?;
         let cfg = AggregateConfig {
             name: self.name.clone(),
             exchange,
@@ -300,6 +313,8 @@ impl AggregateOptions {
             max_keys: self.max_keys,
             delete_idle: src.duration("delete_idle", &self.delete_idle)?,
             flush_stdout: self.flush_stdout,
+            prometheus,
+            mapping_config: self.mapping_config.clone(),
             max_line_length: self.max_line_length,
             graphite_queue: self.graphite_queue,
             graphite_queue_bytes: self.graphite_queue_bytes,
@@ -310,6 +325,18 @@ impl AggregateOptions {
         };
         cfg.validate(1).map_err(|e| key(e.field()).error(e))?;
         Ok(Arc::new(cfg))
+    }
+
+    /// The mapping the Prometheus series are named by, if they are kept:
+    /// the file's, or statsd_exporter's defaults without one.
+    fn mapper(&self, src: &Source) -> Result<Option<Arc<Mapper>>, ConfigError> {
+        let Some(path) = &self.mapping_config else {
+            return Ok(self.prometheus.then(|| Arc::new(Mapper::empty())));
+        };
+        let refused = |e: String| src.key("mapping_config").error(format!("{}: {e}", path.display()));
+        let text = std::fs::read_to_string(path).map_err(|e| refused(e.to_string()))?;
+        let mapper = Mapper::from_yaml(&text).map_err(refused)?;
+        Ok(Some(Arc::new(mapper)))
     }
 
     /// `backend`, `interface` and `xdp_mode` as one setting.

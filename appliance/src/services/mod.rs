@@ -165,6 +165,11 @@ pub trait Service: std::fmt::Debug + Send + Sync + 'static {
     ) -> Local<'a, Result<(), shard::SubmitError>> {
         Box::pin(async { Ok(()) })
     }
+    /// Its own exposition, served at `/metrics/<name>` (an aggregate's
+    /// series), if it keeps one.
+    fn exposition(&self, _id: ServiceId) -> Option<Local<'static, Result<String, shard::SubmitError>>> {
+        None
+    }
     /// Its part of `/status` beyond name, kind and listeners.
     fn status(&self, _id: ServiceId) -> Local<'static, Result<serde_json::Value, shard::SubmitError>> {
         Box::pin(async { Ok(serde_json::json!({})) })

@@ -13,8 +13,11 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
+use std::sync::Arc;
 
+use super::exporter::{Exporter, Snapshot};
 use super::graphite::{self, Format};
+use super::mapping::Mapper;
 use super::origins::{OriginBy, OriginPolicy, Origins, Verdict as OriginVerdict};
 use super::parse::{parse_line, Line};
 use super::relay;
@@ -52,6 +55,12 @@ pub struct Settings {
     pub rules: Rules,
     /// Per-origin key limits, if any.
     pub origins: Option<OriginPolicy>,
+    /// Write Graphite plaintext at flush (a Graphite upstream or stdout
+    /// takes it).
+    pub graphite: bool,
+    /// Keep the owned keys as Prometheus series named by this mapping
+    /// (see [`super::exporter`]).
+    pub prometheus: Option<Arc<Mapper>>,
 }
 
 /// What one flushed slice produced.
@@ -80,6 +89,8 @@ pub struct Aggregator {
     outgoing: Vec<Vec<u8>>,
     /// Per-origin key limits.
     origins: Option<Origins>,
+    /// The owned keys as Prometheus series.
+    exporter: Option<Exporter>,
     settings: Settings,
 }
 
@@ -101,6 +112,7 @@ impl Aggregator {
             passthrough: Vec::new(),
             outgoing: (0..shards).map(|_| Vec::new()).collect(),
             origins: settings.origins.clone().map(Origins::new),
+            exporter: settings.prometheus.clone().map(|m| Exporter::new(m, settings.max_keys)),
             settings,
         }
     }
@@ -115,8 +127,19 @@ impl Aggregator {
     /// limits by source address).
     pub fn ingest_from(&mut self, data: &[u8], source: Option<IpAddr>) {
         let records = self.settings.records;
-        let Aggregator { me, shards, owned, partial, stats, key, passthrough, outgoing, origins, settings } =
-            self;
+        let Aggregator {
+            me,
+            shards,
+            owned,
+            partial,
+            stats,
+            key,
+            passthrough,
+            outgoing,
+            origins,
+            settings,
+            ..
+        } = self;
         let mut ip = [0u8; 16];
         let source: Option<&[u8]> = source.map(|a| match a {
             IpAddr::V4(v4) => {
@@ -230,12 +253,20 @@ impl Aggregator {
     /// (`first`) also carries the passed-through events and counts the
     /// flush.
     pub fn flush_slice(&mut self, parts: Range<u8>, ts: u64, first: bool) -> Slice {
-        let Aggregator { owned, stats, passthrough, settings, origins, .. } = self;
+        let Aggregator { owned, stats, passthrough, settings, origins, exporter, .. } = self;
         let mut out = Slice { relays: vec![Vec::new(); settings.relays.len()], ..Slice::default() };
-        let expired = owned.flush_parts(parts, |k, v| {
-            out.lines += graphite::write_key(&mut out.graphite, &settings.format, k, v, ts) as u64;
+        if let (true, Some(e)) = (first, exporter.as_mut()) {
+            e.begin_flush(ts, stats);
+        }
+        let expired = owned.flush_keys(parts, |key, k, v, fresh| {
+            if settings.graphite {
+                out.lines += graphite::write_key(&mut out.graphite, &settings.format, k, v, ts) as u64;
+            }
             if let Some(i) = relay::pick(k, &settings.relays) {
                 relay::write_key(&mut out.relays[i], k, v);
+            }
+            if let Some(e) = exporter.as_mut() {
+                e.observe(key, k, v, fresh, stats);
             }
         });
         if first {
@@ -255,6 +286,12 @@ impl Aggregator {
     /// limits, raw (see [`super::origins::label`]), most first.
     pub fn origin_offenders(&self, n: usize) -> Vec<(Vec<u8>, u64)> {
         self.origins.as_ref().map(|o| o.offenders(n)).unwrap_or_default()
+    }
+
+    /// A copy of this instance's Prometheus series (`None` when it keeps
+    /// none), for a scrape.
+    pub fn prometheus(&self) -> Option<Snapshot> {
+        self.exporter.as_ref().map(Exporter::snapshot)
     }
 
     /// Keys owned now.
@@ -282,6 +319,10 @@ impl Aggregator {
         match (self.origins.as_mut(), settings.origins.clone()) {
             (Some(o), Some(policy)) => o.set_policy(policy),
             (_, policy) => self.origins = policy.map(Origins::new),
+        }
+        match (self.exporter.as_mut(), settings.prometheus.clone()) {
+            (Some(e), Some(mapper)) => e.reconfigure(mapper, settings.max_keys),
+            (_, mapper) => self.exporter = mapper.map(|m| Exporter::new(m, settings.max_keys)),
         }
         self.settings =
             Settings { records: self.settings.records, max_line: self.settings.max_line, ..settings };
@@ -327,6 +368,8 @@ mod tests {
             exact_samples: 0,
             rules: Rules::default(),
             origins: None,
+            graphite: true,
+            prometheus: None,
             relays: Vec::new(),
             format: Format {
                 prefix: "stats".into(),

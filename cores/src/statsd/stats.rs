@@ -40,6 +40,19 @@ crate::counter_set! {
             "Flush intervals dropped while Graphite was unreachable.",
         graphite_lines: Counter("appliance_aggregate_graphite_lines_total") "Graphite lines written.",
         relay_errors: Counter("appliance_aggregate_relay_errors_total") "Relay datagrams not sent.",
+        prom_series: Gauge("appliance_aggregate_prom_series") "Series in the service's Prometheus exposition.",
+        prom_unmapped: Counter("appliance_aggregate_prom_unmapped_total")
+            "Keys no mapping matched (shown under their escaped statsd name).",
+        prom_mapping_drops: Counter("appliance_aggregate_prom_mapping_drops_total")
+            "Flushed keys not shown: a mapping with action drop matched.",
+        prom_conflicts: Counter("appliance_aggregate_prom_conflicts_total")
+            "Flushed keys not shown: their name is another type's, or their labels use le or quantile.",
+        prom_errors: Counter("appliance_aggregate_prom_errors_total")
+            "Malformed tags left out, negative counter sums refused, and mappings that gave an empty name.",
+        prom_series_refused: Counter("appliance_aggregate_prom_series_refused_total")
+            "New series refused over max_keys.",
+        prom_series_expired: Counter("appliance_aggregate_prom_series_expired_total")
+            "Series removed after their mapping's ttl without an update.",
     }
     with {
         /// Malformed lines, by [`DropReason::index`].
@@ -83,14 +96,14 @@ mod tests {
 
     #[test]
     fn the_declaration_lists_every_counter_once() {
-        let s = AggregateStats { datagrams: 1, relay_errors: 9, ..Default::default() };
+        let s = AggregateStats { datagrams: 1, prom_series_expired: 9, ..Default::default() };
         assert_eq!(AggregateStats::FIELDS.len(), s.values().len());
         assert_eq!(AggregateStats::FIELDS.first().map(|f| f.name), Some("datagrams"));
         assert_eq!(s.values().first(), Some(&1));
         assert_eq!(s.values().last(), Some(&9), "declaration order");
         let names: std::collections::HashSet<_> = AggregateStats::FIELDS.iter().map(|f| f.name).collect();
         assert_eq!(names.len(), AggregateStats::FIELDS.len());
-        assert_eq!(AggregateStats::FIELDS.iter().filter(|f| f.measure == Measure::Gauge).count(), 1);
+        assert_eq!(AggregateStats::FIELDS.iter().filter(|f| f.measure == Measure::Gauge).count(), 2);
         for f in AggregateStats::FIELDS {
             let suffix = if f.measure == Measure::Counter { "_total" } else { "" };
             assert_eq!(f.family, format!("appliance_aggregate_{}{suffix}", f.name), "metric names unchanged");

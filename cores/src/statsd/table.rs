@@ -419,6 +419,17 @@ impl Table {
         parts: std::ops::Range<u8>,
         mut emit: impl FnMut(KeyView<'_>, Flushed<'_>),
     ) -> usize {
+        self.flush_keys(parts, |_, view, value, _| emit(view, value))
+    }
+
+    /// [`Table::flush_parts`], giving each key also as stored and whether
+    /// it was updated this interval (an idle key repeats its gauge, and
+    /// flushes a zero count).
+    pub fn flush_keys(
+        &mut self,
+        parts: std::ops::Range<u8>,
+        mut emit: impl FnMut(&[u8], KeyView<'_>, Flushed<'_>, bool),
+    ) -> usize {
         let before = self.map.len();
         let max_idle = self.max_idle;
         let mut released = 0;
@@ -431,7 +442,7 @@ impl Table {
                 return false;
             }
             if let Some(view) = KeyView::parse(key) {
-                emit(view, e.agg.as_flushed());
+                emit(key, view, e.agg.as_flushed(), e.idle == 0);
             }
             e.agg.reset();
             e.idle = e.idle.saturating_add(1);

@@ -56,6 +56,9 @@ async fn route(app: &App, req: Request, http: ops::http::HttpStats) -> Response 
     if req.method == "POST" {
         return Response::text(405, "POST is for /api/upstreams/{add,set,remove}\n");
     }
+    if let Some(name) = req.path.strip_prefix("/metrics/") {
+        return service_exposition(app, name).await;
+    }
     match req.path.as_str() {
         "/metrics" => match metrics::render(app, http).await {
             Ok(text) => Response::new(200, ops::metrics::CONTENT_TYPE, text),
@@ -76,6 +79,24 @@ async fn route(app: &App, req: Request, http: ops::http::HttpStats) -> Response 
 
 /// `/status`: version, uptime, configuration, placement, per-shard load
 /// and upstream health.
+/// `/metrics/<name>`: the service's own exposition (an aggregate's series).
+async fn service_exposition(app: &App, name: &str) -> Response {
+    let services = app.config().services.clone();
+    let Some((i, service)) = services.iter().enumerate().find(|(_, s)| s.name() == name) else {
+        return Response::text(404, format!("no service named {name:?}\n"));
+    };
+    match service.exposition(ServiceId(i as u64)) {
+        None => Response::text(
+            404,
+            format!("{name} keeps no Prometheus series (give it prometheus or mapping_config)\n"),
+        ),
+        Some(scrape) => match scrape.await {
+            Ok(text) => Response::new(200, ops::metrics::CONTENT_TYPE, text),
+            Err(e) => Response::text(503, format!("{e}\n")),
+        },
+    }
+}
+
 async fn status(app: &App) -> Result<serde_json::Value, shard::SubmitError> {
     let per_shard = metrics::runtime_stats().await?;
     let shards: Vec<_> = per_shard

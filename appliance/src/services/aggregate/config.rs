@@ -3,11 +3,13 @@
 //! from a config file: fill the fields, then [`AggregateConfig::validate`].
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use thiserror::Error;
 
 use cores::statsd::graphite::Percentile;
+use cores::statsd::mapping::Mapper;
 
 pub use super::xdp::{Backend, XdpMode};
 
@@ -18,7 +20,7 @@ pub enum ConfigError {
     #[error("nothing to listen on: give listen-udp, listen-tcp and/or listen-unix")]
     NoListener,
     /// No output at all: metrics would be aggregated and thrown away.
-    #[error("no output: give graphite, relay or flush-stdout")]
+    #[error("no output: give graphite, relay, prometheus (or mapping-config) or flush-stdout")]
     NoOutput,
     /// The flush interval is below 10 ms.
     #[error("{0:?}: must be at least 10ms")]
@@ -127,6 +129,11 @@ pub struct AggregateConfig {
     pub delete_idle: Duration,
     /// Also print the Graphite lines on stdout.
     pub flush_stdout: bool,
+    /// Keep the aggregates as Prometheus series named by this mapping
+    /// (served at `/metrics/<name>`).
+    pub prometheus: Option<Arc<Mapper>>,
+    /// The mapping file it came from, if any.
+    pub mapping_config: Option<std::path::PathBuf>,
     /// Longer lines are dropped (counted), never truncated.
     pub max_line_length: usize,
     /// Flush intervals held for an unreachable Graphite; older ones are
@@ -191,6 +198,8 @@ impl Default for AggregateConfig {
             max_keys: 1_000_000,
             delete_idle: Duration::from_secs(300),
             flush_stdout: false,
+            prometheus: None,
+            mapping_config: None,
             max_line_length: 4096,
             graphite_queue: 6,
             graphite_queue_bytes: 256 << 20,
@@ -216,7 +225,11 @@ impl AggregateConfig {
         if self.listen_udp.is_none() && self.listen_tcp.is_none() && !unix {
             return Err(ConfigError::NoListener);
         }
-        if self.graphite.is_none() && self.relays.is_empty() && !self.flush_stdout {
+        if self.graphite.is_none()
+            && self.relays.is_empty()
+            && !self.flush_stdout
+            && self.prometheus.is_none()
+        {
             return Err(ConfigError::NoOutput);
         }
         if self.flush_interval < Duration::from_millis(10) {

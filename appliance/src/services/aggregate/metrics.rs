@@ -1,6 +1,7 @@
-//! The aggregate service's Prometheus families, and its last flushed
-//! interval as gauges when it has no Graphite upstream.
+//! The aggregate service's Prometheus families, and its aggregates as
+//! Prometheus series (`/metrics/<name>`).
 
+use cores::statsd::exporter::{FamilyKind, SnapValue, Snapshot};
 use ops::metrics::{Exposition, Kind};
 
 use super::stats::AggregateStats;
@@ -21,19 +22,33 @@ pub(super) fn service(e: &mut Exposition, service: &str, all: &[AggregateStats])
     }
 }
 
-/// The last interval's flushed values (kept when there is no Graphite
-/// upstream): one gauge sample per Graphite path (`path;tag=v` for tagged
-/// keys), so a Prometheus can scrape the aggregates directly.
-pub(super) fn flushed_values(e: &mut Exposition, service: &str, per_shard: &[Vec<u8>]) {
-    let name = "appliance_aggregate_value";
-    e.family(name, Kind::Gauge, "Last flushed value of each aggregate, by Graphite path.");
-    for text in per_shard {
-        for line in text.split(|&b| b == b'\n') {
-            let line = String::from_utf8_lossy(line);
-            let mut parts = line.split(' ');
-            let (Some(path), Some(value)) = (parts.next(), parts.next()) else { continue };
-            let Ok(v) = value.parse::<f64>() else { continue };
-            e.sample(name, &[("service", service), ("metric", path)], v);
+/// The service's Prometheus series (see `cores::statsd::exporter`), in the
+/// text format.
+pub(super) fn exposition(snapshot: &Snapshot) -> String {
+    let mut e = Exposition::new();
+    for f in &snapshot.families {
+        let (kind, bounds, quantiles) = match &f.kind {
+            FamilyKind::Counter => (Kind::Counter, &[][..], &[][..]),
+            FamilyKind::Gauge => (Kind::Gauge, &[][..], &[][..]),
+            FamilyKind::Histogram(bounds) => (Kind::Histogram, &bounds[..], &[][..]),
+            FamilyKind::Summary { quantiles, .. } => (Kind::Summary, &[][..], &quantiles[..]),
+        };
+        e.family(&f.name, kind, &f.help);
+        for s in &f.series {
+            let labels: Vec<(&str, &str)> = s.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            match &s.value {
+                SnapValue::Counter(v) | SnapValue::Gauge(v) => {
+                    e.sample(&f.name, &labels, *v);
+                }
+                SnapValue::Histogram { counts, sum } => {
+                    let counts: Vec<u64> = counts.iter().map(|c| c.round() as u64).collect();
+                    e.histogram(&f.name, &labels, bounds, &counts, *sum);
+                }
+                SnapValue::Summary { sum, count, .. } => {
+                    e.summary(&f.name, &labels, &s.value.quantiles(quantiles), *sum, *count);
+                }
+            }
         }
     }
+    e.finish()
 }

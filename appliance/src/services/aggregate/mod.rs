@@ -28,6 +28,7 @@ pub use service::gather_stats;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
+use cores::statsd::exporter::Snapshot;
 use ops::metrics::Exposition;
 
 use super::{on_every_shard, Descriptors, Listen, Local, Service, ServiceId, SettingError};
@@ -166,8 +167,6 @@ impl Service for AggregateConfig {
         Box::pin(async move {
             let stats = on_every_shard(move || service::shard_stats(id)).await?;
             metrics::service(e, &self.name, &stats);
-            let flushed = on_every_shard(move || service::last_flush(id)).await?;
-            metrics::flushed_values(e, &self.name, &flushed);
             if self.backend == Backend::Kernel {
                 return Ok(());
             }
@@ -179,6 +178,15 @@ impl Service for AggregateConfig {
             }
             Ok(())
         })
+    }
+
+    fn exposition(&self, id: ServiceId) -> Option<Local<'static, Result<String, shard::SubmitError>>> {
+        self.prometheus.as_ref()?;
+        Some(Box::pin(async move {
+            let parts = on_every_shard(move || service::prometheus(id)).await?;
+            let merged = Snapshot::merge(parts.into_iter().flatten().collect());
+            Ok(metrics::exposition(&merged))
+        }))
     }
 
     fn status(&self, id: ServiceId) -> Local<'static, Result<serde_json::Value, shard::SubmitError>> {

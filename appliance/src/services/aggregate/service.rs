@@ -76,9 +76,6 @@ struct ShardState {
     changed: Rc<Notify>,
     /// The final flush is done: the shard's service may return.
     done: bool,
-    /// Without a Graphite upstream, the last interval's output (Graphite
-    /// plaintext), served on the admin endpoint as Prometheus samples.
-    last_flush: Vec<u8>,
     /// `Exchange::Records`: batches on their way to an owner.
     shipping: Vec<shard::JoinHandle<()>>,
     /// The XDP program this service's AF_XDP sockets take from (kept for
@@ -113,10 +110,10 @@ fn with_shard<R>(shard: &Shard, f: impl FnOnce(&mut ShardState) -> R) -> R {
     f(&mut shard.borrow_mut())
 }
 
-/// This shard's last flushed interval as Graphite plaintext, kept only when
-/// there is no Graphite upstream (empty otherwise).
-pub fn last_flush(id: ServiceId) -> Vec<u8> {
-    with(id, |st| st.last_flush.clone()).unwrap_or_default()
+/// A copy of this shard's Prometheus series (`None` outside the service
+/// or when it keeps none).
+pub fn prometheus(id: ServiceId) -> Option<cores::statsd::exporter::Snapshot> {
+    with(id, |st| st.agg.prometheus()).flatten()
 }
 
 /// This shard's AF_XDP sockets' figures, and the program's counts from
@@ -657,7 +654,6 @@ async fn emit(id: ServiceId, ts: u64) {
     };
     let until = Instant::now() + cfg.flush_interval / 2;
     let slices = (keys / SLICE_KEYS + 1).min(usize::from(PARTS));
-    let mut last = Vec::new();
     for i in 0..slices {
         let parts = slice_bounds(i, slices)..slice_bounds(i + 1, slices);
         let Some(slice) = with(id, |st| st.agg.flush_slice(parts, ts, i == 0)) else { return };
@@ -665,20 +661,13 @@ async fn emit(id: ServiceId, ts: u64) {
         if cfg.flush_stdout && !out.is_empty() {
             let _ = io::stdout().lock().write_all(&out);
         }
-        match &outbox {
-            Some(o) => {
-                o.push(out, lines, ts);
-                // Until Graphite took most of it (or cannot take it now).
-                let drained = o.progress(|o| !o.is_healthy() || o.pending_bytes() <= SLICE_BACKLOG);
-                let _ = shard::time::timeout_at(until, drained).await;
-            }
-            // No Graphite: keep the interval for the admin endpoint.
-            None => last.extend_from_slice(&out),
+        if let Some(o) = &outbox {
+            o.push(out, lines, ts);
+            // Until Graphite took most of it (or cannot take it now).
+            let drained = o.progress(|o| !o.is_healthy() || o.pending_bytes() <= SLICE_BACKLOG);
+            let _ = shard::time::timeout_at(until, drained).await;
         }
         send_relays(id, &cfg.relays, relays).await;
-    }
-    if outbox.is_none() {
-        with(id, |st| st.last_flush = last);
     }
 }
 
@@ -854,6 +843,8 @@ fn settings_of(cfg: &AggregateConfig, shards: usize) -> Settings {
         rules: cfg.rules.clone(),
         origins: cfg.origins.clone(),
         relays: cfg.relays.clone(),
+        graphite: cfg.graphite.is_some() || cfg.flush_stdout,
+        prometheus: cfg.prometheus.clone(),
         format: Format {
             prefix: cfg.prefix.clone(),
             percentiles: cfg.percentiles.clone(),
@@ -934,7 +925,6 @@ pub async fn serve_shard(
         sealed: false,
         changed: Rc::default(),
         done: false,
-        last_flush: Vec::new(),
         shipping: Vec::new(),
         xdp: cfg.xdp.clone(),
         xdp_receivers: Vec::new(),
