@@ -36,6 +36,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
+use hashbrown::hash_map::EntryRef;
 use hashbrown::HashMap;
 
 use super::mapping::{escape_metric_name, Mapper, MetricClass, Observer, Outcome};
@@ -102,6 +103,12 @@ struct SeriesKey {
     labels: Box<[(Box<str>, Box<str>)]>,
 }
 
+impl From<&SeriesKey> for SeriesKey {
+    fn from(k: &SeriesKey) -> SeriesKey {
+        k.clone()
+    }
+}
+
 #[derive(Debug)]
 struct Series {
     value: Value,
@@ -131,7 +138,7 @@ enum Value {
 
 /// What a key maps to, worked out once per key (and again after a reload
 /// or a family's expiry).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 enum Target {
     /// `action: drop`.
     Dropped,
@@ -241,44 +248,40 @@ impl Exporter {
         if !fresh {
             return;
         }
-        let target = match self.targets.get(key) {
-            Some(t) => t.clone(),
-            None => {
-                let t = self.target(view, stats);
-                if self.targets.len() >= self.max_series.saturating_mul(2).max(1024) {
-                    self.targets.clear();
-                }
-                self.targets.insert(key.into(), t.clone());
-                t
+        if !self.targets.contains_key(key) {
+            let t = self.target(view, stats);
+            if self.targets.len() >= self.max_series.saturating_mul(2).max(1024) {
+                self.targets.clear();
             }
-        };
-        let (series, factor, ttl) = match target {
-            Target::Dropped => return stats.prom_mapping_drops += 1,
-            Target::Conflict => return stats.prom_conflicts += 1,
-            Target::Invalid => return stats.prom_errors += 1,
-            Target::Series(series, factor, ttl) => (series, factor, ttl),
+            self.targets.insert(key.into(), t);
+        }
+        // Disjoint borrows: the target stays borrowed while its series moves.
+        let Exporter { targets, series: all, families, now, max_series, .. } = self;
+        let (series, factor, ttl) = match targets.get(key) {
+            None | Some(Target::Invalid) => return stats.prom_errors += 1,
+            Some(Target::Dropped) => return stats.prom_mapping_drops += 1,
+            Some(Target::Conflict) => return stats.prom_conflicts += 1,
+            Some(Target::Series(series, factor, ttl)) => (series, *factor, *ttl),
         };
         if let Flushed::Counter(sum) = value {
             if sum * factor < 0.0 {
                 return stats.prom_errors += 1;
             }
         }
-        let now = self.now;
-        if !self.series.contains_key(&series) {
-            if self.series.len() >= self.max_series {
-                return stats.prom_series_refused += 1;
+        let Some(Some(family)) = families.get_mut(series.family as usize) else { return };
+        let held = all.len();
+        let s = match all.entry_ref(series) {
+            EntryRef::Occupied(o) => o.into_mut(),
+            EntryRef::Vacant(_) if held >= *max_series => return stats.prom_series_refused += 1,
+            EntryRef::Vacant(v) => {
+                family.series += 1;
+                stats.prom_series += 1;
+                v.insert(Series { value: Value::new(&family.kind, factor), updated: *now, ttl })
             }
-            let Some(Some(family)) = self.families.get_mut(series.family as usize) else { return };
-            family.series += 1;
-            let value = Value::new(&family.kind, factor);
-            self.series.insert(series.clone(), Series { value, updated: now, ttl });
-            stats.prom_series = self.series.len() as u64;
-        }
-        let Some(s) = self.series.get_mut(&series) else { return };
-        let kind = self.families.get(series.family as usize).and_then(Option::as_ref).map(|f| &f.kind);
-        s.updated = now;
+        };
+        s.updated = *now;
         s.ttl = ttl;
-        s.value.observe(kind, value, factor, now);
+        s.value.observe(Some(&family.kind), value, factor, *now);
     }
 
     /// Works out where `view` goes: the mapping, its labels over the
