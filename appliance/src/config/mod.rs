@@ -523,6 +523,17 @@ pub fn duration(key: Key, value: &str) -> Result<Duration, ConfigError> {
 mod tests {
     use super::{key_at, overlap};
 
+    /// `make run`'s configuration validates, and its statsd service keeps
+    /// Prometheus series (served at /metrics/statsd), as its comment says.
+    #[test]
+    fn the_embedded_default_validates_and_keeps_statsd_series() {
+        let cfg =
+            super::FileConfig::parse(super::DEFAULT).and_then(|f| f.validate()).expect("default config");
+        let statsd = cfg.services.iter().find(|s| s.name() == "statsd").expect("a statsd service");
+        let agg = statsd.as_any().downcast_ref::<crate::services::aggregate::config::AggregateConfig>();
+        assert!(agg.is_some_and(|a| a.prometheus.is_some()), "{agg:?}");
+    }
+
     #[test]
     fn an_offset_is_named_by_its_table_and_key() {
         let text = "[runtime]\nshards = 2\n[[forward]]\nname = \"a\"\n[[forward]]\nlisten = \"x\"\n\
