@@ -34,6 +34,9 @@ pub enum Measure {
     /// A 0/1 state as each shard sees it (a gauge); across shards it is
     /// 1 when any shard's is.
     Flag,
+    /// A time (unix seconds) each shard keeps, such as its last flush (a
+    /// gauge); across shards the latest.
+    Newest,
 }
 
 impl Measure {
@@ -41,7 +44,7 @@ impl Measure {
     pub fn merge(self, into: &mut u64, other: u64) {
         match self {
             Measure::Counter | Measure::Gauge => *into += other,
-            Measure::Flag => *into = (*into).max(other),
+            Measure::Flag | Measure::Newest => *into = (*into).max(other),
         }
     }
 }
@@ -231,5 +234,8 @@ mod tests {
         Measure::Flag.merge(&mut flag, 1);
         Measure::Flag.merge(&mut flag, 0);
         assert_eq!(flag, 1);
+        let mut last = 1_700_000_010;
+        Measure::Newest.merge(&mut last, 1_700_000_000);
+        assert_eq!(last, 1_700_000_010);
     }
 }

@@ -11,6 +11,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod cpu;
 pub mod http;
 pub mod logging;
 pub mod metrics;

@@ -9,7 +9,7 @@ use ops::metrics::{Exposition, Kind, Labels};
 fn kind(m: Measure) -> Kind {
     match m {
         Measure::Counter => Kind::Counter,
-        Measure::Gauge | Measure::Flag => Kind::Gauge,
+        Measure::Gauge | Measure::Flag | Measure::Newest => Kind::Gauge,
     }
 }
 
@@ -29,6 +29,31 @@ pub(crate) fn rows(e: &mut Exposition, fields: &[Field], labels: Labels<'_>, row
             e.sample(f.family, &all, values.get(i).copied().unwrap_or(0) as f64);
         }
     }
+}
+
+/// A set's counters as a JSON object, by field name (for `/status`).
+pub(crate) fn as_json(fields: &[Field], values: &[u64]) -> serde_json::Value {
+    let map = fields.iter().zip(values).map(|(f, v)| (f.name.to_owned(), serde_json::json!(v)));
+    serde_json::Value::Object(map.collect())
+}
+
+/// The upper bound of the bucket holding quantile `q` of a histogram with
+/// `bounds` (ascending) and `counts` (one per bound, then the overflow);
+/// `None` when empty or when it falls in the overflow.
+pub(crate) fn bucket_quantile(bounds: &[u64], counts: &[u64], q: f64) -> Option<u64> {
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = (q * total as f64).ceil().max(1.0) as u64;
+    let mut seen = 0;
+    for (bound, n) in bounds.iter().zip(counts) {
+        seen += n;
+        if seen >= rank {
+            return Some(*bound);
+        }
+    }
+    None
 }
 
 /// Writes every field of a set once per shard (`shard="i"`, the set's
@@ -61,6 +86,18 @@ mod tests {
             failed: Counter("t_results_total", result = "failed") "Results.",
             up: Flag("t_up") "Up.",
         }
+    }
+
+    #[test]
+    fn bucket_quantiles_are_upper_bounds() {
+        let bounds = [10, 100, 1000];
+        assert_eq!(bucket_quantile(&bounds, &[0, 0, 0, 0], 0.5), None);
+        assert_eq!(bucket_quantile(&bounds, &[5, 4, 1, 0], 0.5), Some(10));
+        assert_eq!(bucket_quantile(&bounds, &[5, 4, 1, 0], 0.9), Some(100));
+        assert_eq!(bucket_quantile(&bounds, &[5, 4, 1, 0], 0.99), Some(1000));
+        assert_eq!(bucket_quantile(&bounds, &[0, 0, 0, 3], 0.5), None, "over every bound");
+        let json = as_json(Demo::FIELDS, &[1, 2, 1]);
+        assert_eq!(json["failed"], 2);
     }
 
     #[test]

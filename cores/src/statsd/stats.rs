@@ -39,6 +39,10 @@ crate::counter_set! {
         intervals_dropped: Counter("appliance_aggregate_intervals_dropped_total")
             "Flush intervals dropped while Graphite was unreachable.",
         graphite_lines: Counter("appliance_aggregate_graphite_lines_total") "Graphite lines written.",
+        held_intervals: Gauge("appliance_aggregate_held_intervals")
+            "Flush intervals queued for Graphite (more than one: Graphite is slow or away).",
+        last_flush_timestamp_seconds: Newest("appliance_aggregate_last_flush_timestamp_seconds")
+            "When the last flush ended (unix seconds).",
         relay_errors: Counter("appliance_aggregate_relay_errors_total") "Relay datagrams not sent.",
         prom_series: Gauge("appliance_aggregate_prom_series") "Series in the service's Prometheus exposition.",
         prom_unmapped: Counter("appliance_aggregate_prom_unmapped_total")
@@ -103,7 +107,7 @@ mod tests {
         assert_eq!(s.values().last(), Some(&9), "declaration order");
         let names: std::collections::HashSet<_> = AggregateStats::FIELDS.iter().map(|f| f.name).collect();
         assert_eq!(names.len(), AggregateStats::FIELDS.len());
-        assert_eq!(AggregateStats::FIELDS.iter().filter(|f| f.measure == Measure::Gauge).count(), 2);
+        assert_eq!(AggregateStats::FIELDS.iter().filter(|f| f.measure == Measure::Gauge).count(), 3);
         for f in AggregateStats::FIELDS {
             let suffix = if f.measure == Measure::Counter { "_total" } else { "" };
             assert_eq!(f.family, format!("appliance_aggregate_{}{suffix}", f.name), "metric names unchanged");

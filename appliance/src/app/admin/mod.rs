@@ -1,5 +1,7 @@
-//! The admin endpoint: `GET /metrics` (Prometheus), `/status` (JSON),
-//! `/healthz` (the process is alive), `/readyz` (every shard is serving
+//! The admin endpoint: `GET /` (the status page, [`page`]), `/metrics`
+//! (Prometheus), `/metrics/<service>` (an aggregate's series), `/status`
+//! (JSON, with rates from [`history`]; `?format=html`: the page's
+//! tables), `/healthz` (the process is alive), `/readyz` (every shard is serving
 //! and the appliance is not draining) and the upstream API ([`api`]), on
 //! one listener served by shard 0 with `ops::http` (bounded requests,
 //! connections and time).
@@ -8,9 +10,13 @@
 //! only copies its snapshot, so a scrape never stalls a shard for longer.
 
 pub mod api;
+mod history;
 mod metrics;
+mod page;
 
+use std::cell::RefCell;
 use std::os::fd::OwnedFd;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use netstack::tcp::TcpListener;
@@ -20,6 +26,10 @@ use serde_json::json;
 use crate::app::state::App;
 use crate::config::Service;
 use crate::services::ServiceId;
+use history::History;
+
+/// The status page's content type.
+const HTML: &str = "text/html; charset=utf-8";
 
 /// Serves the admin endpoint on shard 0 until `done` resolves (every
 /// service has drained), so `/readyz` answers "draining" meanwhile.
@@ -32,13 +42,15 @@ pub async fn serve(fd: OwnedFd, app: Arc<App>, done: impl std::future::Future) {
         }
     };
     let server = Server::new(ops::http::Limits::default());
+    let history: Rc<RefCell<History>> = Rc::default();
+    let sampler = shard::spawn_local_named("status history", sample(app.clone(), history.clone()));
     let router: Router = {
-        let (app, server) = (app.clone(), std::rc::Rc::downgrade(&server));
-        std::rc::Rc::new(move |req: Request| {
-            let (app, server) = (app.clone(), server.clone());
+        let (app, server) = (app.clone(), Rc::downgrade(&server));
+        Rc::new(move |req: Request| {
+            let (app, server, history) = (app.clone(), server.clone(), history.clone());
             Box::pin(async move {
                 let http = server.upgrade().map(|s| s.stats()).unwrap_or_default();
-                route(&app, req, http).await
+                route(&app, req, http, &history).await
             })
         })
     };
@@ -47,9 +59,21 @@ pub async fn serve(fd: OwnedFd, app: Arc<App>, done: impl std::future::Future) {
             let _ = done.await;
         })
         .await;
+    sampler.abort();
 }
 
-async fn route(app: &App, req: Request, http: ops::http::HttpStats) -> Response {
+/// Samples the status model into `history` every [`history::INTERVAL`].
+async fn sample(app: Arc<App>, history: Rc<RefCell<History>>) {
+    loop {
+        match status(&app).await {
+            Ok(model) => history.borrow_mut().record(app.started.elapsed().as_secs_f64(), &model),
+            Err(e) => tracing::debug!("status history: {e}"),
+        }
+        shard::time::sleep(history::INTERVAL).await;
+    }
+}
+
+async fn route(app: &App, req: Request, http: ops::http::HttpStats, history: &RefCell<History>) -> Response {
     if req.path.starts_with("/api/") {
         return api::route(app, &req).await;
     }
@@ -64,16 +88,23 @@ async fn route(app: &App, req: Request, http: ops::http::HttpStats) -> Response 
             Ok(text) => Response::new(200, ops::metrics::CONTENT_TYPE, text),
             Err(e) => Response::text(503, format!("gathering metrics: {e}\n")),
         },
-        "/status" => match status(app).await {
-            Ok(v) => Response::json(200, format!("{v:#}\n")),
+        "/status" | "/" => match status(app).await {
+            Ok(mut model) => {
+                history.borrow().annotate(&mut model);
+                let html = req.query.as_deref() == Some("format=html");
+                match req.path.as_str() {
+                    "/" => Response::new(200, HTML, page::page(&model)),
+                    _ if html => Response::new(200, HTML, page::tables(&model)),
+                    _ => Response::json(200, format!("{model:#}\n")),
+                }
+            }
             Err(e) => Response::text(503, format!("gathering status: {e}\n")),
         },
         "/healthz" => Response::text(200, "ok\n"),
         "/readyz" if app.ready() => Response::text(200, "ready\n"),
         "/readyz" if shard::is_stopping() => Response::text(503, "draining\n"),
         "/readyz" => Response::text(503, "starting\n"),
-        "/" => Response::text(200, "appliance admin: /metrics /status /healthz /readyz /api/upstreams\n"),
-        _ => Response::text(404, "not found (try /metrics, /status, /healthz, /readyz)\n"),
+        _ => Response::text(404, "not found (try /, /metrics, /status, /healthz, /readyz, /api/upstreams)\n"),
     }
 }
 
@@ -99,13 +130,19 @@ async fn service_exposition(app: &App, name: &str) -> Response {
 
 async fn status(app: &App) -> Result<serde_json::Value, shard::SubmitError> {
     let per_shard = metrics::runtime_stats().await?;
+    let cpu = crate::services::on_every_shard(ops::cpu::thread_cpu_seconds).await?;
     let shards: Vec<_> = per_shard
         .iter()
-        .map(|s| {
+        .zip(cpu)
+        .map(|(s, cpu)| {
             json!({
                 "shard": s.shard, "tasks": s.tasks_alive, "loop_turns": s.turns, "parks": s.parks,
                 "ops_in_flight": s.ops_in_flight, "stalls": s.stalls,
                 "mesh_sent": s.mesh.sent, "mesh_received": s.mesh.received,
+                "counters": {
+                    "cpu_seconds": cpu, "loop_turns": s.turns, "parks": s.parks, "polls": s.polls,
+                    "mesh_sent": s.mesh.sent, "mesh_received": s.mesh.received,
+                },
             })
         })
         .collect();

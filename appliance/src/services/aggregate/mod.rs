@@ -214,6 +214,12 @@ impl Service for AggregateConfig {
                 None => Vec::new(),
             };
             Ok(serde_json::json!({
+                "counters": s.pairs().into_iter().map(|(k, v)| (k, serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
+                "chart": "lines",
+                "last_flush_age_seconds": (s.last_flush_timestamp_seconds > 0).then(|| {
+                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+                    now.map_or(0, |d| d.as_secs()).saturating_sub(s.last_flush_timestamp_seconds)
+                }),
                 "keys": s.keys, "metrics": s.metrics, "dropped": s.dropped_total(),
                 "flushes": s.flushes, "flush_errors": s.flush_errors,
                 "kernel_drops": s.kernel_drops, "rule_drops": s.rule_drops,

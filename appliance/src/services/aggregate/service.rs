@@ -141,6 +141,7 @@ pub fn shard_stats(id: ServiceId) -> AggregateStats {
         let mut s = st.agg.stats().clone();
         s.keys = st.agg.keys() as u64;
         s.kernel_drops = st.kernel_drops_closed + st.drop_probe.as_ref().map_or(0, probe_drops);
+        s.held_intervals = st.outbox.as_ref().map_or(0, |o| o.held() as u64);
         for o in st.outbox.iter().chain(&st.retired) {
             s.flush_errors += o.errors.get();
             s.intervals_dropped += o.dropped.get();
@@ -669,6 +670,7 @@ async fn emit(id: ServiceId, ts: u64) {
         }
         send_relays(id, &cfg.relays, relays).await;
     }
+    with(id, |st| st.agg.stats_mut().last_flush_timestamp_seconds = unix_now());
 }
 
 fn slice_bounds(i: usize, slices: usize) -> u8 {

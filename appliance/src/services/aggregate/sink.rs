@@ -141,6 +141,11 @@ impl Outbox {
         self.queue.borrow().iter().map(|q| q.0.len()).sum()
     }
 
+    /// Intervals queued (the one being sent included).
+    pub fn held(&self) -> usize {
+        self.queue.borrow().len()
+    }
+
     /// The last connect or send worked (so waiting for the queue to
     /// drain makes sense).
     pub fn is_healthy(&self) -> bool {

@@ -36,6 +36,7 @@ use netstack::tcp::{TcpListener, TcpStream};
 use ops::metrics::Exposition;
 
 use super::{Descriptors, Listen, Local, Service, ServiceId, UpstreamChange};
+use stats::{ForwardStats, UpstreamStats, CONNECT_BUCKETS_US};
 
 use cores::pool::balance::Policy;
 use cores::pool::health::HealthConfig;
@@ -435,19 +436,27 @@ impl crate::services::Service for ForwardConfig {
                 .iter()
                 .zip(stats.upstreams.iter().chain(std::iter::repeat(&Default::default())))
                 .map(|(spec, s)| {
+                    let ms = |q| {
+                        crate::services::counters::bucket_quantile(&CONNECT_BUCKETS_US, &s.connect_time, q)
+                            .map(|us| us as f64 / 1000.0)
+                    };
                     serde_json::json!({
                         "name": spec.name, "addr": spec.addr.to_string(), "weight": spec.weight,
                         "state": runtime::state_of(spec), "max_conns": spec.max_conns,
                         "up": s.up == 1, "active": s.active, "connections": s.total,
                         "connect_errors": s.connect_errors,
+                        "counters": crate::services::counters::as_json(UpstreamStats::FIELDS, &s.values()),
+                        "connect_ms": {"p50": ms(0.5), "p90": ms(0.9), "p99": ms(0.99)},
                     })
                 })
                 .collect();
             Ok(serde_json::json!({
                 "transport": if cfg.udp { "udp" } else { "tcp" },
                 "balance": cfg.policy.as_str(),
+                "chart": "accepted",
                 "active": stats.active,
                 "accepted": stats.accepted,
+                "counters": crate::services::counters::as_json(ForwardStats::FIELDS, &stats.values()),
                 "upstreams": upstreams,
             }))
         })
