@@ -6,16 +6,19 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 DEB_PACKAGES := libhwloc-dev libudev-dev pkg-config
-# Tools the tests use when present (promtool checks the /metrics exposition;
-# redis-server is the real upstream of the send/expect health check test).
-TEST_PACKAGES := prometheus redis-server ethtool iproute2
+# Tools the tests use (prometheus and promtool check the expositions and
+# scrape the aggregate's series; redis-server is the real upstream of the
+# send/expect health check test; headless Chromium loads the admin page,
+# whose browser check is skipped without it).
+TEST_PACKAGES := prometheus redis-server ethtool iproute2 chromium-headless-shell
 RELEASE_BIN := target/release/appliance
 LOOM_TARGET := target/loom
 ASAN_TARGET := target/asan
 HOST_TRIPLE := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
 
 .PHONY: help deps build run check test test-deps test-unit test-loom test-asan lint fmt bench bench-mesh bench-echo \
-	bench-netstack bench-aggregate doc clean fuzz load-forward load-aggregate compare isolation steering bench-xdp
+	bench-netstack bench-aggregate doc clean fuzz load-forward load-aggregate compare isolation steering bench-xdp \
+	page-cost
 
 help:
 	@echo "make run     build and start the appliance on config/appliance.toml (echo :7000, forward :8080, statsd :8125, admin :9090)"
@@ -31,6 +34,7 @@ help:
 	@echo "                     ratios, target/compare/report.md and latency.svg (COMPARE_QUICK=1: a short run)"
 	@echo "make isolation       forward p99 under an unpaced statsd blast, all shards vs disjoint shard groups"
 	@echo "make steering        statsd over veth with RPS on the shards' CPUs: --steering cpu vs hash (root)"
+	@echo "make page-cost       the admin status page's size and each shard's CPU per refresh"
 	@echo "make bench-xdp       statsd over veth, receive work on the receiver's core: AF_XDP vs kernel sockets (root)"
 
 # Installs only what is missing, so it is cheap to call from every target.
@@ -58,7 +62,7 @@ check: build
 
 test: deps test-deps test-unit test-loom test-asan
 
-# Best effort: a test tool that cannot be installed only skips its check.
+# Best effort: a tool that cannot be installed is reported (its tests say what is missing).
 test-deps:
 	@for p in $(TEST_PACKAGES); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" && continue; \
@@ -154,6 +158,10 @@ isolation: build
 
 steering: build
 	scripts/steering.py
+
+# The admin status page's size and what refreshing it costs each shard.
+page-cost: build
+	scripts/admin_page_cost.py
 
 bench-xdp: build
 	scripts/xdp.py

@@ -3,7 +3,8 @@
 //! effort; without one the browser checks are skipped with a message, the
 //! server-rendered checks still run). The numbers shown must be what was
 //! sent, and a killed upstream's row must turn down while the page is
-//! open. A screenshot is kept at `target/admin-page.png`.
+//! open. Screenshots are kept at `target/admin-page.png` and, at a
+//! phone's width, `target/admin-page-narrow.png`.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -276,6 +277,12 @@ fn a_browser_shows_the_numbers_and_a_killed_upstream_goes_down() {
     let _ = std::fs::remove_file(&shot);
     run_browser(browser, &[format!("--screenshot={}", shot.display())], &url);
     assert!(std::fs::metadata(&shot).is_ok_and(|m| m.len() > 1000), "screenshot at {}", shot.display());
+    let narrow = shot.with_file_name("admin-page-narrow.png");
+    run_browser(
+        browser,
+        &["--window-size=420,900".into(), format!("--screenshot={}", narrow.display())],
+        &url,
+    );
     let dumped = run_browser(browser, &["--dump-dom".to_string()], &url);
     assert_eq!(cell(&dumped, "web.accepted").as_deref(), Some("10"), "{dumped}");
 }

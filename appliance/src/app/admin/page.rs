@@ -236,6 +236,10 @@ fn other(out: &mut String, s: &Value) {
 
 /// A small line chart of `values` (oldest first), with its last value.
 fn chart(out: &mut String, values: &[f64], unit: &str) {
+    if values.len() < 2 {
+        let _ = write!(out, "<span class=dim>chart from the second sample on (every 2 s)</span>");
+        return;
+    }
     let (w, h) = (240.0, 28.0);
     let max = values.iter().copied().fold(0.0f64, f64::max);
     let step = if values.len() > 1 { w / (values.len() - 1) as f64 } else { 0.0 };
