@@ -12,26 +12,9 @@ use appliance_tests::{http_get, metric, promtool_accepts, Appliance};
 
 /// Mappings from statsd_exporter's README (glob with labels, a capture in
 /// a label's text, a drop, a histogram with buckets, a regex).
-const MAPPING: &str = r#"
-defaults:
-  observer_type: histogram
-  histogram_options:
-    buckets: [0.005, 0.05, 0.5]
-mappings:
-- match: "test.dispatcher.*.*.*"
-  name: "dispatcher_events_total"
-  labels:
-    processor: "$1"
-    action: "$2"
-    outcome: "$3"
-    job: "test_dispatcher"
-- match: "*.signup.*.*"
-  name: "signup_events_total"
-  labels:
-    provider: "$2"
-    job: "${1}_server"
-    outcome: "$3"
-- match: "(.*)\\.(.*)--(.*)\\.status\\.(.*)\\.count"
+const MAPPING: &str = concat!(
+    include_str!("../../cores/tests/data/readme_globs.yml"),
+    r#"- match: "(.*)\\.(.*)--(.*)\\.status\\.(.*)\\.count"
   match_type: regex
   name: "request_total"
   labels:
@@ -55,7 +38,12 @@ mappings:
 - match: "debug.*"
   action: drop
   name: "dropped"
-"#;
+defaults:
+  observer_type: histogram
+  histogram_options:
+    buckets: [0.005, 0.05, 0.5]
+"#
+);
 
 /// Starts an aggregate service with `mapping` and an admin endpoint;
 /// returns it with its UDP and admin addresses.
@@ -195,9 +183,8 @@ fn a_reload_reads_the_mapping_again() {
     let admin = app.wait_for_addr("admin listening on").expect("admin address");
     send(udp, &["job.a.done:1|c"]);
     wait_series(admin, "job_a_done", 1.0);
-    let renamed = format!(
-        "{MAPPING}- match: \"job.*.done\"\n  name: \"jobs_done_total\"\n  labels:\n    job: \"$1\"\n"
-    );
+    let job = "- match: \"job.*.done\"\n  name: \"jobs_done_total\"\n  labels:\n    job: \"$1\"\ndefaults:";
+    let renamed = MAPPING.replace("defaults:", job);
     std::fs::write(&mapping, renamed).expect("rewrite");
     app.signal(libc::SIGHUP);
     let deadline = Instant::now() + Duration::from_secs(15);

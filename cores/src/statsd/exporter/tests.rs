@@ -53,22 +53,10 @@ fn same_labels(have: &[(String, String)], want: &[(&str, &str)]) -> bool {
     have.len() == want.len() && want.iter().all(|(k, v)| have.iter().any(|(hk, hv)| hk == k && hv == v))
 }
 
-const DISPATCHER: &str = r#"
-mappings:
-- match: "test.dispatcher.*.*.*"
-  name: "dispatcher_events_total"
-  labels:
-    processor: "$1"
-    action: "$2"
-    outcome: "$3"
-    job: "test_dispatcher"
-- match: "*.signup.*.*"
-  name: "signup_events_total"
-  labels:
-    provider: "$2"
-    job: "${1}_server"
-    outcome: "$3"
-- match: "debug.*"
+/// The README's glob example, then mappings of each kind.
+const DISPATCHER: &str = concat!(
+    include_str!("../../../tests/data/readme_globs.yml"),
+    r#"- match: "debug.*"
   action: drop
   name: "dropped"
 - match: "rpc.*"
@@ -94,7 +82,8 @@ mappings:
   name: "short_lived"
   labels:
     which: "$1"
-"#;
+"#
+);
 
 #[test]
 fn counters_add_up_across_intervals_with_labels_from_the_mapping_and_the_tags() {

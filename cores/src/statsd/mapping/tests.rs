@@ -49,22 +49,7 @@ fn mapped<'a>(m: &'a Mapper, name: &str, class: MetricClass) -> Mapped<'a> {
     }
 }
 
-const README_GLOBS: &str = r#"
-mappings:
-- match: "test.dispatcher.*.*.*"
-  name: "dispatcher_events_total"
-  labels:
-    processor: "$1"
-    action: "$2"
-    outcome: "$3"
-    job: "test_dispatcher"
-- match: "*.signup.*.*"
-  name: "signup_events_total"
-  labels:
-    provider: "$2"
-    outcome: "$3"
-    job: "${1}_server"
-"#;
+const README_GLOBS: &str = include_str!("../../../tests/data/readme_globs.yml");
 
 #[test]
 fn readme_glob_matching() {
