@@ -19,6 +19,8 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use shard::ops::{self, IoBuf, IoBufMut, Slice};
@@ -186,16 +188,28 @@ impl TcpStream {
         Ok(stream)
     }
 
+    /// Connects to `addr` with `TCP_NODELAY`, every step in the ring where
+    /// the kernel can (`IORING_OP_SOCKET`, the socket-option command, then
+    /// the connect): no system call of its own per connection, the steps
+    /// ride the shard's batched submissions. Falls back to the system calls
+    /// for a step the kernel refuses, once and for all.
+    pub async fn connect_nodelay(addr: SocketAddr) -> io::Result<TcpStream> {
+        let stream = TcpStream::from_fd(ring_socket(addr).await?);
+        set_nodelay_in_ring(&stream).await?;
+        ops::connect(stream.raw_fd(), addr).await?;
+        Ok(stream)
+    }
+
+    /// [`TcpStream::connect_nodelay`], giving up with `TimedOut` after
+    /// `timeout` (the pending step is cancelled and the socket closed).
+    pub async fn connect_nodelay_timeout(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+        timed(addr, timeout, TcpStream::connect_nodelay(addr)).await
+    }
+
     /// Connects to `addr`, giving up with `TimedOut` after `timeout` (the
     /// pending connect is cancelled and the socket closed).
     pub async fn connect_timeout(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
-        match shard::time::timeout(timeout, TcpStream::connect(addr)).await {
-            Ok(r) => r,
-            Err(_) => Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("connect to {addr}: timed out after {timeout:?}"),
-            )),
-        }
+        timed(addr, timeout, TcpStream::connect(addr)).await
     }
 
     fn fd(&self) -> &OwnedFd {
@@ -451,4 +465,53 @@ async fn splice_when_ready(from: RawFd, wait_in: i16, to: RawFd, len: usize) -> 
             r => return r,
         }
     }
+}
+
+/// `connect` bounded by `timeout`.
+async fn timed(
+    addr: SocketAddr,
+    timeout: Duration,
+    connect: impl std::future::Future<Output = io::Result<TcpStream>>,
+) -> io::Result<TcpStream> {
+    match shard::time::timeout(timeout, connect).await {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("connect to {addr}: timed out after {timeout:?}"),
+        )),
+    }
+}
+
+/// Set once the kernel refused a ring step: later connections make the
+/// system call instead.
+static NO_RING_SOCKET: AtomicBool = AtomicBool::new(false);
+static NO_RING_SOCKOPT: AtomicBool = AtomicBool::new(false);
+
+/// Whether `e` says the kernel has no such ring operation.
+fn unsupported(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP))
+}
+
+/// A non-blocking, close-on-exec TCP socket for `addr`'s family.
+async fn ring_socket(addr: SocketAddr) -> io::Result<OwnedFd> {
+    let domain = Domain::for_address(addr);
+    if !NO_RING_SOCKET.load(Relaxed) {
+        let ty = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+        match ops::socket(domain.into(), ty, libc::IPPROTO_TCP).await {
+            Err(e) if unsupported(&e) => NO_RING_SOCKET.store(true, Relaxed),
+            other => return other,
+        }
+    }
+    Ok(Socket::new(domain, Type::STREAM.nonblocking().cloexec(), Some(Protocol::TCP))?.into())
+}
+
+/// `TCP_NODELAY` on `stream`.
+async fn set_nodelay_in_ring(stream: &TcpStream) -> io::Result<()> {
+    if !NO_RING_SOCKOPT.load(Relaxed) {
+        match ops::setsockopt_int(stream.raw_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY, 1).await {
+            Err(e) if unsupported(&e) => NO_RING_SOCKOPT.store(true, Relaxed),
+            other => return other,
+        }
+    }
+    stream.set_nodelay(true)
 }

@@ -55,6 +55,38 @@ fn accept_receive_echo_and_half_close() {
     assert_eq!(client.join().expect("client"), b"pong after FIN");
 }
 
+/// The forward path's upstream connect: socket, TCP_NODELAY and connect
+/// through the ring (with the system calls as the fallback), a working
+/// stream either way; and a listener's TCP_NODELAY reaches what it
+/// accepts, so an accept needs no setsockopt.
+#[test]
+fn ring_connect_sets_nodelay_and_accepted_sockets_inherit_it() {
+    let server = std::net::TcpListener::bind(localhost()).expect("bind");
+    socket2::SockRef::from(&server).set_tcp_nodelay(true).expect("listener nodelay");
+    let addr = server.local_addr().expect("addr");
+    let accepted = std::thread::spawn(move || {
+        let (mut s, _) = server.accept().expect("accept");
+        let inherited = socket2::SockRef::from(&s).tcp_nodelay().expect("nodelay");
+        let mut buf = [0u8; 4];
+        s.read_exact(&mut buf).expect("read");
+        s.write_all(&buf).expect("echo");
+        inherited
+    });
+    let (nodelay, back) = on_shard(move || async move {
+        let conn = TcpStream::connect_nodelay_timeout(addr, Duration::from_secs(5)).await.expect("connect");
+        let nodelay = socket2::SockRef::from(&conn).tcp_nodelay().expect("nodelay");
+        let (r, _) = conn.send_all(b"ping".to_vec()).await;
+        r.expect("send");
+        let group = BufRing::new(8, 1024).expect("group");
+        let mut rx = conn.recv_stream(&group);
+        let buf = rx.next().await.expect("recv").expect("data");
+        (nodelay, buf.to_vec())
+    });
+    assert!(nodelay, "TCP_NODELAY on the ring-made upstream socket");
+    assert_eq!(back, b"ping");
+    assert!(accepted.join().expect("server"), "TCP_NODELAY inherited from the listener");
+}
+
 #[test]
 fn connect_and_exchange_with_a_std_server() {
     let server = std::net::TcpListener::bind(localhost()).expect("bind");

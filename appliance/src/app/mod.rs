@@ -365,9 +365,13 @@ fn grow(
     }
     let first = fds.first().context("an empty inherited group")?;
     let addr = netstack::steer::local_addr(first)?;
-    if let Some(size) = opts.recv_buffer {
-        for fd in &fds {
+    for fd in &fds {
+        if let Some(size) = opts.recv_buffer {
             socket2::SockRef::from(fd).set_recv_buffer_size(size)?;
+        }
+        // An earlier binary may not have set it on its listeners.
+        if !udp && opts.nodelay {
+            netstack::steer::set_listener_nodelay(fd)?;
         }
     }
     // Same port, same user, SO_REUSEPORT: these join the inherited group,

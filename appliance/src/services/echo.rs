@@ -104,7 +104,6 @@ pub async fn serve(listener: OwnedFd, buffers: u16, buffer_size: usize, max_conn
 }
 
 async fn connection(conn: TcpStream, group: BufRing) {
-    let _ = conn.set_nodelay(true);
     let mut rx = conn.recv_stream(&group);
     // Each received buffer is sent back as is and returns to the ring
     // when the send completes; EOF or an error ends the connection.

@@ -49,6 +49,12 @@ impl Policy {
     pub const ALL: [Policy; 5] =
         [Policy::RoundRobin, Policy::LeastConn, Policy::PowerOfTwo, Policy::Random, Policy::Maglev];
 
+    /// Whether picks depend on the client's address (so it is worth a
+    /// `getpeername` per connection).
+    pub fn uses_client(self) -> bool {
+        self == Policy::Maglev
+    }
+
     /// The name used on the command line.
     pub fn as_str(self) -> &'static str {
         match self {

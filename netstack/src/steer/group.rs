@@ -29,9 +29,10 @@ pub struct ListenOptions {
     pub recv_buffer: Option<usize>,
     /// `SO_SNDBUF`, inherited by accepted sockets.
     pub send_buffer: Option<usize>,
-    /// `TCP_NODELAY` for *accepted* sockets: nothing in `bind_group` uses it;
-    /// call [`configure_accepted`] on each accepted socket. Default `true`
-    /// (a relay writes what it has; Nagle would hold back small writes).
+    /// `TCP_NODELAY`, set on the listener: accepted sockets inherit it
+    /// (the kernel clones them from the listener), so an accept costs no
+    /// `setsockopt`. Default `true` (a relay writes what it has; Nagle
+    /// would hold back small writes).
     pub nodelay: bool,
 }
 
@@ -104,14 +105,10 @@ pub fn ensure_free(addr: SocketAddr, udp: bool) -> io::Result<()> {
     }
 }
 
-/// Applies the per-connection options to an accepted socket (today
-/// `TCP_NODELAY` when `opts.nodelay`). Buffer sizes need nothing here: they
-/// are inherited from the listener.
-pub fn configure_accepted(fd: &impl AsFd, opts: &ListenOptions) -> io::Result<()> {
-    if opts.nodelay {
-        SockRef::from(fd).set_tcp_nodelay(true)?;
-    }
-    Ok(())
+/// Sets `TCP_NODELAY` on a listening socket (one inherited from an earlier
+/// process too), for the sockets it accepts from now on.
+pub fn set_listener_nodelay(fd: &impl AsFd) -> io::Result<()> {
+    SockRef::from(fd).set_tcp_nodelay(true)
 }
 
 /// The address a socket is bound to.
@@ -164,6 +161,9 @@ fn bind_one(addr: SocketAddr, opts: &ListenOptions, kind: Kind) -> io::Result<Ow
     }
     socket.bind(&SockAddr::from(addr))?;
     if kind == Kind::Tcp {
+        if opts.nodelay {
+            socket.set_tcp_nodelay(true)?;
+        }
         if let Some(queue) = opts.fastopen {
             sys::set_tcp_fastopen(socket.as_fd(), queue)?;
         }
@@ -263,7 +263,6 @@ mod tests {
         listener.set_nonblocking(false).unwrap();
         let (accepted, _) = listener.accept().unwrap();
         assert!(accepted.recv_buffer_size().unwrap() >= 256 * 1024, "inherited from the listener");
-        configure_accepted(&accepted, &opts).unwrap();
-        assert!(accepted.tcp_nodelay().unwrap());
+        assert!(accepted.tcp_nodelay().unwrap(), "TCP_NODELAY inherited from the listener");
     }
 }

@@ -69,7 +69,7 @@ use std::os::fd::{AsFd, OwnedFd};
 pub use cbpf::{CpuProgram, Insn, ProgramError, Unmapped, MAX_MAPPED_SHARDS};
 pub use client::ClientProgram;
 pub use drain::{enable_migrate_req, migrate_req_enabled, set_migrate_req, MIGRATE_REQ_SYSCTL};
-pub use group::{bind_group, bind_udp_group, configure_accepted, ensure_free, local_addr, ListenOptions};
+pub use group::{bind_group, bind_udp_group, ensure_free, local_addr, set_listener_nodelay, ListenOptions};
 
 /// How the kernel picks a group member for a new connection or datagram.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -354,6 +354,34 @@ pub fn accept_multi(fd: RawFd) -> MultiOp<()> {
     }
 }
 
+/// `socket(2)` through the ring (`IORING_OP_SOCKET`, Linux 5.19): the new
+/// descriptor, owned by the completion until taken (closed if the future
+/// is dropped first). `ty` may carry `SOCK_NONBLOCK | SOCK_CLOEXEC`.
+pub async fn socket(domain: i32, ty: i32, protocol: i32) -> io::Result<std::os::fd::OwnedFd> {
+    // SAFETY: the entry carries no pointers.
+    let op = unsafe { start_with((), Slot::Fd, |_| opcode::Socket::new(domain, ty, protocol).build()) };
+    let (mut c, _) = op.await;
+    c.io_result()?;
+    c.take_fd().ok_or_else(|| io::Error::other("socket completed without a descriptor"))
+}
+
+/// `setsockopt(2)` of an integer option through the ring
+/// (`SOCKET_URING_OP_SETSOCKOPT`, Linux 6.7).
+pub async fn setsockopt_int(fd: RawFd, level: i32, name: i32, value: i32) -> io::Result<()> {
+    let storage = Box::new(value);
+    // SAFETY: the entry points into the boxed value owned by the op, which
+    // lives until the completion arrives.
+    let op = unsafe {
+        start(storage, |v| {
+            let ptr: *mut i32 = &mut **v;
+            opcode::SetSockOpt::new(types::Fd(fd), level as u32, name as u32, ptr.cast_const().cast(), 4)
+                .build()
+        })
+    };
+    let (c, _) = op.await;
+    c.io_result().map(drop)
+}
+
 /// `connect(2)`.
 pub async fn connect(fd: RawFd, addr: SocketAddr) -> io::Result<()> {
     let storage = Box::new(AddrStorage::from_socket_addr(addr));

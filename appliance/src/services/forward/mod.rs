@@ -126,7 +126,7 @@ pub async fn serve(id: ServiceId, listener: OwnedFd, cfg: Arc<ForwardConfig>) ->
         }
         let (state, open) = (state.clone(), drain.enter());
         shard::spawn_local_named("forward-conn", async move {
-            handle(&state, conn).await;
+            handle(&state, conn, peer).await;
             state.leave_client(peer);
             state.leave();
             drop(open);
@@ -138,9 +138,10 @@ pub async fn serve(id: ServiceId, listener: OwnedFd, cfg: Arc<ForwardConfig>) ->
     Ok(())
 }
 
-/// One client connection, end to end.
-async fn handle(state: &ShardState, client: TcpStream) {
-    let _ = client.set_nodelay(true);
+/// One client connection, end to end; `known` is its address when the
+/// accept already asked for it.
+async fn handle(state: &ShardState, client: TcpStream, known: Option<SocketAddr>) {
+    // TCP_NODELAY comes from the listener (netstack::steer::ListenOptions).
     let cfg = state.cfg();
     let (peer, dest, early) = if cfg.accept_proxy {
         match proxy_header::read_inbound(&client, cfg.proxy_header_timeout).await {
@@ -156,7 +157,10 @@ async fn handle(state: &ShardState, client: TcpStream) {
             }
         }
     } else {
-        (client.peer_addr().ok(), None, Vec::new())
+        // A getpeername per connection only when something uses it.
+        let wanted = cfg.policy.uses_client() || cfg.proxy_protocol.is_some();
+        let peer = known.or_else(|| if wanted { client.peer_addr().ok() } else { None });
+        (peer, None, Vec::new())
     };
     let (pool, early) = match &cfg.sni {
         None => (0, early),
@@ -254,9 +258,8 @@ async fn connect(
             state.count(|s| s.retries += 1);
         }
         let started = Instant::now();
-        match TcpStream::connect_timeout(u.addr, cfg.connect_timeout).await {
+        match TcpStream::connect_nodelay_timeout(u.addr, cfg.connect_timeout).await {
             Ok(conn) => {
-                let _ = conn.set_nodelay(true);
                 let took = started.elapsed();
                 let bucket = stats::bucket(took);
                 state.count_upstream(&u, |s| {
