@@ -118,19 +118,33 @@ def wait_port(port, proc):
     sys.exit(f"{proc.name} did not listen on 127.0.0.1:{port}; see {WORK}/{proc.name}.log")
 
 
-def cpu_seconds(pgid):
-    """utime+stime of every process in group pgid (each process's stat
-    covers all of its threads, living and exited)."""
-    total = 0
+def group_pids(pgid):
+    """The pids of every process in group pgid."""
+    pids = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/stat") as f:
                 rest = f.read().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        # rest[0] is field 3 (state): pgrp is field 5, utime 14, stime 15.
+        # rest[0] is field 3 (state): pgrp is field 5.
         if int(rest[2]) == pgid:
-            total += int(rest[11]) + int(rest[12])
+            pids.append(pid)
+    return pids
+
+
+def cpu_seconds(pgid):
+    """utime+stime of every process in group pgid (each process's stat
+    covers all of its threads, living and exited)."""
+    total = 0
+    for pid in group_pids(pgid):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                rest = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        # utime is field 14, stime 15.
+        total += int(rest[11]) + int(rest[12])
     return total / CLK_TCK
 
 

@@ -28,24 +28,11 @@ CONNS = int(os.environ.get("SYSCALLS_CONNS", "3000"))
 REQS = int(os.environ.get("SYSCALLS_REQUESTS", "30000"))
 
 
-def group_pids(pgid):
-    pids = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                rest = f.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(rest[2]) == pgid:
-            pids.append(pid)
-    return pids
-
-
 def traced(proc, out, load):
     """Runs `load()` with strace attached to every process of `proc`'s
     group; returns {syscall: calls}."""
     args = ["strace", "-c", "-f", "-o", out]
-    for pid in group_pids(os.getpgid(proc.pid)):
+    for pid in compare.group_pids(os.getpgid(proc.pid)):
         args += ["-p", pid]
     tracer = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.0)
