@@ -255,6 +255,42 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
+/// A port nothing listens on right now (for a process the test starts
+/// later, such as a Prometheus server, that must be told its port).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A directory of one test's own (emptied first), removed when dropped.
+#[derive(Debug)]
+pub struct TempDir {
+    /// Where it is.
+    pub path: PathBuf,
+}
+
+impl TempDir {
+    /// `appliance-test-<tag>-<pid>-<n>` under the system's temporary
+    /// directory (`n` counts this process's directories, so tests running
+    /// in parallel never share one).
+    pub fn new(tag: &str) -> TempDir {
+        static MADE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("appliance-test-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("temp dir");
+        TempDir { path }
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
 /// Checks `text` with `promtool check metrics` (Debian's `prometheus`,
 /// which `make test-deps` installs).
 pub fn promtool_accepts(text: &str) {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use appliance_tests::upstream::{echo, identify, Upstream};
-use appliance_tests::{http_get, http_raw, metric, promtool_accepts, run_to_end, Appliance};
+use appliance_tests::{http_get, http_raw, metric, promtool_accepts, run_to_end, Appliance, TempDir};
 
 /// Starts `args` and returns the app, the first service address and the admin address.
 fn start(args: &[&str], service: &str) -> (Appliance, SocketAddr, SocketAddr) {
@@ -172,7 +172,7 @@ fn a_slow_admin_client_times_out() {
     assert!(started.elapsed() >= Duration::from_secs(3), "timed out too early");
 }
 
-fn write_config(dir: &tempdir::Dir, text: &str) -> PathBuf {
+fn write_config(dir: &TempDir, text: &str) -> PathBuf {
     let path = dir.path.join("appliance.toml");
     std::fs::write(&path, text).expect("write config");
     path
@@ -214,7 +214,7 @@ fn sighup_swaps_upstreams_without_dropping_a_connection_and_refuses_a_bad_file()
     let long_lived = Upstream::start(echo, 0);
     let a = Upstream::start(identify, 1);
     let b = Upstream::start(identify, 2);
-    let dir = tempdir::Dir::new("reload");
+    let dir = TempDir::new("reload");
     let (la, lb, ll) = (a.addr.to_string(), b.addr.to_string(), long_lived.addr.to_string());
     let path = write_config(&dir, &forward_config(&[&ll]));
     let (app, addr, admin) = start(&["run", "--config", path.to_str().expect("utf8")], "forward");
@@ -259,7 +259,7 @@ fn check_validates_files_and_names_the_key() {
     let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/appliance.toml");
     let (code, out) = run_to_end(&["check", "--config", shipped]);
     assert_eq!(code, Some(0), "{out}");
-    let dir = tempdir::Dir::new("check");
+    let dir = TempDir::new("check");
     let cases = [
         (forward_config(&["127.0.0.1:80"]).replace("\"0\"", "\"soon\""), "forward[0].health_interval"),
         (forward_config(&["127.0.0.1:80"]) + "balance = \"fastest\"\n", "forward[0].balance"),
@@ -276,27 +276,6 @@ fn check_validates_files_and_names_the_key() {
         let (code, out) = run_to_end(&["check", "--config", path.to_str().expect("utf8")]);
         assert_eq!(code, Some(2), "{text}\n{out}");
         assert!(out.contains(key), "the error names {key}: {out}");
-    }
-}
-
-/// A temporary directory removed on drop.
-mod tempdir {
-    pub struct Dir {
-        pub path: std::path::PathBuf,
-    }
-
-    impl Dir {
-        pub fn new(tag: &str) -> Dir {
-            let path = std::env::temp_dir().join(format!("appliance-test-{tag}-{}", std::process::id()));
-            std::fs::create_dir_all(&path).expect("temp dir");
-            Dir { path }
-        }
-    }
-
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.path);
-        }
     }
 }
 

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use appliance_tests::upstream::{echo, Upstream};
-use appliance_tests::{http_get, Appliance};
+use appliance_tests::{http_get, Appliance, TempDir};
 
 /// The first headless Chromium found.
 fn browser() -> Option<&'static str> {
@@ -63,10 +63,7 @@ struct OpenPage {
 
 impl OpenPage {
     fn open(browser: &str, url: &str) -> OpenPage {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-            l.local_addr().expect("addr").port()
-        };
+        let port = appliance_tests::free_port();
         let child = Command::new(browser)
             .args(["--headless", "--no-sandbox", "--disable-gpu", "--window-size=1200,1000"])
             .arg(format!("--remote-debugging-port={port}"))
@@ -167,7 +164,7 @@ struct Setup {
     admin: SocketAddr,
     up_a: Upstream,
     up_b: Option<Upstream>,
-    _dir: Dir,
+    _dir: TempDir,
 }
 
 /// A forward service over two echo upstreams (health checks every
@@ -175,8 +172,8 @@ struct Setup {
 /// statsd lines sent, and both counted on `/status`.
 fn setup(conns: usize, lines: usize) -> Setup {
     let (up_a, up_b) = (Upstream::start(echo, 0), Upstream::start(echo, 1));
-    let dir = Dir::new("page");
-    let config = dir.0.join("appliance.toml");
+    let dir = TempDir::new("page");
+    let config = dir.path.join("appliance.toml");
     let toml = format!(
         "[runtime]\nshards = 2\nno_pin = true\n[admin]\nlisten = \"127.0.0.1:0\"\n\
          [[forward]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\nupstreams = [\"{}\", \"{}\"]\nhealth_interval = \"300ms\"\n\
@@ -285,25 +282,4 @@ fn a_browser_shows_the_numbers_and_a_killed_upstream_goes_down() {
     );
     let dumped = run_browser(browser, &["--dump-dom".to_string()], &url);
     assert_eq!(cell(&dumped, "web.accepted").as_deref(), Some("10"), "{dumped}");
-}
-
-/// A temporary directory removed on drop.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(tag: &str) -> Dir {
-        let path = std::env::temp_dir().join(format!(
-            "appliance-{tag}-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        std::fs::create_dir_all(&path).expect("temp dir");
-        Dir(path)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

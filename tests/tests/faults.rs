@@ -398,17 +398,13 @@ fn a_good_reload_clears_the_last_reload_error() {
     assert!(json["reloads"]["last_error"].is_null(), "cleared by the good reload: {json}");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
 /// Reported: the admin endpoint on an aggregate's TCP port passed `check`,
 /// started, and split the traffic (statsd lines answered with HTTP 400 and
 /// lost); `0.0.0.0:8080` and `127.0.0.1:8080` in one file both started.
 /// Now both are refused by `check` and `run`, naming the key.
 #[test]
 fn colliding_ports_in_one_file_are_refused() {
-    let p = free_port();
+    let p = appliance_tests::free_port();
     let admin_on_statsd = format!(
         "[admin]\nlisten = \"127.0.0.1:{p}\"\n[[aggregate]]\nlisten_tcp = \"127.0.0.1:{p}\"\nflush_stdout = true\n"
     );
@@ -436,7 +432,7 @@ fn a_second_process_cannot_join_the_port_group() {
     use appliance_tests::upstream::{identify, Upstream};
     use std::io::Read;
     let up = Upstream::start(identify, 7);
-    let (p, up_s) = (free_port(), up.addr.to_string());
+    let (p, up_s) = (appliance_tests::free_port(), up.addr.to_string());
     let listen = format!("127.0.0.1:{p}");
     let args = [
         "forward",

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use appliance_tests::{http_get, metric, promtool_accepts, Appliance};
+use appliance_tests::{free_port, http_get, metric, promtool_accepts, Appliance, TempDir};
 
 /// Mappings from statsd_exporter's README (glob with labels, a capture in
 /// a label's text, a drop, a histogram with buckets, a regex).
@@ -101,8 +101,8 @@ fn wait_all(admin: SocketAddr, want: &[(&str, f64)]) -> String {
 
 #[test]
 fn the_documented_mappings_give_their_series() {
-    let dir = tempdir("mapped");
-    let (_app, udp, admin) = start(&dir.0, MAPPING);
+    let dir = TempDir::new("prom-mapped");
+    let (_app, udp, admin) = start(&dir.path, MAPPING);
     send(
         udp,
         &[
@@ -153,8 +153,8 @@ fn the_documented_mappings_give_their_series() {
 
 #[test]
 fn a_bad_mapping_file_is_refused_with_its_path() {
-    let dir = tempdir("bad");
-    let file = dir.0.join("mapping.yml");
+    let dir = TempDir::new("prom-bad");
+    let file = dir.path.join("mapping.yml");
     std::fs::write(&file, "mappings:\n- match: \"a.*\"\n  name: \"x\"\n  observer_type: sometimes\n")
         .expect("file");
     let file = file.to_string_lossy().into_owned();
@@ -167,10 +167,10 @@ fn a_bad_mapping_file_is_refused_with_its_path() {
 /// A reload reads the mapping file again: new keys get the new names.
 #[test]
 fn a_reload_reads_the_mapping_again() {
-    let dir = tempdir("reload");
-    let mapping = dir.0.join("mapping.yml");
+    let dir = TempDir::new("prom-reload");
+    let mapping = dir.path.join("mapping.yml");
     std::fs::write(&mapping, MAPPING).expect("mapping file");
-    let config = dir.0.join("appliance.toml");
+    let config = dir.path.join("appliance.toml");
     let toml = format!(
         "[runtime]\nshards = 2\nno_pin = true\n[admin]\nlisten = \"127.0.0.1:0\"\n\
          [[aggregate]]\nlisten_udp = \"127.0.0.1:0\"\nflush_interval = \"500ms\"\nmapping_config = {:?}\n",
@@ -204,8 +204,8 @@ fn a_reload_reads_the_mapping_again() {
 /// returns the mapped series' value.
 #[test]
 fn a_real_prometheus_scrapes_the_mapped_series() {
-    let dir = tempdir("server");
-    let (_app, udp, admin) = start(&dir.0, MAPPING);
+    let dir = TempDir::new("prom-server");
+    let (_app, udp, admin) = start(&dir.path, MAPPING);
     send(
         udp,
         &[
@@ -219,7 +219,7 @@ fn a_real_prometheus_scrapes_the_mapped_series() {
         42.0,
     );
     let port = free_port();
-    let config = dir.0.join("prometheus.yml");
+    let config = dir.path.join("prometheus.yml");
     std::fs::write(
         &config,
         format!(
@@ -227,7 +227,7 @@ fn a_real_prometheus_scrapes_the_mapped_series() {
         ),
     )
     .expect("config");
-    let _server = Server::start(&dir.0, &config, port);
+    let _server = Server::start(&dir.path, &config, port);
     let api = SocketAddr::from(([127, 0, 0, 1], port));
     let query = "/api/v1/query?query=dispatcher_events_total%7Bprocessor%3D%22BarProcessor%22%7D";
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -270,25 +270,5 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
-/// A temporary directory removed on drop.
-struct TempDir(std::path::PathBuf);
-
-fn tempdir(tag: &str) -> TempDir {
-    let path = std::env::temp_dir().join(format!("appliance-prom-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&path).expect("temp dir");
-    TempDir(path)
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

@@ -8,7 +8,7 @@
 //! Skipped, with a note, only when `openssl` is not installed.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -22,10 +22,6 @@ fn have(tool: &str) -> bool {
         eprintln!("skipped: {tool} is not installed");
     }
     found
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port")
 }
 
 /// A TLS server whose certificate names it `cn`.
@@ -65,7 +61,7 @@ fn tls_server(dir: &Path, cn: &str) -> TlsServer {
         .status()
         .expect("openssl req");
     assert!(made.success());
-    let port = free_port();
+    let port = appliance_tests::free_port();
     let child = Command::new("openssl")
         .args(["s_server", "-quiet", "-www", "-accept", &format!("127.0.0.1:{port}")])
         .arg("-cert")
@@ -101,7 +97,7 @@ fn s_client(port: u16, servername: Option<&str>) -> Option<String> {
 
 fn config(dir: &Path, servers: [&TlsServer; 3], missing: &str) -> (PathBuf, u16, u16) {
     let [api, wild, default] = servers;
-    let (port, admin) = (free_port(), free_port());
+    let (port, admin) = (appliance_tests::free_port(), appliance_tests::free_port());
     let text = format!(
         "[runtime]\nshards = 2\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\
          [[forward]]\nname = \"tls\"\nlisten = \"127.0.0.1:{port}\"\n\

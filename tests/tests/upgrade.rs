@@ -12,11 +12,6 @@ use std::time::{Duration, Instant};
 
 use appliance_tests::{http_get, run_to_end, Appliance};
 
-/// A port nothing listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
-}
-
 /// A directory of its own for one test's files.
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("appliance-upgrade-{name}-{}", std::process::id()));
@@ -109,7 +104,7 @@ fn status(admin: u16) -> serde_json::Value {
 fn three_upgrades_under_load_refuse_and_lose_nothing() {
     let dir = scratch("load");
     let (_up, upstream) = echo();
-    let (port, admin) = (free_port(), free_port());
+    let (port, admin) = (appliance_tests::free_port(), appliance_tests::free_port());
     let cfg = config(&dir, port, admin, upstream);
     let mut procs = vec![run(&cfg, &["--shards", "1"])];
     let target = format!("127.0.0.1:{port}");
@@ -174,7 +169,7 @@ fn three_upgrades_under_load_refuse_and_lose_nothing() {
 fn a_failed_upgrade_leaves_the_old_process_serving() {
     let dir = scratch("failed");
     let (_up, upstream) = echo();
-    let (port, admin) = (free_port(), free_port());
+    let (port, admin) = (appliance_tests::free_port(), appliance_tests::free_port());
     let cfg = config(&dir, port, admin, upstream);
     let mut old = run(&cfg, &[]);
 
@@ -221,7 +216,7 @@ fn a_failed_upgrade_leaves_the_old_process_serving() {
 fn a_second_instance_is_refused_and_a_stale_socket_is_replaced() {
     let dir = scratch("second");
     let (_up, upstream) = echo();
-    let cfg = config(&dir, free_port(), free_port(), upstream);
+    let cfg = config(&dir, appliance_tests::free_port(), appliance_tests::free_port(), upstream);
     drop(std::os::unix::net::UnixListener::bind(dir.join("upgrade.sock")).expect("stale file"));
     assert!(dir.join("upgrade.sock").exists());
     let mut first = run(&cfg, &[]);
@@ -245,8 +240,8 @@ fn a_second_instance_is_refused_and_a_stale_socket_is_replaced() {
 fn systemd_hears_ready_and_follows_the_new_main_pid() {
     let dir = scratch("systemd");
     let (_up, upstream) = echo();
-    let port = free_port();
-    let cfg = config(&dir, port, free_port(), upstream);
+    let port = appliance_tests::free_port();
+    let cfg = config(&dir, port, appliance_tests::free_port(), upstream);
     let notify_path = dir.join("notify");
     let notify = UnixDatagram::bind(&notify_path).expect("notify socket");
     notify.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
@@ -293,7 +288,7 @@ fn systemd_hears_ready_and_follows_the_new_main_pid() {
 fn sigusr2_starts_a_successor_that_takes_over() {
     let dir = scratch("usr2");
     let (_up, upstream) = echo();
-    let (port, admin) = (free_port(), free_port());
+    let (port, admin) = (appliance_tests::free_port(), appliance_tests::free_port());
     let cfg = config(&dir, port, admin, upstream);
     let mut old = run(&cfg, &[]);
     let old_pid = old.pid().map(u64::from);
@@ -325,7 +320,8 @@ fn sigusr2_starts_a_successor_that_takes_over() {
 fn a_dropped_service_closes_when_the_old_process_drains() {
     let dir = scratch("dropped");
     let (_up, upstream) = echo();
-    let (port, admin, extra_port) = (free_port(), free_port(), free_port());
+    let (port, admin, extra_port) =
+        (appliance_tests::free_port(), appliance_tests::free_port(), appliance_tests::free_port());
     let cfg = config(&dir, port, admin, upstream);
     let with_extra = dir.join("extra.toml");
     let extra = format!("[[echo]]\nname = \"extra\"\nlisten = \"127.0.0.1:{extra_port}\"\n");

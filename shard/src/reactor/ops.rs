@@ -369,8 +369,7 @@ pub async fn socket(domain: i32, ty: i32, protocol: i32) -> io::Result<std::os::
 /// (`SOCKET_URING_OP_SETSOCKOPT`, Linux 6.7).
 pub async fn setsockopt_int(fd: RawFd, level: i32, name: i32, value: i32) -> io::Result<()> {
     let storage = Box::new(value);
-    // SAFETY: the entry points into the boxed value owned by the op, which
-    // lives until the completion arrives.
+    // SAFETY: the entry points into the boxed value owned by the op, kept until the completion arrives.
     let op = unsafe {
         start(storage, |v| {
             let ptr: *mut i32 = &mut **v;
