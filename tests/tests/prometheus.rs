@@ -146,6 +146,9 @@ fn the_documented_mappings_give_their_series() {
     assert!(text.contains("# TYPE client_request_duration_seconds histogram\n"), "{text}");
     assert!(text.contains("# TYPE web_server_foo_bar_seconds summary\n"), "{text}");
     promtool_accepts(&text);
+    let (_, status) = http_get(admin, "/status").expect("status");
+    let status: serde_json::Value = serde_json::from_str(&status).expect("json");
+    assert_eq!(status["services"][0]["prometheus"]["mappings"], 6, "the file's six mappings");
     let (_, own) = http_get(admin, "/metrics").expect("scrape");
     let drops = "appliance_aggregate_prom_mapping_drops_total{service=\"aggregate\",shard=\"all\"}";
     assert_eq!(metric(&own, drops), Some(1.0), "{own}");

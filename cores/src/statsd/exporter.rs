@@ -188,16 +188,6 @@ impl Exporter {
         self.max_series = max_series;
     }
 
-    /// Series held.
-    pub fn len(&self) -> usize {
-        self.series.len()
-    }
-
-    /// Whether no series is held.
-    pub fn is_empty(&self) -> bool {
-        self.series.is_empty()
-    }
-
     /// Starts the flush at `ts`: series past their ttl go.
     pub fn begin_flush(&mut self, ts: u64, stats: &mut AggregateStats) {
         self.now = ts;

@@ -390,18 +390,6 @@ pub async fn connect(fd: RawFd, addr: SocketAddr) -> io::Result<()> {
     c.io_result().map(drop)
 }
 
-/// `shutdown(2)` with `how` one of `libc::SHUT_RD/SHUT_WR/SHUT_RDWR`.
-///
-/// The kernel cannot issue a ring shutdown without blocking and runs every
-/// one on an io-wq worker thread (a wake-up and a context switch each): on
-/// a per-connection path, the system call itself is cheaper.
-pub async fn shutdown(fd: RawFd, how: i32) -> io::Result<()> {
-    // SAFETY: the entry carries no pointers.
-    let op = unsafe { start((), |_| opcode::Shutdown::new(types::Fd(fd), how).build()) };
-    let (c, _) = op.await;
-    c.io_result().map(drop)
-}
-
 /// `close(2)`, taking ownership of the descriptor.
 pub async fn close(fd: std::os::fd::OwnedFd) -> io::Result<()> {
     use std::os::fd::IntoRawFd;

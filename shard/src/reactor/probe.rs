@@ -66,7 +66,7 @@ pub fn probe() -> UringProbe {
         out.error = Some(format!("IORING_REGISTER_PROBE failed: {e}"));
         return out;
     }
-    let wanted: [(&'static str, u8); 16] = [
+    let wanted: [(&'static str, u8); 17] = [
         ("accept", opcode::Accept::CODE),
         ("connect", opcode::Connect::CODE),
         ("recv", opcode::Recv::CODE),
@@ -78,7 +78,8 @@ pub fn probe() -> UringProbe {
         ("write", opcode::Write::CODE),
         ("splice", opcode::Splice::CODE),
         ("close", opcode::Close::CODE),
-        ("shutdown", opcode::Shutdown::CODE),
+        ("socket", opcode::Socket::CODE),
+        ("uring_cmd", opcode::SetSockOpt::CODE),
         ("timeout", opcode::Timeout::CODE),
         ("async_cancel", opcode::AsyncCancel::CODE),
         ("msg_ring", opcode::MsgRingData::CODE),

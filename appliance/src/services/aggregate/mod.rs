@@ -193,6 +193,7 @@ impl Service for AggregateConfig {
         let configured = self.backend.as_str();
         let kernel = self.backend == Backend::Kernel;
         let by = self.origins.as_ref().map(|o| o.by.clone());
+        let mappings = self.prometheus.as_ref().map(|m| m.len());
         Box::pin(async move {
             let s = gather_stats(id).await?;
             // What receives now: `auto` may have fallen back to the kernel.
@@ -216,10 +217,9 @@ impl Service for AggregateConfig {
             Ok(serde_json::json!({
                 "counters": s.pairs().into_iter().map(|(k, v)| (k, serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
                 "chart": "lines",
-                "last_flush_age_seconds": (s.last_flush_timestamp_seconds > 0).then(|| {
-                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-                    now.map_or(0, |d| d.as_secs()).saturating_sub(s.last_flush_timestamp_seconds)
-                }),
+                "prometheus": mappings.map(|n| serde_json::json!({"mappings": n})),
+                "last_flush_age_seconds": (s.last_flush_timestamp_seconds > 0)
+                    .then(|| service::unix_now().saturating_sub(s.last_flush_timestamp_seconds)),
                 "keys": s.keys, "metrics": s.metrics, "dropped": s.dropped_total(),
                 "flushes": s.flushes, "flush_errors": s.flush_errors,
                 "kernel_drops": s.kernel_drops, "rule_drops": s.rule_drops,

@@ -424,7 +424,8 @@ fn drain_wait(id: ServiceId, end: Instant, quiet: Duration) -> Option<Duration> 
     Some(left.min(quiet))
 }
 
-fn unix_now() -> u64 {
+/// Seconds since the epoch (0 if the clock is before it).
+pub(super) fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 

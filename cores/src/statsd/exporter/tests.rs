@@ -212,7 +212,7 @@ fn series_are_bounded() {
     r.exporter.reconfigure(r.exporter.mapper.clone(), 3);
     let lines: String = (0..5).map(|i| format!("k{i}:1|c\n")).collect();
     r.interval(&lines, 10);
-    assert_eq!(r.exporter.len(), 3);
+    assert_eq!(r.exporter.series.len(), 3);
     assert_eq!(r.stats.prom_series_refused, 2);
     assert_eq!(r.stats.prom_series, 3);
 }
