@@ -408,3 +408,26 @@ fn bind_admin(
     let local = netstack::steer::local_addr(&fd).with_context(|| format!("--admin {addr}"))?;
     Ok((fd, local))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::grow;
+
+    /// Listeners taken over from a process that did not set TCP_NODELAY
+    /// on them get it, so what they accept from now on has it.
+    #[test]
+    fn inherited_listeners_get_nodelay() {
+        let opts = netstack::steer::ListenOptions { nodelay: false, ..Default::default() };
+        let addr = "127.0.0.1:0".parse().expect("addr");
+        let old = netstack::steer::bind_group(addr, 1, &opts).expect("bind");
+        assert!(!socket2::SockRef::from(&old[0]).tcp_nodelay().expect("nodelay"));
+        let taken = grow(old, 2, false, &netstack::steer::ListenOptions::default()).expect("grow");
+        assert_eq!(taken.len(), 2);
+        for fd in &taken {
+            assert!(
+                socket2::SockRef::from(fd).tcp_nodelay().expect("nodelay"),
+                "every member, inherited or new"
+            );
+        }
+    }
+}

@@ -377,6 +377,10 @@ mod tests {
         assert!(html.contains("/etc/&lt;x&gt;.toml") && !html.contains("<b>\""), "escaped");
         assert!(html.contains("<polyline"), "a chart");
         assert!(html.len() < 16 * 1024, "{} bytes", html.len());
+        // A narrow window: the page scales to the device, and each box
+        // scrolls its tables sideways instead of widening the page.
+        assert!(html.contains("name=viewport content=\"width=device-width"));
+        assert!(STYLE.contains("section{") && STYLE.contains("overflow-x:auto"));
     }
 
     #[test]

@@ -253,3 +253,17 @@ fn shards_snapshots_merge_by_series() {
     let names: Vec<&str> = merged.families.iter().map(|f| f.name.as_str()).collect();
     assert_eq!(names, ["req_total", "temp"], "sorted");
 }
+
+/// Tags become labels by their escaped key; a tag without a value (or an
+/// empty value) is left out and counted; the mapping's labels win
+/// over a tag of the same name unless `honor_labels`.
+#[test]
+fn tags_become_labels_and_the_mapping_wins_unless_it_honors_them() {
+    let mapping = "mappings:\n- match: \"a.*\"\n  name: \"a_total\"\n  labels:\n    job: \"$1\"\n\
+                   - match: \"h.*\"\n  name: \"h_total\"\n  honor_labels: true\n  labels:\n    job: \"$1\"\n";
+    let mut r = Rig::new(mapping);
+    r.interval("a.x:1|c|#job:tag,bare,nokey:,my-tag:v\nh.x:1|c|#job:tag", 10);
+    assert_eq!(r.value("a_total", &[("job", "x"), ("my_tag", "v")]), Some(1.0), "{:?}", r.snapshot());
+    assert_eq!(r.value("h_total", &[("job", "tag")]), Some(1.0), "honor_labels keeps the tag's");
+    assert_eq!(r.stats.prom_errors, 2, "bare and nokey: are left out and counted");
+}
