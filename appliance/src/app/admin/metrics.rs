@@ -9,8 +9,14 @@ use crate::services::ServiceId;
 
 /// Every shard's runtime counters, indexed by shard.
 pub(super) async fn runtime_stats() -> Result<Vec<shard::ShardStats>, shard::SubmitError> {
+    Ok(runtime_and_cpu().await?.into_iter().map(|(s, _)| s).collect())
+}
+
+/// Every shard's runtime counters and its thread's CPU time (seconds),
+/// indexed by shard, in one round over the shards.
+pub(super) async fn runtime_and_cpu() -> Result<Vec<(shard::ShardStats, Option<f64>)>, shard::SubmitError> {
     let mut all = shard::map_reduce(
-        || async { shard::stats() },
+        || async { (shard::stats(), ops::cpu::thread_cpu_seconds()) },
         Vec::new(),
         |mut acc, s| {
             acc.push(s);
@@ -18,7 +24,7 @@ pub(super) async fn runtime_stats() -> Result<Vec<shard::ShardStats>, shard::Sub
         },
     )
     .await?;
-    all.sort_by_key(|s| s.shard);
+    all.sort_by_key(|(s, _)| s.shard);
     Ok(all)
 }
 

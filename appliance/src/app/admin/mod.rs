@@ -129,11 +129,9 @@ async fn service_exposition(app: &App, name: &str) -> Response {
 }
 
 async fn status(app: &App) -> Result<serde_json::Value, shard::SubmitError> {
-    let per_shard = metrics::runtime_stats().await?;
-    let cpu = crate::services::on_every_shard(ops::cpu::thread_cpu_seconds).await?;
+    let per_shard = metrics::runtime_and_cpu().await?;
     let shards: Vec<_> = per_shard
         .iter()
-        .zip(cpu)
         .map(|(s, cpu)| {
             json!({
                 "shard": s.shard, "tasks": s.tasks_alive, "loop_turns": s.turns, "parks": s.parks,
