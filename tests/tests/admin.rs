@@ -79,6 +79,7 @@ fn metrics_count_what_was_sent() {
         .sum();
     assert_eq!(per_shard, 12.0);
     assert!(metric(&text, "appliance_runtime_loop_turns_total{shard=\"all\"}").unwrap_or(0.0) > 0.0);
+    assert!(metric(&text, "appliance_runtime_cpu_seconds_total{shard=\"0\"}").is_some(), "{text}");
     promtool_accepts(&text);
 }
 

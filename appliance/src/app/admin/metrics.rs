@@ -7,11 +7,6 @@ use ops::metrics::{Exposition, Kind, Labels};
 use crate::app::state::App;
 use crate::services::ServiceId;
 
-/// Every shard's runtime counters, indexed by shard.
-pub(super) async fn runtime_stats() -> Result<Vec<shard::ShardStats>, shard::SubmitError> {
-    Ok(runtime_and_cpu().await?.into_iter().map(|(s, _)| s).collect())
-}
-
 /// Every shard's runtime counters and its thread's CPU time (seconds),
 /// indexed by shard, in one round over the shards.
 pub(super) async fn runtime_and_cpu() -> Result<Vec<(shard::ShardStats, Option<f64>)>, shard::SubmitError> {
@@ -32,7 +27,16 @@ pub(super) async fn runtime_and_cpu() -> Result<Vec<(shard::ShardStats, Option<f
 pub(super) async fn render(app: &App, http: ops::http::HttpStats) -> Result<String, shard::SubmitError> {
     let mut e = Exposition::new();
     process(&mut e, app, http);
-    runtime(&mut e, &runtime_stats().await?);
+    let per_shard = runtime_and_cpu().await?;
+    let stats: Vec<shard::ShardStats> = per_shard.iter().map(|(s, _)| s.clone()).collect();
+    runtime(&mut e, &stats);
+    let name = "appliance_runtime_cpu_seconds_total";
+    e.family(name, Kind::Counter, "CPU time each shard's thread has used (user and system, 10 ms steps).");
+    for (s, cpu) in &per_shard {
+        if let Some(cpu) = cpu {
+            e.sample(name, &[("shard", &s.shard.to_string())], *cpu);
+        }
+    }
     let services = app.config().services.clone();
     for (i, service) in services.iter().enumerate() {
         service.metrics(ServiceId(i as u64), &mut e).await?;
