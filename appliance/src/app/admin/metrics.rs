@@ -28,7 +28,7 @@ pub(super) async fn render(app: &App, http: ops::http::HttpStats) -> Result<Stri
     let mut e = Exposition::new();
     process(&mut e, app, http);
     let per_shard = runtime_and_cpu().await?;
-    let stats: Vec<shard::ShardStats> = per_shard.iter().map(|(s, _)| s.clone()).collect();
+    let stats: Vec<shard::ShardStats> = per_shard.iter().map(|(s, _)| *s).collect();
     runtime(&mut e, &stats);
     let name = "appliance_runtime_cpu_seconds_total";
     e.family(name, Kind::Counter, "CPU time each shard's thread has used (user and system, 10 ms steps).");
