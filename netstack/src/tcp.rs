@@ -253,7 +253,25 @@ impl TcpStream {
     /// Received data as a stream of buffers picked from `group` by the
     /// kernel: one multishot receive, re-armed as needed.
     pub fn recv_stream(&self, group: &BufRing) -> RecvStream<'_> {
-        RecvStream { stream: self, group: group.clone(), op: None, starved: 0 }
+        RecvStream { stream: self, group: group.clone(), op: None, starved: 0, limit: 0, end: None }
+    }
+
+    /// [`recv_stream`](Self::recv_stream) holding at most `limit` buffers
+    /// of `group` that its owner has not taken yet: past that the reactor
+    /// cancels the receive, and [`RecvStream::next`] re-arms it once the
+    /// owner has caught up (see `shard::ops::recv_multi_bounded` for the
+    /// kernel's share of the bound). [`RecvStream::stop`] ends it and hands
+    /// back what it holds, for an owner about to wait on something else.
+    ///
+    /// Each arming also ends by itself after one buffer's worth of bytes
+    /// where the kernel supports it (`shard::reactor::probe::recv_byte_limit`),
+    /// so a flooding peer fills one buffer per arming, as a single-shot
+    /// receive would. On kernels without that limit the stream receives
+    /// single-shot ([`recv_provided`](Self::recv_provided)): at most one
+    /// buffer, whatever the peer does.
+    pub fn recv_bounded(&self, group: &BufRing, limit: usize) -> RecvStream<'_> {
+        let limit = if shard::reactor::probe::recv_byte_limit() { limit.max(1) } else { SINGLE_SHOT };
+        RecvStream { stream: self, group: group.clone(), op: None, starved: 0, limit, end: None }
     }
 
     /// Receives once into a buffer the kernel picks from `group` when data
@@ -275,10 +293,11 @@ impl TcpStream {
         ops::send(self.raw_fd(), buf).await
     }
 
-    /// Sends what fits now, without waiting for room: `WouldBlock` when
-    /// nothing fits (one call: may be partial).
-    pub async fn try_send<B: IoBuf>(&self, buf: B) -> (io::Result<usize>, B) {
-        ops::send_nowait(self.raw_fd(), buf).await
+    /// Sends what fits now with a direct non-blocking `send(2)`, in this
+    /// turn of the loop rather than the ring's next: `WouldBlock` when
+    /// nothing fits (may be partial).
+    pub fn send_now(&self, bytes: &[u8]) -> io::Result<usize> {
+        SockRef::from(self.fd()).send_with_flags(bytes, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
     }
 
     /// Sends all of `buf`.
@@ -358,6 +377,26 @@ pub struct RecvStream<'a> {
     group: BufRing,
     op: Option<MultiOp<()>>,
     starved: u64,
+    /// Hold limit of a bounded stream; 0: unbounded; `SINGLE_SHOT`.
+    limit: usize,
+    /// How the stream ended while [`RecvStream::stop`] drained it: given
+    /// out by the next [`RecvStream::next`].
+    end: Option<io::Result<()>>,
+}
+
+/// `RecvStream::limit` of a stream that receives single-shot.
+const SINGLE_SHOT: usize = usize::MAX;
+
+/// One completion of the receive, as the stream sees it.
+enum Step {
+    Data(ProvidedBuf),
+    /// End of stream (`Ok`) or a failure.
+    End(io::Result<()>),
+    /// The receive ended and may be re-armed (after `wait`ing for a buffer
+    /// if the group ran dry).
+    Rearm {
+        dry: bool,
+    },
 }
 
 impl RecvStream<'_> {
@@ -366,37 +405,88 @@ impl RecvStream<'_> {
     /// waits for some to come back (backpressure) and counts it.
     pub async fn next(&mut self) -> io::Result<Option<ProvidedBuf>> {
         loop {
+            if let Some(end) = self.end.take() {
+                return end.map(|()| None);
+            }
+            if self.limit == SINGLE_SHOT {
+                return self.stream.recv_provided(&self.group).await;
+            }
             let fd = self.stream.raw_fd();
-            let group = &self.group;
-            let op = self.op.get_or_insert_with(|| ops::recv_multi(fd, group));
+            let (group, limit) = (&self.group, self.limit);
+            let bytes = u32::try_from(group.buf_size()).unwrap_or(u32::MAX);
+            let op = self.op.get_or_insert_with(|| match limit {
+                0 => ops::recv_multi(fd, group),
+                n => ops::recv_multi_bounded(fd, group, n, bytes),
+            });
             let Some(c) = op.next().await else {
                 self.op = None;
                 continue;
             };
-            match c.result {
-                0 => return Ok(None),
-                n if n > 0 => match c.buf {
-                    Some(buf) => return Ok(Some(buf)),
-                    None => return Err(io::Error::other("receive completed without a buffer")),
-                },
-                e if e == -libc::ENOBUFS => {
-                    // Final completion: the multishot receive ended because
-                    // every buffer is out. Let their holders run, then re-arm.
+            match step(c, op.stopped_at_limit()) {
+                Step::Data(buf) => return Ok(Some(buf)),
+                Step::End(end) => {
                     self.op = None;
-                    self.starved += 1;
-                    shard::yield_now().await;
+                    return end.map(|()| None);
                 }
-                e => {
+                Step::Rearm { dry } => {
                     self.op = None;
-                    return Err(io::Error::from_raw_os_error(-e));
+                    if dry {
+                        self.starved += 1;
+                        match self.limit {
+                            0 => shard::yield_now().await,
+                            _ => self.group.available().await,
+                        }
+                    }
                 }
             }
         }
     }
 
+    /// Ends the receive and returns the buffers it took that the owner
+    /// has not, in order: afterwards the stream holds nothing until the
+    /// next [`next`](Self::next) re-arms it (or reports the end of stream
+    /// or error the drain ran into). Waits for the kernel to confirm the
+    /// end, one ring turn.
+    pub async fn stop(&mut self) -> Vec<ProvidedBuf> {
+        let mut held = Vec::new();
+        let Some(mut op) = self.op.take() else {
+            return held;
+        };
+        let _ = op.cancel();
+        while let Some(c) = op.next().await {
+            match step(c, true) {
+                Step::Data(buf) => held.push(buf),
+                Step::End(end) => {
+                    self.end.get_or_insert(end);
+                }
+                // Our own cancel's final completion, or the group ran dry.
+                Step::Rearm { .. } => {}
+            }
+        }
+        held
+    }
+
     /// Times the receive found the buffer group empty.
     pub fn starved(&self) -> u64 {
         self.starved
+    }
+}
+
+/// Classifies one completion; `cancelled`: a final `ECANCELED` is a cancel
+/// the stream expects (the reactor's at the hold limit, or [`RecvStream::stop`]).
+fn step(c: shard::reactor::Completion, cancelled: bool) -> Step {
+    match c.result {
+        0 => Step::End(Ok(())),
+        n if n > 0 => match c.buf {
+            Some(buf) => Step::Data(buf),
+            None => Step::End(Err(io::Error::other("receive completed without a buffer"))),
+        },
+        // Final: the receive ended because every buffer is out. Let their
+        // holders run, then re-arm.
+        e if e == -libc::ENOBUFS => Step::Rearm { dry: true },
+        // Final: the owner has taken everything queued before it.
+        e if e == -libc::ECANCELED && cancelled => Step::Rearm { dry: false },
+        e => Step::End(Err(io::Error::from_raw_os_error(-e))),
     }
 }
 

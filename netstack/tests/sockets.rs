@@ -323,3 +323,49 @@ fn recv_provided_waits_for_a_buffer_when_the_group_is_empty() {
     });
     writer.join().expect("writer");
 }
+
+/// A bounded receive stream stopped by its owner (a relay about to wait on
+/// a slow reader) hands back what it took, in order, holds nothing after,
+/// and its next `next` re-arms: every byte once, in order.
+#[test]
+fn a_stopped_bounded_stream_hands_back_what_it_took() {
+    let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let writer = std::thread::spawn(move || {
+        let mut s = StdTcp::connect(rx.recv().expect("address")).expect("connect");
+        s.set_nodelay(true).expect("nodelay");
+        s.write_all(b"first").expect("write");
+        go_rx.recv().expect("go");
+        for part in [&b"-a"[..], b"-b", b"-c"] {
+            s.write_all(part).expect("write");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        go_rx.recv().expect("go");
+        s.write_all(b"-after").expect("write");
+        s.shutdown(std::net::Shutdown::Write).expect("half-close");
+    });
+    let got = on_shard(move || async move {
+        let listener = TcpListener::bind(localhost()).expect("bind");
+        tx.send(listener.local_addr()).expect("send addr");
+        let conn = listener.incoming().next().await.expect("accept");
+        let group = BufRing::new(8, 1024).expect("group");
+        let mut rx = conn.recv_bounded(&group, 8);
+        let mut got = rx.next().await.expect("recv").expect("data").to_vec();
+        go_tx.send(()).expect("go");
+        // The owner is busy while three more segments arrive.
+        shard::time::sleep(Duration::from_millis(200)).await;
+        let held = rx.stop().await;
+        assert_eq!(group.in_use(), held.len(), "the stream itself holds nothing once stopped");
+        for b in &held {
+            got.extend_from_slice(b);
+        }
+        drop(held);
+        go_tx.send(()).expect("go");
+        while let Some(b) = rx.next().await.expect("recv") {
+            got.extend_from_slice(&b);
+        }
+        got
+    });
+    writer.join().expect("writer");
+    assert_eq!(got, b"first-a-b-c-after");
+}

@@ -25,7 +25,8 @@ to the last CPU, alternating.
 Every process runs in its own process group and every group is killed on
 exit, failure or Ctrl-C. COMPARE_QUICK=1 makes a short run; COMPARE_ROUNDS,
 COMPARE_SECONDS and COMPARE_RATE override; COMPARE_ONLY=forward|sni|aggregate
-runs one part; COMPARE_APP points at another appliance binary (an older build, for
+runs one part; COMPARE_FIGURES=rps,gbit,cps,fixed picks forward's figures (the
+fixed-rate one alone needs COMPARE_RATE, else 16000); COMPARE_APP points at another appliance binary (an older build, for
 before/after figures in one session); COMPARE_BASELINE=BINARY adds an older build
 as one more forward proxy in the same rounds, with an "appliance / baseline" column.
 Output: a table on stdout, target/compare/report.md, target/compare/latency.svg.
@@ -63,6 +64,7 @@ RATE_FRACTION = 0.3
 # were taken), and every type (timers, sets, ... cost an aggregator more).
 MIXES = [("counters", "c"), ("every type", "c,g,ms,h,d,s")]
 SYSTEMS = ["direct"] + PROXIES
+FIGURES = os.environ.get("COMPARE_FIGURES", "rps,gbit,cps,fixed").split(",")
 
 procs = []
 
@@ -253,17 +255,27 @@ def forward():
         bulk[s] = start_proxy(s, iperf_port, "bulk")
     log(f"backend nginx on {backend}, iperf3 on {iperf_port}; proxies: "
         + ", ".join(f"{s} {http[s][0]}/{bulk[s][0]}" for s in PROXIES))
-    res = {}
-    log("== req/s, wrk -t1 -c50")
-    res["rps"] = rounds("req/s", SYSTEMS, lambda s: wrk(http[s][0]))
-    log("== bulk Gbit/s, iperf3 single stream")
-    res["gbit"] = rounds("Gbit/s", SYSTEMS, lambda s: iperf(bulk[s][0]))
-    log("== new connections/s, loadgen connect --http (16 loops)")
-    res["cps"] = rounds("conn/s", SYSTEMS, lambda s: loadgen(
-        "connect", "--http", "--target", f"127.0.0.1:{http[s][0]}", "--connections", "16",
-        "--duration", f"{SECONDS}s")["rate_per_s"])
-    rate = float(os.environ.get("COMPARE_RATE", "0")) or max(
+    skipped = {s: [] for s in SYSTEMS}
+    res = {"rps": skipped, "gbit": skipped, "cps": skipped}
+    if "rps" in FIGURES:
+        log("== req/s, wrk -t1 -c50")
+        res["rps"] = rounds("req/s", SYSTEMS, lambda s: wrk(http[s][0]))
+    if "gbit" in FIGURES:
+        log("== bulk Gbit/s, iperf3 single stream")
+        res["gbit"] = rounds("Gbit/s", SYSTEMS, lambda s: iperf(bulk[s][0]))
+    if "cps" in FIGURES:
+        log("== new connections/s, loadgen connect --http (16 loops)")
+        res["cps"] = rounds("conn/s", SYSTEMS, lambda s: loadgen(
+            "connect", "--http", "--target", f"127.0.0.1:{http[s][0]}", "--connections", "16",
+            "--duration", f"{SECONDS}s")["rate_per_s"])
+    rate = float(os.environ.get("COMPARE_RATE", "0")) or (max(
         1000.0, round(RATE_FRACTION * min(median(res["rps"][s]) for s in PROXIES), -3))
+        if "rps" in FIGURES else 16000.0)
+    if "fixed" not in FIGURES:
+        for k in ("p50", "p90", "p99", "p99.9", "max", "cpu_us"):
+            res[k] = skipped
+        stop_all()
+        return res, rate
     log(f"== latency at a fixed {rate:.0f} req/s for all (loadgen tcp-rr --http, 50 connections), proxy CPU")
 
     def fixed(s):

@@ -233,10 +233,11 @@ pub struct ForwardOptions {
     #[serde(default)]
     pub udp: bool,
     /// Relay buffers per shard (provided-buffer ring entries). A connection
-    /// holds at most one per direction while a send is in flight, none while
-    /// idle; when all are in use, receives wait (backpressure, counted). So
-    /// this is also how many directions per shard can wait on slow readers
-    /// at once before others wait too: raise it for many slow clients.
+    /// holds none while idle and a few per direction while data flows; a
+    /// direction waiting on a slow reader gives them back for a heap copy,
+    /// up to a budget of buffers x buffer size per shard; when all are in
+    /// use, receives wait (backpressure, counted). Raise it for many slow
+    /// clients.
     #[arg(long, default_value_t = defaults::BUFFERS)]
     #[serde(default = "defaults::buffers")]
     pub buffers: u16,

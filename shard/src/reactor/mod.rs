@@ -57,6 +57,10 @@ pub struct ReactorStats {
     pub ring_wakes: u64,
     /// Wake-ups received through the eventfd.
     pub eventfd_wakes: u64,
+    /// Bounded multishot operations cancelled because their owner had
+    /// their hold limit of completions waiting (it re-arms when it has
+    /// caught up).
+    pub hold_stops: u64,
 }
 
 pub(crate) struct Reactor {
@@ -283,6 +287,14 @@ impl Reactor {
                 let more = Uring::more(cqe.flags);
                 let after: Aftermath =
                     self.slab.borrow_mut().complete(idx as u32, cqe.result, cqe.flags, more);
+                if after.cancel {
+                    // Submitted with the next enter, before that enter runs
+                    // the kernel's deferred completion work (DEFER_TASKRUN):
+                    // the operation posts at most what that one pass had
+                    // in progress after this.
+                    let _ = self.cancel(idx as u32);
+                    self.bump(|s| s.hold_stops += 1);
+                }
                 if let Some(w) = after.waker {
                     w.wake();
                 }

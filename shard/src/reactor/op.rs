@@ -102,6 +102,7 @@ pub struct MultiOp<T: 'static> {
     idx: u32,
     data: Option<T>,
     ended: bool,
+    stopped_at_limit: bool,
 }
 
 impl<T: 'static> std::fmt::Debug for MultiOp<T> {
@@ -114,7 +115,27 @@ impl<T: 'static> Unpin for MultiOp<T> {}
 
 impl<T: 'static> MultiOp<T> {
     pub(crate) fn new(home: Home, idx: u32, data: T) -> MultiOp<T> {
-        MultiOp { home, idx, data: Some(data), ended: false }
+        MultiOp { home, idx, data: Some(data), ended: false, stopped_at_limit: false }
+    }
+
+    /// Has the reactor cancel this operation once `limit` of its
+    /// completions wait unconsumed, which bounds what it holds (buffers,
+    /// for a receive) while its owner is busy elsewhere.
+    pub(crate) fn set_hold_limit(&self, limit: usize) {
+        alive(&self.home).reactor.slab_mut().set_hold_limit(self.idx, limit);
+    }
+
+    /// Whether the operation ended because the reactor cancelled it at its
+    /// hold limit (its final completion is then `-ECANCELED`): the owner
+    /// has caught up and may re-arm.
+    pub fn stopped_at_limit(&self) -> bool {
+        self.stopped_at_limit
+    }
+
+    fn note_final(&mut self, c: &Completion) {
+        if !io_uring::cqueue::more(c.flags) {
+            self.stopped_at_limit = alive(&self.home).reactor.slab_mut().stopped_at_limit(self.idx);
+        }
     }
 
     /// Polls for the next completion; `Ready(None)` once the kernel posted
@@ -126,7 +147,10 @@ impl<T: 'static> MultiOp<T> {
         }
         let next = alive(&self.home).reactor.slab_mut().take_next(self.idx, cx.waker());
         match next {
-            Ok(Some(c)) => Poll::Ready(Some(c)),
+            Ok(Some(c)) => {
+                self.note_final(&c);
+                Poll::Ready(Some(c))
+            }
             Ok(None) => {
                 self.ended = true;
                 Poll::Ready(None)
@@ -151,7 +175,10 @@ impl<T: 'static> MultiOp<T> {
         // that poll looks at the queue before sleeping, so nothing is missed.
         let next = alive(&self.home).reactor.slab_mut().take_next(self.idx, std::task::Waker::noop());
         match next {
-            Ok(Some(c)) => Some(c),
+            Ok(Some(c)) => {
+                self.note_final(&c);
+                Some(c)
+            }
             Ok(None) => {
                 self.ended = true;
                 None

@@ -273,6 +273,46 @@ pub fn recv_multi(fd: RawFd, group: &BufRing) -> MultiOp<()> {
     }
 }
 
+/// [`recv_multi`] with a bound on what it holds, for owners that may stop
+/// consuming (a relay waiting on a slow reader):
+/// - `hold`: once that many completions (each a buffer of `group`) wait
+///   for their owner, the reactor cancels the receive, whose final
+///   completion is then `-ECANCELED` with [`MultiOp::stopped_at_limit`]
+///   set. The cancel goes out with the next `io_uring_enter`, which
+///   submits before it runs the kernel's deferred completion work, so the
+///   receive takes at most what one such pass had in progress beyond it.
+/// - `bytes`: the receive ends by itself (a final completion with data)
+///   once it has taken that many bytes, where the kernel supports it
+///   ([`super::probe::recv_byte_limit`]): a peer that floods fills at
+///   most one buffer past `bytes` per arming, however fast it sends.
+pub fn recv_multi_bounded(fd: RawFd, group: &BufRing, hold: usize, bytes: u32) -> MultiOp<()> {
+    let bgid = group.bgid();
+    let limit = if super::probe::recv_byte_limit() { bytes } else { 0 };
+    // SAFETY: the entry carries no pointers; buffers belong to the group, which the slot keeps alive until the final completion.
+    let op = unsafe {
+        start_multi((), Some(group.clone()), Slot::Plain, |_| {
+            with_optlen(opcode::RecvMulti::new(types::Fd(fd), bgid).build(), limit)
+        })
+    };
+    op.set_hold_limit(hold.max(1));
+    op
+}
+
+/// Offset of `optlen` in the kernel's 64-byte `io_uring_sqe` (a union with
+/// `file_index` and `splice_fd_in`): opcode, flags, ioprio, fd, off, addr,
+/// len, op flags, user_data, buf_group, personality come before it.
+const SQE_OPTLEN: usize = 44;
+
+/// Sets `sqe->optlen`, which the io-uring crate's receive builder has no
+/// setter for.
+fn with_optlen(entry: squeue::Entry, optlen: u32) -> squeue::Entry {
+    // SAFETY: `squeue::Entry` is a `repr(C)` wrapper around the kernel's 64-byte `io_uring_sqe` (size checked by transmute at compile time), a plain-old-data struct without padding invariants.
+    let mut raw: [u8; 64] = unsafe { std::mem::transmute::<squeue::Entry, [u8; 64]>(entry) };
+    raw[SQE_OPTLEN..SQE_OPTLEN + 4].copy_from_slice(&optlen.to_ne_bytes());
+    // SAFETY: any 64 bytes are a valid `io_uring_sqe` (integers and unions of integers); only `optlen` changed.
+    unsafe { std::mem::transmute::<[u8; 64], squeue::Entry>(raw) }
+}
+
 /// One `recv(2)` into a buffer the kernel picks from `group` when data
 /// arrives: the connection holds no buffer while it waits, and (unlike
 /// [`recv_multi`]) at most one buffer per call, which bounds what a
@@ -300,15 +340,6 @@ pub async fn recv_select(fd: RawFd, group: &BufRing) -> io::Result<Option<super:
 /// `send(2)` of all initialised bytes of `buf` (one call: may be partial).
 pub async fn send<B: IoBuf>(fd: RawFd, buf: B) -> (io::Result<usize>, B) {
     emit(buf, |ptr, len| opcode::Send::new(types::Fd(fd), ptr, len).flags(libc::MSG_NOSIGNAL).build()).await
-}
-
-/// [`send`] that never waits: `EAGAIN` (`WouldBlock`) when the socket has no
-/// room, else what fitted (one call: may be partial).
-pub async fn send_nowait<B: IoBuf>(fd: RawFd, buf: B) -> (io::Result<usize>, B) {
-    emit(buf, |ptr, len| {
-        opcode::Send::new(types::Fd(fd), ptr, len).flags(libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT).build()
-    })
-    .await
 }
 
 /// `write(2)` of all initialised bytes of `buf` (pipes, files).
@@ -713,5 +744,24 @@ mod tests {
         let accepted = mark_written(&mut w, 1 << 20);
         assert_eq!(accepted, w.capacity());
         assert!(w.len() <= w.capacity());
+    }
+
+    /// `optlen` shares its place with `file_index`, which the crate can
+    /// set: an accept into direct slot 6 writes 7 (slots count from 1
+    /// there) at the offset `with_optlen` writes.
+    #[test]
+    fn optlen_is_where_the_kernel_reads_it() {
+        let slot = types::DestinationSlot::try_from_slot_target(6).expect("slot");
+        let accept = opcode::Accept::new(types::Fd(3), std::ptr::null_mut(), std::ptr::null_mut())
+            .file_index(Some(slot))
+            .build();
+        // SAFETY: as in `with_optlen`: a repr(C) 64-byte plain-old-data entry.
+        let raw: [u8; 64] = unsafe { std::mem::transmute::<squeue::Entry, [u8; 64]>(accept) };
+        assert_eq!(raw[SQE_OPTLEN..SQE_OPTLEN + 4], 7u32.to_ne_bytes());
+        let recv = with_optlen(opcode::RecvMulti::new(types::Fd(3), 9).build(), 65_536);
+        // SAFETY: as above.
+        let raw: [u8; 64] = unsafe { std::mem::transmute::<squeue::Entry, [u8; 64]>(recv) };
+        assert_eq!(raw[SQE_OPTLEN..SQE_OPTLEN + 4], 65_536u32.to_ne_bytes());
+        assert_eq!(raw[40..42], 9u16.to_ne_bytes(), "buf_group untouched");
     }
 }

@@ -89,6 +89,24 @@ pub fn probe() -> UringProbe {
     out
 }
 
+/// Whether a multishot receive can be given a total byte limit
+/// (`sqe->optlen`, Linux 6.17: the receive ends by itself once it has
+/// taken that many bytes). Older kernels ignore the field, so this is
+/// decided by the kernel's version, once per process.
+pub fn recv_byte_limit() -> bool {
+    static LIMIT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *LIMIT.get_or_init(|| at_least(&kernel_release(), (6, 17)))
+}
+
+/// Whether a `uname -r` style release is at least `want` (major, minor).
+fn at_least(release: &str, want: (u32, u32)) -> bool {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit()).map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= want,
+        _ => false,
+    }
+}
+
 fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
@@ -119,17 +137,34 @@ impl fmt::Display for UringProbe {
         )?;
         writeln!(
             f,
-            "  features: ext_arg={} nodrop={} fast_poll={} cqe_skip={} recvsend_bundle={}",
+            "  features: ext_arg={} nodrop={} fast_poll={} cqe_skip={} recvsend_bundle={} recv_byte_limit={}",
             yes(self.ext_arg),
             yes(self.nodrop),
             yes(self.fast_poll),
             yes(self.cqe_skip),
-            yes(self.recvsend_bundle)
+            yes(self.recvsend_bundle),
+            yes(recv_byte_limit())
         )?;
         let ops: Vec<String> = self.ops.iter().map(|(n, ok)| format!("{n}={}", yes(*ok))).collect();
         for chunk in ops.chunks(6) {
             writeln!(f, "  ops:      {}", chunk.join(" "))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::at_least;
+
+    #[test]
+    fn kernel_releases_compare_by_major_and_minor() {
+        assert!(at_least("6.17.0", (6, 17)));
+        assert!(at_least("6.18.3-arch1-1", (6, 17)));
+        assert!(at_least("7.0.14-orbstack-00380-ga7e0a2dc9535", (6, 17)));
+        assert!(!at_least("6.16.9", (6, 17)));
+        assert!(!at_least("5.19.0", (6, 17)));
+        assert!(!at_least("unknown", (6, 17)));
+        assert!(!at_least("6", (6, 17)));
     }
 }

@@ -67,6 +67,11 @@ pub(crate) struct Slot {
     /// Successful results are new descriptors, owned by the completion.
     yields_fd: bool,
     in_use: bool,
+    /// A multishot operation is cancelled once this many of its
+    /// completions wait for their owner (0: no limit).
+    hold_limit: usize,
+    /// The limit was reached and a cancel asked for.
+    stopped_at_limit: bool,
 }
 
 /// What the dispatcher must do after the slab borrow ends: wake a task and
@@ -76,6 +81,8 @@ pub(crate) struct Aftermath {
     pub waker: Option<Waker>,
     pub garbage: Option<Box<dyn Any>>,
     pub dropped: Option<Completion>,
+    /// The operation reached its hold limit: submit a cancel for it.
+    pub cancel: bool,
 }
 
 #[derive(Default)]
@@ -100,6 +107,20 @@ impl Slab {
         slot.group = group;
         slot.yields_fd = yields_fd;
         idx
+    }
+
+    /// Cancels the multishot operation in slot `idx` once `limit` of its
+    /// completions wait unconsumed (see [`Aftermath::cancel`]).
+    pub(crate) fn set_hold_limit(&mut self, idx: u32, limit: usize) {
+        if let Some(slot) = self.slots.get_mut(idx as usize).filter(|s| s.in_use) {
+            slot.hold_limit = limit;
+        }
+    }
+
+    /// Whether the operation in slot `idx` was cancelled for reaching its
+    /// hold limit (asked before its final completion is taken).
+    pub(crate) fn stopped_at_limit(&self, idx: u32) -> bool {
+        self.slots.get(idx as usize).is_some_and(|s| s.in_use && s.stopped_at_limit)
     }
 
     /// Operations whose final completion has not arrived yet.
@@ -144,7 +165,10 @@ impl Slab {
             slot.more.push_back(completion);
         }
         slot.done = !more;
-        Aftermath { waker: slot.waker.take(), ..Aftermath::default() }
+        let held = usize::from(slot.first.is_some()) + slot.more.len();
+        let cancel = more && slot.hold_limit > 0 && !slot.stopped_at_limit && held >= slot.hold_limit;
+        slot.stopped_at_limit |= cancel;
+        Aftermath { waker: slot.waker.take(), cancel, ..Aftermath::default() }
     }
 
     /// Single-shot poll: the first completion once the operation is done.
@@ -246,5 +270,27 @@ mod tests {
         let after = slab.complete(idx, -libc::ECANCELED, 0, false);
         assert!(after.garbage.is_some(), "released with the final completion");
         assert_eq!(slab.live(), 0);
+    }
+
+    /// The hold limit asks for one cancel when that many completions wait,
+    /// counts only what the owner has not taken, and never fires for a
+    /// final completion (nothing left to cancel).
+    #[test]
+    fn hold_limit_asks_for_one_cancel_when_reached() {
+        let mut slab = Slab::default();
+        let idx = slab.insert(None, false);
+        slab.set_hold_limit(idx, 2);
+        assert!(!slab.complete(idx, 1, 0, true).cancel);
+        assert_eq!(slab.take_next(idx, Waker::noop()).ok().flatten().map(|c| c.result), Some(1));
+        assert!(!slab.complete(idx, 2, 0, true).cancel, "one waiting: below the limit");
+        assert!(slab.complete(idx, 3, 0, true).cancel, "two waiting: stop it");
+        assert!(!slab.complete(idx, 4, 0, true).cancel, "asked once");
+        assert!(slab.stopped_at_limit(idx));
+        assert!(!slab.complete(idx, -libc::ECANCELED, 0, false).cancel);
+        assert_eq!(results(&mut slab, idx), vec![2, 3, 4, -libc::ECANCELED]);
+
+        let other = slab.insert(None, false);
+        slab.set_hold_limit(other, 1);
+        assert!(!slab.complete(other, 5, 0, false).cancel, "a final completion needs no cancel");
     }
 }

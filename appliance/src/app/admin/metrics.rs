@@ -153,6 +153,8 @@ fn runtime(e: &mut Exposition, all: &[shard::ShardStats]) {
     each(e, all, "appliance_uring_completions_total", Counter, "io_uring completions reaped.", &[], |s| {
         s.reactor.completions
     });
+    let help = "Bounded multishot receives cancelled because their owner had their limit of buffers waiting.";
+    each(e, all, "appliance_uring_hold_stops_total", Counter, help, &[], |s| s.reactor.hold_stops);
     each(e, all, "appliance_uring_ops_in_flight", Gauge, "io_uring operations in flight.", &[], |s| {
         s.ops_in_flight
     });

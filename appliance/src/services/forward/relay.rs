@@ -1,19 +1,29 @@
 //! Relaying bytes between a client and its upstream, both directions at
 //! once, until both halves are closed.
 //!
-//! - Each direction receives into a buffer the kernel picks from the
-//!   shard's group when data arrives and sends that same buffer on: no
-//!   copy, no buffer held while idle, at most one per direction.
-//! - A slow reader throttles the writer: we stop receiving until the send
-//!   completed, so TCP flow control pushes back. The group is shared by
-//!   the shard's connections, so a send that cannot go at once gives its
-//!   group buffer back and waits with a heap copy of what is left: slow
-//!   readers (a hundred stalled downloads, say) cannot hold the group and
-//!   stall every other connection of the shard. The copies a shard holds
-//!   are capped at the size of the group (buffers x buffer size); past
-//!   that a stalled send keeps its group buffer (backpressure as before).
-//!   So memory per connection is at most one buffer size per direction,
-//!   nothing while idle, and per shard at most twice the group.
+//! - Each direction receives with a multishot receive into buffers the
+//!   kernel picks from the shard's group as data arrives (armed once, not
+//!   once per read), and sends each buffer on with a direct non-blocking
+//!   `send(2)`: no copy, no buffer held while idle.
+//! - The receive is bounded (`TcpStream::recv_bounded`): the reactor stops
+//!   it once [`HOLD`] buffers wait for the relay, and on Linux 6.17+ each
+//!   arming ends by itself after one buffer's worth of bytes, so a peer
+//!   that floods fills one buffer per arming, as a single-shot receive
+//!   would. Older kernels receive single-shot.
+//! - A slow reader throttles the writer: a send that cannot go at once
+//!   stops the receive first, so TCP flow control pushes back. The group
+//!   is shared by the shard's connections, so what is left of that buffer
+//!   and of those the receive had taken is copied to the heap and the
+//!   group buffers go back before waiting: slow readers (a hundred stalled
+//!   downloads, say) cannot hold the group and stall every other
+//!   connection of the shard. The copies a shard holds are capped at the
+//!   size of the group (buffers x buffer size); past that a stalled send
+//!   keeps its group buffers (backpressure as before).
+//! - So a direction holds no buffer while idle; while data flows, the one
+//!   being sent plus at most [`HOLD`] waiting (and what one kernel pass
+//!   adds before the stop lands); while it waits on a slow reader, a heap
+//!   copy of at most that many buffers and no group buffer, as far as the
+//!   shard's copy budget goes. Per shard at most twice the group.
 //! - Half-close: end of stream one way becomes a FIN the other way, and the
 //!   other direction keeps flowing.
 //! - A reset one way becomes a reset the other way (SO_LINGER 0 on close).
@@ -124,6 +134,12 @@ async fn watchdog(activity: &Cell<Duration>, idle: Duration) {
     }
 }
 
+/// Buffers a direction's receive may have waiting for the relay before the
+/// reactor stops it (`TcpStream::recv_bounded`). The relay takes each one
+/// in the loop turn it arrives in (its send does not wait), so only a
+/// burst within one turn reaches this.
+const HOLD: usize = 4;
+
 /// Moves `from` -> `to` until end of stream (then half-closes `to`).
 async fn pump(
     from: &TcpStream,
@@ -133,8 +149,9 @@ async fn pump(
     moved: &Cell<u64>,
     waited: &Cell<u64>,
 ) -> Half {
+    let mut rx = from.recv_bounded(&buffers.group, HOLD);
     loop {
-        let buf = match from.recv_provided(&buffers.group).await {
+        let buf = match rx.next().await {
             Ok(Some(buf)) => buf,
             Ok(None) => {
                 let _ = to.shutdown_write().await;
@@ -143,9 +160,26 @@ async fn pump(
             Err(e) => return Half::Failed(classify(&e)),
         };
         activity.set(shard::time::coarse_now());
-        let n = buf.len() as u64;
-        if let Err(e) = forward(to, buf, buffers, waited).await {
-            return Half::Failed(classify(&e));
+        let mut n = buf.len() as u64;
+        // Usually the socket has room and the one send that never waits is
+        // all it takes.
+        let res = to.send_now(&buf);
+        let partial = match res {
+            Ok(sent) if sent == buf.len() => None,
+            Ok(sent) => Some(sent),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Some(0),
+            Err(e) => return Half::Failed(classify(&e)),
+        };
+        if let Some(sent) = partial {
+            // A slow reader: stop receiving before waiting for it, so this
+            // direction holds no group buffer (as far as the copy budget
+            // goes) while it waits.
+            waited.set(waited.get() + 1);
+            let held = rx.stop().await;
+            n += held.iter().map(|b| b.len() as u64).sum::<u64>();
+            if let Err(e) = send_slowly(to, buf, sent, held, buffers).await {
+                return Half::Failed(classify(&e));
+            }
         }
         moved.set(moved.get() + n);
         activity.set(shard::time::coarse_now());
@@ -165,59 +199,77 @@ impl RelayBuffers {
         RelayBuffers { group, copied: Cell::new(0) }
     }
 
-    /// Takes `n` bytes of the copy budget, if they fit.
-    fn take(&self, n: usize) -> Option<Copied<'_>> {
-        let budget = self.group.entries() * self.group.buf_size();
-        if self.copied.get() + n > budget {
-            return None;
+    fn budget(&self) -> usize {
+        self.group.entries() * self.group.buf_size()
+    }
+}
+
+/// A slow-reader copy: bytes taken out of group buffers, counted against
+/// the shard's copy budget until dropped (also when the relay is dropped
+/// mid-send).
+struct Copy<'a> {
+    buffers: &'a RelayBuffers,
+    bytes: Vec<u8>,
+    /// Bytes counted against the budget (also while a send holds them).
+    counted: usize,
+}
+
+impl Copy<'_> {
+    /// Appends `b` if it fits the budget.
+    fn append(&mut self, b: &[u8]) -> bool {
+        let copied = &self.buffers.copied;
+        if copied.get() + b.len() > self.buffers.budget() {
+            return false;
         }
-        self.copied.set(self.copied.get() + n);
-        Some(Copied(&self.copied, n))
+        copied.set(copied.get() + b.len());
+        self.counted += b.len();
+        self.bytes.extend_from_slice(b);
+        true
+    }
+
+    /// Sends and empties the copy.
+    async fn flush(&mut self, to: &TcpStream) -> io::Result<()> {
+        if self.bytes.is_empty() {
+            return Ok(());
+        }
+        let res = to.send_all(std::mem::take(&mut self.bytes)).await.0;
+        self.release();
+        res
+    }
+
+    fn release(&mut self) {
+        let copied = &self.buffers.copied;
+        copied.set(copied.get().saturating_sub(std::mem::take(&mut self.counted)));
     }
 }
 
-/// A slow-reader copy's share of the budget, given back when dropped (also
-/// when the relay is dropped mid-send).
-struct Copied<'a>(&'a Cell<usize>, usize);
-
-impl Drop for Copied<'_> {
+impl Drop for Copy<'_> {
     fn drop(&mut self) {
-        self.0.set(self.0.get().saturating_sub(self.1));
+        self.release();
     }
 }
 
-/// Sends all of `buf` to `to`. Usually the socket has room and the one
-/// send that never waits is all it takes; otherwise the rest is copied out
-/// and the group buffer goes back before waiting for the reader (counted
-/// in `waited`), unless the shard's copies already hold as much as the
-/// group: then the send waits with the group buffer.
-async fn forward(
+/// Sends `first[from..]` and then `held`, in order, to a reader that had
+/// no room: what fits the shard's copy budget is copied out and its group
+/// buffer given back before waiting; the rest waits holding its buffer
+/// (backpressure: the group is then spoken for by copies).
+async fn send_slowly(
     to: &TcpStream,
-    buf: ProvidedBuf,
+    first: ProvidedBuf,
+    from: usize,
+    held: Vec<ProvidedBuf>,
     buffers: &RelayBuffers,
-    waited: &Cell<u64>,
 ) -> io::Result<()> {
-    let (res, buf) = to.try_send(buf).await;
-    let sent = match res {
-        Ok(n) if n == buf.len() => return Ok(()),
-        Ok(n) => n,
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-        Err(e) => return Err(e),
-    };
-    waited.set(waited.get() + 1);
-    let rest = buf.len() - sent;
-    let Some(_share) = buffers.take(rest) else {
-        return send_from(to, buf, sent).await;
-    };
-    let copy = buf[sent..].to_vec();
-    drop(buf);
-    to.send_all(copy).await.0
-}
-
-/// Sends `buf[from..]`, holding the group buffer until it is out.
-async fn send_from(to: &TcpStream, buf: ProvidedBuf, from: usize) -> io::Result<()> {
-    let end = buf.len();
-    to.send_all(shard::ops::Slice::new(buf, from, end)).await.0
+    let mut copy = Copy { buffers, bytes: Vec::new(), counted: 0 };
+    for (buf, from) in std::iter::once((first, from)).chain(held.into_iter().map(|b| (b, 0))) {
+        if copy.append(&buf[from..]) {
+            continue;
+        }
+        copy.flush(to).await?;
+        let end = buf.len();
+        to.send_all(shard::ops::Slice::new(buf, from, end)).await.0?;
+    }
+    copy.flush(to).await
 }
 
 fn classify(e: &io::Error) -> Ended {
