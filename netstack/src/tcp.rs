@@ -293,11 +293,10 @@ impl TcpStream {
         ops::send(self.raw_fd(), buf).await
     }
 
-    /// Sends what fits now with a direct non-blocking `send(2)`, in this
-    /// turn of the loop rather than the ring's next: `WouldBlock` when
-    /// nothing fits (may be partial).
-    pub fn send_now(&self, bytes: &[u8]) -> io::Result<usize> {
-        SockRef::from(self.fd()).send_with_flags(bytes, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+    /// Sends what fits now, without waiting for room: `WouldBlock` when
+    /// nothing fits (one call: may be partial).
+    pub async fn try_send<B: IoBuf>(&self, buf: B) -> (io::Result<usize>, B) {
+        ops::send_nowait(self.raw_fd(), buf).await
     }
 
     /// Sends all of `buf`.

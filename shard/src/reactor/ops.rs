@@ -342,6 +342,15 @@ pub async fn send<B: IoBuf>(fd: RawFd, buf: B) -> (io::Result<usize>, B) {
     emit(buf, |ptr, len| opcode::Send::new(types::Fd(fd), ptr, len).flags(libc::MSG_NOSIGNAL).build()).await
 }
 
+/// [`send`] that never waits: `EAGAIN` (`WouldBlock`) when the socket has no
+/// room, else what fitted (one call: may be partial).
+pub async fn send_nowait<B: IoBuf>(fd: RawFd, buf: B) -> (io::Result<usize>, B) {
+    emit(buf, |ptr, len| {
+        opcode::Send::new(types::Fd(fd), ptr, len).flags(libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT).build()
+    })
+    .await
+}
+
 /// `write(2)` of all initialised bytes of `buf` (pipes, files).
 pub async fn write<B: IoBuf>(fd: RawFd, buf: B) -> (io::Result<usize>, B) {
     emit(buf, |ptr, len| opcode::Write::new(types::Fd(fd), ptr, len).offset(u64::MAX).build()).await
