@@ -10,7 +10,7 @@ DEB_PACKAGES := libhwloc-dev libudev-dev pkg-config
 # scrape the aggregate's series; redis-server is the real upstream of the
 # send/expect health check test; headless Chromium loads the admin page,
 # whose browser check is skipped without it).
-TEST_PACKAGES := prometheus redis-server ethtool iproute2 chromium-headless-shell
+TEST_PACKAGES := prometheus redis-server ethtool iproute2 chromium-headless-shell strace
 RELEASE_BIN := target/release/appliance
 LOOM_TARGET := target/loom
 ASAN_TARGET := target/asan
