@@ -451,7 +451,13 @@ impl RecvStream<'_> {
         let Some(mut op) = self.op.take() else {
             return held;
         };
-        let _ = op.cancel();
+        if let Err(e) = op.cancel() {
+            // The ring refused the cancel (its enter failed): waiting for an
+            // end that may never come could collect without bound, so the
+            // stream ends in that error and drops the receive instead.
+            self.end = Some(Err(e));
+            return held;
+        }
         while let Some(c) = op.next().await {
             match step(c, true) {
                 Step::Data(buf) => held.push(buf),
