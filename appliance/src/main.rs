@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+use appliance::app::state::ConfigSource;
 use appliance::cli::{Cli, Command};
 use appliance::config::{
     self, AdminOptions, AppConfig, ConfigError, FileConfig, Key, RuntimeArgs, Service, Source,
@@ -14,7 +15,7 @@ use appliance::config::{
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (cfg, path) = match configure(&cli) {
+    let (cfg, source) = match configure(&cli) {
         Ok(Some(c)) => c,
         Ok(None) => return ExitCode::SUCCESS,
         Err(e) => {
@@ -25,7 +26,7 @@ fn main() -> ExitCode {
     let result = match (&cli.command, cfg) {
         (Command::Topology(args), _) => topology(args),
         (Command::Loadgen(args), _) => loadgen::run(args.mode.clone()),
-        (_, Some((cfg, rt))) => appliance::app::run(cfg, rt, path),
+        (_, Some((cfg, rt))) => appliance::app::run(cfg, rt, source),
         (_, None) => Ok(()),
     };
     match result {
@@ -37,7 +38,7 @@ fn main() -> ExitCode {
     }
 }
 
-type Configured = (Option<(AppConfig, shard::Runtime)>, Option<std::path::PathBuf>);
+type Configured = (Option<(AppConfig, shard::Runtime)>, ConfigSource);
 
 /// How a runtime setting is named in errors (`--cpus` or `runtime.cpus`).
 type KeyOf = Box<dyn Fn(&str) -> Key>;
@@ -65,27 +66,30 @@ fn configure(cli: &Cli) -> Result<Option<Configured>, String> {
     let (level, format) =
         file.log.resolve(cli.log_level.as_deref(), cli.log_format.as_deref()).map_err(err)?;
     ops::logging::init(&level, format).map_err(|e| e.to_string())?;
-    let (mut cfg, key): (AppConfig, KeyOf) = match &cli.command {
+    let (mut cfg, key, source): (AppConfig, KeyOf, ConfigSource) = match &cli.command {
         Command::Run(args) => {
             let mut cfg = file.validate().map_err(err)?;
             let over = args.runtime.clone();
             cfg.set_overrides(config::Overrides { runtime: over.clone(), ..Default::default() })
                 .map_err(err)?;
-            (cfg, Box::new(move |f: &str| over.key_over_file(f)))
+            let source = path.map_or(ConfigSource::Embedded, ConfigSource::File);
+            (cfg, Box::new(move |f: &str| over.key_over_file(f)), source)
         }
         Command::Echo(args) => {
-            let service: Service = args.options.validate(&Source::Flags).map_err(err)?;
-            (from_flags(&args.runtime, service)?, Box::new(RuntimeArgs::flag))
+            let o = args.options.clone();
+            flags(args.runtime.clone(), move || Ok(o.validate(&Source::Flags)? as Service))?
         }
         Command::Forward(args) => {
-            let service: Service = args.options.validate(&Source::Flags).map_err(err)?;
-            (from_flags(&args.runtime, service)?, Box::new(RuntimeArgs::flag))
+            let o = args.options.clone();
+            flags(args.runtime.clone(), move || Ok(o.validate(&Source::Flags)? as Service))?
         }
         Command::Aggregate(args) => {
-            let service: Service = args.options.validate(&Source::Flags).map_err(err)?;
-            (from_flags(&args.runtime, service)?, Box::new(RuntimeArgs::flag))
+            let o = args.options.clone();
+            flags(args.runtime.clone(), move || Ok(o.validate(&Source::Flags)? as Service))?
         }
-        Command::Topology(_) | Command::Check(_) | Command::Loadgen(_) => return Ok(Some((None, path))),
+        Command::Topology(_) | Command::Check(_) | Command::Loadgen(_) => {
+            return Ok(Some((None, ConfigSource::Embedded)))
+        }
     };
     if let Some(token) = &cli.admin_token {
         config::check_token(token, Key("--admin-token".into())).map_err(err)?;
@@ -99,7 +103,18 @@ fn configure(cli: &Cli) -> Result<Option<Configured>, String> {
         config::check_admin_port(listen, &cfg.services, Key("--admin".into())).map_err(err)?;
     }
     let rt = cfg.preflight(&*key).map_err(err)?;
-    Ok(Some((Some((cfg, rt)), path)))
+    Ok(Some((Some((cfg, rt)), source)))
+}
+
+/// A one-service configuration from flags, and the same validation again
+/// for SIGHUP (which so reads the files the flags name once more).
+fn flags<F>(runtime: RuntimeArgs, service: F) -> Result<(AppConfig, KeyOf, ConfigSource), String>
+where
+    F: Fn() -> Result<Service, ConfigError> + Send + Sync + 'static,
+{
+    let build = move || from_flags(&runtime, service().map_err(|e| e.to_string())?);
+    let cfg = build()?;
+    Ok((cfg, Box::new(RuntimeArgs::flag), ConfigSource::Flags(Box::new(build))))
 }
 
 /// A configuration of one service given by flags.

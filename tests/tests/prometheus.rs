@@ -181,14 +181,36 @@ fn a_reload_reads_the_mapping_again() {
     );
     std::fs::write(&config, toml).expect("config file");
     let config = config.to_string_lossy().into_owned();
-    let mut app = Appliance::start(&["run", "--config", &config]).expect("start");
+    let app = Appliance::start(&["run", "--config", &config]).expect("start");
+    reload_renames(app, &mapping);
+}
+
+/// As statsd_exporter does on SIGHUP, a flags-only start reads its
+/// `--mapping-config` again (the flags are validated again).
+#[test]
+fn a_reload_reads_the_mapping_named_by_a_flag_again() {
+    let dir = TempDir::new("prom-reload-flags");
+    let mapping = dir.path.join("mapping.yml");
+    std::fs::write(&mapping, MAPPING).expect("mapping file");
+    let path = mapping.to_string_lossy().into_owned();
+    let args =
+        ["aggregate", "--listen-udp", "127.0.0.1:0", "--flush-interval", "500ms", "--mapping-config", &path];
+    let mut all = args.to_vec();
+    all.extend_from_slice(&["--shards", "2", "--no-pin", "--admin", "127.0.0.1:0"]);
+    let app = Appliance::start(&all).expect("start");
+    reload_renames(app, &mapping);
+}
+
+/// Rewrites `mapping` to name `job.*.done` `jobs_done_total`, signals
+/// SIGHUP and waits for the new name; series shown before stay.
+fn reload_renames(mut app: Appliance, mapping: &std::path::Path) {
     let udp = app.wait_for_addr("aggregate listening on udp").expect("udp address");
     let admin = app.wait_for_addr("admin listening on").expect("admin address");
     send(udp, &["job.a.done:1|c"]);
     wait_series(admin, "job_a_done", 1.0);
     let job = "- match: \"job.*.done\"\n  name: \"jobs_done_total\"\n  labels:\n    job: \"$1\"\ndefaults:";
     let renamed = MAPPING.replace("defaults:", job);
-    std::fs::write(&mapping, renamed).expect("rewrite");
+    std::fs::write(mapping, renamed).expect("rewrite");
     app.signal(libc::SIGHUP);
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
@@ -198,7 +220,7 @@ fn a_reload_reads_the_mapping_again() {
             assert_eq!(metric(&text, "job_a_done"), Some(1.0), "series shown before stay: {text}");
             break;
         }
-        assert!(Instant::now() < deadline, "the reloaded mapping never applied:\n{text}");
+        assert!(Instant::now() < deadline, "the reloaded mapping never applied:\n{text}\n{}", app.output());
         std::thread::sleep(Duration::from_millis(200));
     }
 }

@@ -16,13 +16,12 @@ pub mod upgrade;
 
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 
-use crate::app::state::App;
+use crate::app::state::{App, ConfigSource};
 use crate::config::{AppConfig, Service};
 use crate::services::{Listen, ServiceId};
 
@@ -55,9 +54,9 @@ pub struct Listening {
 }
 
 /// Runs every service of `cfg` on `rt` (planned and checked by
-/// [`AppConfig::preflight`]) until a signal drains them. `path` is the
-/// config file SIGHUP re-reads (none: reloads are refused).
-pub fn run(mut cfg: AppConfig, rt: shard::Runtime, path: Option<PathBuf>) -> anyhow::Result<()> {
+/// [`AppConfig::preflight`]) until a signal drains them. `source` is what
+/// SIGHUP reads again.
+pub fn run(mut cfg: AppConfig, rt: shard::Runtime, source: ConfigSource) -> anyhow::Result<()> {
     let signals = ops::signals::Signals::block().context("blocking signals")?;
     upgrade::remember_command_line();
     let shards = rt.shards();
@@ -110,7 +109,7 @@ pub fn run(mut cfg: AppConfig, rt: shard::Runtime, path: Option<PathBuf>) -> any
         _ => None,
     };
     let admin_addr = admin.as_ref().map(|(_, a)| *a);
-    let app = App::new(cfg, path, rt.plan(), listening, admin_addr, offer, from);
+    let app = App::new(cfg, source, rt.plan(), listening, admin_addr, offer, from);
     let handle = rt.handle();
     let hup = reload::watch_signals(signals, handle.clone(), app.clone())?;
     upgrade::spawn(role, app.clone(), handle.clone())?;

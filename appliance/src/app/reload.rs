@@ -3,7 +3,9 @@
 //! The signal thread owns the blocked signals. SIGTERM/SIGINT drain, a
 //! second one (or SIGQUIT) exits at once; SIGUSR2 starts a successor
 //! (a binary upgrade, see `upgrade`). On SIGHUP it reads and validates
-//! the file off the shards; a file that fails validation, or that changes
+//! the file off the shards (or, for a start with flags, validates the
+//! flags again, which reads the files they name again); a file that fails
+//! validation, or that changes
 //! what only a restart can change (services added or removed, a listening
 //! address, the transport, buffer sizes), is refused and reported (log,
 //! `/status`, `appliance_config_reloads_total{result="error"}`) and the old
@@ -21,7 +23,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 
-use crate::app::state::App;
+use crate::app::state::{App, ConfigSource};
 use crate::config::{AppConfig, FileConfig};
 use crate::services::ServiceId;
 
@@ -76,10 +78,18 @@ fn refused(app: &App, error: String) {
     r.last_error = Some(error);
 }
 
-/// Reads and validates the file, and checks it only changes what a reload can.
+/// Reads and validates the file (or the flags, and the files they name),
+/// and checks it only changes what a reload can.
 fn prepare(app: &App) -> Result<AppConfig, String> {
-    let path = app.path.as_ref().ok_or("started without --config: there is no file to reload")?;
-    let mut new = FileConfig::load(path).and_then(|f| f.validate()).map_err(|e| e.to_string())?;
+    let mut new = match &app.source {
+        ConfigSource::File(path) => {
+            FileConfig::load(path).and_then(|f| f.validate()).map_err(|e| e.to_string())?
+        }
+        ConfigSource::Flags(again) => again()?,
+        ConfigSource::Embedded => {
+            return Err("started on the embedded default: there is no file to reload".into())
+        }
+    };
     let old = app.config().clone();
     new.set_overrides(old.overrides.clone()).map_err(|e| e.to_string())?;
     new.check_for_shards(app.placement.len()).map_err(|e| e.to_string())?;

@@ -18,8 +18,8 @@ use crate::config::AppConfig;
 pub struct App {
     /// When the appliance started.
     pub started: Instant,
-    /// The config file SIGHUP re-reads (None: the embedded default or flags).
-    pub path: Option<PathBuf>,
+    /// Where SIGHUP reads the configuration again.
+    pub source: ConfigSource,
     /// Shard placement.
     pub placement: Vec<shard::placement::ShardPlacement>,
     /// Where every service listens.
@@ -38,6 +38,34 @@ pub struct App {
     failure: Mutex<Option<String>>,
 }
 
+/// Where the configuration came from, and so what SIGHUP reads again.
+pub enum ConfigSource {
+    /// The file given with `--config`.
+    File(PathBuf),
+    /// A service's command-line flags, validated again on SIGHUP, which
+    /// reads the files they name (a mapping file, say) again.
+    Flags(Box<dyn Fn() -> Result<AppConfig, String> + Send + Sync>),
+    /// The embedded default: nothing to read again.
+    Embedded,
+}
+
+impl ConfigSource {
+    /// How `/status` names it.
+    pub fn describe(&self) -> String {
+        match self {
+            ConfigSource::File(p) => p.display().to_string(),
+            ConfigSource::Flags(_) => "command-line flags".into(),
+            ConfigSource::Embedded => "embedded default".into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for ConfigSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
 /// Outcome of SIGHUP reloads.
 #[derive(Debug, Default, Clone)]
 pub struct ReloadStatus {
@@ -53,7 +81,7 @@ impl App {
     /// The shared state of a starting appliance.
     pub fn new(
         config: AppConfig,
-        path: Option<PathBuf>,
+        source: ConfigSource,
         plan: &shard::placement::Plan,
         listening: Vec<crate::app::Listening>,
         admin_addr: Option<SocketAddr>,
@@ -62,7 +90,7 @@ impl App {
     ) -> Arc<App> {
         Arc::new(App {
             started: Instant::now(),
-            path,
+            source,
             placement: plan.shards.clone(),
             listening,
             admin_addr,

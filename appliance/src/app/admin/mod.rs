@@ -168,7 +168,7 @@ async fn status(app: &App) -> Result<serde_json::Value, shard::SubmitError> {
         "uptime_seconds": app.started.elapsed().as_secs_f64(),
         "ready": app.ready(),
         "draining": shard::is_stopping(),
-        "config": app.path.as_ref().map_or("embedded default or flags".into(), |p| p.display().to_string()),
+        "config": app.source.describe(),
         "reloads": {"ok": reloads.ok, "failed": reloads.failed, "last_error": reloads.last_error},
         "dns": dns_status(app),
         "placement": placement,
