@@ -296,3 +296,51 @@ fn unix_stream_clients_beyond_the_budget_are_refused_and_counted() {
     sink.eventually("the refused counted", |s| s.last("stats.aggregate.tcp_refused") == Some(refused as f64));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A draining appliance refuses new Unix stream clients (as its TCP
+/// listener does) instead of queueing connections nobody accepts any more,
+/// which its exit would reset with their lines unread; a client already
+/// connected keeps being read, every line of it counted.
+#[test]
+fn a_draining_unix_stream_listener_refuses_new_clients() {
+    use std::io::Write;
+    let dir = scratch("drain-stream");
+    let path = dir.join("dsd.stream");
+    let sink = Sink::start();
+    let p = path.to_str().expect("utf-8");
+    let args = ["--flush-interval", "200ms", "--listen-unix-stream", p, "--grace", "4s"];
+    let (mut app, _, _) = appliance_tests::start_aggregate(sink.addr, &args);
+    let mut client = std::os::unix::net::UnixStream::connect(&path).expect("connect");
+    let frame = |payload: &[u8]| {
+        let mut f = (payload.len() as u32).to_le_bytes().to_vec();
+        f.extend_from_slice(payload);
+        f
+    };
+    client.write_all(&frame(b"drain.early:1|c")).expect("write");
+    sink.eventually("the first line", |s| s.sum("stats.counters.drain.early.count") == 1.0);
+    app.signal(libc::SIGTERM);
+    // The connected client keeps sending through the drain (it is read
+    // until half the grace); meanwhile a new client is refused.
+    let started = Instant::now();
+    let mut sent = 1;
+    let mut refused = None;
+    while started.elapsed() < Duration::from_millis(1200) {
+        client.write_all(&frame(b"drain.early:1|c")).expect("the connected client still writes");
+        sent += 1;
+        if refused.is_none() && started.elapsed() > Duration::from_millis(300) {
+            refused = Some(std::os::unix::net::UnixStream::connect(&path).map(drop));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let refused = refused.expect("tried to connect during the drain");
+    assert!(
+        matches!(&refused, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused),
+        "a client connecting during the drain: {refused:?}"
+    );
+    drop(client);
+    sink.eventually("every line of the connected client", |s| {
+        s.sum("stats.counters.drain.early.count") == f64::from(sent)
+    });
+    assert!(app.wait_exit(Duration::from_secs(10)).is_some(), "exits after the drain");
+    let _ = std::fs::remove_dir_all(&dir);
+}

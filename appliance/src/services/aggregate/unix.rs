@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 /// the last user is gone (the process ends or the service is dropped).
 #[derive(Debug)]
 pub struct UnixSocket {
-    fd: OwnedFd,
+    /// `None` once closed (a listener at drain, see [`UnixSocket::close`]).
+    fd: std::sync::Mutex<Option<OwnedFd>>,
     path: PathBuf,
 }
 
@@ -23,30 +24,46 @@ impl UnixSocket {
     /// Binds `path` (mode 0722, so any local client may write).
     pub fn bind(path: &Path, origin: bool) -> io::Result<UnixSocket> {
         let fd = netstack::unix::bind_dgram(path, 0o722, origin)?;
-        Ok(UnixSocket { fd, path: path.to_path_buf() })
+        Ok(UnixSocket::new(fd, path))
     }
 
     /// Listens for stream clients at `path` (mode 0722).
     pub fn listen(path: &Path) -> io::Result<UnixSocket> {
         let fd = netstack::unix::bind_stream(path, 0o722)?;
-        Ok(UnixSocket { fd, path: path.to_path_buf() })
+        Ok(UnixSocket::new(fd, path))
     }
 
     /// A listening stream socket a binary upgrade handed over.
     pub fn inherited_listener(fd: OwnedFd, path: &Path) -> UnixSocket {
-        UnixSocket { fd, path: path.to_path_buf() }
+        UnixSocket::new(fd, path)
     }
 
     /// The socket a binary upgrade handed over (its file stays, and is
     /// ours to remove at the end); credentials as `origin` asks.
     pub fn inherited(fd: OwnedFd, path: &Path, origin: bool) -> io::Result<UnixSocket> {
         socket2::SockRef::from(&fd).set_passcred(origin)?;
-        Ok(UnixSocket { fd, path: path.to_path_buf() })
+        Ok(UnixSocket::new(fd, path))
+    }
+
+    fn new(fd: OwnedFd, path: &Path) -> UnixSocket {
+        UnixSocket { fd: std::sync::Mutex::new(Some(fd)), path: path.to_path_buf() }
     }
 
     /// A descriptor of the socket for one shard.
     pub fn for_shard(&self) -> io::Result<OwnedFd> {
-        self.fd.try_clone()
+        match &*self.fd.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(fd) => fd.try_clone(),
+            None => Err(io::Error::new(io::ErrorKind::NotConnected, "the socket was closed at drain")),
+        }
+    }
+
+    /// Closes this copy of the descriptor. A listener whose every copy is
+    /// closed refuses new clients (`ECONNREFUSED`) instead of queueing
+    /// connections nobody will accept, which the exit would reset with
+    /// their lines unread; a successor's own copies (binary upgrade) keep
+    /// it listening for the successor.
+    pub fn close(&self) {
+        drop(self.fd.lock().unwrap_or_else(|p| p.into_inner()).take());
     }
 }
 

@@ -105,6 +105,11 @@ pub(super) async fn accept_unix_stream(
             .detach();
         }
         if stopping {
+            // Every member shard took what was queued: close the copies, so
+            // a client connecting now is refused, not queued unread.
+            if let Some(listener) = &cfg.unix_stream {
+                listener.close();
+            }
             return Ok(());
         }
         let ready = netstack::unix::readable(&fd);
