@@ -13,6 +13,7 @@
 #![allow(unsafe_code)]
 
 pub mod bufring;
+pub mod iobuf;
 pub mod op;
 pub mod ops;
 pub mod probe;
