@@ -168,7 +168,8 @@ fn without_a_token_changes_need_a_loopback_listener() {
     let a = named_server("A");
     let (_app, _path, _port, admin) = start("loopback", a, "");
     let set = format!("/api/upstreams/set?service=web&upstream={a}&weight=2");
-    assert_eq!(post(admin, &set, None).0, 200);
+    let (code, body) = post(admin, &set, None);
+    assert_eq!(code, 200, "{body}");
 
     let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
     let mut remote = Appliance::start(&[
@@ -191,4 +192,31 @@ fn without_a_token_changes_need_a_loopback_listener() {
     assert_eq!(code, 403, "{body}");
     assert!(body.contains("need a token"), "{body}");
     assert_eq!(http_get(at, "/api/upstreams").expect("list").0, 200, "reading needs no token");
+}
+
+/// A change made as soon as the admin endpoint answers, while shards may
+/// still be starting their services, waits for them instead of reaching
+/// some shards and failing on the others (before: a 500, "not running",
+/// with the shards that took it disagreeing with those that did not).
+#[test]
+fn a_change_right_at_startup_reaches_every_shard() {
+    let a = named_server("A");
+    let dir = std::env::temp_dir().join(format!("appliance-api-early-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("appliance.toml");
+    let text = format!(
+        "[runtime]\nshards = 4\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [[forward]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\nupstreams = [\"{a}\"]\n"
+    );
+    std::fs::write(&path, text).expect("config");
+    let mut app =
+        Appliance::start(&["run", "--config", path.to_str().expect("utf-8"), "--no-pin"]).expect("start");
+    let admin = app.wait_for_addr("admin listening on").expect("admin");
+    let set = format!("/api/upstreams/set?service=web&upstream={a}&weight=3");
+    let (code, body) = post(admin, &set, None);
+    assert_eq!(code, 200, "{body}");
+    let list = upstreams(admin);
+    assert_eq!(field(&list, &a.to_string())["weight"], serde_json::json!(3), "{list:?}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -21,6 +21,9 @@ pub async fn apply(
     change: &UpstreamChange,
 ) -> Result<(usize, crate::config::Service), (u16, String)> {
     let _turn = one_at_a_time().await;
+    if !until_serving(app).await {
+        return Err((503, "not every shard serves its services yet (starting or stopping): retry".into()));
+    }
     let found =
         app.config().services.iter().enumerate().find(|(_, s)| s.name() == name).map(|(i, s)| (i, s.clone()));
     let Some((i, service)) = found else {
@@ -34,6 +37,24 @@ pub async fn apply(
     service.reload(ServiceId(i as u64), new.clone()).await.map_err(|e| (500, format!("applying: {e}")))?;
     app.config().services[i] = new.clone();
     Ok((i, new))
+}
+
+/// How long a change waits for every shard to serve its services.
+const SERVING_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Waits (up to [`SERVING_WAIT`]) until every shard serves its services:
+/// a change applied before that would reach some shards and fail on the
+/// others, leaving them disagreeing. False when that does not happen in
+/// time, or when the appliance stops.
+pub async fn until_serving(app: &App) -> bool {
+    let deadline = std::time::Instant::now() + SERVING_WAIT;
+    while !app.all_serving() {
+        if shard::is_stopping() || std::time::Instant::now() >= deadline {
+            return false;
+        }
+        shard::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    true
 }
 
 thread_local! {

@@ -144,6 +144,10 @@ pub async fn serve(hup: OwnedFd, app: Arc<App>) {
     while crate::app::change::woken(&hup).await {
         let Some(new) = PENDING.lock().unwrap_or_else(|p| p.into_inner()).take() else { continue };
         let _turn = crate::app::change::one_at_a_time().await;
+        if !crate::app::change::until_serving(&app).await {
+            refused(&app, "not every shard serves its services yet (starting or stopping)".into());
+            continue;
+        }
         match apply(&new).await {
             Ok(()) => {
                 tracing::info!("SIGHUP: configuration reloaded");
