@@ -344,3 +344,32 @@ fn a_draining_unix_stream_listener_refuses_new_clients() {
     assert!(app.wait_exit(Duration::from_secs(10)).is_some(), "exits after the drain");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Once a draining appliance has read what its Unix datagram socket held,
+/// the socket closes: a client sending then is refused (`ECONNREFUSED`,
+/// which DogStatsD clients see and count) instead of queueing datagrams
+/// nobody will read before the exit. Graphite is away here, so the process
+/// stays up for the rest of its grace retrying the last flush.
+#[test]
+fn a_drained_unix_datagram_socket_refuses_senders() {
+    let dir = scratch("drain-dgram");
+    let path = dir.join("dsd.socket");
+    let p = path.to_str().expect("utf-8");
+    let away = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port");
+    let args = ["--flush-interval", "200ms", "--listen-unix", p, "--grace", "4s"];
+    let (mut app, _, _) = appliance_tests::start_aggregate(away, &args);
+    let client = UnixDatagram::unbound().expect("client");
+    client.send_to(b"drain.dgram:1|c", &path).expect("send before the drain");
+    app.signal(libc::SIGTERM);
+    // Quiet for 50 ms ends each receiver's drain; the Graphite retries
+    // keep the process up for seconds after that.
+    std::thread::sleep(Duration::from_millis(600));
+    let late = client.send_to(b"drain.dgram:1|c", &path);
+    assert!(app.wait_exit(Duration::ZERO).is_none(), "still up (retrying Graphite)");
+    assert!(
+        matches!(&late, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused),
+        "a datagram sent after the drain: {late:?}"
+    );
+    assert!(app.wait_exit(Duration::from_secs(10)).is_some(), "exits after the grace");
+    let _ = std::fs::remove_dir_all(&dir);
+}

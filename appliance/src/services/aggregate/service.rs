@@ -258,7 +258,14 @@ fn on_payload(
 /// DogStatsD datagrams from the Unix socket (see `super::unix`), until a
 /// stop; then what has arrived, until quiet or the end of the receiving
 /// part of the grace.
-async fn recv_unix(id: ServiceId, fd: OwnedFd, max: usize, records: bool, origin: bool) -> io::Result<()> {
+async fn recv_unix(
+    id: ServiceId,
+    socket: Arc<super::unix::UnixSocket>,
+    max: usize,
+    records: bool,
+    origin: bool,
+) -> io::Result<()> {
+    let fd = socket.for_shard()?;
     let guard = ReceiverGuard::enter(id).ok_or_else(not_running)?;
     let shard = &guard.0;
     let (mut buf, mut scratch) = (vec![0u8; max], Vec::new());
@@ -299,6 +306,11 @@ async fn recv_unix(id: ServiceId, fd: OwnedFd, max: usize, records: bool, origin
             }
         }
     }
+    // Drained: close this shard's copy and the shared one, so a client
+    // sending from now on is refused (`ECONNREFUSED`) once every shard is
+    // done, instead of queueing datagrams nobody will read.
+    drop(fd);
+    socket.close();
     records_delivered(id).await;
     Ok(())
 }
@@ -764,10 +776,8 @@ pub async fn serve_shard(
     if let Some(unix) = &cfg.unix {
         let origin = cfg.origin_detection;
         let max = cfg.max_datagram;
-        tasks.push(shard::spawn_local_named(
-            "statsd-unix",
-            recv_unix(id, unix.for_shard()?, max, records, origin),
-        ));
+        tasks
+            .push(shard::spawn_local_named("statsd-unix", recv_unix(id, unix.clone(), max, records, origin)));
     }
     if let Some(listener) = &cfg.unix_stream {
         let accept = streams::accept_unix_stream(id, listener.for_shard()?, cfg.clone(), max_conns);

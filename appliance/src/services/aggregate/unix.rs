@@ -57,11 +57,11 @@ impl UnixSocket {
         }
     }
 
-    /// Closes this copy of the descriptor. A listener whose every copy is
-    /// closed refuses new clients (`ECONNREFUSED`) instead of queueing
-    /// connections nobody will accept, which the exit would reset with
-    /// their lines unread; a successor's own copies (binary upgrade) keep
-    /// it listening for the successor.
+    /// Closes this copy of the descriptor (at drain). A socket whose every
+    /// copy is closed refuses clients (`ECONNREFUSED`) instead of queueing
+    /// connections or datagrams nobody will read, which the exit would
+    /// drop unseen; a successor's own copies (binary upgrade) keep it open
+    /// for the successor.
     pub fn close(&self) {
         drop(self.fd.lock().unwrap_or_else(|p| p.into_inner()).take());
     }
