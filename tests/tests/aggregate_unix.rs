@@ -12,6 +12,13 @@ use std::time::{Duration, Instant};
 
 use appliance_tests::graphite::Sink;
 
+/// One DogStatsD stream frame: a little-endian 32-bit length, then the payload.
+fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut f = (payload.len() as u32).to_le_bytes().to_vec();
+    f.extend_from_slice(payload);
+    f
+}
+
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("appliance-uds-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -215,11 +222,6 @@ fn stream_clients_send_length_prefixed_frames() {
         "1024",
     ];
     let (_app, _, _) = appliance_tests::start_aggregate(sink.addr, &args);
-    let frame = |payload: &[u8]| {
-        let mut f = (payload.len() as u32).to_le_bytes().to_vec();
-        f.extend_from_slice(payload);
-        f
-    };
     let mut stream: Vec<u8> = Vec::new();
     for _ in 0..100 {
         stream.extend(frame(b"st.hits:1|c\nst.other:2|c"));
@@ -283,11 +285,6 @@ fn unix_stream_clients_beyond_the_budget_are_refused_and_counted() {
     let (mut kept, refused) =
         appliance_tests::served(clients, |c, on| c.set_nonblocking(on).expect("nonblocking"));
     assert!(refused > 0 && !kept.is_empty(), "kept {}, refused {refused}", kept.len());
-    let frame = |payload: &[u8]| {
-        let mut f = (payload.len() as u32).to_le_bytes().to_vec();
-        f.extend_from_slice(payload);
-        f
-    };
     for c in &mut kept {
         c.write_all(&frame(b"budget.k:1|c")).expect("a kept client still sends");
     }
@@ -311,11 +308,6 @@ fn a_draining_unix_stream_listener_refuses_new_clients() {
     let args = ["--flush-interval", "200ms", "--listen-unix-stream", p, "--grace", "4s"];
     let (mut app, _, _) = appliance_tests::start_aggregate(sink.addr, &args);
     let mut client = std::os::unix::net::UnixStream::connect(&path).expect("connect");
-    let frame = |payload: &[u8]| {
-        let mut f = (payload.len() as u32).to_le_bytes().to_vec();
-        f.extend_from_slice(payload);
-        f
-    };
     client.write_all(&frame(b"drain.early:1|c")).expect("write");
     sink.eventually("the first line", |s| s.sum("stats.counters.drain.early.count") == 1.0);
     app.signal(libc::SIGTERM);
