@@ -270,7 +270,14 @@ impl TcpStream {
     /// single-shot ([`recv_provided`](Self::recv_provided)): at most one
     /// buffer, whatever the peer does.
     pub fn recv_bounded(&self, group: &BufRing, limit: usize) -> RecvStream<'_> {
-        let limit = if shard::reactor::probe::recv_byte_limit() { limit.max(1) } else { SINGLE_SHOT };
+        self.recv_bounded_on(group, limit, shard::reactor::probe::recv_byte_limit())
+    }
+
+    /// [`recv_bounded`](Self::recv_bounded) as on a kernel with
+    /// (`byte_limit`) or without the multishot byte limit: the single-shot
+    /// path older kernels take can be exercised on any kernel.
+    pub fn recv_bounded_on(&self, group: &BufRing, limit: usize, byte_limit: bool) -> RecvStream<'_> {
+        let limit = if byte_limit { limit.max(1) } else { SINGLE_SHOT };
         RecvStream { stream: self, group: group.clone(), op: None, starved: 0, limit, end: None }
     }
 

@@ -369,3 +369,41 @@ fn a_stopped_bounded_stream_hands_back_what_it_took() {
     writer.join().expect("writer");
     assert_eq!(got, b"first-a-b-c-after");
 }
+
+/// The bounded stream as on a kernel without the multishot byte limit
+/// (before 6.17): one single-shot receive per `next`, holding at most that
+/// buffer; `stop` has nothing to hand back; every byte once, in order.
+#[test]
+fn a_bounded_stream_without_the_byte_limit_receives_one_buffer_at_a_time() {
+    let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
+    let writer = std::thread::spawn(move || {
+        let mut s = StdTcp::connect(rx.recv().expect("address")).expect("connect");
+        s.set_nodelay(true).expect("nodelay");
+        for part in [&b"one"[..], b"-two", b"-three"] {
+            s.write_all(part).expect("write");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let (got, held, in_use) = on_shard(move || async move {
+        let listener = TcpListener::bind(localhost()).expect("bind");
+        tx.send(listener.local_addr()).expect("send addr");
+        let conn = listener.incoming().next().await.expect("accept");
+        let group = BufRing::new(8, 1024).expect("group");
+        let mut rx = conn.recv_bounded_on(&group, 4, false);
+        let first = rx.next().await.expect("recv").expect("data");
+        // The owner is busy while the rest arrives: nothing is received
+        // for it meanwhile, so the group holds only the buffer in hand.
+        shard::time::sleep(Duration::from_millis(150)).await;
+        let in_use = group.in_use();
+        let held = rx.stop().await.len();
+        let mut got = first.to_vec();
+        drop(first);
+        while let Some(b) = rx.next().await.expect("recv") {
+            got.extend_from_slice(&b);
+        }
+        (got, held, in_use)
+    });
+    writer.join().expect("writer");
+    assert_eq!((held, in_use), (0, 1), "single-shot: only the buffer in hand");
+    assert_eq!(got, b"one-two-three");
+}
