@@ -253,7 +253,14 @@ impl TcpStream {
     /// Received data as a stream of buffers picked from `group` by the
     /// kernel: one multishot receive, re-armed as needed.
     pub fn recv_stream(&self, group: &BufRing) -> RecvStream<'_> {
-        RecvStream { stream: self, group: group.clone(), op: None, starved: 0, limit: 0, end: None }
+        RecvStream {
+            stream: self,
+            group: group.clone(),
+            op: None,
+            starved: 0,
+            mode: Mode::Unbounded,
+            end: None,
+        }
     }
 
     /// [`recv_stream`](Self::recv_stream) holding at most `limit` buffers
@@ -277,8 +284,8 @@ impl TcpStream {
     /// (`byte_limit`) or without the multishot byte limit: the single-shot
     /// path older kernels take can be exercised on any kernel.
     pub fn recv_bounded_on(&self, group: &BufRing, limit: usize, byte_limit: bool) -> RecvStream<'_> {
-        let limit = if byte_limit { limit.max(1) } else { SINGLE_SHOT };
-        RecvStream { stream: self, group: group.clone(), op: None, starved: 0, limit, end: None }
+        let mode = if byte_limit { Mode::Bounded(limit.max(1)) } else { Mode::SingleShot };
+        RecvStream { stream: self, group: group.clone(), op: None, starved: 0, mode, end: None }
     }
 
     /// Receives once into a buffer the kernel picks from `group` when data
@@ -383,15 +390,23 @@ pub struct RecvStream<'a> {
     group: BufRing,
     op: Option<MultiOp<()>>,
     starved: u64,
-    /// Hold limit of a bounded stream; 0: unbounded; `SINGLE_SHOT`.
-    limit: usize,
+    mode: Mode,
     /// How the stream ended while [`RecvStream::stop`] drained it: given
     /// out by the next [`RecvStream::next`].
     end: Option<io::Result<()>>,
 }
 
-/// `RecvStream::limit` of a stream that receives single-shot.
-const SINGLE_SHOT: usize = usize::MAX;
+/// How a [`RecvStream`] receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// One multishot receive, as long as the kernel keeps it armed.
+    Unbounded,
+    /// Multishot, stopped at this many completions waiting and after one
+    /// buffer's worth of bytes per arming.
+    Bounded(usize),
+    /// One single-shot receive per `next` (kernels without the byte limit).
+    SingleShot,
+}
 
 /// One completion of the receive, as the stream sees it.
 enum Step {
@@ -414,16 +429,16 @@ impl RecvStream<'_> {
             if let Some(end) = self.end.take() {
                 return end.map(|()| None);
             }
-            if self.limit == SINGLE_SHOT {
-                return self.stream.recv_provided(&self.group).await;
-            }
             let fd = self.stream.raw_fd();
-            let (group, limit) = (&self.group, self.limit);
-            let bytes = u32::try_from(group.buf_size()).unwrap_or(u32::MAX);
-            let op = self.op.get_or_insert_with(|| match limit {
-                0 => ops::recv_multi(fd, group),
-                n => ops::recv_multi_bounded(fd, group, n, bytes),
-            });
+            let (group, mode) = (&self.group, self.mode);
+            let op = match mode {
+                Mode::SingleShot => return self.stream.recv_provided(group).await,
+                Mode::Unbounded => self.op.get_or_insert_with(|| ops::recv_multi(fd, group)),
+                Mode::Bounded(hold) => self.op.get_or_insert_with(|| {
+                    let bytes = u32::try_from(group.buf_size()).unwrap_or(u32::MAX);
+                    ops::recv_multi_bounded(fd, group, hold, bytes)
+                }),
+            };
             let Some(c) = op.next().await else {
                 self.op = None;
                 continue;
@@ -438,8 +453,8 @@ impl RecvStream<'_> {
                     self.op = None;
                     if dry {
                         self.starved += 1;
-                        match self.limit {
-                            0 => shard::yield_now().await,
+                        match self.mode {
+                            Mode::Unbounded => shard::yield_now().await,
                             _ => self.group.available().await,
                         }
                     }

@@ -12,45 +12,34 @@ Prints each round and the medians' ratio.
 """
 
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from compare import cpu_seconds, free_port  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NEW = os.path.join(ROOT, "target/release/appliance")
 OLD = os.environ.get("CONN_CPU_BASELINE")
-TCK = os.sysconf("SC_CLK_TCK")
-
-
-def port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cpu(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TCK
 
 
 def round_of(binary, upstream, n):
-    p = port()
+    p = free_port()
     proxy = subprocess.Popen([binary, "forward", "--listen", f"127.0.0.1:{p}", "--upstream", f"127.0.0.1:{upstream}",
                               "--shards", "2", "--no-pin", "--health-interval", "0"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         time.sleep(0.7)
-        before = cpu(proxy.pid)
+        before = cpu_seconds(proxy.pid)
         out = subprocess.run([NEW, "loadgen", "connect", "--target", f"127.0.0.1:{p}", "--size", "64",
                               "--requests", str(n), "--rate", "6000", "--connections", "32", "--shards", "1",
                               "--no-pin"], capture_output=True, text=True, timeout=600).stdout
         if " 0 errors" not in out:
             sys.exit(f"loadgen reported errors: {out}")
         time.sleep(0.3)
-        return (cpu(proxy.pid) - before) / n * 1e6
+        return (cpu_seconds(proxy.pid) - before) / n * 1e6
     finally:
         proxy.terminate()
         proxy.wait(timeout=30)
@@ -60,7 +49,7 @@ def main():
     if not OLD:
         sys.exit("give the other build: CONN_CPU_BASELINE=<appliance binary>")
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 40_000
-    up = port()
+    up = free_port()
     echo = subprocess.Popen([NEW, "echo", "--listen", f"127.0.0.1:{up}", "--shards", "1", "--no-pin"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     seen = {"this": [], "baseline": []}

@@ -89,20 +89,12 @@ fn counters(v: &Value, path: &mut String, inside: bool, out: &mut HashMap<String
         }
         Value::Object(map) => {
             for (k, child) in map {
-                let len = path.len();
-                path.push('/');
-                path.push_str(k);
-                counters(child, path, inside || k == "counters", out);
-                path.truncate(len);
+                below(path, k, |path| counters(child, path, inside || k == "counters", out));
             }
         }
         Value::Array(items) => {
             for (i, child) in items.iter().enumerate() {
-                let len = path.len();
-                path.push('/');
-                path.push_str(&i.to_string());
-                counters(child, path, inside, out);
-                path.truncate(len);
+                below(path, &i.to_string(), |path| counters(child, path, inside, out));
             }
         }
         _ => {}
@@ -127,24 +119,25 @@ fn rates(v: &mut Value, path: &mut String, rate: &dyn Fn(&str) -> Option<f64>) {
             for (k, child) in
                 map.iter_mut().filter(|(k, _)| k.as_str() != "counters" && k.as_str() != "rates")
             {
-                let len = path.len();
-                path.push('/');
-                path.push_str(k);
-                rates(child, path, rate);
-                path.truncate(len);
+                below(path, k, |path| rates(child, path, rate));
             }
         }
         Value::Array(items) => {
             for (i, child) in items.iter_mut().enumerate() {
-                let len = path.len();
-                path.push('/');
-                path.push_str(&i.to_string());
-                rates(child, path, rate);
-                path.truncate(len);
+                below(path, &i.to_string(), |path| rates(child, path, rate));
             }
         }
         _ => {}
     }
+}
+
+/// Runs `f` with `/segment` appended to `path`, then takes it off again.
+fn below(path: &mut String, segment: &str, f: impl FnOnce(&mut String)) {
+    let len = path.len();
+    path.push('/');
+    path.push_str(segment);
+    f(path);
+    path.truncate(len);
 }
 
 #[cfg(test)]
