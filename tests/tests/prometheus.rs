@@ -182,7 +182,7 @@ fn a_reload_reads_the_mapping_again() {
     std::fs::write(&config, toml).expect("config file");
     let config = config.to_string_lossy().into_owned();
     let app = Appliance::start(&["run", "--config", &config]).expect("start");
-    reload_renames(app, &mapping);
+    reload_renames(app, &mapping, &config);
 }
 
 /// As statsd_exporter does on SIGHUP, a flags-only start reads its
@@ -198,14 +198,18 @@ fn a_reload_reads_the_mapping_named_by_a_flag_again() {
     let mut all = args.to_vec();
     all.extend_from_slice(&["--shards", "2", "--no-pin", "--admin", "127.0.0.1:0"]);
     let app = Appliance::start(&all).expect("start");
-    reload_renames(app, &mapping);
+    reload_renames(app, &mapping, "command-line flags");
 }
 
 /// Rewrites `mapping` to name `job.*.done` `jobs_done_total`, signals
-/// SIGHUP and waits for the new name; series shown before stay.
-fn reload_renames(mut app: Appliance, mapping: &std::path::Path) {
+/// SIGHUP and waits for the new name; series shown before stay. `/status`
+/// names what SIGHUP reads (`source`).
+fn reload_renames(mut app: Appliance, mapping: &std::path::Path, source: &str) {
     let udp = app.wait_for_addr("aggregate listening on udp").expect("udp address");
     let admin = app.wait_for_addr("admin listening on").expect("admin address");
+    let (_, status) = http_get(admin, "/status").expect("status");
+    let status: serde_json::Value = serde_json::from_str(&status).expect("json");
+    assert_eq!(status["config"], source, "what SIGHUP reads");
     send(udp, &["job.a.done:1|c"]);
     wait_series(admin, "job_a_done", 1.0);
     let job = "- match: \"job.*.done\"\n  name: \"jobs_done_total\"\n  labels:\n    job: \"$1\"\ndefaults:";
