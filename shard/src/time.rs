@@ -5,7 +5,7 @@
 //! the nearest deadline as the `io_uring_enter` timeout (EXT_ARG). A sleep
 //! therefore costs a map insert and remove, never a kernel timer.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -19,7 +19,11 @@ use crate::context;
 #[derive(Debug, Default)]
 pub(crate) struct Timers {
     map: RefCell<BTreeMap<(Instant, u64), Waker>>,
-    seq: std::cell::Cell<u64>,
+    seq: Cell<u64>,
+    /// Bumped whenever entries leave the map other than by their own
+    /// [`Sleep`] (fired, or cleared): a sleep registered at an unchanged
+    /// epoch is still in the map without looking.
+    epoch: Cell<u64>,
 }
 
 impl Timers {
@@ -53,6 +57,7 @@ impl Timers {
 
     /// Wakes every timer due at `now`, in deadline order; returns how many.
     pub(crate) fn fire(&self, now: Instant) -> usize {
+        self.epoch.set(self.epoch.get() + 1);
         let mut fired = 0;
         loop {
             let due = {
@@ -74,6 +79,7 @@ impl Timers {
 
     /// Drops every pending timer's waker (shutdown).
     pub(crate) fn clear(&self) {
+        self.epoch.set(self.epoch.get() + 1);
         let map = std::mem::take(&mut *self.map.borrow_mut());
         drop(map);
     }
@@ -85,6 +91,12 @@ impl Timers {
 pub struct Sleep {
     deadline: Instant,
     key: Option<(Instant, u64)>,
+    /// The timers' epoch and the waker at registration (or the last
+    /// update): polled again by the same task before any timer fired, the
+    /// sleep is pending without a clock read or a map lookup. A task that
+    /// polls a timer on every wake (a connection's idle watchdog) pays
+    /// nothing for it until timers fire.
+    seen: Option<(u64, Waker)>,
 }
 
 /// A monotonic timestamp at scheduler-tick resolution (1-4 ms), far cheaper
@@ -101,7 +113,7 @@ pub fn sleep(duration: Duration) -> Sleep {
 
 /// Completes at `deadline`.
 pub fn sleep_until(deadline: Instant) -> Sleep {
-    Sleep { deadline, key: None }
+    Sleep { deadline, key: None, seen: None }
 }
 
 impl Sleep {
@@ -117,6 +129,7 @@ impl Sleep {
     }
 
     fn unregister(&mut self) {
+        self.seen = None;
         if let Some(key) = self.key.take() {
             context::try_with(|c| c.timers.remove(key));
         }
@@ -127,17 +140,27 @@ impl Future for Sleep {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // Registered, and no entry has left the map since: still waiting
+        // (a due timer is fired by the shard loop within a turn).
+        let epoch = context::with(|c| c.timers.epoch.get());
+        if self.key.is_some()
+            && self.seen.as_ref().is_some_and(|(e, w)| *e == epoch && w.will_wake(cx.waker()))
+        {
+            return Poll::Pending;
+        }
+        if let Some(k) = self.key {
+            if context::with(|c| c.timers.update(k, cx.waker())) {
+                self.seen = Some((epoch, cx.waker().clone()));
+                return Poll::Pending;
+            }
+        }
         if Instant::now() >= self.deadline {
             self.unregister();
             return Poll::Ready(());
         }
         let deadline = self.deadline;
-        let key = self.key;
-        let new_key = context::with(|c| match key {
-            Some(k) if c.timers.update(k, cx.waker()) => k,
-            _ => c.timers.insert(deadline, cx.waker().clone()),
-        });
-        self.key = Some(new_key);
+        self.key = Some(context::with(|c| c.timers.insert(deadline, cx.waker().clone())));
+        self.seen = Some((epoch, cx.waker().clone()));
         Poll::Pending
     }
 }

@@ -4,6 +4,7 @@
 //! is about pinning, so 4 shards run on this 2-core machine.
 
 use std::cell::Cell;
+use std::future::Future;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -57,6 +58,62 @@ fn timers_fire_in_deadline_order() {
         })
         .expect("run");
     assert_eq!(order, vec![0, 10, 20, 30, 40]);
+}
+
+/// A sleep polled on every wake of its task (a connection's idle
+/// watchdog is) answers those polls without the clock; it must still
+/// complete once its deadline passes, even when the task never parks.
+#[test]
+fn a_sleep_polled_on_every_turn_still_fires() {
+    runtime(1)
+        .run(|| async {
+            let start = Instant::now();
+            let mut sleep = std::pin::pin!(shard::time::sleep(Duration::from_millis(30)));
+            let mut polls = 0u64;
+            std::future::poll_fn(|cx| {
+                polls += 1;
+                if sleep.as_mut().poll(cx).is_ready() {
+                    return std::task::Poll::Ready(());
+                }
+                // Ready again at once: the task is polled every turn.
+                cx.waker().wake_by_ref();
+                std::task::Poll::Pending
+            })
+            .await;
+            let waited = start.elapsed();
+            assert!(waited >= Duration::from_millis(30), "woke early: {waited:?}");
+            assert!(waited < Duration::from_secs(5), "woke far too late: {waited:?}");
+            assert!(polls > 2, "the sleep was polled while pending ({polls} polls)");
+        })
+        .expect("run");
+}
+
+/// A registered sleep handed to another task wakes that task, not the one
+/// that first polled it.
+#[test]
+fn a_sleep_moved_to_another_task_wakes_the_new_one() {
+    runtime(1)
+        .run(|| async {
+            let mut sleep = Box::pin(shard::time::sleep(Duration::from_millis(20)));
+            let mut first = true;
+            std::future::poll_fn(|cx| {
+                assert!(sleep.as_mut().poll(cx).is_pending());
+                if std::mem::take(&mut first) {
+                    // Polled twice by this task: registered, then the fast path.
+                    cx.waker().wake_by_ref();
+                    return std::task::Poll::Pending;
+                }
+                std::task::Poll::Ready(())
+            })
+            .await;
+            let woke = shard::spawn_local(async move {
+                sleep.await;
+                Instant::now()
+            });
+            let at = shard::time::timeout(Duration::from_secs(5), woke).await;
+            assert!(matches!(at, Ok(Ok(_))), "the new task was never woken: {at:?}");
+        })
+        .expect("run");
 }
 
 #[test]

@@ -150,8 +150,11 @@ fn serve(ctx: &Context) -> Result<(), RuntimeError> {
 pub(crate) fn turn(ctx: &Context, wake_by: Option<Instant>) -> Result<(), RuntimeError> {
     ctx.turns.set(ctx.turns.get() + 1);
     ctx.executor.run(ctx.shared.budget);
-    if ctx.timers.next_deadline().is_some_and(|d| d <= Instant::now()) {
-        ctx.timers.fire(Instant::now());
+    // One clock read per turn, and none without timers: it also times the
+    // park below (a turn is microseconds; timers are not that fine).
+    let now = ctx.timers.next_deadline().map(|d| (d, Instant::now()));
+    if let Some((_, now)) = now.filter(|(d, now)| d <= now) {
+        ctx.timers.fire(now);
     }
     ctx.mesh.poll_incoming(ctx.shared.budget);
     ctx.mesh.poll_space_waiters();
@@ -168,7 +171,7 @@ pub(crate) fn turn(ctx: &Context, wake_by: Option<Instant>) -> Result<(), Runtim
     // once it has arrived the grace deadline bounds every park.
     let stop_seen = ctx.stopping.get() || !ctx.shared.stopping.load(Ordering::Relaxed);
     let result = if idle && stop_seen {
-        poll_then_park(ctx, wake_by)
+        poll_then_park(ctx, wake_by, now.map(|(_, now)| now))
     } else {
         ctx.reactor.turn(false, None).map(drop)
     };
@@ -185,7 +188,9 @@ pub(crate) fn turn(ctx: &Context, wake_by: Option<Instant>) -> Result<(), Runtim
 /// than the longest window would have spun) and shrinks when it spins in
 /// vain, down to zero. A lightly loaded shard therefore parks at once and
 /// burns no CPU polling; a busy one spins across short gaps.
-fn poll_then_park(ctx: &Context, wake_by: Option<Instant>) -> std::io::Result<()> {
+///
+/// `now`: the turn's clock reading, if it took one.
+fn poll_then_park(ctx: &Context, wake_by: Option<Instant>, now: Option<Instant>) -> std::io::Result<()> {
     let mailbox = &ctx.shared.homes[ctx.id].mailbox;
     let wake_at = match (ctx.timers.next_deadline(), wake_by) {
         (Some(a), Some(b)) => Some(a.min(b)),
@@ -212,11 +217,17 @@ fn poll_then_park(ctx: &Context, wake_by: Option<Instant>) -> std::io::Result<()
         return ctx.reactor.turn(false, None).map(drop);
     }
     ctx.parks.set(ctx.parks.get() + 1);
-    let parked = Instant::now();
-    let timeout = wake_at.map(|d| d.saturating_duration_since(parked));
+    // The turn's reading serves unless this spun (then it is stale), or
+    // the spin window needs the park's length.
+    let parked = match now {
+        Some(now) if window.is_zero() && max.is_zero() => Some(now),
+        _ if wake_at.is_some() || !max.is_zero() => Some(Instant::now()),
+        _ => None,
+    };
+    let timeout = wake_at.zip(parked).map(|(d, parked)| d.saturating_duration_since(parked));
     let r = ctx.reactor.turn(true, timeout);
     mailbox.unparked();
-    if !max.is_zero() && parked.elapsed() < max {
+    if !max.is_zero() && parked.is_some_and(|p| p.elapsed() < max) {
         ctx.poll_window.set(grow(ctx.poll_window.get(), max));
     }
     r.map(drop)
