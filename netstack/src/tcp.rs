@@ -260,6 +260,7 @@ impl TcpStream {
             starved: 0,
             mode: Mode::Unbounded,
             end: None,
+            spent: false,
         }
     }
 
@@ -285,7 +286,7 @@ impl TcpStream {
     /// path older kernels take can be exercised on any kernel.
     pub fn recv_bounded_on(&self, group: &BufRing, limit: usize, byte_limit: bool) -> RecvStream<'_> {
         let mode = if byte_limit { Mode::Bounded(limit.max(1)) } else { Mode::SingleShot };
-        RecvStream { stream: self, group: group.clone(), op: None, starved: 0, mode, end: None }
+        RecvStream { stream: self, group: group.clone(), op: None, starved: 0, mode, end: None, spent: false }
     }
 
     /// Receives once into a buffer the kernel picks from `group` when data
@@ -311,6 +312,14 @@ impl TcpStream {
     /// nothing fits (one call: may be partial).
     pub async fn try_send<B: IoBuf>(&self, buf: B) -> (io::Result<usize>, B) {
         ops::send_nowait(self.raw_fd(), buf).await
+    }
+
+    /// [`try_send`](Self::try_send) of a group buffer without a completion
+    /// when all of it went out (`shard::ops::send_quiet`; only where
+    /// `shard::reactor::probe::quiet_send` says the kernel reports a short
+    /// send's count).
+    pub fn send_quiet(&self, buf: ProvidedBuf) -> shard::reactor::QuietSend {
+        ops::send_quiet(self.raw_fd(), buf)
     }
 
     /// Sends all of `buf`.
@@ -394,6 +403,9 @@ pub struct RecvStream<'a> {
     /// How the stream ended while [`RecvStream::stop`] drained it: given
     /// out by the next [`RecvStream::next`].
     end: Option<io::Result<()>>,
+    /// The receive's final completion was taken: the next
+    /// [`RecvStream::next`] arms a new one.
+    spent: bool,
 }
 
 /// How a [`RecvStream`] receives.
@@ -431,6 +443,9 @@ impl RecvStream<'_> {
             }
             let fd = self.stream.raw_fd();
             let (group, mode) = (&self.group, self.mode);
+            if self.op.is_none() {
+                self.spent = false;
+            }
             let op = match mode {
                 Mode::SingleShot => return self.stream.recv_provided(group).await,
                 Mode::Unbounded => self.op.get_or_insert_with(|| ops::recv_multi(fd, group)),
@@ -443,6 +458,7 @@ impl RecvStream<'_> {
                 self.op = None;
                 continue;
             };
+            self.spent = c.is_final();
             match step(c, op.stopped_at_limit()) {
                 Step::Data(buf) => return Ok(Some(buf)),
                 Step::End(end) => {
@@ -491,6 +507,22 @@ impl RecvStream<'_> {
             }
         }
         held
+    }
+
+    /// Whether a receive is armed and may still deliver data: false
+    /// before the first [`next`](Self::next), after [`stop`](Self::stop),
+    /// and once the receive's final completion was taken (the kernel ended
+    /// it, at its byte limit say), until `next` arms the next one.
+    pub fn is_armed(&self) -> bool {
+        self.op.is_some() && !self.spent
+    }
+
+    /// Whether the stream receives with a multishot receive (armed once),
+    /// whose [`next`](Self::next) may be dropped while it waits without
+    /// losing data; a single-shot receive dropped in flight may have taken
+    /// bytes nobody will see.
+    pub fn is_multishot(&self) -> bool {
+        self.mode != Mode::SingleShot
     }
 
     /// Times the receive found the buffer group empty.

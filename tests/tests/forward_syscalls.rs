@@ -3,7 +3,9 @@
 //! no `socket`, `setsockopt` or `getpeername` of its own unless something
 //! uses the client's address (Maglev here), which asks once per connection.
 //! Skipped with a message where strace is not installed; `make test`
-//! installs it.
+//! installs it. And what it promises about the ring: a relayed message
+//! costs one completion per direction (its receive; the quiet send that
+//! carries it on posts none).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -11,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use appliance_tests::upstream::{echo, Upstream};
-use appliance_tests::{Appliance, TempDir};
+use appliance_tests::{http_get, metric, Appliance, TempDir};
 
 const CONNECTIONS: usize = 20;
 
@@ -116,4 +118,45 @@ fn maglev_asks_for_each_client_address_once() {
 fn shard_ops_in_ring() -> bool {
     let probe = shard::probe();
     probe.supports("socket") && probe.supports("uring_cmd")
+}
+
+/// Echo round trips through one shard, each a 16-byte message up and its
+/// echo down: each costs two ring completions (the two receives). With a
+/// completion for every send as well it was four.
+#[test]
+fn a_relayed_message_costs_one_completion_per_direction() {
+    if !shard::reactor::probe::quiet_send() {
+        eprintln!("skipped: this kernel ({}) has no quiet sends (6.0)", shard::probe().kernel);
+        return;
+    }
+    const ROUNDS: u32 = 2000;
+    let up = Upstream::start(echo, 0);
+    let upstream = up.addr.to_string();
+    let mut args = vec!["forward", "--listen", "127.0.0.1:0", "--upstream", &upstream, "--shards", "1"];
+    args.extend_from_slice(&["--no-pin", "--health-interval", "0", "--admin", "127.0.0.1:0"]);
+    let mut app = Appliance::start(&args).expect("start");
+    let addr: SocketAddr = app.wait_for_addr("forward listening on").expect("listening");
+    let admin: SocketAddr = app.wait_for_addr("admin listening on").expect("admin");
+    let completions = || {
+        let (_, text) = http_get(admin, "/metrics").expect("scrape");
+        metric(&text, "appliance_uring_completions_total{shard=\"0\"}").expect("completions series")
+    };
+    let mut c = TcpStream::connect(addr).expect("connect");
+    c.set_nodelay(true).expect("nodelay");
+    c.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let mut round = |i: u32| {
+        let msg = [i as u8; 16];
+        c.write_all(&msg).expect("send");
+        let mut back = [0u8; 16];
+        c.read_exact(&mut back).expect("echo");
+        assert_eq!(back, msg);
+    };
+    // The connection and the upstream's are set up before counting.
+    round(0);
+    let before = completions();
+    for i in 1..=ROUNDS {
+        round(i);
+    }
+    let per_round = (completions() - before) / f64::from(ROUNDS);
+    assert!(per_round < 3.0, "{per_round:.2} completions per echo round trip, want about 2");
 }

@@ -29,7 +29,7 @@ use std::time::Duration;
 use io_uring::{opcode, squeue, types};
 
 pub use bufring::{BufRing, ProvidedBuf};
-pub use op::{MultiOp, NextCompletion, Op};
+pub use op::{MultiOp, NextCompletion, Op, QuietOutcome, QuietSend};
 pub use slab::Completion;
 pub use uring::SetupFlags;
 
@@ -76,6 +76,12 @@ pub(crate) struct Reactor {
     cqes: RefCell<Vec<RawCqe>>,
     /// Targets of MSG_RING wake-ups that failed (fall back to eventfd).
     failed_wakes: RefCell<Vec<usize>>,
+    /// Entries pushed since the ring was made: with the kernel's count of
+    /// those not yet consumed, tells which quiet sends it has issued.
+    pushed: Cell<u64>,
+    /// Quiet sends not settled yet, in push order: (push sequence, slot,
+    /// length).
+    quiet: RefCell<std::collections::VecDeque<(u64, u32, u32)>>,
 }
 
 impl Reactor {
@@ -91,6 +97,8 @@ impl Reactor {
             stats: Cell::new(ReactorStats::default()),
             cqes: RefCell::new(Vec::with_capacity(256)),
             failed_wakes: RefCell::new(Vec::new()),
+            pushed: Cell::new(0),
+            quiet: RefCell::new(std::collections::VecDeque::new()),
         })
     }
 
@@ -163,7 +171,82 @@ impl Reactor {
     /// See [`Uring::push`].
     pub(crate) unsafe fn push(&self, entry: &squeue::Entry) -> io::Result<()> {
         // SAFETY: forwarded from the caller's contract.
-        unsafe { self.uring.borrow_mut().push(entry) }
+        unsafe { self.uring.borrow_mut().push(entry) }?;
+        self.pushed.set(self.pushed.get() + 1);
+        Ok(())
+    }
+
+    /// Starts a quiet send of `buf` on `fd`: a send that never waits
+    /// (`MSG_DONTWAIT`), so the kernel issues it within the enter that
+    /// submits it, and that posts a completion only when it fails to send
+    /// everything (`IOSQE_CQE_SKIP_SUCCESS` with `MSG_WAITALL`: a short
+    /// send fails, with the count sent as its result). After that enter a
+    /// consumed quiet send without a completion is settled as complete
+    /// (see [`settle_quiet`](Self::settle_quiet)): the common case costs
+    /// no completion, and no loop turn to take it.
+    pub(crate) fn start_quiet(&self, fd: RawFd, buf: ProvidedBuf) -> u32 {
+        let (ptr, len) = (buf.as_ptr(), buf.len() as u32);
+        let idx = self.slab.borrow_mut().insert_quiet(buf);
+        let entry = opcode::Send::new(types::Fd(fd), ptr, len)
+            .flags(libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT | libc::MSG_WAITALL)
+            .build()
+            .flags(squeue::Flags::SKIP_SUCCESS)
+            .user_data(u64::from(idx));
+        // SAFETY: the entry points into the group buffer the slot holds (lent) until the send is settled or its completion arrives; the group's memory is mapped for as long as any of its buffers is out.
+        match unsafe { self.push(&entry) } {
+            Ok(()) => self.quiet.borrow_mut().push_back((self.pushed.get() - 1, idx, len)),
+            Err(e) => {
+                let errno = e.raw_os_error().unwrap_or(libc::EIO);
+                drop(self.slab.borrow_mut().complete(idx, -errno, 0, false));
+            }
+        }
+        idx
+    }
+
+    /// Settles the quiet sends the kernel has consumed and posted no
+    /// completion for, after the completions were dispatched: each sent
+    /// everything. Not while completions wait in the kernel's overflow
+    /// list, where a quiet send's failure could be.
+    fn settle_quiet(&self) {
+        if self.quiet.borrow().is_empty() {
+            return;
+        }
+        let consumed = {
+            let mut uring = self.uring.borrow_mut();
+            if uring.cq_overflow() {
+                return;
+            }
+            self.pushed.get() - uring.pending() as u64
+        };
+        loop {
+            let next = {
+                let mut quiet = self.quiet.borrow_mut();
+                match quiet.front() {
+                    Some(&(seq, idx, len)) if seq < consumed => {
+                        quiet.pop_front();
+                        Some((idx, len))
+                    }
+                    _ => None,
+                }
+            };
+            let Some((idx, len)) = next else { return };
+            let after = self.slab.borrow_mut().settle(idx, len);
+            if let Some(w) = after.waker {
+                w.wake();
+            }
+            drop(after.lent);
+        }
+    }
+
+    /// Whether an owner waits for a quiet send to settle (the next enter
+    /// must not sleep before it is).
+    fn quiet_waited_for(&self) -> bool {
+        let quiet = self.quiet.borrow();
+        if quiet.is_empty() {
+            return false;
+        }
+        let slab = self.slab.borrow();
+        quiet.iter().any(|&(_, idx, _)| slab.is_urgent(idx))
     }
 
     /// The owner of slot `idx` is gone. Parks `keep` until the kernel is
@@ -238,7 +321,7 @@ impl Reactor {
         let (submitted, wait) = {
             let mut uring = self.uring.borrow_mut();
             let pending = uring.pending();
-            let wait = park && !uring.has_completions();
+            let wait = park && !uring.has_completions() && !self.quiet_waited_for();
             uring.enter(u32::from(wait), if wait { timeout } else { None })?;
             (pending, wait)
         };
@@ -247,7 +330,9 @@ impl Reactor {
         s.submitted += submitted as u64;
         self.stats.set(s);
         let _ = wait;
-        Ok(self.dispatch())
+        let n = self.dispatch();
+        self.settle_quiet();
+        Ok(n)
     }
 
     /// Drains the completion queue, waking tasks outside any borrow.

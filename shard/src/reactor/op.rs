@@ -31,6 +31,7 @@ use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::task::{Context, Poll};
 
+use super::bufring::ProvidedBuf;
 use super::slab::Completion;
 use crate::context::Context as Shard;
 
@@ -226,6 +227,77 @@ impl<T: 'static> Future for NextCompletion<'_, T> {
     type Output = Option<Completion>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.op.poll_next(cx)
+    }
+}
+
+/// A quiet send in flight ([`crate::ops::send_quiet`]): it completes
+/// without a completion when it sent everything, so its owner usually does
+/// not wait for it at all. [`poll_outcome`](Self::poll_outcome) watches it
+/// without asking to be woken for success; [`settled`](Self::settled)
+/// waits for it.
+#[must_use = "a quiet send's failure is only seen by polling it"]
+pub struct QuietSend {
+    home: Home,
+    idx: u32,
+    len: usize,
+    done: bool,
+}
+
+/// What became of a quiet send: the count sent (all of it, or what fitted
+/// before the socket filled) or the error, and the buffer unless it was
+/// all sent (then it went back to its group).
+pub type QuietOutcome = (std::io::Result<usize>, Option<ProvidedBuf>);
+
+impl std::fmt::Debug for QuietSend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuietSend").field("slot", &self.idx).field("len", &self.len).finish()
+    }
+}
+
+impl QuietSend {
+    pub(crate) fn new(home: Home, idx: u32, len: usize) -> QuietSend {
+        QuietSend { home, idx, len, done: false }
+    }
+
+    /// Bytes handed to the send.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the send carries no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The outcome once the send is settled. Until then the task is woken
+    /// if the send fails, and also when it succeeds if `urgent` (a task
+    /// that cannot go on without the outcome; the shard then does not
+    /// sleep before settling it).
+    pub fn poll_outcome(&mut self, cx: &mut Context<'_>, urgent: bool) -> Poll<QuietOutcome> {
+        if self.done {
+            panic!("quiet send polled after its outcome");
+        }
+        let taken = alive(&self.home).reactor.slab_mut().take_quiet(self.idx, cx.waker(), urgent);
+        let Some((result, buf)) = taken else {
+            return Poll::Pending;
+        };
+        self.done = true;
+        let res =
+            if result < 0 { Err(std::io::Error::from_raw_os_error(-result)) } else { Ok(result as usize) };
+        Poll::Ready((res, buf))
+    }
+
+    /// Waits for the outcome.
+    pub async fn settled(&mut self) -> QuietOutcome {
+        std::future::poll_fn(|cx| self.poll_outcome(cx, true)).await
+    }
+}
+
+impl Drop for QuietSend {
+    fn drop(&mut self) {
+        if !self.done {
+            abandon(&self.home, self.idx, None);
+        }
     }
 }
 

@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use io_uring::{opcode, squeue, types};
 
-use super::bufring::BufRing;
+use super::bufring::{BufRing, ProvidedBuf};
 pub use super::iobuf::{IoBuf, IoBufMut, Slice};
-use super::op::{MultiOp, Op};
+use super::op::{MultiOp, Op, QuietSend};
 use super::slab::Completion;
 use crate::context;
 
@@ -218,6 +218,18 @@ pub async fn send_nowait<B: IoBuf>(fd: RawFd, buf: B) -> (io::Result<usize>, B) 
         opcode::Send::new(types::Fd(fd), ptr, len).flags(libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT).build()
     })
     .await
+}
+
+/// [`send_nowait`] of a group buffer that posts no completion when it
+/// sends everything (see [`QuietSend`]): the buffer goes back to its group
+/// as soon as the submitting enter returns. Needs the kernel to report a
+/// short send's count with its failure ([`super::probe::quiet_send`]).
+pub fn send_quiet(fd: RawFd, buf: ProvidedBuf) -> QuietSend {
+    let len = buf.len();
+    context::with_rc(|c| {
+        let idx = c.reactor.start_quiet(fd, buf);
+        QuietSend::new(Rc::downgrade(c), idx, len)
+    })
 }
 
 /// `write(2)` of all initialised bytes of `buf` (pipes, files).

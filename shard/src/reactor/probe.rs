@@ -107,6 +107,14 @@ fn at_least(release: &str, want: (u32, u32)) -> bool {
     }
 }
 
+/// Whether a failed send reports the bytes it sent before failing (Linux
+/// 6.0+), which [`crate::ops::send_quiet`] needs: a short quiet send is a
+/// failure, and its result must say how much went out.
+pub fn quiet_send() -> bool {
+    static QUIET: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *QUIET.get_or_init(|| at_least(&kernel_release(), (6, 0)))
+}
+
 fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())

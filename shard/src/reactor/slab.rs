@@ -45,6 +45,11 @@ impl Completion {
         self.fd.take()
     }
 
+    /// Whether this is the operation's last completion (no `MORE` flag).
+    pub fn is_final(&self) -> bool {
+        !io_uring::cqueue::more(self.flags)
+    }
+
     /// The result as `io::Result`, with `-errno` turned into an error.
     pub fn io_result(&self) -> std::io::Result<u32> {
         if self.result < 0 {
@@ -72,6 +77,13 @@ pub(crate) struct Slot {
     hold_limit: usize,
     /// The limit was reached and a cancel asked for.
     stopped_at_limit: bool,
+    /// A quiet send's buffer (see `Reactor::start_quiet`), lent to the
+    /// kernel until the send is settled; the owner gets it back only if
+    /// the send did not take all of it.
+    lent: Option<ProvidedBuf>,
+    /// The owner of a quiet send waits for it to settle: wake it then
+    /// (otherwise only a completion, a failure, wakes it).
+    urgent: bool,
 }
 
 /// What the dispatcher must do after the slab borrow ends: wake a task and
@@ -83,6 +95,8 @@ pub(crate) struct Aftermath {
     pub dropped: Option<Completion>,
     /// The operation reached its hold limit: submit a cancel for it.
     pub cancel: bool,
+    /// A settled quiet send's buffer, back to its group.
+    pub lent: Option<ProvidedBuf>,
 }
 
 #[derive(Default)]
@@ -153,7 +167,9 @@ impl Slab {
         if slot.ignored {
             let mut after = Aftermath { dropped: Some(completion), ..Aftermath::default() };
             if !more {
-                after.garbage = self.release(idx).keep;
+                let old = self.release(idx);
+                after.garbage = old.keep;
+                after.lent = old.lent;
             }
             return after;
         }
@@ -169,6 +185,55 @@ impl Slab {
         let cancel = more && slot.hold_limit > 0 && !slot.stopped_at_limit && held >= slot.hold_limit;
         slot.stopped_at_limit |= cancel;
         Aftermath { waker: slot.waker.take(), cancel, ..Aftermath::default() }
+    }
+
+    /// Starts a slot for a quiet send of `buf`, which the slot holds until
+    /// the send is settled.
+    pub(crate) fn insert_quiet(&mut self, buf: ProvidedBuf) -> u32 {
+        let idx = self.insert(None, false);
+        self.slots[idx as usize].lent = Some(buf);
+        idx
+    }
+
+    /// The kernel consumed quiet send `idx` and posted no completion for
+    /// it: it sent all `len` bytes. Its buffer goes back to the group (in
+    /// the aftermath); the owner is woken only if it waits for this.
+    pub(crate) fn settle(&mut self, idx: u32, len: u32) -> Aftermath {
+        let Some(slot) = self.slots.get_mut(idx as usize).filter(|s| s.in_use && !s.done) else {
+            // Its completion (a failure) came first.
+            return Aftermath::default();
+        };
+        if slot.ignored {
+            return Aftermath { lent: self.release(idx).lent, ..Aftermath::default() };
+        }
+        slot.first = Some(Completion { result: len as i32, flags: 0, buf: None, fd: None });
+        slot.done = true;
+        let waker = if slot.urgent { slot.waker.take() } else { None };
+        Aftermath { waker, lent: slot.lent.take(), ..Aftermath::default() }
+    }
+
+    /// Whether the owner of quiet send `idx` waits for it to settle.
+    pub(crate) fn is_urgent(&self, idx: u32) -> bool {
+        self.slots.get(idx as usize).is_some_and(|s| s.in_use && !s.done && s.urgent)
+    }
+
+    /// Polls quiet send `idx`: once settled, its result and the buffer if
+    /// the send did not take all of it (frees the slot). Until then the
+    /// owner is woken by a failure, and also by success when `urgent`.
+    pub(crate) fn take_quiet(
+        &mut self,
+        idx: u32,
+        waker: &Waker,
+        urgent: bool,
+    ) -> Option<(i32, Option<ProvidedBuf>)> {
+        let slot = &mut self.slots[idx as usize];
+        if !slot.done {
+            set_waker(&mut slot.waker, waker);
+            slot.urgent |= urgent;
+            return None;
+        }
+        let old = self.release(idx);
+        Some((old.first.map_or(0, |c| c.result), old.lent))
     }
 
     /// Single-shot poll: the first completion once the operation is done.

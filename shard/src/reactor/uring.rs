@@ -232,6 +232,11 @@ impl Uring {
         }
     }
 
+    /// Completions wait in the kernel's overflow list (the queue was full).
+    pub(crate) fn cq_overflow(&mut self) -> bool {
+        self.ring.submission().cq_overflow()
+    }
+
     pub(crate) fn has_completions(&mut self) -> bool {
         !self.ring.completion().is_empty()
     }

@@ -9,6 +9,15 @@
 //!   it: a direct `send(2)` per buffer measured 0.89x the requests/s at
 //!   saturation, since on loopback each wakes its reader, which then
 //!   preempts the shard in the middle of its turn.
+//! - Where the kernel reports a short send's count with its failure, that
+//!   send is quiet (`TcpStream::send_quiet`): it posts no completion when
+//!   it sends everything, and the reactor settles it after the enter that
+//!   submitted it. The relay does not wait for it but goes back to
+//!   receiving, watching it for a failure, so a message costs one
+//!   completion and one loop turn per direction instead of two. When the
+//!   receive has ended (after a buffer's worth of bytes) the relay waits
+//!   for the send before arming the next one, so a reader that turns out
+//!   slow finds one buffer taken, as before.
 //! - The receive is bounded (`TcpStream::recv_bounded`): the reactor stops
 //!   it once [`HOLD`] buffers wait for the relay, and on Linux 6.17+ each
 //!   arming ends by itself after one buffer's worth of bytes, so a peer
@@ -40,8 +49,8 @@ use std::pin::pin;
 use std::task::Poll;
 use std::time::Duration;
 
-use netstack::tcp::TcpStream;
-use shard::reactor::{BufRing, ProvidedBuf};
+use netstack::tcp::{RecvStream, TcpStream};
+use shard::reactor::{BufRing, ProvidedBuf, QuietOutcome, QuietSend};
 
 /// How a relay ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,12 +149,20 @@ async fn watchdog(activity: &Cell<Duration>, idle: Duration) {
 
 /// Buffers a direction's receive may have waiting for the relay before the
 /// reactor stops it (`TcpStream::recv_bounded`). The relay takes each one
-/// as soon as its send of the one before completed (a loop turn: that send
-/// never waits for room), so only a burst within a turn or two reaches
+/// as soon as it arrives (its send of the one before was settled by the
+/// enter that submitted it), so only a burst within a turn or two reaches
 /// this.
 const HOLD: usize = 4;
 
 /// Moves `from` -> `to` until end of stream (then half-closes `to`).
+///
+/// Each buffer goes out with one send that never waits. Where the kernel
+/// allows (and the receive is multishot, so waiting for it may be given
+/// up), that send is quiet: it posts no completion when it sends
+/// everything, so the relay does not wait for it but goes back to
+/// receiving, watching it for a failure; the next buffer goes out once it
+/// is settled. A send that finds the reader's socket full takes the slow
+/// path ([`settle`]).
 async fn pump(
     from: &TcpStream,
     to: &TcpStream,
@@ -155,40 +172,137 @@ async fn pump(
     waited: &Cell<u64>,
 ) -> Half {
     let mut rx = from.recv_bounded(&buffers.group, HOLD);
+    let quiet = rx.is_multishot() && shard::reactor::probe::quiet_send();
+    let mut sending: Option<QuietSend> = None;
+    let stats = Counts { moved, waited };
     loop {
-        let buf = match rx.next().await {
+        let next = match sending.as_mut() {
+            // Nothing can arrive before the send settles: wait for that
+            // before arming the next receive, so a reader that turns out
+            // slow finds one buffer taken, not two.
+            Some(s) if !rx.is_armed() => {
+                let outcome = s.settled().await;
+                let len = sending.take().map_or(0, |s| s.len());
+                if let Err(e) = settle(outcome, len, None, &mut rx, to, buffers, stats).await {
+                    return Half::Failed(e);
+                }
+                continue;
+            }
+            Some(s) => match watch(s, &mut rx).await {
+                Watched::Settled(outcome) => {
+                    let len = sending.take().map_or(0, |s| s.len());
+                    if let Err(e) = settle(outcome, len, None, &mut rx, to, buffers, stats).await {
+                        return Half::Failed(e);
+                    }
+                    continue;
+                }
+                Watched::Next(next) => next,
+            },
+            None => rx.next().await,
+        };
+        let buf = match next {
             Ok(Some(buf)) => buf,
             Ok(None) => {
+                if let Some(mut s) = sending.take() {
+                    let outcome = s.settled().await;
+                    if let Err(e) = settle(outcome, s.len(), None, &mut rx, to, buffers, stats).await {
+                        return Half::Failed(e);
+                    }
+                }
                 let _ = to.shutdown_write().await;
                 return Half::Eof;
             }
             Err(e) => return Half::Failed(classify(&e)),
         };
         activity.set(shard::time::coarse_now());
-        let mut n = buf.len() as u64;
-        // Usually the socket has room and the one send that never waits is
-        // all it takes.
-        let (res, buf) = to.try_send(buf).await;
-        let partial = match res {
-            Ok(sent) if sent == buf.len() => None,
-            Ok(sent) => Some(sent),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Some(0),
-            Err(e) => return Half::Failed(classify(&e)),
-        };
-        if let Some(sent) = partial {
-            // A slow reader: stop receiving before waiting for it, so this
-            // direction holds no group buffer (as far as the copy budget
-            // goes) while it waits.
-            waited.set(waited.get() + 1);
-            let held = rx.stop().await;
-            n += held.iter().map(|b| b.len() as u64).sum::<u64>();
-            if let Err(e) = send_slowly(to, buf, sent, held, buffers).await {
-                return Half::Failed(classify(&e));
+        // Bytes go out in order: the send before this one is settled first.
+        let buf = match sending.take() {
+            Some(mut s) => {
+                match settle(s.settled().await, s.len(), Some(buf), &mut rx, to, buffers, stats).await {
+                    Ok(Some(buf)) => buf,
+                    Ok(None) => continue,
+                    Err(e) => return Half::Failed(e),
+                }
             }
+            None => buf,
+        };
+        if quiet {
+            sending = Some(to.send_quiet(buf));
+            continue;
         }
-        moved.set(moved.get() + n);
+        let len = buf.len();
+        let (res, buf) = to.try_send(buf).await;
+        if let Err(e) = settle((res, Some(buf)), len, None, &mut rx, to, buffers, stats).await {
+            return Half::Failed(e);
+        }
         activity.set(shard::time::coarse_now());
     }
+}
+
+/// A relay direction's byte and slow-reader counts.
+#[derive(Clone, Copy)]
+struct Counts<'a> {
+    moved: &'a Cell<u64>,
+    waited: &'a Cell<u64>,
+}
+
+/// What came first while a quiet send was in flight.
+enum Watched {
+    /// The send was settled (it failed, or it is done and the relay was
+    /// polled anyway).
+    Settled(QuietOutcome),
+    /// The receive's next buffer, end or error.
+    Next(io::Result<Option<ProvidedBuf>>),
+}
+
+/// Waits for the next buffer, watching `sending` for a failure (without
+/// asking to be woken when it succeeds). Gives up the receive's wait when
+/// the send comes first: only for a multishot receive, which loses nothing
+/// by that.
+async fn watch(sending: &mut QuietSend, rx: &mut RecvStream<'_>) -> Watched {
+    let mut next = pin!(rx.next());
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(outcome) = sending.poll_outcome(cx, false) {
+            return Poll::Ready(Watched::Settled(outcome));
+        }
+        next.as_mut().poll(cx).map(Watched::Next)
+    })
+    .await
+}
+
+/// Handles a send's outcome: `len` bytes were handed to it, and `then` is
+/// the buffer to send after it. All sent: counts it and hands `then` back.
+/// A reader without room: stops receiving before waiting for it, so this
+/// direction holds no group buffer (as far as the copy budget goes) while
+/// it waits, then sends the rest, `then` and what the receive had taken,
+/// in order (`Ok(None)`).
+async fn settle(
+    outcome: QuietOutcome,
+    len: usize,
+    then: Option<ProvidedBuf>,
+    rx: &mut RecvStream<'_>,
+    to: &TcpStream,
+    buffers: &RelayBuffers,
+    counts: Counts<'_>,
+) -> Result<Option<ProvidedBuf>, Ended> {
+    let (res, buf) = outcome;
+    let sent = match res {
+        Ok(sent) if sent >= len => {
+            counts.moved.set(counts.moved.get() + len as u64);
+            return Ok(then);
+        }
+        Ok(sent) => sent,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+        Err(e) => return Err(classify(&e)),
+    };
+    // A send short of its length always hands its buffer back.
+    let Some(buf) = buf else { return Err(Ended::Error) };
+    counts.waited.set(counts.waited.get() + 1);
+    let held: Vec<ProvidedBuf> = then.into_iter().chain(rx.stop().await).collect();
+    let n = buf.len() as u64 + held.iter().map(|b| b.len() as u64).sum::<u64>();
+    send_slowly(to, buf, sent, held, buffers).await.map_err(|e| classify(&e))?;
+    counts.moved.set(counts.moved.get() + n);
+    Ok(None)
 }
 
 /// One forward service's relay buffers on one shard: the group receives
