@@ -177,28 +177,22 @@ async fn pump(
     let stats = Counts { moved, waited };
     loop {
         let next = match sending.as_mut() {
-            // Nothing can arrive before the send settles: wait for that
-            // before arming the next receive, so a reader that turns out
-            // slow finds one buffer taken, not two.
-            Some(s) if !rx.is_armed() => {
-                let outcome = s.settled().await;
+            // With the receive ended, nothing can arrive before the send
+            // settles: wait for that before arming the next one, so a
+            // reader that turns out slow finds one buffer taken, not two.
+            Some(s) if !rx.is_armed() => Watched::Settled(s.settled().await),
+            Some(s) => watch(s, &mut rx).await,
+            None => Watched::Next(rx.next().await),
+        };
+        let next = match next {
+            Watched::Settled(outcome) => {
                 let len = sending.take().map_or(0, |s| s.len());
                 if let Err(e) = settle(outcome, len, None, &mut rx, to, buffers, stats).await {
                     return Half::Failed(e);
                 }
                 continue;
             }
-            Some(s) => match watch(s, &mut rx).await {
-                Watched::Settled(outcome) => {
-                    let len = sending.take().map_or(0, |s| s.len());
-                    if let Err(e) = settle(outcome, len, None, &mut rx, to, buffers, stats).await {
-                        return Half::Failed(e);
-                    }
-                    continue;
-                }
-                Watched::Next(next) => next,
-            },
-            None => rx.next().await,
+            Watched::Next(next) => next,
         };
         let buf = match next {
             Ok(Some(buf)) => buf,
