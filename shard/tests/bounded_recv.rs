@@ -4,22 +4,14 @@
 //! what it took comes out in order, and a new receive takes the rest.
 
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use shard::ops;
 use shard::reactor::{BufRing, Completion};
 
-/// A connected pair: the std end for a writer thread, the other for the
-/// shard.
-fn pair() -> (TcpStream, OwnedFd) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let peer = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
-    peer.set_nodelay(true).expect("nodelay");
-    let (ours, _) = listener.accept().expect("accept");
-    (peer, ours.into())
-}
+mod common;
+use common::pair;
 
 fn more(c: &Completion) -> bool {
     io_uring::cqueue::more(c.flags)

@@ -5,21 +5,14 @@
 //! twice either way.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Duration;
 
 use shard::ops;
 use shard::reactor::{BufRing, ProvidedBuf};
 
-/// A connected pair: the std end for a thread, the other for the shard.
-fn pair() -> (TcpStream, OwnedFd) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let peer = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
-    peer.set_nodelay(true).expect("nodelay");
-    let (ours, _) = listener.accept().expect("accept");
-    (peer, ours.into())
-}
+mod common;
+use common::pair;
 
 fn supported() -> bool {
     let ok = shard::reactor::probe::quiet_send();
