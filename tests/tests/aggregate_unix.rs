@@ -37,6 +37,17 @@ fn unix_socket_clients_are_counted_exactly_and_tagged_with_their_pid() {
     let (mut app, _, _) = appliance_tests::start_aggregate(sink.addr, &args);
     let mode = std::fs::metadata(&path).expect("socket file").permissions().mode();
     assert_eq!(mode & 0o777, 0o722, "any local client may write, as the Datadog agent's");
+    // A short datagram queue (10 by default) is a limit clients hit
+    // unseen: the startup log names it and its fix.
+    let qlen: Option<u64> =
+        std::fs::read_to_string("/proc/sys/net/unix/max_dgram_qlen").ok().and_then(|s| s.trim().parse().ok());
+    if qlen.is_some_and(|q| q < 512) {
+        assert!(
+            app.printed("net.unix.max_dgram_qlen is"),
+            "no warning about the short queue:\n{}",
+            app.output()
+        );
+    }
     let client = UnixDatagram::unbound().expect("client");
     for _ in 0..100 {
         client.send_to(b"uds.hits:1|c\nuds.tagged:2|c|#env:prod", &path).expect("send");

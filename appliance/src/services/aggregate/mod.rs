@@ -101,6 +101,9 @@ impl Service for AggregateConfig {
                 None => unix::UnixSocket::bind(path, self.origin_detection),
             };
             let socket = socket.map_err(|e| format!("listen_unix {}: {e}", path.display()))?;
+            if let Some(warning) = unix::queue_warning(&self.name, read_sysctl(unix::QLEN_SYSCTL)) {
+                tracing::warn!("{warning}");
+            }
             let base = prepared.unwrap_or_else(|| self.clone());
             prepared = Some(AggregateConfig { unix: Some(Arc::new(socket)), ..base });
         }
@@ -232,4 +235,9 @@ impl Service for AggregateConfig {
     fn as_any(&self) -> &dyn std::any::Any {
         self
     }
+}
+
+/// A sysctl's value from `/proc/sys` (`None`: unreadable here).
+fn read_sysctl(path: &str) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }

@@ -71,6 +71,27 @@ impl UnixSocket {
 /// the files are its now.
 static HANDED_OVER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// The sysctl that caps a Unix datagram socket's queue, in datagrams.
+pub const QLEN_SYSCTL: &str = "/proc/sys/net/unix/max_dgram_qlen";
+
+/// Below this queue length a burst from one client outruns the shard's
+/// next receive.
+const QLEN_ADVISED: u64 = 512;
+
+/// The startup warning for a Unix datagram listener on a host whose
+/// `net.unix.max_dgram_qlen` is `qlen` (`None`: unknown, no warning): the
+/// kernel queues at most that many datagrams per socket, and a sender that
+/// does not block (the Datadog clients' default) drops the rest on its
+/// side, where the aggregator cannot count them.
+pub fn queue_warning(service: &str, qlen: Option<u64>) -> Option<String> {
+    let qlen = qlen.filter(|&q| q < QLEN_ADVISED)?;
+    Some(format!(
+        "aggregate \"{service}\": net.unix.max_dgram_qlen is {qlen}: its Unix datagram socket queues at most \
+         {qlen} datagrams, and a client that sends without blocking drops the rest on its side, uncounted \
+         here; raise it (sysctl -w net.unix.max_dgram_qlen={QLEN_ADVISED}) or give clients blocking sends"
+    ))
+}
+
 /// The sockets' files belong to a successor: never remove them.
 pub fn handed_over() {
     HANDED_OVER.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -122,7 +143,15 @@ pub fn container_id(cgroup: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::container_id;
+    use super::{container_id, queue_warning};
+
+    #[test]
+    fn a_short_datagram_queue_is_warned_about_with_its_fix() {
+        let w = queue_warning("dsd", Some(10)).expect("10 is short");
+        assert!(w.contains("aggregate \"dsd\"") && w.contains("is 10") && w.contains("sysctl -w"), "{w}");
+        assert_eq!(queue_warning("dsd", Some(512)), None);
+        assert_eq!(queue_warning("dsd", None), None, "unknown: nothing to say");
+    }
 
     #[test]
     fn container_ids_from_cgroup_files() {
