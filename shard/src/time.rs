@@ -91,12 +91,27 @@ impl Timers {
 pub struct Sleep {
     deadline: Instant,
     key: Option<(Instant, u64)>,
-    /// The timers' epoch and the waker at registration (or the last
-    /// update): polled again by the same task before any timer fired, the
-    /// sleep is pending without a clock read or a map lookup. A task that
-    /// polls a timer on every wake (a connection's idle watchdog) pays
-    /// nothing for it until timers fire.
-    seen: Option<(u64, Waker)>,
+    /// The timers' epoch and the waker (its identity) at registration or
+    /// the last update: polled again by the same task before any timer
+    /// fired, the sleep is pending without a clock read or a map lookup. A
+    /// task that polls a timer on every wake (a connection's idle
+    /// watchdog) pays nothing for it until timers fire. An identity, not a
+    /// clone: a sleep holding its own task's waker would keep the task
+    /// alive through its own future (a cycle nothing breaks at shutdown);
+    /// while the sleep is registered the timer map holds a clone, so the
+    /// task it names cannot be freed and its address reused.
+    seen: Option<(u64, WakerId)>,
+}
+
+/// What `Waker::will_wake` compares (the data and vtable addresses),
+/// without owning the waker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct WakerId(usize, usize);
+
+impl WakerId {
+    fn of(w: &Waker) -> WakerId {
+        WakerId(w.data() as usize, std::ptr::from_ref(w.vtable()) as usize)
+    }
 }
 
 /// A monotonic timestamp at scheduler-tick resolution (1-4 ms), far cheaper
@@ -143,14 +158,12 @@ impl Future for Sleep {
         // Registered, and no entry has left the map since: still waiting
         // (a due timer is fired by the shard loop within a turn).
         let epoch = context::with(|c| c.timers.epoch.get());
-        if self.key.is_some()
-            && self.seen.as_ref().is_some_and(|(e, w)| *e == epoch && w.will_wake(cx.waker()))
-        {
+        if self.key.is_some() && self.seen.is_some_and(|(e, w)| e == epoch && w == WakerId::of(cx.waker())) {
             return Poll::Pending;
         }
         if let Some(k) = self.key {
             if context::with(|c| c.timers.update(k, cx.waker())) {
-                self.seen = Some((epoch, cx.waker().clone()));
+                self.seen = Some((epoch, WakerId::of(cx.waker())));
                 return Poll::Pending;
             }
         }
@@ -160,7 +173,7 @@ impl Future for Sleep {
         }
         let deadline = self.deadline;
         self.key = Some(context::with(|c| c.timers.insert(deadline, cx.waker().clone())));
-        self.seen = Some((epoch, cx.waker().clone()));
+        self.seen = Some((epoch, WakerId::of(cx.waker())));
         Poll::Pending
     }
 }
