@@ -18,7 +18,7 @@ HOST_TRIPLE := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
 
 .PHONY: help deps build run check test test-deps test-unit test-loom test-asan lint fmt bench bench-mesh bench-echo \
 	bench-netstack bench-aggregate doc clean fuzz load-forward load-aggregate compare isolation steering bench-xdp \
-	page-cost syscalls
+	page-cost syscalls per-request
 
 help:
 	@echo "make run     build and start the appliance on config/appliance.toml (echo :7000, forward :8080, statsd :8125, admin :9090)"
@@ -36,6 +36,7 @@ help:
 	@echo "make steering        statsd over veth with RPS on the shards' CPUs: --steering cpu vs hash (root)"
 	@echo "make page-cost       the admin status page's size and each shard's CPU per refresh"
 	@echo "make syscalls        system calls per new connection and per request: appliance, HAProxy, nginx (strace)"
+	@echo "make per-request     CPU, system calls and context switches per request at a fixed rate: appliance and peers"
 	@echo "make bench-xdp       statsd over veth, receive work on the receiver's core: AF_XDP vs kernel sockets (root)"
 
 # Installs only what is missing, so it is cheap to call from every target.
@@ -164,6 +165,13 @@ steering: build
 syscalls: build
 	scripts/compare/install-peers.sh
 	scripts/compare/syscalls.py
+
+# Per request at a fixed rate, counted: the proxy's CPU, system calls and
+# context switches, appliance against both peers (PER_REQUEST_INSTRUCTIONS=1:
+# also user-space instructions under callgrind).
+per-request: build
+	scripts/compare/install-peers.sh
+	scripts/compare/per_request.py
 
 # The admin status page's size and what refreshing it costs each shard.
 page-cost: build
