@@ -316,3 +316,55 @@ fn aggregate_series_are_on_their_own_path_and_counters_on_metrics() {
     let (status, text) = http_get(admin, "/metrics/nothing").expect("scrape");
     assert_eq!(status, 404, "{text}");
 }
+
+/// The upstreams of service "web" in `/status`, by address.
+fn upstreams_by_addr(admin: SocketAddr) -> std::collections::HashMap<String, serde_json::Value> {
+    let (_, body) = http_get(admin, "/status").expect("status");
+    let json: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let services = json["services"].as_array().cloned().unwrap_or_default();
+    let web = services.iter().find(|s| s["name"] == "web").cloned().unwrap_or_default();
+    let list = web["upstreams"].as_array().cloned().unwrap_or_default();
+    list.into_iter().map(|u| (u["addr"].as_str().unwrap_or_default().to_string(), u)).collect()
+}
+
+/// docs/operations.md, "Reloading": an upstream that stays across a reload
+/// keeps its health state and its counters. The dead one (nothing listens:
+/// every check fails) is down before the reload and still down right after
+/// it; were its state reset it would start up again (upstreams start up)
+/// and take connections until `fall` checks failed anew. The live one keeps
+/// its connection count.
+#[test]
+fn an_upstream_that_stays_across_a_reload_keeps_its_health_and_counters() {
+    let a = Upstream::start(identify, 1);
+    let c = Upstream::start(identify, 3);
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+    let (la, lc, ld) = (a.addr.to_string(), c.addr.to_string(), dead.to_string());
+    let config =
+        |ups: &[&str]| forward_config(ups).replace("health_interval = \"0\"", "health_interval = \"1s\"");
+    let dir = TempDir::new("reload-health");
+    let path = write_config(&dir, &config(&[&la, &ld]));
+    let (app, addr, admin) = start(&["run", "--config", path.to_str().expect("utf8")], "forward");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while upstreams_by_addr(admin).get(&ld).is_none_or(|u| u["up"] != false) {
+        assert!(
+            Instant::now() < deadline,
+            "the dead upstream never went down: {:?}",
+            upstreams_by_addr(admin)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for _ in 0..4 {
+        assert_eq!(landed_on(addr), 1, "only the live upstream serves");
+    }
+    let served = upstreams_by_addr(admin)[&la]["connections"].as_u64().unwrap_or(0);
+    assert!(served >= 4, "{served}");
+
+    write_config(&dir, &config(&[&la, &ld, &lc]));
+    app.signal(libc::SIGHUP);
+    wait_reloads(admin, "ok", 1);
+    let after = upstreams_by_addr(admin);
+    assert_eq!(after[&ld]["up"], false, "the dead upstream stays down across the reload: {:?}", after[&ld]);
+    assert!(after[&la]["connections"].as_u64().unwrap_or(0) >= served, "counters kept: {:?}", after[&la]);
+    let landed: Vec<u8> = (0..6).map(|_| landed_on(addr)).collect();
+    assert!(landed.iter().all(|&i| i == 1 || i == 3), "nothing lands on the dead upstream: {landed:?}");
+}

@@ -183,6 +183,49 @@ fn accept_proxy_strips_the_inbound_header() {
     assert!(matches!(bad.read_to_end(&mut rest), Ok(0) | Err(_)), "closed without relaying");
 }
 
+/// One echo round trip on a new connection, which then stays open.
+fn held(addr: SocketAddr, msg: &[u8]) -> TcpStream {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    s.write_all(msg).expect("write");
+    let mut back = vec![0u8; msg.len()];
+    s.read_exact(&mut back).expect("echo");
+    assert_eq!(back, msg);
+    s
+}
+
+/// The rest of docs/operations.md's signal table: SIGINT drains as SIGTERM
+/// does (an established connection keeps working; exit 0 once it ends),
+/// and a second SIGTERM or SIGINT, or SIGQUIT, exits at once with code 130,
+/// with a connection open and the grace (5 s) far from over.
+#[test]
+fn sigint_drains_and_a_second_stop_signal_or_sigquit_exits_with_130() {
+    let up = Upstream::start(echo, 0);
+    let (mut app, addr) = start_forward(&[up.addr], &["--health-interval", "0"]);
+    let mut s = held(addr, b"before");
+    app.signal(libc::SIGINT);
+    std::thread::sleep(Duration::from_millis(200));
+    s.write_all(b"during").expect("write during drain");
+    let mut b = [0u8; 6];
+    s.read_exact(&mut b).expect("echo during drain");
+    assert_eq!(&b, b"during");
+    drop(s);
+    let status = app.wait_exit(Duration::from_secs(15)).expect("exits after the last connection");
+    assert!(status.success(), "SIGINT drains and exits 0: {status:?}: {}", app.output());
+
+    for signals in [&[libc::SIGTERM, libc::SIGTERM][..], &[libc::SIGINT, libc::SIGINT], &[libc::SIGQUIT]] {
+        let (mut app, addr) = start_forward(&[up.addr], &["--health-interval", "0"]);
+        let _open = held(addr, b"x");
+        for &sig in signals {
+            app.signal(sig);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let status = app.wait_exit(Duration::from_secs(4));
+        let status = status.unwrap_or_else(|| panic!("{signals:?}: still running, draining for its grace"));
+        assert_eq!(status.code(), Some(130), "{signals:?}: {status:?}: {}", app.output());
+    }
+}
+
 #[test]
 fn sigterm_drains_while_a_transfer_completes() {
     let up = Upstream::start(echo, 0);
