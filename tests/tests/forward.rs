@@ -392,3 +392,37 @@ fn udp_sessions_relay_replies_and_survive_idle_expiry() {
     app.signal(libc::SIGTERM);
     assert!(app.wait_exit(Duration::from_secs(10)).is_some_and(|s| s.success()), "{}", app.output());
 }
+
+/// docs/operations.md, "Logs": `--log-format json` writes JSON lines, each
+/// with the thread's name, and an event from a shard names it (`shard-N`):
+/// here the grace running out on a held connection.
+#[test]
+fn json_logs_name_the_shard_an_event_came_from() {
+    let up = Upstream::start(echo, 0);
+    let upstream = up.addr.to_string();
+    let args = ["forward", "--listen", "127.0.0.1:0", "--upstream", &upstream, "--shards", "2", "--no-pin"];
+    let mut app = Appliance::start(
+        &[&args[..], &["--health-interval", "0", "--grace", "1s", "--log-format", "json"]].concat(),
+    )
+    .expect("start");
+    let addr = app.wait_for_addr("forward listening on").expect("listening line");
+    let _open = held(addr, b"x");
+    app.signal(libc::SIGTERM);
+    let status = app.wait_exit(Duration::from_secs(15)).expect("exits once the grace is over");
+    assert!(status.success(), "{status:?}");
+    assert!(app.printed("grace period over"), "no grace event:\n{}", app.output());
+    let output = app.output();
+    let mut from_shard = None;
+    for line in output.lines().filter(|l| l.starts_with('{')) {
+        let event: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        let thread = event["threadName"].as_str().unwrap_or_default();
+        if event["fields"]["message"].as_str().is_some_and(|m| m.contains("grace period over")) {
+            from_shard = Some(thread.to_string());
+        }
+    }
+    // Besides the events, only the listening announcements (stdout).
+    assert!(output.lines().all(|l| l.starts_with('{') || l.contains("listening on")), "{output}");
+    let thread = from_shard.unwrap_or_else(|| panic!("no grace event:\n{output}"));
+    assert!(thread.strip_prefix("shard-").is_some_and(|n| n.parse::<usize>().is_ok()), "thread {thread:?}");
+}
