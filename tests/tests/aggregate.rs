@@ -414,6 +414,52 @@ fn sighup_moves_graphite_and_prefix_without_losing_a_line() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// docs/operations.md, "Reloading": an aggregate reload loses no line
+/// even when intervals wait for a Graphite that is away: they move to the
+/// new one. The first Graphite is a port nothing listens on, so every
+/// interval is held until the reload points the service at a live sink.
+#[test]
+fn a_reload_moves_intervals_held_for_an_absent_graphite_to_the_new_one() {
+    let sink = Sink::start();
+    let away = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+    let dir = std::env::temp_dir().join(format!("appliance-test-agg-held-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("appliance.toml");
+    std::fs::write(&path, aggregate_config(away, "stats")).expect("write config");
+    let mut app = Appliance::start(&["run", "--config", path.to_str().expect("utf8")]).expect("start");
+    let udp = app.wait_for_addr("aggregate listening on udp").expect("udp address");
+    let admin = app.wait_for_addr("admin listening on").expect("admin address");
+
+    let lines: Vec<String> = (0..50).map(|_| "held:1|c".to_string()).collect();
+    send_udp(udp, &lines, 8);
+    // Every line counted, then one more flush on each of the 2 shards: the
+    // lines are in intervals held for the absent Graphite, none in one
+    // still open.
+    let read = |name: &str| {
+        let (_, text) = appliance_tests::http_get(admin, "/metrics").expect("metrics");
+        appliance_tests::metric(&text, &format!("{name}{{service=\"statsd\",shard=\"all\"}}")).unwrap_or(0.0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while read("appliance_aggregate_metrics_total") < 50.0 {
+        assert!(Instant::now() < deadline, "the 50 lines were never counted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let held = read("appliance_aggregate_held_intervals");
+    while read("appliance_aggregate_held_intervals") < held + 2.0 {
+        assert!(Instant::now() < deadline, "no interval held for the absent Graphite");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::write(&path, aggregate_config(sink.addr, "stats")).expect("rewrite config");
+    app.signal(libc::SIGHUP);
+    wait_reloads(admin, "ok", 1);
+    sink.eventually("the held intervals' 50 lines, at the new Graphite", |s| {
+        s.sum("stats.counters.held.count") == 50.0
+    });
+    sink.settle();
+    assert_eq!(sink.sum("stats.counters.held.count"), 50.0, "every line once");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Two aggregate services in one process (per-shard state is the runner's,
 /// kept per service, not a thread-local of the aggregator): each counts its
 /// own port's lines, flushes to its own Graphite with its own prefix, and
