@@ -368,3 +368,43 @@ fn an_upstream_that_stays_across_a_reload_keeps_its_health_and_counters() {
     let landed: Vec<u8> = (0..6).map(|_| landed_on(addr)).collect();
     assert!(landed.iter().all(|&i| i == 1 || i == 3), "nothing lands on the dead upstream: {landed:?}");
 }
+
+/// docs/operations.md, "Admin endpoint": at most 64 admin connections. With
+/// 64 clients each in the middle of a request, the next connection is
+/// closed at once, and the refusal is counted.
+#[test]
+fn admin_connections_past_64_are_closed_and_counted() {
+    let up = Upstream::start(echo, 0);
+    let (_app, _, admin) = forward_to(up.addr, &[]);
+    let held: Vec<TcpStream> = (0..64)
+        .map(|_| {
+            let mut c = TcpStream::connect(admin).expect("connect");
+            c.write_all(b"GET /metrics HTTP/1.1\r\n").expect("half a request");
+            c
+        })
+        .collect();
+    // Each of the 64 is taken before the next: the accept queue is in order.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut extra = TcpStream::connect(admin).expect("connect");
+    extra.set_read_timeout(Some(Duration::from_secs(3))).expect("timeout");
+    let _ = extra.write_all(b"GET /healthz HTTP/1.1\r\n\r\n");
+    let mut buf = [0u8; 64];
+    let closed = match extra.read(&mut buf) {
+        Ok(0) => true,
+        Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+        Ok(_) => false,
+    };
+    assert!(closed, "the 65th connection was served or held instead of closed");
+    drop(held);
+    // The 64 end as their clients close; until then a scrape is refused too.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok((200, text)) = http_get(admin, "/metrics") {
+            let refused = metric(&text, "appliance_admin_requests_total{outcome=\"refused\"}").unwrap_or(0.0);
+            assert!(refused >= 1.0, "the refusal is counted:\n{text}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the admin endpoint never served again");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
