@@ -220,3 +220,56 @@ fn a_change_right_at_startup_reaches_every_shard() {
     assert_eq!(field(&list, &a.to_string())["weight"], serde_json::json!(3), "{list:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// docs/operations.md, "Runtime API": `state=maint` stops an upstream's
+/// health checks, `state=drain` keeps them. The upstream dies while in
+/// maintenance and stays `up` (no check sees it); set to drain, its checks
+/// resume and find it down.
+#[test]
+fn maintenance_stops_health_checks_and_drain_keeps_them() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let a = listener.local_addr().expect("addr");
+    let gone = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let accepting = std::thread::spawn({
+        let gone = gone.clone();
+        move || {
+            listener.set_nonblocking(true).expect("nonblocking");
+            // Accepts health checks until told to go; then the upstream is gone.
+            while !gone.load(std::sync::atomic::Ordering::SeqCst) {
+                let _ = listener.accept();
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    });
+    let dir = std::env::temp_dir().join(format!("appliance-api-maint-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("appliance.toml");
+    let text = format!(
+        "[runtime]\nshards = 2\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n\
+         [[forward]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\nupstreams = [\"{a}\"]\nhealth_interval = \"100ms\"\n"
+    );
+    std::fs::write(&path, text).expect("config");
+    let mut app =
+        Appliance::start(&["run", "--config", path.to_str().expect("utf-8"), "--no-pin"]).expect("start");
+    let admin = app.wait_for_addr("admin listening on").expect("admin");
+    let set = |state: &str| {
+        let (code, body) =
+            post(admin, &format!("/api/upstreams/set?service=web&upstream={a}&state={state}"), Some(TOKEN));
+        assert_eq!(code, 200, "{body}");
+    };
+    set("maint");
+    gone.store(true, std::sync::atomic::Ordering::SeqCst);
+    accepting.join().expect("listener thread");
+    // Twenty check intervals with nothing listening.
+    std::thread::sleep(Duration::from_secs(2));
+    let list = upstreams(admin);
+    assert_eq!(field(&list, &a.to_string())["up"], true, "a check ran in maintenance: {list:?}");
+    set("drain");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while field(&upstreams(admin), &a.to_string())["up"] != false {
+        assert!(std::time::Instant::now() < deadline, "drained, its checks never found it down");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
