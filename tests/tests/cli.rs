@@ -45,3 +45,34 @@ fn a_busy_port_is_a_clear_error() {
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains(&addr) && out.contains("cannot bind"), "{out}");
 }
+
+/// docs/operations.md: the `APPLIANCE_*` environment variables stand for
+/// their flags, and like flags they win over the file. The file asks for
+/// 2 shards; `APPLIANCE_SHARDS=1` gets 1. `APPLIANCE_CONFIG` names the file,
+/// `APPLIANCE_ADMIN` the admin address, `APPLIANCE_LOG_FORMAT` the log
+/// format.
+#[test]
+fn environment_variables_stand_for_their_flags() {
+    let dir = appliance_tests::TempDir::new("env");
+    let path = dir.path.join("appliance.toml");
+    let text = "[runtime]\nshards = 2\nno_pin = true\n\n[[echo]]\nname = \"e\"\nlisten = \"127.0.0.1:0\"\n";
+    std::fs::write(&path, text).expect("write config");
+    let mut cmd = std::process::Command::new(appliance_tests::binary());
+    cmd.arg("run")
+        .env("APPLIANCE_CONFIG", &path)
+        .env("APPLIANCE_ADMIN", "127.0.0.1:0")
+        .env("APPLIANCE_SHARDS", "1")
+        .env("APPLIANCE_LOG_FORMAT", "json");
+    let mut app = appliance_tests::Appliance::spawn(&mut cmd).expect("start");
+    let admin = app.wait_for_addr("admin listening on").expect("the admin address from APPLIANCE_ADMIN");
+    let (_, body) = appliance_tests::http_get(admin, "/status").expect("status");
+    let status: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(status["config"], path.to_str().expect("utf-8"), "the file from APPLIANCE_CONFIG");
+    assert_eq!(status["placement"].as_array().map(Vec::len), Some(1), "APPLIANCE_SHARDS wins over the file");
+    assert!(app.printed("appliance starting"), "no startup event");
+    let output = app.output();
+    let starting = output.lines().find(|l| l.contains("appliance starting")).expect("the startup event");
+    let event: serde_json::Value =
+        serde_json::from_str(starting).expect("a JSON line (APPLIANCE_LOG_FORMAT)");
+    assert_eq!(event["fields"]["shards"], 1);
+}
