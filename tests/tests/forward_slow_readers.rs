@@ -64,6 +64,12 @@ fn stalled_downloads_do_not_stall_other_connections() {
         assert_eq!(back, msg);
     }
     assert!(start.elapsed() < Duration::from_secs(5));
+    // Six floods on four buffers ran the group dry: the receives that found
+    // it empty waited, and that backpressure is counted (docs/operations.md,
+    // the signal to raise `buffers`).
+    let (_, text) = http_get(admin, "/metrics").expect("scrape");
+    let exhausted = "appliance_netstack_relay_buffers_exhausted_total{service=\"forward\",shard=\"all\"}";
+    assert!(metric(&text, exhausted).is_some_and(|n| n > 0.0), "{exhausted} in:\n{text}");
     // Each stalled download waited at least once; counted when it ends.
     drop(stalled);
     let series = "appliance_forward_slow_reader_sends_total{service=\"forward\",shard=\"all\"}";
