@@ -315,9 +315,8 @@ impl TcpStream {
     }
 
     /// [`try_send`](Self::try_send) of a group buffer without a completion
-    /// when all of it went out (`shard::ops::send_quiet`; only where
-    /// `shard::reactor::probe::quiet_send` says the kernel reports a short
-    /// send's count).
+    /// when all of it went out, where the kernel allows
+    /// (`shard::ops::send_quiet`).
     pub fn send_quiet(&self, buf: ProvidedBuf) -> shard::reactor::QuietSend {
         ops::send_quiet(self.raw_fd(), buf)
     }

@@ -184,17 +184,25 @@ impl Reactor {
     /// consumed quiet send without a completion is settled as complete
     /// (see [`settle_quiet`](Self::settle_quiet)): the common case costs
     /// no completion, and no loop turn to take it.
-    pub(crate) fn start_quiet(&self, fd: RawFd, buf: ProvidedBuf) -> u32 {
+    ///
+    /// Without `skip` (kernels that do not report a short send's count with
+    /// its failure, see [`probe::quiet_send`]) it is a plain send that never
+    /// waits: it always completes, and its owner sees the same outcomes.
+    pub(crate) fn start_quiet(&self, fd: RawFd, buf: ProvidedBuf, skip: bool) -> u32 {
         let (ptr, len) = (buf.as_ptr(), buf.len() as u32);
         let idx = self.slab.borrow_mut().insert_quiet(buf);
-        let entry = opcode::Send::new(types::Fd(fd), ptr, len)
-            .flags(libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT | libc::MSG_WAITALL)
-            .build()
-            .flags(squeue::Flags::SKIP_SUCCESS)
-            .user_data(u64::from(idx));
+        let entry = if skip {
+            opcode::Send::new(types::Fd(fd), ptr, len)
+                .flags(libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT | libc::MSG_WAITALL)
+                .build()
+                .flags(squeue::Flags::SKIP_SUCCESS)
+        } else {
+            opcode::Send::new(types::Fd(fd), ptr, len).flags(libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT).build()
+        };
         // SAFETY: the entry points into the group buffer the slot holds (lent) until the send is settled or its completion arrives; the group's memory is mapped for as long as any of its buffers is out.
-        match unsafe { self.push(&entry) } {
-            Ok(()) => self.quiet.borrow_mut().push_back((self.pushed.get() - 1, idx, len)),
+        match unsafe { self.push(&entry.user_data(u64::from(idx))) } {
+            Ok(()) if skip => self.quiet.borrow_mut().push_back((self.pushed.get() - 1, idx, len)),
+            Ok(()) => {}
             Err(e) => {
                 let errno = e.raw_os_error().unwrap_or(libc::EIO);
                 drop(self.slab.borrow_mut().complete(idx, -errno, 0, false));

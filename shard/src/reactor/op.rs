@@ -284,6 +284,9 @@ impl QuietSend {
         self.done = true;
         let res =
             if result < 0 { Err(std::io::Error::from_raw_os_error(-result)) } else { Ok(result as usize) };
+        // All sent (a completion says so where the kernel posts one for
+        // success too): the buffer goes back to its group.
+        let buf = buf.filter(|_| !matches!(res, Ok(n) if n >= self.len));
         Poll::Ready((res, buf))
     }
 

@@ -222,12 +222,19 @@ pub async fn send_nowait<B: IoBuf>(fd: RawFd, buf: B) -> (io::Result<usize>, B) 
 
 /// [`send_nowait`] of a group buffer that posts no completion when it
 /// sends everything (see [`QuietSend`]): the buffer goes back to its group
-/// as soon as the submitting enter returns. Needs the kernel to report a
-/// short send's count with its failure ([`super::probe::quiet_send`]).
+/// as soon as the submitting enter returns. Where the kernel cannot report
+/// a short send's count with its failure ([`super::probe::quiet_send`]) it
+/// posts a completion every time, with the same outcomes for its owner.
 pub fn send_quiet(fd: RawFd, buf: ProvidedBuf) -> QuietSend {
+    send_quiet_on(fd, buf, super::probe::quiet_send())
+}
+
+/// [`send_quiet`] as on a kernel with (`skip`) or without the short-send
+/// report: the path older kernels take can be exercised on any kernel.
+pub fn send_quiet_on(fd: RawFd, buf: ProvidedBuf, skip: bool) -> QuietSend {
     let len = buf.len();
     context::with_rc(|c| {
-        let idx = c.reactor.start_quiet(fd, buf);
+        let idx = c.reactor.start_quiet(fd, buf, skip);
         QuietSend::new(Rc::downgrade(c), idx, len)
     })
 }

@@ -9,10 +9,10 @@
 //!   it: a direct `send(2)` per buffer measured 0.89x the requests/s at
 //!   saturation, since on loopback each wakes its reader, which then
 //!   preempts the shard in the middle of its turn.
-//! - Where the kernel reports a short send's count with its failure, that
-//!   send is quiet (`TcpStream::send_quiet`): it posts no completion when
-//!   it sends everything, and the reactor settles it after the enter that
-//!   submitted it. The relay does not wait for it but goes back to
+//! - With a multishot receive that send is quiet (`TcpStream::send_quiet`):
+//!   where the kernel reports a short send's count with its failure, it
+//!   posts no completion when it sends everything, and the reactor settles
+//!   it after the enter that submitted it. The relay does not wait for it but goes back to
 //!   receiving, watching it for a failure, so a message costs one
 //!   completion and one loop turn per direction instead of two. When the
 //!   receive has ended (after a buffer's worth of bytes) the relay waits
@@ -156,12 +156,11 @@ const HOLD: usize = 4;
 
 /// Moves `from` -> `to` until end of stream (then half-closes `to`).
 ///
-/// Each buffer goes out with one send that never waits. Where the kernel
-/// allows (and the receive is multishot, so waiting for it may be given
-/// up), that send is quiet: it posts no completion when it sends
-/// everything, so the relay does not wait for it but goes back to
-/// receiving, watching it for a failure; the next buffer goes out once it
-/// is settled. A send that finds the reader's socket full takes the slow
+/// Each buffer goes out with one send that never waits. With a multishot
+/// receive (whose wait may be given up) that send is quiet: it posts no
+/// completion when it sends everything (where the kernel allows), so the
+/// relay does not wait for it but goes back to receiving, watching it for
+/// a failure; the next buffer goes out once it is settled. A send that finds the reader's socket full takes the slow
 /// path ([`settle`]).
 async fn pump(
     from: &TcpStream,
@@ -172,7 +171,7 @@ async fn pump(
     waited: &Cell<u64>,
 ) -> Half {
     let mut rx = from.recv_bounded(&buffers.group, HOLD);
-    let quiet = rx.is_multishot() && shard::reactor::probe::quiet_send();
+    let quiet = rx.is_multishot();
     let mut sending: Option<QuietSend> = None;
     let stats = Counts { moved, waited };
     loop {
