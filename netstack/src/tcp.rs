@@ -253,15 +253,7 @@ impl TcpStream {
     /// Received data as a stream of buffers picked from `group` by the
     /// kernel: one multishot receive, re-armed as needed.
     pub fn recv_stream(&self, group: &BufRing) -> RecvStream<'_> {
-        RecvStream {
-            stream: self,
-            group: group.clone(),
-            op: None,
-            starved: 0,
-            mode: Mode::Unbounded,
-            end: None,
-            spent: false,
-        }
+        self.receiving(group, Mode::Unbounded)
     }
 
     /// [`recv_stream`](Self::recv_stream) holding at most `limit` buffers
@@ -285,8 +277,11 @@ impl TcpStream {
     /// (`byte_limit`) or without the multishot byte limit: the single-shot
     /// path older kernels take can be exercised on any kernel.
     pub fn recv_bounded_on(&self, group: &BufRing, limit: usize, byte_limit: bool) -> RecvStream<'_> {
-        let mode = if byte_limit { Mode::Bounded(limit.max(1)) } else { Mode::SingleShot };
-        RecvStream { stream: self, group: group.clone(), op: None, starved: 0, mode, end: None, spent: false }
+        self.receiving(group, if byte_limit { Mode::Bounded(limit.max(1)) } else { Mode::SingleShot })
+    }
+
+    fn receiving(&self, group: &BufRing, mode: Mode) -> RecvStream<'_> {
+        RecvStream { stream: self, group: group.clone(), op: None, starved: 0, mode, end: None }
     }
 
     /// Receives once into a buffer the kernel picks from `group` when data
@@ -402,9 +397,6 @@ pub struct RecvStream<'a> {
     /// How the stream ended while [`RecvStream::stop`] drained it: given
     /// out by the next [`RecvStream::next`].
     end: Option<io::Result<()>>,
-    /// The receive's final completion was taken: the next
-    /// [`RecvStream::next`] arms a new one.
-    spent: bool,
 }
 
 /// How a [`RecvStream`] receives.
@@ -442,9 +434,6 @@ impl RecvStream<'_> {
             }
             let fd = self.stream.raw_fd();
             let (group, mode) = (&self.group, self.mode);
-            if self.op.is_none() {
-                self.spent = false;
-            }
             let op = match mode {
                 Mode::SingleShot => return self.stream.recv_provided(group).await,
                 Mode::Unbounded => self.op.get_or_insert_with(|| ops::recv_multi(fd, group)),
@@ -457,9 +446,16 @@ impl RecvStream<'_> {
                 self.op = None;
                 continue;
             };
-            self.spent = c.is_final();
+            let last = c.is_final();
             match step(c, op.stopped_at_limit()) {
-                Step::Data(buf) => return Ok(Some(buf)),
+                Step::Data(buf) => {
+                    // The kernel ended the receive (at its byte limit, say):
+                    // the next call arms another.
+                    if last {
+                        self.op = None;
+                    }
+                    return Ok(Some(buf));
+                }
                 Step::End(end) => {
                     self.op = None;
                     return end.map(|()| None);
@@ -513,7 +509,7 @@ impl RecvStream<'_> {
     /// and once the receive's final completion was taken (the kernel ended
     /// it, at its byte limit say), until `next` arms the next one.
     pub fn is_armed(&self) -> bool {
-        self.op.is_some() && !self.spent
+        self.op.is_some()
     }
 
     /// Whether the stream receives with a multishot receive (armed once),
