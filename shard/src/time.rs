@@ -90,17 +90,24 @@ impl Timers {
 #[must_use = "futures do nothing unless awaited"]
 pub struct Sleep {
     deadline: Instant,
-    key: Option<(Instant, u64)>,
-    /// The timers' epoch and the waker (its identity) at registration or
-    /// the last update: polled again by the same task before any timer
-    /// fired, the sleep is pending without a clock read or a map lookup. A
-    /// task that polls a timer on every wake (a connection's idle
-    /// watchdog) pays nothing for it until timers fire. An identity, not a
-    /// clone: a sleep holding its own task's waker would keep the task
-    /// alive through its own future (a cycle nothing breaks at shutdown);
-    /// while the sleep is registered the timer map holds a clone, so the
-    /// task it names cannot be freed and its address reused.
-    seen: Option<(u64, WakerId)>,
+    /// Where it waits in the timer map, once polled.
+    registered: Option<Registered>,
+}
+
+/// A sleep's entry in the timer map, and the timers' epoch and the waker
+/// (its identity) when it was last put there or updated: polled again by
+/// the same task before any timer fired, the sleep is pending without a
+/// clock read or a map lookup. A task that polls a timer on every wake (a
+/// connection's idle watchdog) pays nothing for it until timers fire. An
+/// identity, not a clone: a sleep holding its own task's waker would keep
+/// the task alive through its own future (a cycle nothing breaks at
+/// shutdown); while the sleep is registered the timer map holds a clone,
+/// so the task it names cannot be freed and its address reused.
+#[derive(Debug, Clone, Copy)]
+struct Registered {
+    key: (Instant, u64),
+    epoch: u64,
+    waker: WakerId,
 }
 
 /// What `Waker::will_wake` compares (the data and vtable addresses),
@@ -128,7 +135,7 @@ pub fn sleep(duration: Duration) -> Sleep {
 
 /// Completes at `deadline`.
 pub fn sleep_until(deadline: Instant) -> Sleep {
-    Sleep { deadline, key: None, seen: None }
+    Sleep { deadline, registered: None }
 }
 
 impl Sleep {
@@ -144,9 +151,8 @@ impl Sleep {
     }
 
     fn unregister(&mut self) {
-        self.seen = None;
-        if let Some(key) = self.key.take() {
-            context::try_with(|c| c.timers.remove(key));
+        if let Some(r) = self.registered.take() {
+            context::try_with(|c| c.timers.remove(r.key));
         }
     }
 }
@@ -158,12 +164,13 @@ impl Future for Sleep {
         // Registered, and no entry has left the map since: still waiting
         // (a due timer is fired by the shard loop within a turn).
         let epoch = context::with(|c| c.timers.epoch.get());
-        if self.key.is_some() && self.seen.is_some_and(|(e, w)| e == epoch && w == WakerId::of(cx.waker())) {
-            return Poll::Pending;
-        }
-        if let Some(k) = self.key {
-            if context::with(|c| c.timers.update(k, cx.waker())) {
-                self.seen = Some((epoch, WakerId::of(cx.waker())));
+        let waker = WakerId::of(cx.waker());
+        if let Some(r) = self.registered {
+            if r.epoch == epoch && r.waker == waker {
+                return Poll::Pending;
+            }
+            if context::with(|c| c.timers.update(r.key, cx.waker())) {
+                self.registered = Some(Registered { epoch, waker, ..r });
                 return Poll::Pending;
             }
         }
@@ -172,8 +179,8 @@ impl Future for Sleep {
             return Poll::Ready(());
         }
         let deadline = self.deadline;
-        self.key = Some(context::with(|c| c.timers.insert(deadline, cx.waker().clone())));
-        self.seen = Some((epoch, WakerId::of(cx.waker())));
+        let key = context::with(|c| c.timers.insert(deadline, cx.waker().clone()));
+        self.registered = Some(Registered { key, epoch, waker });
         Poll::Pending
     }
 }
