@@ -24,6 +24,16 @@ pub struct Creds {
     pub gid: u32,
 }
 
+/// The sysctl that caps a Unix datagram socket's receive queue, as a file.
+pub const MAX_DGRAM_QLEN_SYSCTL: &str = "/proc/sys/net/unix/max_dgram_qlen";
+
+/// `net.unix.max_dgram_qlen`: how many datagrams a Unix datagram socket
+/// queues before its senders block (or, sending without blocking, fail
+/// with `EAGAIN`). `None` when it cannot be read here.
+pub fn max_dgram_qlen() -> Option<u64> {
+    std::fs::read_to_string(MAX_DGRAM_QLEN_SYSCTL).ok()?.trim().parse().ok()
+}
+
 /// A non-blocking Unix datagram socket bound at `path`, mode `mode`, with
 /// `SO_PASSCRED` when `creds`. A socket file left by a process that is gone
 /// is replaced; one a live process still receives on is an error.

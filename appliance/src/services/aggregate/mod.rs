@@ -101,7 +101,7 @@ impl Service for AggregateConfig {
                 None => unix::UnixSocket::bind(path, self.origin_detection),
             };
             let socket = socket.map_err(|e| format!("listen_unix {}: {e}", path.display()))?;
-            if let Some(warning) = unix::queue_warning(&self.name, read_sysctl(unix::QLEN_SYSCTL)) {
+            if let Some(warning) = unix::queue_warning(&self.name, netstack::unix::max_dgram_qlen()) {
                 tracing::warn!("{warning}");
             }
             let base = prepared.unwrap_or_else(|| self.clone());
@@ -235,9 +235,4 @@ impl Service for AggregateConfig {
     fn as_any(&self) -> &dyn std::any::Any {
         self
     }
-}
-
-/// A sysctl's value from `/proc/sys` (`None`: unreadable here).
-fn read_sysctl(path: &str) -> Option<u64> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }

@@ -71,9 +71,6 @@ impl UnixSocket {
 /// the files are its now.
 static HANDED_OVER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// The sysctl that caps a Unix datagram socket's queue, in datagrams.
-pub const QLEN_SYSCTL: &str = "/proc/sys/net/unix/max_dgram_qlen";
-
 /// Below this queue length a burst from one client outruns the shard's
 /// next receive.
 const QLEN_ADVISED: u64 = 512;
