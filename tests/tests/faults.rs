@@ -650,10 +650,21 @@ fn aggregate_tcp_clients_beyond_the_budget_are_refused_and_counted() {
     .expect("aggregate");
     let tcp = app.wait_for_addr("aggregate listening on tcp").expect("tcp");
     let admin = app.wait_for_addr("admin listening on").expect("admin");
-    let clients: Vec<TcpStream> = (0..250).map(|_| TcpStream::connect(tcp).expect("connect")).collect();
+    // A client over the limit is reset at once: under load the reset can
+    // land before its own connect returns, which is the same refusal.
+    let mut reset_at_connect = 0;
+    let mut clients = Vec::new();
+    for _ in 0..250 {
+        match TcpStream::connect(tcp) {
+            Ok(c) => clients.push(c),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => reset_at_connect += 1,
+            Err(e) => panic!("connect: {e}"),
+        }
+    }
     std::thread::sleep(Duration::from_millis(300));
     let (mut kept, refused) =
         appliance_tests::served(clients, |c, on| c.set_nonblocking(on).expect("nonblocking"));
+    let refused = refused + reset_at_connect;
     assert!(refused > 0 && !kept.is_empty(), "kept {}, refused {refused}", kept.len());
     for c in &mut kept {
         c.write_all(b"budget.k:1|c\n").expect("a kept client still sends");
